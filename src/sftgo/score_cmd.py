@@ -1,0 +1,303 @@
+"""``sftgo score``: compute token importance with one or more scorers and show it.
+
+    sftgo score --dataset D --model_name_or_path M --scorer tfidf,llmlingua2,frequency --percentile 90 \\
+                --output_dir OUT [--num_examples 20] [--max_length 512] [--llmlingua2_model PATH] [--cache_dir DIR]
+
+Scores are computed over the WHOLE dataset (TF-IDF and frequency need corpus statistics) through the score
+cache (:mod:`sftgo.cache`, same keys as ``sftgo train``, so a second run -- or a training run -- reuses them),
+then grouped per sequence at percentile eta (top ``100 - eta`` % important). Writes:
+
+- ``OUT/importance.html``: the first ``num_examples`` examples, each supervised token coloured by its score
+  (per scorer, normalized to [0, 1] between the scorer's 1st and 99th percentile over the dataset), tokens of
+  the important group outlined and underlined, the scorers side by side per example (like the SFT-GO paper's
+  Figures 5-7). Hover a token for its exact score.
+- ``OUT/stats.json``: per scorer the fraction of tokens marked important, the mean/std score, the tokens most
+  often marked important (decoded strings, counts, and the fraction of that token's occurrences marked
+  important), cache hit/miss and time; and the pairwise Jaccard overlap of the important sets,
+  ``|A & B| / |A | B|`` over all (example, token) positions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["main", "build_parser", "score_dataset", "importance_stats", "render_html"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sftgo score",
+        description="Token importance heatmap (importance.html) and statistics (stats.json) for one or more scorers.",
+    )
+    p.add_argument("--dataset", default=None, help="JSON/JSONL file or Hub dataset id (default: the built-in dataset).")
+    p.add_argument("--model_name_or_path", default=None, help="Model whose tokenizer defines the tokens (default: SmolLM2-135M-Instruct).")
+    p.add_argument("--scorer", default="tfidf,frequency,random",
+                   help="Comma-separated scorers: tfidf, frequency, random, llmlingua2, or my_module:my_function.")
+    p.add_argument("--percentile", type=float, default=90.0, help="eta: the top (100 - eta)%% of each sequence is important (default 90).")
+    p.add_argument("--output_dir", required=True, help="Where importance.html and stats.json are written.")
+    p.add_argument("--num_examples", type=int, default=20, help="Examples rendered in importance.html (scores use all).")
+    p.add_argument("--max_length", type=int, default=512, help="Tokens per example (right-truncated).")
+    p.add_argument("--llmlingua2_model", default=None,
+                   help="LLMLingua-2 token classifier: local folder or Hub id (default microsoft/llmlingua-2-xlm-roberta-large-meetingbank).")
+    p.add_argument("--llmlingua2_batch_size", type=int, default=16, help="Encoder chunks per forward pass.")
+    p.add_argument("--seed", type=int, default=0, help="Seed of the random scorer.")
+    p.add_argument("--top_tokens", type=int, default=25, help="Most-often-important tokens listed per scorer in stats.json.")
+    p.add_argument("--cache_dir", default=None, help="Score cache (default $SFTGO_CACHE or ~/.cache/sftgo/scores).")
+    return p
+
+
+def _settings(name: str, args) -> dict:
+    """Settings that change a scorer's output; they go into the cache key (same as ``sftgo train``)."""
+    if name == "random":
+        return {"seed": args.seed}
+    if name == "llmlingua2":
+        from .scorers.llmlingua2 import DEFAULT_MODEL
+
+        return {"model": args.llmlingua2_model or DEFAULT_MODEL}
+    return {}
+
+
+def score_dataset(data, tokenizer, scorer_names: list[str], args) -> tuple[dict, dict]:
+    """Scores of every scorer over the whole dataset, through the cache.
+
+    Returns ``(scores: {name: [np.ndarray n_i]}, info: {name: {"cache": "hit"|"miss"|"off", "seconds": float}})``.
+    """
+    from .cache import cached_scores, fingerprint
+    from .scorers import resolve_scorer
+
+    token_ids = data.supervised_ids()
+    offsets = [data.supervised(i)[1] for i in range(len(data))]
+    lengths = [len(t) for t in token_ids]
+    data_fp = fingerprint({"input_ids": data.input_ids, "labels": data.labels})
+    scores, info = {}, {}
+    for name in scorer_names:
+        fn = resolve_scorer(name)
+        settings = _settings(name, args)
+        call_settings = dict(settings)
+        if name == "llmlingua2":
+            call_settings["batch_size"] = args.llmlingua2_batch_size
+        missed = []
+
+        def compute(fn=fn, call_settings=call_settings, missed=missed):
+            missed.append(True)
+            return fn(token_ids, texts=data.texts, offsets=offsets, **call_settings)
+
+        t0 = time.perf_counter()
+        if ":" in name:  # a user's function can change between runs: never served from the cache
+            out, state = compute(), "off"
+        else:
+            key = {"scorer": name, "settings": settings, "data": data_fp,
+                   "tokenizer": getattr(tokenizer, "name_or_path", ""), "vocab": len(tokenizer)}
+            out = cached_scores(key, compute, args.cache_dir, expected_lengths=lengths)
+            state = "miss" if missed else "hit"
+        if len(out) != len(lengths) or any(len(s) != n for s, n in zip(out, lengths)):
+            raise ValueError(f"scorer {name!r} must return one score per supervised token of every example")
+        scores[name] = [np.asarray(s, dtype=np.float64) for s in out]
+        info[name] = {"cache": state, "seconds": round(time.perf_counter() - t0, 4)}
+        logger.info("scorer %s: %s (%.2f s)", name, state, info[name]["seconds"])
+    return scores, info
+
+
+def _decode(tokenizer, tid: int) -> str:
+    try:
+        return tokenizer.decode([int(tid)])
+    except Exception:  # a user's tokenizer may not decode single ids; the id is still informative
+        return f"<id {int(tid)}>"
+
+
+def importance_stats(scores: dict, groups: dict, token_ids: list[list[int]], tokenizer, top: int = 25) -> dict:
+    """stats.json content. scores/groups: {name: N arrays [n_i]}; token_ids: N supervised id lists."""
+    flat_ids = np.concatenate([np.asarray(t, dtype=np.int64) for t in token_ids]) if token_ids else np.zeros(0, np.int64)
+    occurrences = Counter(flat_ids.tolist())
+    per = {}
+    flat_groups = {}
+    for name, sc in scores.items():
+        s = np.concatenate(sc) if sc else np.zeros(0)
+        g = np.concatenate(groups[name]) if groups[name] else np.zeros(0, bool)
+        flat_groups[name] = g
+        imp = Counter(flat_ids[g].tolist())
+        per[name] = {
+            "fraction_important": float(g.mean()) if g.size else 0.0,
+            "num_important": int(g.sum()),
+            "mean_score": float(np.nanmean(s)) if s.size else 0.0,
+            "std_score": float(np.nanstd(s)) if s.size else 0.0,
+            "top_important_tokens": [
+                {"token": _decode(tokenizer, tid), "id": int(tid), "count": int(c),
+                 "fraction_of_occurrences": round(c / occurrences[tid], 4)}
+                for tid, c in imp.most_common(top)
+            ],
+        }
+    names = list(scores)
+    jac = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            union = int((flat_groups[a] | flat_groups[b]).sum())
+            inter = int((flat_groups[a] & flat_groups[b]).sum())
+            jac[f"{a}|{b}"] = round(inter / union, 4) if union else 1.0
+    return {"num_examples": len(token_ids), "num_tokens": int(flat_ids.size), "scorers": per, "jaccard": jac}
+
+
+def _normalizer(sc: list[np.ndarray]):
+    s = np.concatenate(sc) if sc else np.zeros(0)
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        return lambda x: np.zeros_like(x)
+    lo, hi = np.percentile(s, [1, 99])
+    if hi <= lo:
+        lo, hi = float(s.min()), float(s.max())
+    span = hi - lo if hi > lo else 1.0
+    return lambda x: np.clip((np.nan_to_num(x, nan=lo) - lo) / span, 0.0, 1.0)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#222;max-width:1800px}
+h1{font-size:20px} h2{font-size:15px;margin:28px 0 6px}
+table.stats{border-collapse:collapse;font-size:13px;margin:8px 0}
+table.stats td,table.stats th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+.prompt{font-size:12px;color:#555;background:#f6f6f6;padding:6px 8px;white-space:pre-wrap;max-height:7em;overflow:auto;border-radius:4px}
+.grid{display:grid;gap:10px;margin-top:6px}
+.col{border:1px solid #ddd;border-radius:4px;padding:6px 8px}
+.col h3{font-size:13px;margin:0 0 4px;color:#444}
+.seq{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;line-height:1.9;white-space:pre-wrap;word-break:break-word}
+.t{border-radius:2px;padding:1px 0}
+.t.imp{outline:2px solid #b00020;text-decoration:underline;text-decoration-color:#b00020;text-decoration-thickness:2px;font-weight:600}
+.nl{color:#999}
+.legend span{display:inline-block;padding:2px 8px;margin-right:4px;font-size:12px}
+"""
+
+
+def _color(v: float) -> str:
+    # white (0) -> orange-yellow (1); light enough that black text stays readable
+    r, g, b = 255, int(round(255 - 120 * v)), int(round(255 - 230 * v))
+    return f"rgb({r},{g},{b})"
+
+
+def _render_tokens(text: str, spans: np.ndarray, norm: np.ndarray, raw: np.ndarray, imp: np.ndarray) -> str:
+    out = []
+    prev_end = None
+    for (s, e), v, r, g in zip(spans.tolist(), norm.tolist(), raw.tolist(), imp.tolist()):
+        if prev_end is not None and s > prev_end:
+            gap = text[prev_end:s]
+            out.append(html.escape(gap) if gap.isspace() else '<span class="nl"> \u2026 </span>')
+        piece = text[s:e]
+        shown = html.escape(piece).replace("\n", '<span class="nl">\u21b5</span>\n')
+        if not piece:
+            shown = '<span class="nl">\u2205</span>'
+        cls = "t imp" if g else "t"
+        out.append(f'<span class="{cls}" style="background:{_color(v)}" title="{html.escape(repr(piece))} '
+                   f'score={r:.4g}{" important" if g else ""}">{shown}</span>')
+        prev_end = e if prev_end is None else max(prev_end, e)
+    return "".join(out)
+
+
+def render_html(data, scores: dict, groups: dict, stats: dict, num_examples: int, percentile: float, title: str) -> str:
+    """importance.html: summary tables, then per example the prompt and one column per scorer."""
+    names = list(scores)
+    norms = {n: _normalizer(scores[n]) for n in names}
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>sftgo token importance</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Token importance: {html.escape(title)}</h1>",
+        f"<p>{stats['num_examples']} examples, {stats['num_tokens']} supervised tokens; eta = {percentile:g}: "
+        f"the top {100 - percentile:g}% of each response (outlined, underlined, bold) are <b>important</b>. "
+        "Colour = score, normalized per scorer between its 1st and 99th percentile over the dataset. "
+        "Hover a token for its score.</p>",
+        "<div class='legend'>" + "".join(f"<span style='background:{_color(v)}'>{v:.2f}</span>" for v in np.linspace(0, 1, 6))
+        + "<span class='t imp' style='background:#fff'>important</span></div>",
+        "<table class='stats'><tr><th>scorer</th><th>fraction important</th><th>mean score</th><th>std</th>"
+        "<th style='text-align:left'>most often important</th></tr>",
+    ]
+    for n in names:
+        st = stats["scorers"][n]
+        top = ", ".join(repr(t["token"]) for t in st["top_important_tokens"][:10])
+        parts.append(f"<tr><td>{html.escape(n)}</td><td>{st['fraction_important']:.4f}</td><td>{st['mean_score']:.4g}</td>"
+                     f"<td>{st['std_score']:.4g}</td><td style='text-align:left'>{html.escape(top)}</td></tr>")
+    parts.append("</table>")
+    if len(names) > 1:
+        parts.append("<table class='stats'><tr><th>Jaccard of important sets</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>")
+        for a in names:
+            row = []
+            for b in names:
+                v = 1.0 if a == b else stats["jaccard"].get(f"{a}|{b}", stats["jaccard"].get(f"{b}|{a}"))
+                row.append(f"<td>{v:.3f}</td>")
+            parts.append(f"<tr><td>{html.escape(a)}</td>{''.join(row)}</tr>")
+        parts.append("</table>")
+    cols = f"grid-template-columns:repeat({min(len(names), 3)},minmax(0,1fr))"
+    for i in range(min(num_examples, len(data))):
+        _, spans = data.supervised(i)
+        text = data.texts[i]
+        first = int(spans[:, 0].min()) if len(spans) else len(text)
+        parts.append(f"<h2>Example {i}</h2><div class='prompt'>{html.escape(text[:first])}</div><div class='grid' style='{cols}'>")
+        for n in names:
+            raw = scores[n][i]
+            body = _render_tokens(text, spans, norms[n](raw), raw, groups[n][i])
+            parts.append(f"<div class='col'><h3>{html.escape(n)}</h3><div class='seq'>{body}</div></div>")
+        parts.append("</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``sftgo score``; returns the exit status (0 ok, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    from .grouping import percentile_groups
+    from .scorers import resolve_scorer
+
+    names = [s.strip() for s in args.scorer.split(",") if s.strip()]
+    try:
+        if not names:
+            raise ValueError("--scorer is empty; give e.g. --scorer tfidf,frequency")
+        if len(set(names)) != len(names):
+            raise ValueError(f"--scorer lists a scorer twice: {args.scorer!r}")
+        for n in names:
+            resolve_scorer(n)  # fail on a typo before loading anything
+        if not 0 <= args.percentile <= 100:
+            raise ValueError(f"--percentile must be in [0, 100] (eta = 90 marks the top 10%), got {args.percentile}")
+        if args.num_examples < 0:
+            raise ValueError(f"--num_examples must be >= 0, got {args.num_examples}")
+    except ValueError as e:
+        print(f"sftgo score: error: {e}", file=sys.stderr)
+        return 2
+
+    from .data import load_examples, tokenize_examples
+    from .models import load_tokenizer
+
+    t0 = time.perf_counter()
+    tokenizer = load_tokenizer(args.model_name_or_path)
+    examples = load_examples(args.dataset)
+    data = tokenize_examples(examples, tokenizer, args.max_length)
+    t_data = time.perf_counter() - t0
+    scores, info = score_dataset(data, tokenizer, names, args)
+    groups = {n: percentile_groups(scores[n], args.percentile) for n in names}
+    stats = importance_stats(scores, groups, data.supervised_ids(), tokenizer, args.top_tokens)
+    stats.update({
+        "dataset": str(args.dataset), "tokenizer": getattr(tokenizer, "name_or_path", ""), "percentile": args.percentile,
+        "max_length": args.max_length, "num_dropped": int(data.num_dropped), "data_seconds": round(t_data, 3),
+    })
+    for n in names:
+        stats["scorers"][n].update(info[n])
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stats.json").write_text(json.dumps(stats, indent=1, ensure_ascii=False))
+    title = f"{args.dataset or 'built-in dataset'} / {getattr(tokenizer, 'name_or_path', '')}"
+    (out / "importance.html").write_text(
+        render_html(data, scores, groups, stats, args.num_examples, args.percentile, title), encoding="utf-8"
+    )
+    caches = ", ".join(f"{n}: {info[n]['cache']}" for n in names)
+    print(f"wrote {out / 'importance.html'} and {out / 'stats.json'} ({caches})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""Corpus-statistics importance scorers: TF-IDF, inverse frequency, and a random control.
+
+Every function takes ``token_ids``: one sequence of supervised (response) token ids per example,
+and returns one float array per example with the same length, aligned token for token.
+All three are vectorized over the whole corpus: the sequences are concatenated once into a flat
+array and the per-example results are views cut out of one flat result (no Python loop per token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["tfidf", "frequency", "random", "flatten"]
+
+
+def flatten(token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate ragged sequences.
+
+    Returns ``(flat [sum n_i] int64, lengths [N] int64)``. Raises ValueError on negative ids.
+    """
+    lengths = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=len(token_ids))
+    if lengths.sum() == 0:
+        return np.zeros(0, dtype=np.int64), lengths
+    parts = [np.asarray(t, dtype=np.int64).reshape(-1) for t in token_ids]
+    flat = np.concatenate(parts)
+    if flat.size and flat.min() < 0:
+        raise ValueError(
+            "token_ids contain a negative id; pass only the supervised token ids "
+            "(drop the -100 label positions before scoring)"
+        )
+    return flat, lengths
+
+
+def _split(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    # np.split returns views of `flat`: no per-example copy.
+    return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+
+def tfidf(token_ids: Sequence[Sequence[int]], **_) -> list[np.ndarray]:
+    """Unigram TF-IDF over token ids; documents = examples' supervised token sequences.
+
+    ``score[i][t] = tf(i, x) * idf(x)`` with ``x = token_ids[i][t]``, ``tf(i, x)`` = raw count of ``x``
+    in example ``i`` and ``idf(x) = ln((1 + N) / (1 + df(x))) + 1`` (N examples, df = number of examples
+    containing ``x``): scikit-learn's ``smooth_idf=True, norm=None, sublinear_tf=False`` convention.
+
+    Shapes: ``token_ids[i]`` has n_i ids -> ``out[i]`` float64 [n_i].
+    Cost: one sort of the (example, id) pair keys, O(total log total); about 20 ms for 300K tokens.
+    """
+    flat, lengths = flatten(token_ids)
+    n_docs = len(lengths)
+    if flat.size == 0:
+        return [np.zeros(int(n), dtype=np.float64) for n in lengths]
+    doc = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
+    vocab = int(flat.max()) + 1
+    # One int64 key per (document, id) pair; n_docs * vocab stays far below 2**63 for real corpora.
+    keys = doc * vocab + flat
+    uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    df = np.bincount(uniq % vocab, minlength=vocab)  # each unique pair = one document containing the id
+    idf = np.log((1.0 + n_docs) / (1.0 + df)) + 1.0
+    scores = counts[inverse].astype(np.float64) * idf[flat]
+    return _split(scores, lengths)
+
+
+def frequency(token_ids: Sequence[Sequence[int]], **_) -> list[np.ndarray]:
+    """Inverse frequency: ``score = -ln(count(x) / total)`` over all supervised tokens of the training set.
+
+    Rare ids score high, common ones (punctuation, "the") low. Shapes as in :func:`tfidf`; float64.
+    """
+    flat, lengths = flatten(token_ids)
+    if flat.size == 0:
+        return [np.zeros(int(n), dtype=np.float64) for n in lengths]
+    counts = np.bincount(flat)
+    scores = -np.log(counts[flat] / float(flat.size))
+    return _split(scores, lengths)
+
+
+def random(token_ids: Sequence[Sequence[int]], seed: int = 0, **_) -> list[np.ndarray]:
+    """Uniform [0, 1) random scores (numpy PCG64 seeded by ``seed``): the control scorer.
+
+    Under percentile grouping it yields the same group sizes as any other scorer, so it separates the
+    effect of *which* tokens are grouped from the effect of having groups at all. Float64.
+    """
+    _, lengths = flatten(token_ids)
+    rng = np.random.default_rng(seed)
+    return _split(rng.random(int(lengths.sum())), lengths)

