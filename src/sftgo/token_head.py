@@ -449,7 +449,7 @@ def fused_linear_loss(
     if objective == "infosft" and not (isinstance(P, (int, float)) and 0.5 < float(P) < 1.0):
         raise ValueError(f"P must be a float in (0.5, 1) (InfoSFT confidence threshold), got {P!r}")
     if backend == "liger":
-        return _liger_fused(hidden, weight, targets, objective, num_items)
+        return _liger_fused(hidden, weight, targets, objective, num_items, chunk_size)
 
     shape = targets.shape
     h, t = _flat(hidden, targets)
@@ -472,23 +472,39 @@ def fused_linear_loss(
     return loss, out.reshape(shape)
 
 
-def _liger_fused(hidden, weight, targets, objective, num_items):
-    """Optional Liger-Kernel backend (CUDA only, sft only, mean over supervised tokens)."""
+def _liger_fused(hidden, weight, targets, objective, num_items, chunk_size):
+    """Optional Liger-Kernel backend: CUDA tensors and objective 'sft' only (untested on our CPU machines).
+
+    The loss comes from Liger's Triton fused linear cross-entropy (``reduction="sum"`` / num_items); the
+    returned ``logp`` is computed by an extra forward-only chunked pass (1 GEMM, no grad) for logging.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        import liger_kernel  # noqa: F401
-        from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
-    except ImportError as exc:
+        from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
+
+        ver = version("liger-kernel")
+    except (ImportError, PackageNotFoundError) as exc:
         raise ValueError(
             "backend='liger' needs liger-kernel >= 0.8.2 (pip install 'liger-kernel>=0.8.2') and a CUDA device; "
             "use backend='torch' (the default) otherwise"
         ) from exc
+    parts = tuple(int(x) for x in ver.split(".")[:3] if x.isdigit())
+    if parts < (0, 8, 2):
+        raise ValueError(f"backend='liger' needs liger-kernel >= 0.8.2, found {ver}; upgrade or use backend='torch'")
     if not hidden.is_cuda:
         raise ValueError("backend='liger' runs only on CUDA tensors; use backend='torch' on CPU")
-    if objective != "sft" or num_items is not None:
-        raise ValueError("backend='liger' supports only objective='sft' without num_items; use backend='torch'")
+    if objective != "sft":
+        raise ValueError(f"backend='liger' supports only objective='sft', not {objective!r}; use backend='torch'")
+    shape = targets.shape
     h, t = _flat(hidden, targets)
-    loss = liger_fused_linear_cross_entropy(h, weight, t, ignore_index=IGNORE_INDEX, reduction="mean")
-    return loss, torch.zeros(t.shape, dtype=torch.float32, device=h.device).reshape(targets.shape)
+    sup = t != IGNORE_INDEX
+    k = _as_count(num_items, int(sup.sum()))
+    loss = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX, reduction="sum")(weight, h, t) / k
+    idx = sup.nonzero().squeeze(1)
+    out = torch.zeros(t.shape, dtype=_acc(h.dtype), device=h.device)
+    out[idx] = _logp_pass(h.detach().index_select(0, idx), t.index_select(0, idx), weight.detach(), chunk_size)
+    return loss, out.reshape(shape)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""Shared offline fixtures: a tiny byte-level BPE tokenizer (with and without a chat template), a tiny Llama model
+built from config, and small datasets. Nothing here touches the network."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "What is the capital of France? The capital of France is Paris.",
+    "Add three and four. Three plus four equals seven.",
+    "Write a short poem about the sea. Waves roll in, the gulls cry out, the tide goes back again.",
+    "Sort these numbers: 5, 2, 9. The sorted list is 2, 5, 9.",
+    "Explain photosynthesis. Plants use sunlight, water and carbon dioxide to make sugar and oxygen.",
+    "Instruction Response Input ### : user assistant system",
+] * 4
+
+
+def build_tokenizer(chat: bool = True):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|pad|>", "<|im_start|>", "<|im_end|>", "</s>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CORPUS, trainer)
+    kw = dict(tokenizer_object=tok, pad_token="<|pad|>")
+    if chat:
+        return PreTrainedTokenizerFast(**kw, eos_token="<|im_end|>", chat_template=CHAT_TEMPLATE,
+                                       additional_special_tokens=["<|im_start|>"])
+    return PreTrainedTokenizerFast(**kw, eos_token="</s>")
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer():
+    return build_tokenizer(chat=True)
+
+
+@pytest.fixture(scope="session")
+def plain_tokenizer():
+    return build_tokenizer(chat=False)
+
+
+def build_tiny_model(vocab_size: int, seed: int = 0):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      tie_word_embeddings=False, pad_token_id=0)
+    return LlamaForCausalLM(cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, chat_tokenizer):
+    """A tiny Llama + the chat tokenizer saved as a local model folder (what --model_name_or_path takes)."""
+    d = tmp_path_factory.mktemp("tiny_model")
+    build_tiny_model(len(chat_tokenizer)).save_pretrained(d)
+    chat_tokenizer.save_pretrained(d)
+    return str(d)
+
+
+EXAMPLES = [
+    {"instruction": "Add three and four.", "input": "", "output": "Three plus four equals seven."},
+    {"instruction": "What is the capital of France?", "input": "", "output": "The capital of France is Paris."},
+    {"instruction": "Sort these numbers.", "input": "5, 2, 9", "output": "The sorted list is 2, 5, 9."},
+    {"instruction": "Explain photosynthesis.", "input": "",
+     "output": "Plants use sunlight, water and carbon dioxide to make sugar and oxygen."},
+]
+
+
+@pytest.fixture()
+def alpaca_file(tmp_path):
+    p = tmp_path / "data.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in EXAMPLES))
+    return str(p)

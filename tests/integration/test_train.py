@@ -1,0 +1,182 @@
+"""`sftgo train` end to end on a tiny model built from config (offline, seconds per run)."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from sftgo.cli import main
+from sftgo.data import load_examples, tokenize_examples
+
+
+def _train(tmp_path, model_dir, data, *extra, name="run"):
+    out = tmp_path / name
+    rc = main(["train", "--model_name_or_path", model_dir, "--dataset", data, "--output_dir", str(out),
+               "--max_steps", "2", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3",
+               "--max_length", "64", "--save_steps", "100", "--score_cache_dir", str(tmp_path / "cache"),
+               "--disable_tqdm", "true", *extra])
+    assert rc == 0
+    return out
+
+
+def _records(out):
+    return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _independent_mean_ce(model_dir, data_file):
+    """Mean token cross-entropy over response tokens, from full logits, with nothing from sftgo's loss code."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    data = tokenize_examples(load_examples(data_file), tok, 64)
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for ids, labels in zip(data.input_ids, data.labels):
+            logits = model(torch.tensor([ids])).logits[0]
+            for t in range(1, len(ids)):
+                if labels[t] != -100:
+                    total -= torch.log_softmax(logits[t - 1].double(), -1)[labels[t]].item()
+                    n += 1
+    return total / n
+
+
+def test_sft_first_loss_is_mean_response_ce(tmp_path, tiny_model_dir, alpaca_file):
+    # 4 examples, batch 4: the first step sees every example, so its loss is the dataset's mean response CE.
+    out = _train(tmp_path, tiny_model_dir, alpaca_file, "--objective", "sft")
+    first = _records(out)[0]
+    expected = _independent_mean_ce(tiny_model_dir, alpaca_file)
+    assert first["loss"] == pytest.approx(expected, rel=1e-4)
+    assert first["loss_ce"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_sft_go_lam0_equals_sft(tmp_path, tiny_model_dir, alpaca_file):
+    a = _records(_train(tmp_path, tiny_model_dir, alpaca_file, "--objective", "sft", name="a"))
+    b = _records(_train(tmp_path, tiny_model_dir, alpaca_file, "--objective", "sft-go", "--lam", "0", name="b"))
+    assert b[0]["loss"] == pytest.approx(a[0]["loss"], rel=1e-5)
+    assert b[1]["loss"] == pytest.approx(a[1]["loss"], rel=1e-4)  # same update, same second loss
+
+
+def test_sft_go_loss_matches_eq4_from_logged_groups(tmp_path, tiny_model_dir, alpaca_file):
+    r = _records(_train(tmp_path, tiny_model_dir, alpaca_file, "--objective", "sft-go", "--lam", "0.9"))[0]
+    expected = 0.1 * r["loss_ce"] + 0.9 * max(r["loss_important"], r["loss_unimportant"])
+    assert r["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("head", ["fused", "chunked", "naive"])
+def test_token_heads_agree(tmp_path, tiny_model_dir, alpaca_file, head):
+    ref = _records(_train(tmp_path, tiny_model_dir, alpaca_file, "--token_head", "naive", name="ref"))
+    got = _records(_train(tmp_path, tiny_model_dir, alpaca_file, "--token_head", head, name=head))
+    for a, b in zip(ref, got):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+
+
+def test_run_directory_artifacts(tmp_path, tiny_model_dir, alpaca_file):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sftgo.config import load_yaml
+
+    out = _train(tmp_path, tiny_model_dir, alpaca_file, "--lam", "0.9", "--lam_min", "0.1")
+    recs = _records(out)
+    assert [r["step"] for r in recs] == [1, 2]
+    for r in recs:
+        for k in ("step", "loss", "loss_ce", "loss_important", "loss_unimportant", "lam", "learning_rate"):
+            assert k in r and r[k] is not None and math.isfinite(r[k]), k
+    # Eq. 5: lam = max(0.9 * (1 - t / 2), 0.1) at optimizer steps t = 0, 1.
+    assert recs[0]["lam"] == pytest.approx(0.9) and recs[1]["lam"] == pytest.approx(0.45)
+    assert (out / "loss_groups.png").stat().st_size > 1000
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["supervised_tokens"] > 0 and summary["final"]["loss_important"] is not None
+    cfg = load_yaml(out / "config.yaml")
+    assert cfg["lam_min"] == 0.1 and cfg["objective"] == "sft-go"
+    AutoModelForCausalLM.from_pretrained(out / "final")
+    AutoTokenizer.from_pretrained(out / "final")
+
+
+def test_config_yaml_roundtrip_and_override(tmp_path, tiny_model_dir, alpaca_file):
+    out = _train(tmp_path, tiny_model_dir, alpaca_file, name="first")
+    # Re-run from the saved config.yaml with a flag overriding one value.
+    rc = main(["train", str(out / "config.yaml"), "--output_dir", str(tmp_path / "second"), "--lam", "0.5"])
+    assert rc == 0
+    recs = _records(tmp_path / "second")
+    assert recs[0]["lam"] == 0.5 and len(recs) == 2
+
+
+def test_resume_appends_without_duplicates(tmp_path, tiny_model_dir, alpaca_file):
+    import shutil
+
+    full = _train(tmp_path, tiny_model_dir, alpaca_file, "--max_steps", "4", "--save_steps", "2", "--lam_min", "0", name="full")
+    # Simulate an interruption after step 3: the last checkpoint is step 2, metrics already hold step 3.
+    run = tmp_path / "resumed"
+    shutil.copytree(full, run)
+    shutil.rmtree(run / "checkpoint-4")
+    shutil.rmtree(run / "final")
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(lines[:3]) + "\n")
+    _train(tmp_path, tiny_model_dir, alpaca_file, "--max_steps", "4", "--save_steps", "2", "--lam_min", "0",
+           "--resume_from_checkpoint", "last", name="resumed")
+    a, b = _records(full), _records(run)
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for x, y in zip(a, b):  # same data order, RNG and lambda position after the resume
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-4)
+        assert y["lam"] == pytest.approx(x["lam"])
+
+
+@pytest.mark.parametrize("objective,extra", [
+    ("rho1", ["--keep_ratio", "0.5"]),
+    ("dft", []),
+    ("infosft", []),
+    ("target-sft", ["--target_gamma", "0.8", "--target_residual", "uniform"]),
+    ("target-sft", ["--target_gamma", "p", "--target_residual", "model"]),
+    ("target-sft", ["--target_residual", "topk", "--target_topk", "5"]),
+    ("target-sft", ["--target_residual", "reference"]),
+    ("sft-go", ["--num_groups", "3"]),
+    ("sft-go-dro", ["--num_groups", "2"]),
+    ("sft-go", ["--scorer", "reference"]),
+    ("sft-go", ["--scorer", "frequency", "--group_scope", "batch"]),
+    ("sft-go", ["--scorer", "random"]),
+])
+def test_every_objective_and_scorer_trains(tmp_path, tiny_model_dir, alpaca_file, objective, extra):
+    recs = _records(_train(tmp_path, tiny_model_dir, alpaca_file, "--objective", objective, *extra))
+    assert len(recs) == 2
+    for r in recs:
+        assert math.isfinite(r["loss"]) and math.isfinite(r["loss_ce"])
+    if objective == "rho1":
+        assert 0 < recs[0]["frac_kept"] <= 0.75
+    if objective in ("dft", "infosft"):
+        assert 0 < recs[0]["mean_weight"] < 1
+
+
+def test_user_scorer_module_function(tmp_path, tiny_model_dir, alpaca_file, monkeypatch):
+    (tmp_path / "my_scorer.py").write_text(
+        "import numpy as np\n"
+        "def by_position(token_ids, **_):\n"
+        "    return [np.arange(len(x), dtype=np.float32) for x in token_ids]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recs = _records(_train(tmp_path, tiny_model_dir, alpaca_file, "--scorer", "my_scorer:by_position"))
+    assert recs[0]["frac_important"] > 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--objective", "nope"], "sft, sft-go, rho1"),
+    (["--scorer", "nope"], "tfidf"),
+    (["--model_name_or_path", "/does/not/exist"], "does not exist"),
+    (["--dataset", "/does/not/exist.jsonl"], "does not exist"),
+    (["--lam", "2"], "lam"),
+])
+def test_user_mistakes_give_clear_errors(tmp_path, tiny_model_dir, alpaca_file, capsys, args, message):
+    base = ["train", "--model_name_or_path", tiny_model_dir, "--dataset", alpaca_file,
+            "--output_dir", str(tmp_path / "x"), "--max_steps", "1", "--disable_tqdm", "true"]
+    assert main(base + args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_unknown_yaml_key_suggests(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("learnig_rate: 0.1\n")
+    assert main(["train", str(cfg)]) == 2
+    assert "learning_rate" in capsys.readouterr().err

@@ -1,0 +1,148 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sftgo.data import (
+    IGNORE_INDEX,
+    Collator,
+    DataError,
+    TokenDataset,
+    default_dataset_path,
+    load_examples,
+    tokenize_examples,
+)
+
+
+def _write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_formats_normalize(tmp_path):
+    rows = [
+        {"instruction": "Do X", "input": "on this", "output": "Done."},
+        {"prompt": "Hi", "completion": "Hello."},
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+    ]
+    ex = load_examples(_write(tmp_path, "d.jsonl", "\n".join(json.dumps(r) for r in rows)))
+    assert ex[0]["messages"] == [{"role": "user", "content": "Do X\n\non this"}, {"role": "assistant", "content": "Done."}]
+    assert ex[1]["messages"][1] == {"role": "assistant", "content": "Hello."}
+    assert ex[2]["messages"][0]["content"] == "a"
+    # A JSON list file works the same.
+    ex2 = load_examples(_write(tmp_path, "d.json", json.dumps(rows)))
+    assert ex2 == ex
+
+
+def _responses(ex):
+    return [m["content"] for m in ex["messages"] if m["role"] == "assistant"]
+
+
+def test_supervised_tokens_decode_to_responses_chat(chat_tokenizer):
+    examples = [
+        {"messages": [{"role": "user", "content": "Add three and four."},
+                      {"role": "assistant", "content": "Three plus four equals seven."}]},
+        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
+                      {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And the sea?"},
+                      {"role": "assistant", "content": "Waves roll in."}]},
+    ]
+    data = tokenize_examples(examples, chat_tokenizer, max_length=512)
+    for i, ex in enumerate(examples):
+        ids, offs = data.supervised(i)
+        assert chat_tokenizer.decode(ids, skip_special_tokens=True) == "".join(_responses(ex))
+        # The end-of-turn marker after each response is supervised too (the model must learn to stop) ...
+        eot = chat_tokenizer.convert_tokens_to_ids("<|im_end|>")
+        assert list(ids).count(eot) == len(_responses(ex))
+        # ... but nothing from the prompt: each supervised token's characters lie inside a response or its marker.
+        text = data.texts[i]
+        for s, e in offs:
+            piece = text[s:e]
+            assert any(piece in r + "<|im_end|>" for r in _responses(ex)), piece
+    # The prompt-side end-of-turn markers stay unsupervised.
+    lab = np.asarray(data.labels[1])
+    assert (lab == IGNORE_INDEX).sum() > 0
+
+
+def test_supervised_tokens_decode_to_responses_alpaca_template(plain_tokenizer):
+    examples = [{"messages": [{"role": "user", "content": "Sort 5, 2, 9."},
+                              {"role": "assistant", "content": "The sorted list is 2, 5, 9."}]}]
+    data = tokenize_examples(examples, plain_tokenizer, max_length=512)
+    assert "### Instruction:" in data.texts[0] and "### Response:" in data.texts[0]
+    ids, _ = data.supervised(0)
+    assert plain_tokenizer.decode(ids, skip_special_tokens=True) == "The sorted list is 2, 5, 9."
+    assert ids[-1] == plain_tokenizer.eos_token_id
+
+
+def test_malformed_json_line_names_file_and_line(tmp_path):
+    path = _write(tmp_path, "bad.jsonl", '{"instruction": "a", "output": "b"}\n{"instruction": oops}\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl:2"):
+        load_examples(path)
+
+
+def test_missing_field_is_named(tmp_path):
+    path = _write(tmp_path, "m.jsonl", '{"instruction": "a"}\n')
+    with pytest.raises(DataError, match=r"m\.jsonl:1.*'output'"):
+        load_examples(path)
+    path = _write(tmp_path, "r.jsonl", '{"messages": [{"role": "bot", "content": "x"}]}\n')
+    with pytest.raises(DataError, match=r"role"):
+        load_examples(path)
+    path = _write(tmp_path, "u.jsonl", '{"text": "a"}\n')
+    with pytest.raises(DataError, match=r"unrecognized record"):
+        load_examples(path)
+
+
+def test_missing_file_says_so():
+    with pytest.raises(DataError, match="does not exist"):
+        load_examples("/nonexistent/data.jsonl")
+
+
+def test_empty_response_skipped_and_counted(tmp_path, chat_tokenizer):
+    rows = [{"instruction": "a", "output": "  "}, {"instruction": "b", "output": "fine"}, {"prompt": "c", "completion": ""}]
+    ex = load_examples(_write(tmp_path, "e.jsonl", "\n".join(json.dumps(r) for r in rows)))
+    assert len(ex) == 1 and ex.num_empty == 2
+    data = tokenize_examples(ex, chat_tokenizer, 512)
+    assert data.num_empty == 2
+
+
+def test_truncation_keeps_columns_aligned_and_drops_fully_truncated(chat_tokenizer):
+    long_prompt = "word " * 60
+    examples = [
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "The capital of France is Paris."}]},
+        {"messages": [{"role": "user", "content": long_prompt}, {"role": "assistant", "content": "Paris."}]},
+    ]
+    full = tokenize_examples(examples, chat_tokenizer, max_length=4096)
+    n0 = len(full.input_ids[0])
+    cut = n0 - 3
+    data = tokenize_examples(examples, chat_tokenizer, max_length=cut)
+    assert data.num_dropped == 1 and len(data) == 1
+    assert len(data.input_ids[0]) == len(data.labels[0]) == len(data.offsets[0]) == cut
+    assert data.input_ids[0] == full.input_ids[0][:cut]
+    assert data.labels[0] == full.labels[0][:cut]
+    # Per-token columns built from the truncated data stay aligned through TokenDataset and padding.
+    n_sup = int((np.asarray(data.labels[0]) != IGNORE_INDEX).sum())
+    data.columns["importance"] = [np.arange(1, n_sup + 1, dtype=np.float32)]
+    item = TokenDataset(data)[0]
+    sup = np.asarray(item["labels"]) != IGNORE_INDEX
+    assert np.array_equal(item["importance"][sup], np.arange(1, n_sup + 1))
+    assert np.all(item["importance"][~sup] == 0)
+
+
+def test_collator_pads_all_columns(chat_tokenizer):
+    batch = Collator(pad_token_id=0)([
+        {"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "importance": np.array([0, 1.5, 2.5], dtype=np.float32)},
+        {"input_ids": [8], "labels": [-100], "importance": np.array([0], dtype=np.float32)},
+    ])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [-100, -100, -100]]
+    assert torch.equal(batch["importance"], torch.tensor([[0, 1.5, 2.5], [0, 0, 0]]))
+
+
+def test_builtin_dataset_loads_and_is_varied():
+    ex = load_examples(None)
+    assert default_dataset_path().exists()
+    assert len(ex) >= 200
+    instructions = {e["messages"][0]["content"] for e in ex}
+    assert len(instructions) == len(ex), "duplicate prompts in the bundled data"
