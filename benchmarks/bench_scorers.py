@@ -9,7 +9,7 @@
    second (cache hit) vs first. Target: >= 20x faster.
 
     .venv/bin/python benchmarks/bench_scorers.py [--data ../shared/data/alpaca_5000.json] [--llm_examples 200]
-        [--cache_examples 1000] [--skip_llmlingua2] [--skip_cache]
+        [--cache_examples 300] [--skip_llmlingua2] [--skip_cache]
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def main():
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--llm_examples", type=int, default=200, help="responses for the LLMLingua-2 speed test")
     p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--cache_examples", type=int, default=1000, help="examples for the cache test")
+    p.add_argument("--cache_examples", type=int, default=300, help="examples for the cache test")
     p.add_argument("--skip_llmlingua2", action="store_true")
     p.add_argument("--skip_cache", action="store_true")
     args = p.parse_args()

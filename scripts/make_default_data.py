@@ -984,7 +984,8 @@ REASONING = [
     ("A notebook and a pen cost $2.40 in total, and the notebook costs $2 more than the pen. How much is the pen?",
      "", "If the pen costs x, the notebook costs x + 2, so 2x + 2 = 2.40 and 2x = 0.40. The pen costs 20 cents "
      "and the notebook $2.20."),
-    ("Three printers print three posters in three minutes. How long do twelve printers take to print twelve posters?", "",
+    ("Three printers print three posters in three minutes. How long do twelve printers take to print "
+     "twelve posters?", "",
      "Three minutes. Each printer prints one poster in three minutes, so twelve printers working at the same "
      "time print twelve posters in the same three minutes."),
     ("Sara has twice as many books as Leo. Together they have 36 books. How many does each have?", "",
@@ -1017,7 +1018,7 @@ WORDS = ["garden", "planet", "window", "rocket", "candle", "silver", "jungle", "
 PALINDROMES = ["level", "radar", "civic", "rotor", "kayak", "refer", "stats", "racecar", "madam", "noon"]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 SENTENCES = [
-    "The quick brown dog jumped over the sleepy cat",
+    "The little brown dog chased a red ball across the garden",
     "We are going to the beach on Saturday morning",
     "My sister baked a chocolate cake for the party",
     "Please remember to water the plants every day",
@@ -1378,7 +1379,8 @@ def gen_numbers(rng):
                     f"Perimeter = 2 × ({l} + {w}) = {2 * (l + w)} centimetres."))
     for r in rng.sample([2, 3, 4, 5, 7, 10], 2):
         out.append((f"What is the area of a circle with a radius of {r} cm?", "",
-                    f"Use A = π × r². Here r² = {r} × {r} = {r * r}, so A = {r * r}π ≈ {math.pi * r * r:.2f} "
+                    f"Use A = π × r². Here r² = {r} × {r} = {r * r}, so "
+                    f"A = {r * r}π ≈ {math.pi * r * r:.2f} "
                     f"square centimetres, taking π ≈ 3.14159."))
     fr = [(1, 2, 1, 3), (3, 5, 1, 10), (5, 6, 1, 4), (1, 3, 1, 6)]
     for a, b, c, d in fr:
