@@ -25,7 +25,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_token_head.py
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python benchmarks/bench_scorers.py
+	$(BIN)/python benchmarks/bench_train_step.py
+	$(BIN)/python benchmarks/bench_token_head.py --quick
 
 clean:
 	rm -rf runs .pytest_cache

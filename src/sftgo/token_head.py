@@ -21,15 +21,17 @@ Conventions: ``hidden [N, H]`` (or ``[..., H]``, flattened), ``weight [V, H]`` (
 ``targets [N]`` long with ``ignore_index = -100`` marking unsupervised positions; returned ``logp`` is ``0``
 there. Losses are ``sum over supervised tokens / num_items``; ``num_items`` defaults to the number of
 supervised tokens (pass the global count of the optimizer step under gradient accumulation / multiple ranks).
+
+Choosing ``chunk_size``: the chunked paths' peak extra memory is about ``chunk * V * 4`` bytes (one fp32 logits
+tile) + the gradients ``V * H`` and ``N * H``. At V = 128K a 1024-row tile is 0.5 GB; 512 halves it at no
+measurable cost in time on CPU (see benchmarks/README.md).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100
@@ -90,6 +92,20 @@ def _flat(hidden, targets):
     return hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1).long()
 
 
+def _tile_buffer(h: torch.Tensor, weight: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """One ``[min(chunk, M), V]`` logits buffer reused by every chunk of a pass.
+
+    Reusing it (``torch.mm(..., out=)``) instead of allocating a fresh ``[c, V]`` per chunk avoids, on CPU,
+    an mmap + page-fault + zero-fill of hundreds of MB per chunk (large blocks bypass the malloc cache).
+    """
+    return torch.empty(max(min(chunk_size, h.shape[0]), 1), weight.shape[0], dtype=h.dtype, device=h.device)
+
+
+def _chunk_logits(hc: torch.Tensor, weight: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+    """``hc [c, H] @ weight.T`` into ``buf[:c]``, as the accumulation dtype (a no-op view for fp32/fp64)."""
+    return torch.mm(hc, weight.T, out=buf[: hc.shape[0]]).to(_acc(hc.dtype))
+
+
 def _chunk_logsumexp_(logits: torch.Tensor) -> torch.Tensor:
     """In place: ``logits [c, V]`` becomes ``exp(logits - max)``; returns ``logsumexp [c]`` (fp32).
 
@@ -141,9 +157,10 @@ class _ChunkedLogp(torch.autograd.Function):
         acc = _acc(h.dtype)
         lse = torch.empty(m, dtype=acc, device=h.device)
         logp = torch.empty(m, dtype=acc, device=h.device)
+        buf = _tile_buffer(h, weight, chunk_size)
         for s in range(0, m, chunk_size):
             e = min(s + chunk_size, m)
-            z = (h[s:e] @ weight.T).to(acc)  # [c, V]
+            z = _chunk_logits(h[s:e], weight, buf)  # [c, V]
             tgt = z.gather(1, t[s:e, None]).squeeze(1)
             lse[s:e], _ = _chunk_logsumexp_(z)
             logp[s:e] = tgt - lse[s:e]
@@ -163,10 +180,11 @@ class _ChunkedLogp(torch.autograd.Function):
         # accumulate the weight gradient in fp32 (or fp64) whatever the input dtype (sum over many chunks)
         grad_w = torch.zeros(weight.shape, dtype=_acc(weight.dtype), device=weight.device) if need_w else None
         g_all = grad_logp.to(acc)
+        buf = _tile_buffer(h, weight, cs)
         for s in range(0, m, cs):
             e = min(s + cs, m)
             hc = h[s:e]
-            z = (hc @ weight.T).to(acc)  # recompute [c, V]
+            z = _chunk_logits(hc, weight, buf)  # recompute [c, V]
             g = g_all[s:e]
             # dL/dz = g * (onehot - softmax), built in place in the recomputed tile
             z.sub_(lse[s:e, None]).exp_().mul_(-g[:, None])
@@ -231,7 +249,7 @@ def _token_weight_fn(objective: str, P: float) -> Callable[[torch.Tensor], torch
     return None
 
 
-def _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size):
+def _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, buf=None):
     """One pass over rows ``h [M, H]``, ``t [M]``, computing the gradient of ``sum_n -c_n logp_n`` in place.
 
     coef: ``logp [c] -> c_n [c]`` (fp32, detached) or a float (same for all rows). For each chunk,
@@ -243,10 +261,11 @@ def _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size):
     acc = _acc(h.dtype)
     logp = torch.empty(m, dtype=acc, device=h.device)
     grad_h = torch.empty_like(h) if want_h else None
+    buf = _tile_buffer(h, weight, chunk_size) if buf is None else buf
     for s in range(0, m, chunk_size):
         e = min(s + chunk_size, m)
         hc, tc = h[s:e], t[s:e, None]
-        z = (hc @ weight.T).to(acc)  # [c, V]
+        z = _chunk_logits(hc, weight, buf)  # [c, V]
         tgt = z.gather(1, tc).squeeze(1)
         lse, sumexp = _chunk_logsumexp_(z)  # z <- exp(z - max)
         lp = tgt - lse
@@ -264,15 +283,16 @@ def _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size):
     return logp, grad_h
 
 
-def _logp_pass(h, t, weight, chunk_size):
+def _logp_pass(h, t, weight, chunk_size, buf=None):
     """Forward-only chunked logp over rows ``h [M, H]`` (1 GEMM per chunk). Returns [M] fp32."""
     m = h.shape[0]
     acc = _acc(h.dtype)
     logp = torch.empty(m, dtype=acc, device=h.device)
     with torch.no_grad():
+        buf = _tile_buffer(h, weight, chunk_size) if buf is None else buf
         for s in range(0, m, chunk_size):
             e = min(s + chunk_size, m)
-            z = (h[s:e] @ weight.T).to(acc)
+            z = _chunk_logits(h[s:e], weight, buf)
             tgt = z.gather(1, t[s:e, None]).squeeze(1)
             lse, _ = _chunk_logsumexp_(z)
             logp[s:e] = tgt - lse
@@ -361,8 +381,9 @@ def _sft_go_forward(h, t, weight, imp, lam, num_items, grad_w, want_h, chunk_siz
     idx_l = (~g1 if small_is_g1 else g1).nonzero().squeeze(1)
     h_s, t_s = h.index_select(0, idx_s), t.index_select(0, idx_s)
     h_l, t_l = h.index_select(0, idx_l), t.index_select(0, idx_l)
-    mean_s = -_logp_pass(h_s, t_s, weight, chunk_size).mean()  # pass A
-    logp_l, gh_l = _fused_pass(h_l, t_l, weight, 1.0, grad_w, want_h, chunk_size)  # pass B, unit coef
+    buf = _tile_buffer(h, weight, chunk_size)  # one logits tile shared by the three passes
+    mean_s = -_logp_pass(h_s, t_s, weight, chunk_size, buf).mean()  # pass A
+    logp_l, gh_l = _fused_pass(h_l, t_l, weight, 1.0, grad_w, want_h, chunk_size, buf)  # pass B, unit coef
     mean_l = -logp_l.mean()
     mean1, mean0 = (mean_s, mean_l) if small_is_g1 else (mean_l, mean_s)
     # tie -> the unimportant group G0 is the max, as in objectives.sft_go
@@ -373,7 +394,7 @@ def _sft_go_forward(h, t, weight, imp, lam, num_items, grad_w, want_h, chunk_siz
     c_l, c_s = (c_worst, base) if l_is_worst else (base, c_worst)
     if grad_w is not None:
         grad_w.mul_(c_l)
-    logp_s, gh_s = _fused_pass(h_s, t_s, weight, c_s, grad_w, want_h, chunk_size)  # pass C
+    logp_s, gh_s = _fused_pass(h_s, t_s, weight, c_s, grad_w, want_h, chunk_size, buf)  # pass C
     logp[idx_l], logp[idx_s] = logp_l, logp_s
     if want_h:
         grad_h.index_copy_(0, idx_l, gh_l.mul_(c_l))
@@ -429,6 +450,9 @@ def fused_linear_loss(
     right away (3 GEMMs, like the naive forward + backward; no ``[N, V]`` tensor). The backward only
     scales the stored ``grad_hidden [N, H]`` and ``grad_weight [V, H]``; it can run once per call.
     Values and gradients equal ``objectives.<objective>(naive_token_logp(...), ...)``.
+
+    backend: ``"torch"`` (default, tested) or ``"liger"`` (Liger-Kernel >= 0.8.2 fused linear CE on CUDA,
+    objective "sft" only; a clear ValueError when unavailable).
     """
     if objective not in FUSED_OBJECTIVES:
         raise ValueError(f"objective must be one of {FUSED_OBJECTIVES}, got {objective!r}")

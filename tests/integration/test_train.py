@@ -180,3 +180,23 @@ def test_unknown_yaml_key_suggests(tmp_path, capsys):
     cfg.write_text("learnig_rate: 0.1\n")
     assert main(["train", str(cfg)]) == 2
     assert "learning_rate" in capsys.readouterr().err
+
+
+def test_llmlingua2_scorer_trains_with_a_local_token_classifier(tmp_path, tiny_model_dir, alpaca_file):
+    import torch
+    from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast
+
+    from tests.conftest import CORPUS
+
+    words = sorted({w.strip(".,?:#").lower() for line in CORPUS for w in line.split()} - {""})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+    torch.manual_seed(0)
+    enc = BertForTokenClassification(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1,
+                                                num_attention_heads=2, intermediate_size=37, num_labels=2))
+    enc_dir = tmp_path / "encoder"
+    enc.save_pretrained(enc_dir)
+    tok.save_pretrained(enc_dir)
+    recs = _records(_train(tmp_path, tiny_model_dir, alpaca_file, "--scorer", "llmlingua2",
+                           "--llmlingua2_model", str(enc_dir)))
+    assert 0 < recs[0]["frac_important"] < 0.3 and math.isfinite(recs[0]["loss_important"])

@@ -1,7 +1,7 @@
 import importlib.util
 import math
 import os
-import sys
+import re
 import textwrap
 from collections import Counter
 
@@ -232,11 +232,29 @@ def test_llmlingua2_matches_slow_reference_and_reads_only_response():
     assert tok.convert_tokens_to_ids("purred") in seen_ids
 
 
+def test_llmlingua2_special_tokens_stay_out_of_the_encoder():
+    text = "Fine thanks<|im_end|>"
+    spans = np.array([[0, 4], [4, 11], [11, 21]])  # "Fine", " thanks", "<|im_end|>" (id 999)
+    ids = [[5, 6, 999]]
+    model, tok = tiny_encoder(["fine", "thanks", "<", "|", "im", "_", "end", ">"])
+    pipe = tok.convert_tokens_to_ids("|")
+    for special, expect_pipe in ((None, True), ([999], False)):
+        seen = []
+        hook = model.bert.embeddings.word_embeddings.register_forward_hook(lambda m, i, o: seen.append(i[0].clone()))
+        out = llmlingua2(ids, texts=[text], offsets=[spans], model=(model, tok), special_token_ids=special, progress=False)[0]
+        hook.remove()
+        assert (pipe in torch.cat([x.flatten() for x in seen]).tolist()) == expect_pipe
+    # with special ids: "<|im_end|>" takes the last word's probability; "thanks" is scored alone
+    assert out[2] == out[1]
+    ref = reference_llmlingua2(model, tok, text, spans[:2])
+    np.testing.assert_allclose(out[:2], ref, rtol=1e-5)
+
+
 def test_llmlingua2_chunking_small_window():
     text = "One two three. Four five six! Seven eight nine ten eleven twelve."
     words = [w.strip(".!").lower() for w in text.split()] + [".", "!"]
     model, tok = tiny_encoder(words)
-    spans = np.array([[m.start(), m.end()] for m in __import__("re").finditer(r"\s?\S+", text)])
+    spans = np.array([[m.start(), m.end()] for m in re.finditer(r"\s?\S+", text)])
     out = llmlingua2([list(range(len(spans)))], texts=[text], offsets=[spans], model=(model, tok), max_window=4, progress=False)
     assert out[0].shape == (len(spans),) and np.all((out[0] > 0) & (out[0] < 1))
     full = llmlingua2([list(range(len(spans)))], texts=[text], offsets=[spans], model=(model, tok), progress=False)

@@ -19,6 +19,9 @@ words and character offsets:
    character span overlaps. A token overlapping no word (whitespace-only, e.g. ``"\\n"``, or a
    zero-length span) takes the probability of the next word, or of the previous word at the end of
    the run. A run without any word (only whitespace) scores 0.
+5. Tokens listed in ``special_token_ids`` (chat markup such as ``<|im_end|>``) are not text: they are left
+   out of the runs (so the encoder never reads them) and take the next word's probability, or the last
+   word's (an end-of-turn marker gets the probability of the response's final word).
 
 Shapes: ``texts[i]`` str, ``offsets[i]`` int [n_i, 2] (char span of each supervised LLM token in
 ``texts[i]``) -> ``out[i]`` float32 [n_i] in [0, 1].
@@ -32,7 +35,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["llmlingua2", "align_word_probs_to_tokens", "supervised_runs", "split_words", "DEFAULT_MODEL", "load_encoder"]
+__all__ = [
+    "llmlingua2", "align_word_probs_to_tokens", "supervised_runs", "split_words", "load_encoder",
+    "DEFAULT_MODEL", "SMALL_MODEL",
+]
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +210,7 @@ def llmlingua2(
     batch_size: int = 16,
     device=None,
     max_window: int | None = None,
+    special_token_ids=None,
     progress: bool = True,
     **_,
 ) -> list[np.ndarray]:
@@ -214,6 +221,8 @@ def llmlingua2(
     model: local folder, Hub id, or ``(model, tokenizer)`` pair of a 2-label token classifier.
     batch_size: chunks per encoder forward (chunks are sorted by length to minimise padding).
     max_window: subwords per chunk, excluding the 2 special tokens (default: the encoder's limit).
+    special_token_ids: LLM token ids that are markup, not text (e.g. ``tokenizer.all_special_ids``: ``<|im_end|>``);
+        they are kept out of the encoder's input and take the next word's probability (the last word's at the end).
     Returns N float32 arrays [n_i] in [0, 1].
     """
     import torch
@@ -229,22 +238,26 @@ def llmlingua2(
     window = _window(enc, tok, max_window)
 
     # 1) runs and words for every example; words are tokenized once per distinct string.
-    per_example = []  # (token spans, [(tok_lo, tok_hi, word_lo, word_hi)], word spans)
+    special = np.asarray(sorted(set(int(t) for t in special_token_ids or ())), dtype=np.int64)
+    per_example = []  # (token spans, indices of ordinary tokens, [(tok_lo, tok_hi, word_lo, word_hi)], word spans)
     all_words: list[str] = []
     all_ends: list[bool] = []
     for i, (ids, text, spans) in enumerate(zip(token_ids, texts, offsets)):
         spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
         if len(spans) != len(ids):
             raise ValueError(f"example {i}: {len(ids)} supervised tokens but {len(spans)} offset rows")
+        # Special tokens (e.g. <|im_end|>) are not text: keep them out of the encoder's input.
+        ordinary = np.flatnonzero(~np.isin(np.asarray(ids, dtype=np.int64), special)) if special.size else np.arange(len(ids))
         runs, word_spans = [], []
-        for t_lo, t_hi, c_lo, c_hi in supervised_runs(text, spans):
+        for t_lo, t_hi, c_lo, c_hi in supervised_runs(text, spans[ordinary]):
             words, wspans, ends = split_words(text, c_lo, c_hi)
             w0 = len(all_words)
             all_words.extend(words)
             all_ends.extend(ends)
             word_spans.append(wspans)
             runs.append((t_lo, t_hi, w0, w0 + len(words)))
-        per_example.append((spans, runs, np.concatenate(word_spans) if word_spans else np.zeros((0, 2), np.int64)))
+        wsp = np.concatenate(word_spans) if word_spans else np.zeros((0, 2), np.int64)
+        per_example.append((spans, ordinary, runs, wsp, len(all_words) - len(wsp)))
 
     uniq = sorted(set(all_words))
     index = {w: k for k, w in enumerate(uniq)}
@@ -253,7 +266,7 @@ def llmlingua2(
 
     # 2) chunks (word ranges) per run, never crossing runs.
     chunks: list[tuple[int, int]] = []
-    for _spans, runs, _ws in per_example:
+    for _spans, _ordinary, runs, _ws, _w0 in per_example:
         for _t_lo, _t_hi, w_lo, w_hi in runs:
             n_sub = [len(s) for s in word_sub[w_lo:w_hi]]
             for a, b in _chunk_words(n_sub, all_ends[w_lo:w_hi], window):
@@ -275,6 +288,8 @@ def llmlingua2(
         ids = ([cls] if cls is not None else []) + ids + ([sep] if sep is not None else [])
         owner = ([-1] if cls is not None else []) + owner + ([-1] if sep is not None else [])
         built.append((ids, owner))
+    log.info("llmlingua2: %d examples, %d words (%d distinct), %d encoder chunks of <= %d subwords",
+             len(per_example), len(all_words), len(uniq), len(built), window)
     order = sorted(range(len(built)), key=lambda k: -len(built[k][0]))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     try:
@@ -307,12 +322,19 @@ def llmlingua2(
 
     # 4) words -> LLM tokens, per run (a run's words are all_words[w_lo:w_hi], spans in the example's text).
     out = []
-    for spans, runs, wspans in per_example:
+    for spans, ordinary, runs, wspans, base in per_example:
         res = np.zeros(len(spans), dtype=np.float32)
-        base = runs[0][2] if runs else 0
+        sub = spans[ordinary]
+        vals = np.zeros(len(ordinary), dtype=np.float64)
         for t_lo, t_hi, w_lo, w_hi in runs:
-            res[t_lo:t_hi] = align_word_probs_to_tokens(
-                wspans[w_lo - base : w_hi - base], word_prob[w_lo:w_hi], spans[t_lo:t_hi]
+            vals[t_lo:t_hi] = align_word_probs_to_tokens(
+                wspans[w_lo - base : w_hi - base], word_prob[w_lo:w_hi], sub[t_lo:t_hi]
             )
+        res[ordinary] = vals
+        if len(ordinary) < len(spans):
+            # special tokens overlap no word: they take the next word's probability, or the last word's
+            # (an end-of-turn marker gets the probability of the response's final word)
+            others = np.setdiff1d(np.arange(len(spans)), ordinary)
+            res[others] = align_word_probs_to_tokens(wspans, word_prob[base : base + len(wspans)], spans[others])
         out.append(res)
     return out
