@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/sftgo train --output_dir runs/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -q
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -156,7 +156,7 @@ def main(argv=None) -> None:
     p.add_argument("--n", type=int, default=8192, help="tokens N (default 8192)")
     p.add_argument("--h", type=int, default=2048, help="hidden size H (default 2048)")
     p.add_argument("--v", type=int, default=128256, help="vocabulary V (default 128256, Llama-3)")
-    p.add_argument("--chunk", type=int, default=1024, help="token chunk size of the sftgo paths (default 1024)")
+    p.add_argument("--chunk", type=int, default=512, help="token chunk size of the sftgo paths (default 512, the library default)")
     p.add_argument("--quick", action="store_true", help="preset N=4096, H=512, V=49152 (overrides --n/--h/--v)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma list from {METHODS}")
     p.add_argument("--ignore-frac", type=float, default=0.0, help="fraction of positions with target -100")

@@ -82,7 +82,7 @@ class SFTGoConfig(TrainingArguments):
         metadata={"help": "How per-token log-probs are computed: fused (gradient in the forward, no [N, V] logits), chunked "
                           "(recompute in backward), naive (full logits), auto (fused where the objective allows)."},
     )
-    head_chunk_size: int = field(default=1024, metadata={"help": "Tokens per chunk in the per-token head."})
+    head_chunk_size: int = field(default=512, metadata={"help": "Tokens per chunk in the per-token head."})
 
     # ----- TrainingArguments defaults changed for this tool (all still settable under their usual names)
     output_dir: str | None = field(default="runs/sftgo", metadata={"help": "Run directory: config, metrics.jsonl, checkpoints, final/."})

@@ -202,7 +202,7 @@ def token_logp(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     targets: torch.Tensor,
-    chunk_size: int = 1024,
+    chunk_size: int = 512,
 ) -> torch.Tensor:
     """Per-token ``log p(targets | hidden)`` in row chunks; differentiable in ``hidden`` and ``weight``.
 
@@ -428,7 +428,7 @@ def fused_linear_loss(
     lam: float = 0.0,
     P: float = 0.93,
     num_items: int | float | torch.Tensor | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int = 512,
     backend: str = "torch",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token-level objective straight from hidden states, gradients computed in the forward.
@@ -547,7 +547,7 @@ def chunked_target_sft(
     ref_hidden: torch.Tensor | None = None,
     ref_weight: torch.Tensor | None = None,
     num_items=None,
-    chunk_size: int = 1024,
+    chunk_size: int = 512,
 ) -> torch.Tensor:
     """Target-SFT from hidden states, one ``[chunk, V]`` logits tile alive at a time.
 

@@ -318,3 +318,46 @@ def test_bad_inputs_raise_value_error():
         chunked_target_sft(hidden, weight, targets, gamma=0.5, residual="reference")
     with pytest.raises(ValueError, match="liger"):
         fused_linear_loss(hidden, weight, targets, "sft", backend="liger")  # CPU tensors / not installed
+
+
+# ---------------------------------------------------------------------------------------------------------
+# memory: no [N, V] tensor is ever created by the chunked paths (forward + backward)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def largest_tensor_created(fn):
+    """Run fn() and return the largest numel among all tensors produced by aten ops (forward and backward)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    sizes = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            sizes.extend(x.numel() for x in tree_leaves(out) if isinstance(x, torch.Tensor))
+            return out
+
+    with Record():
+        fn()
+    return max(sizes)
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        lambda h, w, t: token_logp(h, w, t, chunk_size=8).sum().backward(),
+        lambda h, w, t: fused_linear_loss(h, w, t, "infosft", chunk_size=8)[0].backward(),
+        lambda h, w, t: fused_linear_loss(h, w, t, "sft_go", important=imp_mask(), lam=0.5, chunk_size=8)[0].backward(),
+        lambda h, w, t: chunked_target_sft(h, w, t, gamma=0.5, residual="topk", topk=5, chunk_size=8).backward(),
+    ],
+    ids=["token_logp", "fused_infosft", "fused_sft_go", "chunked_target_sft"],
+)
+def test_no_full_logits_tensor(run):
+    hidden, weight, targets = make()
+    targets[targets == -100] = 1  # all supervised: the chunks cover all N rows
+    biggest = largest_tensor_created(lambda: run(hidden, weight, targets))
+    # the weight gradient [V, H] (1616) and one [8, V] tile (808) are allowed; [N, V] (3737) is not
+    assert biggest <= max(V * H, 8 * V) < N * V
+    naive = largest_tensor_created(lambda: naive_token_logp(hidden, weight, targets).sum().backward())
+    assert naive >= N * V  # the probe does see the naive path's full logits
