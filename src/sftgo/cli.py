@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 USAGE = """usage: sftgo <command> [options]
@@ -14,14 +15,6 @@ commands:
 
 `sftgo <command> --help` lists a command's options.
 """
-
-
-def _user_errors():
-    from .config import ConfigError
-    from .data import DataError
-    from .models import ModelLoadError
-
-    return (ConfigError, DataError, ModelLoadError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,11 +46,11 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             print(report_run(rest[0]))
             return 0
-    except _user_errors() as e:
-        print(f"sftgo {cmd}: error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        # Validation errors from our own functions and from TrainingArguments are user mistakes too.
+    except (ValueError, FileNotFoundError) as e:
+        # ConfigError, DataError and ModelLoadError are ValueErrors; so are TrainingArguments' validation errors.
+        # A user mistake gets one line naming the field/file and the fix; SFTGO_DEBUG=1 shows the traceback.
+        if os.environ.get("SFTGO_DEBUG"):
+            raise
         print(f"sftgo {cmd}: error: {e}", file=sys.stderr)
         return 2
     print(f"sftgo: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
