@@ -2,7 +2,7 @@
 
 An entry is identified by a key dict, typically ``{"dataset": <content hash>, "tokenizer": <identity>,
 "scorer": <name>, "settings": {...}}``; every run whose key matches reuses the entry. Layout under
-``cache_dir`` (default ``$SFTGO_CACHE`` or ``~/.cache/sftgo/scores``)::
+``cache_dir`` (default ``$SFTGO_CACHE/scores`` or ``~/.cache/sftgo/scores``)::
 
     <fingerprint(key)>.npz    np.savez: "flat" (all scores concatenated) and "lengths" (int64 [N])
     <fingerprint(key)>.json   {"key": key, "checksum": sha256 of the arrays, "num_sequences", "num_tokens", ...}
@@ -82,7 +82,8 @@ def arrays_checksum(flat: np.ndarray, lengths: np.ndarray) -> str:
 
 def default_cache_dir() -> Path:
     env = os.environ.get("SFTGO_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sftgo" / "scores"
+    # Same root as the converted models (sftgo.models.cache_root): $SFTGO_CACHE/scores.
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "sftgo") / "scores"
 
 
 def _atomic_write(path: Path, write: Callable) -> None:

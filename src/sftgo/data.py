@@ -177,7 +177,7 @@ def render(messages: list[dict], tokenizer) -> tuple[str, list[tuple[int, int]],
             if m["role"] != "assistant" or not m["content"].strip():
                 continue
             prefix = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True) if i else ""
-            upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+            upto = full if i == len(messages) - 1 else tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
             content = m["content"]
             start = upto.find(content, len(prefix))
             if start < 0:  # some templates strip the content
@@ -245,24 +245,28 @@ def tokenize_examples(examples: list[dict], tokenizer, max_length: int = 512) ->
     if max_length < 2:
         raise DataError(f"max_length={max_length}: must be at least 2")
     out = TokenizedData([], [], [], [], num_empty=getattr(examples, "num_empty", 0))
-    for ex in examples:
-        text, spans, chat = render(ex["messages"], tokenizer)
-        # Chat templates write BOS themselves when the model wants one; the Alpaca template relies on the tokenizer.
-        enc = tokenizer(text, add_special_tokens=not chat, return_offsets_mapping=True)
-        ids = list(enc["input_ids"])
-        offs = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
-        labels = [IGNORE_INDEX] * len(ids)
-        for j, (s, e) in enumerate(offs):
-            if e > s and any(s < se and e > ss for ss, se in spans):
-                labels[j] = ids[j]
-        ids, labels, offs = ids[:max_length], labels[:max_length], offs[:max_length]
-        if all(t == IGNORE_INDEX for t in labels):
+    rendered = [render(ex["messages"], tokenizer) for ex in examples]
+    chat = bool(rendered) and rendered[0][2]
+    # One batched call: the fast tokenizer encodes in parallel in Rust (~5x faster than one call per example).
+    # Chat templates write BOS themselves when the model wants one; the Alpaca template relies on the tokenizer.
+    enc = tokenizer([r[0] for r in rendered], add_special_tokens=not chat, return_offsets_mapping=True)
+    for (text, spans, _), ids, offs in zip(rendered, enc["input_ids"], enc["offset_mapping"]):
+        ids = np.asarray(ids, dtype=np.int64)
+        offs = np.asarray(offs, dtype=np.int64).reshape(-1, 2)
+        sup = np.zeros(len(ids), dtype=bool)
+        if spans:
+            sp = np.asarray(spans, dtype=np.int64)  # [S, 2]
+            s, e = offs[:, :1], offs[:, 1:]
+            # A token is supervised when its (non-empty) character span overlaps a response span.
+            sup = ((e > s) & (s < sp[None, :, 1]) & (e > sp[None, :, 0])).any(axis=1)
+        labels = np.where(sup, ids, IGNORE_INDEX)[:max_length]
+        if not (labels != IGNORE_INDEX).any():
             out.num_dropped += 1
             continue
-        out.input_ids.append(ids)
-        out.labels.append(labels)
+        out.input_ids.append(ids[:max_length].tolist())
+        out.labels.append(labels.tolist())
         out.texts.append(text)
-        out.offsets.append(offs)
+        out.offsets.append(offs[:max_length])
     if out.num_dropped:
         logger.warning("dropped %d example(s) whose response was entirely truncated at max_length=%d", out.num_dropped, max_length)
     if not out.input_ids:

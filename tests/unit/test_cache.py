@@ -128,10 +128,10 @@ def test_object_arrays_are_never_unpickled(tmp_path):
 
 def test_default_dir_env(monkeypatch, tmp_path):
     monkeypatch.setenv("SFTGO_CACHE", str(tmp_path / "x"))
-    assert default_cache_dir() == tmp_path / "x"
+    assert default_cache_dir() == tmp_path / "x" / "scores"  # beside the converted models in $SFTGO_CACHE/models
     c = Counter(arrays())
     cached_scores(KEY, c)
-    assert len(list((tmp_path / "x").glob("*.npz"))) == 1
+    assert len(list((tmp_path / "x" / "scores").glob("*.npz"))) == 1
 
 
 def test_fingerprint():
