@@ -184,15 +184,23 @@ def parse_config(argv: list[str]) -> SFTGoConfig:
     if yaml_values:
         parser.set_defaults(**yaml_values)
     (cfg,) = parser.parse_args_into_dataclasses(args=argv)
+    flags = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+    cfg.explicit_fields = (set(yaml_values) | flags) & field_names()
     return cfg
 
 
+SECRET_FIELDS = {"hub_token"}
+
+
 def config_to_dict(cfg: SFTGoConfig) -> dict:
-    """The resolved settings as a plain YAML-safe dict: every sftgo field, plus each TrainingArguments field whose value
-    differs from its default (so `sftgo train config.yaml` reproduces the run and the file stays readable)."""
+    """The resolved settings as a plain YAML-safe dict: every sftgo field, the main training fields, and every other
+    TrainingArguments field the user set (in YAML or on the command line), so `sftgo train config.yaml` reproduces the
+    run and the file stays readable. Secrets (hub_token) are never written.
+
+    (Comparing against a default-constructed config would be simpler, but constructing a second TrainingArguments in a
+    distributed run resets accelerate's process state on that rank.)"""
     mine = {f.name for f in fields(SFTGoConfig) if f.init} - {f.name for f in fields(TrainingArguments) if f.init}
-    mine |= {"output_dir", "per_device_train_batch_size", "max_steps", "learning_rate", "seed", "logging_steps", "save_steps"}
-    current = cfg.to_dict()
-    defaults = SFTGoConfig(output_dir=cfg.output_dir).to_dict()
-    valid = field_names()
-    return {k: v for k, v in current.items() if k in valid and (k in mine or v != defaults.get(k))}
+    mine |= {"output_dir", "per_device_train_batch_size", "gradient_accumulation_steps", "max_steps", "num_train_epochs",
+             "learning_rate", "lr_scheduler_type", "seed", "logging_steps", "save_steps", "bf16", "fp16"}
+    keep = (mine | set(getattr(cfg, "explicit_fields", ()))) - SECRET_FIELDS
+    return {k: v for k, v in cfg.to_dict().items() if k in keep}

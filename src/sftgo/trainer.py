@@ -56,7 +56,7 @@ class SFTGoTrainer(Trainer):
         self.dro = O.GroupDRO(self.args.num_groups, self.args.dro_eta) if self.args.objective == "sft-go-dro" else None
         self._metric_sums: dict[str, torch.Tensor] = {}
         self._head_checked = False
-        self.tokens_seen = 0
+        self._tokens = torch.zeros((), dtype=torch.long)
 
     # ------------------------------------------------------------------------------------------------ schedule
 
@@ -245,7 +245,12 @@ class SFTGoTrainer(Trainer):
         for k, v in vals.items():
             d[k] = d.get(k, 0) + v.detach().float()
         self._last_lam = lam
-        self.tokens_seen += int(n_local)
+        self._tokens = self._tokens.to(n_local.device) + n_local.detach()  # no host sync per step
+
+    @property
+    def tokens_seen(self) -> int:
+        """Supervised tokens this process trained on (this run, not counting steps before a resume)."""
+        return int(self._tokens)
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
         if "loss" in logs and self._metric_sums:
