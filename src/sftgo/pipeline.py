@@ -15,50 +15,68 @@ from pathlib import Path
 import numpy as np
 
 from .config import SFTGoConfig, config_to_dict
-from .data import TokenDataset, TokenizedData, Collator, load_examples, tokenize_examples
+from .data import TokenDataset, TokenizedData, Collator, load_examples, tokenize_cached, tokenized_cache_dir
 
 logger = logging.getLogger(__name__)
-
-
-def _data_fingerprint(data: TokenizedData) -> str:
-    from .cache import fingerprint
-
-    return fingerprint({"input_ids": data.input_ids, "labels": data.labels})
 
 
 def needs_reference(cfg: SFTGoConfig) -> bool:
     return cfg.objective == "rho1" or cfg.scorer == "reference"
 
 
-def compute_importance(cfg: SFTGoConfig, data: TokenizedData, tokenizer) -> list[np.ndarray]:
-    """Static importance per supervised token (scorer g), cached per (data, tokenizer, scorer settings)."""
+def scorer_settings(name: str, tokenizer, *, seed: int = 0, llmlingua2_model: str | None = None) -> dict:
+    """The settings that change a scorer's output (they go into the cache key; `sftgo train` and `sftgo score` use
+    the same ones, so they share cache entries)."""
+    if name == "random":
+        return {"seed": seed}
+    if name == "llmlingua2":
+        from .scorers.llmlingua2 import DEFAULT_MODEL
+
+        # Chat markup such as <|im_end|> is not text: it is kept out of the encoder's input.
+        return {"model": llmlingua2_model or DEFAULT_MODEL,
+                "special_token_ids": sorted(int(t) for t in getattr(tokenizer, "all_special_ids", []))}
+    return {}
+
+
+def score_tokens(name: str, data: TokenizedData, tokenizer, settings: dict, cache_dir=None,
+                 run_settings: dict | None = None) -> tuple[list[np.ndarray], str]:
+    """Importance of every supervised token under scorer ``name`` -> (scores, "hit" | "miss" | "off").
+
+    Cached per (data, tokenizer, scorer, settings); ``run_settings`` (e.g. a batch size) are passed to the scorer but
+    do not change its output, so they stay out of the key. A ``module:function`` scorer is never cached: its code
+    may change between runs."""
     from .cache import cached_scores
     from .scorers import resolve_scorer
 
-    fn = resolve_scorer(cfg.scorer)
-    settings: dict = {}
-    if cfg.scorer == "random":
-        settings["seed"] = cfg.seed
-    if cfg.scorer == "llmlingua2":
-        settings["model"] = cfg.llmlingua2_model
-        # Chat markup such as <|im_end|> is kept out of the encoder (same settings, so same cache entry, as `sftgo score`).
-        settings["special_token_ids"] = sorted(tokenizer.all_special_ids)
+    fn = resolve_scorer(name)
     token_ids = data.supervised_ids()
-    sup = [data.supervised(i) for i in range(len(data))]
-    offsets = [o for _, o in sup]
+    offsets = [data.supervised(i)[1] for i in range(len(data))]
+    lengths = [len(t) for t in token_ids]
+    missed = []
 
     def compute():
-        return fn(token_ids, texts=data.texts, offsets=offsets, **settings)
+        missed.append(True)
+        return fn(token_ids, texts=data.texts, offsets=offsets, **settings, **(run_settings or {}))
 
-    key = {"scorer": cfg.scorer, "settings": settings, "data": _data_fingerprint(data),
-           "tokenizer": getattr(tokenizer, "name_or_path", ""), "vocab": len(tokenizer)}
-    if ":" in cfg.scorer:  # a user's function may change between runs: never reuse its scores from the cache
-        scores = compute()
+    if ":" in name:
+        scores, state = compute(), "off"
     else:
-        scores = cached_scores(key, compute, cfg.score_cache_dir, expected_lengths=[len(x) for x in token_ids])
-    for i, (s, ids) in enumerate(zip(scores, token_ids)):
-        if len(s) != len(ids):
-            raise ValueError(f"scorer {cfg.scorer!r} returned {len(s)} scores for example {i}, which has {len(ids)} supervised tokens")
+        key = {"scorer": name, "settings": settings, "data": data.fingerprint(),
+               "tokenizer": getattr(tokenizer, "name_or_path", ""), "vocab": len(tokenizer)}
+        scores = cached_scores(key, compute, cache_dir, expected_lengths=lengths)
+        state = "miss" if missed else "hit"
+    if len(scores) != len(lengths):
+        raise ValueError(f"scorer {name!r} returned scores for {len(scores)} examples; the data has {len(lengths)}")
+    for i, (sc, n) in enumerate(zip(scores, lengths)):
+        if len(sc) != n:
+            raise ValueError(f"scorer {name!r} returned {len(sc)} scores for example {i}, which has {n} supervised tokens")
+    return scores, state
+
+
+def compute_importance(cfg: SFTGoConfig, data: TokenizedData, tokenizer) -> list[np.ndarray]:
+    """Static importance per supervised token (scorer g), cached per (data, tokenizer, scorer settings)."""
+    settings = scorer_settings(cfg.scorer, tokenizer, seed=cfg.seed, llmlingua2_model=cfg.llmlingua2_model)
+    scores, _ = score_tokens(cfg.scorer, data, tokenizer, settings, cfg.score_cache_dir)
     return [np.asarray(s, dtype=np.float32) for s in scores]
 
 
@@ -69,7 +87,7 @@ def compute_reference(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -
     from .scorers.reference import reference_token_logp
 
     ref_name = cfg.ref_model_name_or_path or cfg.model_name_or_path
-    key = {"scorer": "reference", "ref_model": str(ref_name), "dtype": cfg.model_dtype, "data": _data_fingerprint(data)}
+    key = {"scorer": "reference", "ref_model": str(ref_name), "dtype": cfg.model_dtype, "data": data.fingerprint()}
 
     def compute():
         ref = model if cfg.ref_model_name_or_path is None else load_model(cfg.ref_model_name_or_path, dtype=cfg.model_dtype)
@@ -119,7 +137,8 @@ def run_training(cfg: SFTGoConfig) -> dict:
 
     tokenizer = load_tokenizer(cfg.model_name_or_path)
     examples = load_examples(cfg.dataset, split=cfg.dataset_split, limit=cfg.max_examples)
-    data = tokenize_examples(examples, tokenizer, cfg.max_length)
+    # Cached next to the scores (<score_cache_dir>/tokenized, default ~/.cache/sftgo/tokenized): a rerun skips rendering.
+    data = tokenize_cached(examples, tokenizer, cfg.max_length, cache_dir=tokenized_cache_dir(cfg.score_cache_dir))
     logger.info("%d examples (%d skipped: empty response, %d dropped: response truncated), %d supervised tokens",
                 len(data), data.num_empty, data.num_dropped, data.num_supervised())
 

@@ -53,21 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llmlingua2_batch_size", type=int, default=16, help="Encoder chunks per forward pass.")
     p.add_argument("--seed", type=int, default=0, help="Seed of the random scorer.")
     p.add_argument("--top_tokens", type=int, default=25, help="Most-often-important tokens listed per scorer in stats.json.")
-    p.add_argument("--cache_dir", default=None, help="Score cache (default $SFTGO_CACHE or ~/.cache/sftgo/scores).")
+    p.add_argument("--cache_dir", default=None, help="Score cache (default $SFTGO_CACHE/scores or ~/.cache/sftgo/scores); tokenized data goes to DIR/tokenized.")
     return p
-
-
-def _settings(name: str, args, tokenizer) -> dict:
-    """Settings that change a scorer's output; they go into the cache key."""
-    if name == "random":
-        return {"seed": args.seed}
-    if name == "llmlingua2":
-        from .scorers.llmlingua2 import DEFAULT_MODEL
-
-        # chat markup (<|im_end|>, </s>) is not text: keep it out of the encoder's input
-        return {"model": args.llmlingua2_model or DEFAULT_MODEL,
-                "special_token_ids": sorted(int(t) for t in getattr(tokenizer, "all_special_ids", []))}
-    return {}
 
 
 def score_dataset(data, tokenizer, scorer_names: list[str], args) -> tuple[dict, dict]:
@@ -75,36 +62,14 @@ def score_dataset(data, tokenizer, scorer_names: list[str], args) -> tuple[dict,
 
     Returns ``(scores: {name: [np.ndarray n_i]}, info: {name: {"cache": "hit"|"miss"|"off", "seconds": float}})``.
     """
-    from .cache import cached_scores, fingerprint
-    from .scorers import resolve_scorer
+    from .pipeline import score_tokens, scorer_settings
 
-    token_ids = data.supervised_ids()
-    offsets = [data.supervised(i)[1] for i in range(len(data))]
-    lengths = [len(t) for t in token_ids]
-    data_fp = fingerprint({"input_ids": data.input_ids, "labels": data.labels})
     scores, info = {}, {}
     for name in scorer_names:
-        fn = resolve_scorer(name)
-        settings = _settings(name, args, tokenizer)
-        call_settings = dict(settings)
-        if name == "llmlingua2":
-            call_settings["batch_size"] = args.llmlingua2_batch_size
-        missed = []
-
-        def compute(fn=fn, call_settings=call_settings, missed=missed):
-            missed.append(True)
-            return fn(token_ids, texts=data.texts, offsets=offsets, **call_settings)
-
+        settings = scorer_settings(name, tokenizer, seed=args.seed, llmlingua2_model=args.llmlingua2_model)
+        run = {"batch_size": args.llmlingua2_batch_size} if name == "llmlingua2" else None
         t0 = time.perf_counter()
-        if ":" in name:  # a user's function can change between runs: never served from the cache
-            out, state = compute(), "off"
-        else:
-            key = {"scorer": name, "settings": settings, "data": data_fp,
-                   "tokenizer": getattr(tokenizer, "name_or_path", ""), "vocab": len(tokenizer)}
-            out = cached_scores(key, compute, args.cache_dir, expected_lengths=lengths)
-            state = "miss" if missed else "hit"
-        if len(out) != len(lengths) or any(len(s) != n for s, n in zip(out, lengths)):
-            raise ValueError(f"scorer {name!r} must return one score per supervised token of every example")
+        out, state = score_tokens(name, data, tokenizer, settings, args.cache_dir, run_settings=run)
         scores[name] = [np.asarray(s, dtype=np.float64) for s in out]
         info[name] = {"cache": state, "seconds": round(time.perf_counter() - t0, 4)}
         logger.info("scorer %s: %s (%.2f s)", name, state, info[name]["seconds"])
@@ -272,13 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sftgo score: error: {e}", file=sys.stderr)
         return 2
 
-    from .data import load_examples, tokenize_examples
+    from .data import load_examples, tokenize_cached, tokenized_cache_dir
     from .models import load_tokenizer
 
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(args.model_name_or_path)
     examples = load_examples(args.dataset)
-    data = tokenize_examples(examples, tokenizer, args.max_length)
+    data = tokenize_cached(examples, tokenizer, args.max_length, cache_dir=tokenized_cache_dir(args.cache_dir))
     t_data = time.perf_counter() - t0
     scores, info = score_dataset(data, tokenizer, names, args)
     groups = {n: percentile_groups(scores[n], args.percentile) for n in names}
