@@ -65,7 +65,7 @@ class SFTGoConfig(TrainingArguments):
         metadata={"help": "Importance function g: tfidf, frequency, random, llmlingua2, reference (Rho-1 excess loss), "
                           "or module:function for your own."},
     )
-    percentile: float = field(default=90.0, metadata={"help": "eta: tokens above this per-sequence percentile are important (90 = top 10%)."})
+    percentile: float = field(default=90.0, metadata={"help": "eta: tokens above this per-sequence percentile are important (90 = top 10 percent)."})
     group_scope: str = field(default="sequence", metadata={"help": "Rank scores per sequence or across the whole batch (as Rho-1 does)."})
     ref_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Reference model for scorer=reference / objective=rho1 / residual=reference (default: the initial model)."}

@@ -14,3 +14,15 @@ def test_cli_help_lists_commands(capsys):
     for cmd in ("train", "score", "report"):
         assert cmd in out
     assert main(["frobnicate"]) == 2
+
+
+def test_train_help_renders(capsys):
+    import pytest
+
+    from sftgo.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--objective" in out and "--per_device_train_batch_size" in out
