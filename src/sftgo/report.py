@@ -17,11 +17,17 @@ def plot_loss_groups(records: list[dict], path: str | Path, title: str = "") -> 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     series = [("loss_ce", "overall (mean CE)", "black"), ("loss_important", "important group", "tab:red"),
               ("loss_unimportant", "unimportant group", "tab:blue"), ("loss", "training objective", "tab:gray")]
+    # Per-step losses are noisy at small batch sizes: draw each series faintly and its moving average on top.
+    window = max(1, len(steps) // 10)
     for key, label, color in series:
-        ys = [r.get(key) for r in records]
-        if any(y is not None for y in ys):
-            ax.plot(steps, [float("nan") if y is None else y for y in ys], label=label, color=color,
-                    linestyle="--" if key == "loss" else "-", linewidth=1.5)
+        ys = [float("nan") if r.get(key) is None else float(r[key]) for r in records]
+        if all(y != y for y in ys):  # all NaN: this objective does not log that series
+            continue
+        style = "--" if key == "loss" else "-"
+        if window > 1:
+            ax.plot(steps, ys, color=color, linestyle=style, linewidth=0.8, alpha=0.3)
+        ax.plot(steps, moving_average(ys, window), label=label if window == 1 else f"{label} (avg {window})",
+                color=color, linestyle=style, linewidth=1.6)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.set_title(title or "loss by token group")
@@ -32,6 +38,15 @@ def plot_loss_groups(records: list[dict], path: str | Path, title: str = "") -> 
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def moving_average(ys: list[float], window: int) -> list[float]:
+    """Trailing mean over the last ``window`` finite values (NaN entries are skipped, not propagated)."""
+    out = []
+    for i in range(len(ys)):
+        vals = [y for y in ys[max(0, i - window + 1): i + 1] if y == y]
+        out.append(sum(vals) / len(vals) if vals else float("nan"))
+    return out
 
 
 def report_run(run_dir: str | Path) -> Path:
