@@ -145,17 +145,16 @@ class SFTGoTrainer(Trainer):
                 logp = torch.log_softmax(logits[mask].float(), dim=-1).gather(-1, t[:, None]).squeeze(-1)
             else:
                 logp = H.token_logp(hidden[mask], self._lm_head_weight(model), t, chunk_size=a.head_chunk_size)
-            if important is None and ref_logp is not None:
+            if obj == "rho1":
+                # The group that is logged is the kept set (top keep_ratio by excess loss across the batch).
+                important = O.rho1_select(logp.detach(), torch.ones_like(t, dtype=torch.bool), ref_logp, a.keep_ratio)
+            elif important is None and ref_logp is not None:
                 # excess loss = current CE - reference CE = ref_logp - logp; regrouped every step from the current loss.
-                excess = ref_logp - logp.detach()
-                if obj == "rho1":
-                    important = O.rho1_select(logp.detach(), torch.ones_like(t, dtype=torch.bool), ref_logp, a.keep_ratio)
-                else:
-                    full = torch.zeros(mask.shape, dtype=excess.dtype, device=excess.device)
-                    full[mask] = excess
-                    from .grouping import percentile_groups_torch
+                full = torch.zeros(mask.shape, dtype=logp.dtype, device=logp.device)
+                full[mask] = ref_logp - logp.detach()
+                from .grouping import percentile_groups_torch
 
-                    important = percentile_groups_torch(full, mask, a.percentile, scope=a.group_scope)[mask]
+                important = percentile_groups_torch(full, mask, a.percentile, scope=a.group_scope)[mask]
             loss = self._loss_from_logp(obj, logp, t, important, ref_logp, scores, mask, lam, num_items)
 
         if a.average_tokens_across_devices and a.world_size > 1 and num_items_in_batch is not None:
