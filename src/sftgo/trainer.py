@@ -185,6 +185,9 @@ class SFTGoTrainer(Trainer):
             loss = O.group_dro_loss(logp, m, group_ids, self.dro.q, lam, num_items)
             with torch.no_grad():
                 sums, counts = O.group_sums(logp, m, group_ids, a.num_groups)
+                if a.world_size > 1:  # every rank must apply the same update to q, from the global group losses
+                    sums = self.accelerator.reduce(sums.contiguous(), reduction="sum")
+                    counts = self.accelerator.reduce(counts.contiguous(), reduction="sum")
                 means = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
                 self.dro.step(means, counts)
             return loss

@@ -104,10 +104,13 @@ def test_config_yaml_roundtrip_and_override(tmp_path, tiny_model_dir, alpaca_fil
     assert recs[0]["lam"] == 0.5 and len(recs) == 2
 
 
-def test_resume_appends_without_duplicates(tmp_path, tiny_model_dir, alpaca_file):
+@pytest.mark.parametrize("objective", ["sft-go", "sft-go-dro"])
+def test_resume_appends_without_duplicates(tmp_path, tiny_model_dir, alpaca_file, objective):
     import shutil
 
-    full = _train(tmp_path, tiny_model_dir, alpaca_file, "--max_steps", "4", "--save_steps", "2", "--lam_min", "0", name="full")
+    extra = ["--objective", objective, "--dro_eta", "0.5"]
+    full = _train(tmp_path, tiny_model_dir, alpaca_file, "--max_steps", "4", "--save_steps", "2", "--lam_min", "0",
+                  *extra, name="full")
     # Simulate an interruption after step 3: the last checkpoint is step 2, metrics already hold step 3.
     run = tmp_path / "resumed"
     shutil.copytree(full, run)
@@ -116,12 +119,14 @@ def test_resume_appends_without_duplicates(tmp_path, tiny_model_dir, alpaca_file
     lines = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text("\n".join(lines[:3]) + "\n")
     _train(tmp_path, tiny_model_dir, alpaca_file, "--max_steps", "4", "--save_steps", "2", "--lam_min", "0",
-           "--resume_from_checkpoint", "last", name="resumed")
+           *extra, "--resume_from_checkpoint", "last", name="resumed")
     a, b = _records(full), _records(run)
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     for x, y in zip(a, b):  # same data order, RNG and lambda position after the resume
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-4)
         assert y["lam"] == pytest.approx(x["lam"])
+        if objective == "sft-go-dro":  # Group-DRO weights are restored from the checkpoint, not restarted uniform
+            assert y["dro_q0"] == pytest.approx(x["dro_q0"], rel=1e-6) and y["dro_q0"] != 0.5
 
 
 @pytest.mark.parametrize("objective,extra", [
