@@ -83,8 +83,8 @@ def resolve_model_path(name_or_path: str | None) -> str:
         if not (p / "config.json").exists():
             raise ModelLoadError(f"model path {name_or_path!r} exists but has no config.json: pass a folder written by save_pretrained")
         return str(p)
-    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or os.sep + os.sep in name_or_path
-    if looks_local:
+    # A Hub id is "name" or "org/name"; anything path-like that does not exist is a user mistake, not a Hub lookup.
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise ModelLoadError(
             f"model path {name_or_path!r} does not exist. Pass an existing local folder, a Hub id like "
             f"'HuggingFaceTB/SmolLM2-135M-Instruct', or omit --model_name_or_path for the built-in default."

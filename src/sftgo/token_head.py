@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 from torch.utils.checkpoint import checkpoint
 
-IGNORE_INDEX = -100
+from .data import IGNORE_INDEX  # the one definition of the label-ignore value
 
 __all__ = [
     "IGNORE_INDEX",

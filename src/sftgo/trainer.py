@@ -26,6 +26,7 @@ from transformers import Trainer, TrainerCallback
 from . import objectives as O
 from . import token_head as H
 from .data import IGNORE_INDEX
+from .grouping import percentile_groups_torch
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +125,6 @@ class SFTGoTrainer(Trainer):
         # excess loss (Rho-1 style) which needs logp first.
         important = None
         if scores is not None and a.scorer != "reference":
-            from .grouping import percentile_groups_torch
-
             important = percentile_groups_torch(scores, mask, a.percentile, scope=a.group_scope)[mask]
 
         use_fused = (
@@ -152,8 +151,6 @@ class SFTGoTrainer(Trainer):
                 # excess loss = current CE - reference CE = ref_logp - logp; regrouped every step from the current loss.
                 full = torch.zeros(mask.shape, dtype=logp.dtype, device=logp.device)
                 full[mask] = ref_logp - logp.detach()
-                from .grouping import percentile_groups_torch
-
                 important = percentile_groups_torch(full, mask, a.percentile, scope=a.group_scope)[mask]
             loss = self._loss_from_logp(obj, logp, t, important, ref_logp, scores, mask, lam, num_items)
 

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["reference_token_logp", "excess_loss"]
+from sftgo.data import IGNORE_INDEX
 
-IGNORE_INDEX = -100
+__all__ = ["reference_token_logp", "excess_loss"]
 
 
 def reference_token_logp(
