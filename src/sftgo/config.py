@@ -16,8 +16,8 @@ from transformers import TrainingArguments
 
 from .data import DEFAULT_DATASET
 from .models import DEFAULT_MODEL
+from .objectives import OBJECTIVES, TARGET_RESIDUALS
 
-OBJECTIVES = ("sft", "sft-go", "rho1", "dft", "infosft", "target-sft", "sft-go-dro")
 TOKEN_HEADS = ("auto", "fused", "chunked", "naive")
 GROUP_SCOPES = ("sequence", "batch")
 
@@ -128,8 +128,8 @@ class SFTGoConfig(TrainingArguments):
                 bad("target_gamma", f"{self.target_gamma!r} must be a float in [0, 1] or 'p'")
             if not 0.0 <= g <= 1.0:
                 bad("target_gamma", f"{g} must be in [0, 1]")
-        if self.target_residual not in ("uniform", "model", "topk", "reference"):
-            bad("target_residual", f"{self.target_residual!r} is not one of uniform, model, topk, reference")
+        if self.target_residual not in TARGET_RESIDUALS:
+            bad("target_residual", f"{self.target_residual!r} is not one of {', '.join(TARGET_RESIDUALS)}")
         if self.num_groups < 2:
             bad("num_groups", f"{self.num_groups} must be at least 2")
         if self.max_length < 2:

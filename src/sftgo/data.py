@@ -39,7 +39,6 @@ class Examples(list):
     """A list of normalized examples that also remembers how many records were skipped and why."""
 
     num_empty: int = 0
-    source: str = ""
 
 
 # --------------------------------------------------------------------------------------------------------------- reading
@@ -145,7 +144,6 @@ def load_examples(path_or_id: str | None = None, *, split: str = "train", limit:
         ds = datasets.load_dataset(path_or_id, split=split)
         records = [(f"{path_or_id}[{i}]", dict(r)) for i, r in enumerate(ds)]
     out = Examples()
-    out.source = str(path_or_id)
     for where, rec in records:
         ex = _normalize(rec, where)
         if all(not m["content"].strip() for m in ex["messages"] if m["role"] == "assistant"):
