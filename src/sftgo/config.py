@@ -107,6 +107,11 @@ class SFTGoConfig(TrainingArguments):
 
         if self.objective not in OBJECTIVES:
             bad("objective", f"{self.objective!r} is not one of {', '.join(OBJECTIVES)}")
+        from .scorers import SCORERS
+
+        if self.scorer and self.scorer not in SCORERS and self.scorer != "reference" and ":" not in self.scorer:
+            # Fail before the model is loaded, not after.
+            bad("scorer", f"{self.scorer!r} is not one of {', '.join([*SCORERS, 'reference'])}, or my_module:my_function")
         if self.token_head not in TOKEN_HEADS:
             bad("token_head", f"{self.token_head!r} is not one of {', '.join(TOKEN_HEADS)}")
         if self.group_scope not in GROUP_SCOPES:

@@ -174,7 +174,8 @@ def test_user_scorer_module_function(tmp_path, tiny_model_dir, alpaca_file, monk
 ])
 def test_user_mistakes_give_clear_errors(tmp_path, tiny_model_dir, alpaca_file, capsys, args, message):
     base = ["train", "--model_name_or_path", tiny_model_dir, "--dataset", alpaca_file,
-            "--output_dir", str(tmp_path / "x"), "--max_steps", "1", "--disable_tqdm", "true"]
+            "--output_dir", str(tmp_path / "x"), "--max_steps", "1", "--disable_tqdm", "true",
+            "--score_cache_dir", str(tmp_path / "cache")]
     assert main(base + args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
