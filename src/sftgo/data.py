@@ -244,8 +244,12 @@ class TokenizedData:
             h.update(flat.tobytes())
         return h.hexdigest()
 
+    def supervised_lengths(self) -> list[int]:
+        """Number of supervised tokens of each example (the length of its score arrays)."""
+        return [sum(1 for t in lab if t != IGNORE_INDEX) for lab in self.labels]
+
     def num_supervised(self) -> int:
-        return sum(sum(1 for t in lab if t != IGNORE_INDEX) for lab in self.labels)
+        return sum(self.supervised_lengths())
 
 
 def tokenize_examples(examples: list[dict], tokenizer, max_length: int = 512) -> TokenizedData:

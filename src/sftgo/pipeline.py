@@ -99,7 +99,7 @@ def compute_reference(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -
         finally:
             ref.train(was_training)
 
-    return cached_scores(key, compute, cfg.score_cache_dir, expected_lengths=[len(x) for x in data.supervised_ids()])
+    return cached_scores(key, compute, cfg.score_cache_dir, expected_lengths=data.supervised_lengths())
 
 
 def _resolve_checkpoint(cfg: SFTGoConfig) -> str | None:
