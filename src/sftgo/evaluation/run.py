@@ -166,6 +166,9 @@ def run_harness(lm, tm, tasks: list[str], *, limit, num_fewshot, apply_chat_temp
         return lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=tm, limit=limit, num_fewshot=num_fewshot,
                                        apply_chat_template=apply_chat_template, gen_kwargs=gen_kwargs,
                                        log_samples=log_samples)
+    except ImportError as e:  # a task's optional dependency (langdetect, math_verify, ...)
+        raise TaskError(f"{', '.join(tasks)}: missing Python package {e.name or e} ({e}); "
+                        "pip install 'sftgo[eval]' (lm_eval[hf,ifeval,math])") from None
     except (ConnectionError, OSError) as e:
         raise _friendly_dataset_error(e, tasks) from None
     except Exception as e:  # datasets / hub errors come in many classes; name the cause in one line
