@@ -102,3 +102,18 @@ def test_load_in_4bit_without_bitsandbytes_is_a_clear_error(monkeypatch, tmp_pat
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
     with pytest.raises(ConfigError, match="load_in_4bit: .*bitsandbytes"):
         SFTGoConfig(output_dir=str(tmp_path), lora_r=4, load_in_4bit=True)
+
+
+def test_sftgo_eval_reads_a_lora_run(tmp_path, tiny_model_dir, alpaca_file):
+    # `sftgo eval RUN` on a LoRA run evaluates final/ (the adapter over its base): same held-out losses as the merged model.
+    import json
+
+    from sftgo.cli import main
+
+    pytest.importorskip("lm_eval")
+    out = _train(tmp_path, tiny_model_dir, alpaca_file, "--lora_r", "4", "--learning_rate", "5e-2", "--merge_lora", "true")
+    assert main(["eval", str(out), "--heldout", alpaca_file]) == 0
+    assert main(["eval", str(out / "final" / "merged"), "--heldout", alpaca_file, "--output_dir", str(tmp_path / "m")]) == 0
+    a = json.loads((out / "eval" / "heldout.json").read_text())
+    b = json.loads((tmp_path / "m" / "heldout.json").read_text())
+    assert a["loss_ce"] == pytest.approx(b["loss_ce"], rel=1e-5) and a["n_tokens"] == b["n_tokens"]
