@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .data import IGNORE_INDEX  # the one definition of the label-ignore value
+from .data import IGNORE_INDEX, model_inputs  # the one definition of the label-ignore value; the forward's kwargs
 
 __all__ = [
     "IGNORE_INDEX",
@@ -596,8 +596,7 @@ class LinearHead:
             import inspect
 
             self._keep = "logits_to_keep" in inspect.signature(_unwrap(model).forward).parameters
-        fwd = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "use_cache": False,
-               "output_hidden_states": True}
+        fwd = {**model_inputs(inputs), "output_hidden_states": True}
         if self._keep:
             fwd["logits_to_keep"] = 1
         out = model(**fwd)
@@ -651,7 +650,7 @@ class LogitsHead(LinearHead):
         super().__init__(chunk_size=1, fused=False)
 
     def features(self, model, inputs) -> torch.Tensor:
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        out = model(**model_inputs(inputs))
         return out.logits[:, :-1]
 
     def check_targets(self, model, targets):

@@ -6,9 +6,9 @@ its per-token columns (importance, reference log-probs, ...), whatever the layou
 
 * padded rows (the default collator): ``labels [B, T]`` with ``-100`` at prompt and padding positions; the example of
   a token is its row;
-* packed rows (several examples per row) or padding-free batches: the collator adds ``example_ids [B, T]`` (an id per
-  position, unique per example within the micro-batch); per-example grouping (SFT-GO's per-sequence percentile) then
-  follows the examples, not the rows.
+* packed rows (several examples per row) or padding-free batches: the collator's ``example_index [B, T]`` column (the
+  example's index in the micro-batch at each position, ``sftgo.data.Collator``) says which example a token belongs to;
+  per-example grouping (SFT-GO's per-sequence percentile) then follows the examples, not the rows.
 
 Position ``t`` of the model's output predicts token ``t + 1``, so targets and columns are read at ``[:, 1:]`` and the
 features (hidden states or logits) at ``[:, :-1]``.
@@ -40,8 +40,8 @@ class TokenBatch:
         width = shifted.shape[1]
         rows = (shifted != IGNORE_INDEX).reshape(-1).nonzero().squeeze(1)
         targets = shifted.reshape(-1).index_select(0, rows)
-        if "example_ids" in inputs:  # packed / padding-free rows
-            example = inputs["example_ids"][:, 1:].reshape(-1).index_select(0, rows).long()
+        if "example_index" in inputs:  # the collator's column (packed / padding-free rows; the row when padded)
+            example = inputs["example_index"][:, 1:].reshape(-1).index_select(0, rows).long()
         else:
             example = torch.div(rows, max(width, 1), rounding_mode="floor")
         if names is None:
