@@ -595,7 +595,10 @@ class LinearHead:
         if self._keep is None:
             import inspect
 
-            self._keep = "logits_to_keep" in inspect.signature(_unwrap(model).forward).parameters
+            inner = _unwrap(model)
+            while hasattr(inner, "get_base_model"):  # a peft model passes extra kwargs through to its base model
+                inner = inner.get_base_model()
+            self._keep = "logits_to_keep" in inspect.signature(inner.forward).parameters
         fwd = {**model_inputs(inputs), "output_hidden_states": True}
         if self._keep:
             fwd["logits_to_keep"] = 1
