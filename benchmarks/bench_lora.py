@@ -85,6 +85,7 @@ def main(argv=None):
         for method in (("full", "lora") if r % 2 == 0 else ("lora", "full")):
             out = subprocess.run(base_cmd + ["--method", method], capture_output=True, text=True, check=True)
             results[method].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"round {r}: {results[method][-1]}", flush=True)
     print(f"model={args.model or 'SmolLM2-135M-Instruct'} r={args.r} batch={args.batch}x{args.max_length} "
           f"steps={args.steps} rounds={args.rounds}")
     print(f"{'method':<6} {'trainable':>12} {'step s':>8} {'peak extra MiB':>15}")

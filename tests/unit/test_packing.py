@@ -152,3 +152,23 @@ def test_collator_rejects_bad_layout():
         Collator(0, layout="stacked")
     with pytest.raises(ValueError, match="max_length"):
         Collator(0, layout="packed")
+
+
+def test_token_batch_is_the_same_in_every_layout():
+    # TokenBatch orders supervised tokens by (example, position) whatever the layout: the flat columns of a packed or
+    # padding-free batch equal the padded batch's, so batch-scope ties (Rho-1's top-k) are broken the same way.
+    from sftgo.tokens import TokenBatch
+
+    items = _items([9, 5, 6, 3, 11, 4], seed=3)
+    flat = {}
+    for layout in ("padded", "packed", "padding_free"):
+        batch = Collator(0, layout=layout, max_length=16)(items)
+        tb = TokenBatch.from_inputs(batch)
+        flat[layout] = (tb.targets, tb.example, tb.columns["importance"])
+        # the selected features are the positions that predict those targets
+        ids = batch["input_ids"][:, 1:].reshape(-1).index_select(0, tb.rows)
+        assert torch.equal(ids, tb.targets)
+    assert Collator(0, layout="packed", max_length=16)(items)["input_ids"].shape[0] < len(items)
+    for layout in ("packed", "padding_free"):
+        for a, b in zip(flat["padded"], flat[layout]):
+            assert torch.equal(a, b), layout
