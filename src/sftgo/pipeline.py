@@ -1,7 +1,7 @@
 """`sftgo train` end to end: data -> static token columns (cached) -> model -> SFTGoTrainer -> run directory.
 
 Run directory (``output_dir``): ``config.yaml`` (resolved settings), ``metrics.jsonl`` (one object per logging step),
-``checkpoint-*`` (resumable), ``final/`` (model + tokenizer, loadable with ``from_pretrained``), ``loss_groups.png``
+``checkpoint-*`` (resumable; ``sftgo_complete.json`` marks a complete one, see :mod:`sftgo.checkpoints`), ``final/`` (model + tokenizer, loadable with ``from_pretrained``), ``loss_groups.png``
 (overall / important / unimportant loss over steps, the paper's Figure 2) and ``summary.json``.
 """
 
@@ -107,12 +107,11 @@ def _resolve_checkpoint(cfg: SFTGoConfig) -> str | None:
     if r in (None, "", "false", "False"):
         return None
     if r in ("last", "true", "True"):
-        from transformers.trainer_utils import get_last_checkpoint
+        from .checkpoints import last_complete_checkpoint
 
-        out = Path(cfg.output_dir)
-        last = get_last_checkpoint(str(out)) if out.exists() else None
+        last = last_complete_checkpoint(cfg.output_dir)  # skips (with a warning) checkpoints a kill left incomplete
         if last is None:
-            logger.warning("resume_from_checkpoint=%s but %s has no checkpoint; starting fresh", r, out)
+            logger.warning("resume_from_checkpoint=%s but %s has no complete checkpoint; starting fresh", r, cfg.output_dir)
         return last
     if not Path(r).exists():
         raise ValueError(f"resume_from_checkpoint: {r} does not exist; pass a checkpoint folder or 'last'")
@@ -124,6 +123,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
     import yaml
     from transformers import set_seed
 
+    from .checkpoints import CompleteCheckpointCallback
     from .models import load_model, load_tokenizer
     from .report import plot_loss_groups
     from .trainer import MetricsJsonl, SFTGoStateCallback, SFTGoTrainer, load_sftgo_state
@@ -163,6 +163,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
     if ref_model is not None:
         ref_model.to(cfg.device)
     trainer.add_callback(SFTGoStateCallback(trainer))
+    trainer.add_callback(CompleteCheckpointCallback())  # last: marks each checkpoint complete once all is written
     ckpt = _resolve_checkpoint(cfg)
     load_sftgo_state(trainer, ckpt)
     t1 = time.time()

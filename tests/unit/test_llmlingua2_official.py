@@ -57,12 +57,24 @@ class _FakeEncoding:  # stands in for tiktoken's GPT-3.5 encoding (used only for
         return list(s.encode())
 
 
-def official_words(model_dir, text, monkeypatch):
-    """(words, probs, number of encoder chunks) as the official PromptCompressor forms them on `text`."""
+def official_compressor(model_dir):
+    """The official PromptCompressor on a local checkpoint, offline (tiktoken's download stubbed while it is built).
+
+    Also used by benchmarks/llmlingua2_parity.py.
+    """
     import llmlingua.prompt_compressor as pc
 
-    monkeypatch.setattr(pc.tiktoken, "encoding_for_model", lambda name: _FakeEncoding())
-    comp = pc.PromptCompressor(model_name=str(model_dir), device_map="cpu", use_llmlingua2=True)
+    real = pc.tiktoken.encoding_for_model
+    pc.tiktoken.encoding_for_model = lambda name: _FakeEncoding()
+    try:
+        return pc.PromptCompressor(model_name=str(model_dir), device_map="cpu", use_llmlingua2=True)
+    finally:
+        pc.tiktoken.encoding_for_model = real
+
+
+def official_words(comp, text):
+    """(words, probs, number of encoder chunks) as the official compressor forms them on `text`, read from its own
+    private word-merging methods while `compress_prompt` runs."""
     words, probs, calls = [], [], []
     merge = comp._PromptCompressor__merge_token_to_word
     to_word = comp._PromptCompressor__token_prob_to_word_prob
@@ -80,7 +92,10 @@ def official_words(model_dir, text, monkeypatch):
 
     comp._PromptCompressor__merge_token_to_word = rec_merge
     comp._PromptCompressor__token_prob_to_word_prob = rec_to_word
-    comp.compress_prompt([text], rate=0.5)
+    try:
+        comp.compress_prompt([text], rate=0.5)
+    finally:
+        del comp._PromptCompressor__merge_token_to_word, comp._PromptCompressor__token_prob_to_word_prob
     assert len(words) == len(probs) > 0
     return words, np.array(probs), len(calls)
 
@@ -101,7 +116,7 @@ def expected_token_scores(text, words, probs, token_spans):
     return np.array(out)
 
 
-def test_token_scores_equal_official_word_probabilities(mbert_dir, monkeypatch):
+def test_token_scores_equal_official_word_probabilities(mbert_dir):
     from test_scorers import gpt2_tokenizer
 
     llm_tok = gpt2_tokenizer()
@@ -111,10 +126,11 @@ def test_token_scores_equal_official_word_probabilities(mbert_dir, monkeypatch):
         ids.append(enc["input_ids"])
         offs.append(np.array(enc["offset_mapping"]))
     ours = llmlingua2(ids, texts=TEXTS, offsets=offs, model=str(mbert_dir), batch_size=3, progress=False)
+    comp = official_compressor(mbert_dir)
     n_multi_chunk = 0
     assert [b - a for a, b in chunk_tokens(["x"] * 510 + ["."] * 2, 510)] == [511, 1]
     for text, sp, got in zip(TEXTS, offs, ours):
-        words, probs, n_chunks = official_words(mbert_dir, text, monkeypatch)
+        words, probs, n_chunks = official_words(comp, text)
         assert probs.std() > 0.02  # the seeded head spreads the probabilities: a wrong grouping shows
         if "Sentence 39" in text or "x x" in text:
             assert n_chunks >= 2
