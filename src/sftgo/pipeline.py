@@ -80,26 +80,71 @@ def compute_importance(cfg: SFTGoConfig, data: TokenizedData, tokenizer) -> list
     return [np.asarray(s, dtype=np.float32) for s in scores]
 
 
-def compute_reference(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -> list[np.ndarray]:
-    """Reference log-probs of every supervised token (Rho-1), computed once before training and cached."""
+INITIAL = "initial"  # --ref_model_name_or_path initial: the model being trained, before training, is the reference
+
+
+def reference_path(cfg: SFTGoConfig) -> str | None:
+    """The reference model to load, or None for the initial model (``initial``, or unset where that is allowed)."""
+    r = cfg.ref_model_name_or_path
+    return None if r in (None, "", INITIAL) else r
+
+
+def _model_fingerprint(name_or_path: str | None) -> list:
+    """A model's identity for cache keys: for a local folder its resolved path and its weight/config files' names,
+    sizes and modification times (a retrained reference changes them); a Hub id is its own fingerprint."""
+    from .models import resolve_model_path
+
+    p = Path(resolve_model_path(name_or_path))
+    if not p.is_dir():
+        return [str(name_or_path)]
+    return [str(p.resolve())] + sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns]
+                                       for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".pt", ".json"))
+
+
+def cached_token_logp(name_or_path: str | None, data: TokenizedData, tokenizer, *, dtype: str = "auto",
+                      cache_dir=None, batch_size: int = 8, model=None) -> tuple[list[np.ndarray], str]:
+    """``log p`` of every supervised token under the causal LM ``name_or_path`` (or the already-loaded ``model`` with
+    those weights), computed once and cached per (model files, dtype, data) -> (N float arrays [n_i], "hit" | "miss").
+
+    ``sftgo train`` (Rho-1 reference) and ``sftgo score`` (the ``reference`` scorer) share these cache entries."""
     from .cache import cached_scores
     from .models import load_model
     from .scorers.reference import reference_token_logp
 
-    ref_name = cfg.ref_model_name_or_path or cfg.model_name_or_path
-    key = {"scorer": "reference", "ref_model": str(ref_name), "dtype": cfg.model_dtype, "data": data.fingerprint()}
+    key = {"scorer": "reference", "ref_model": _model_fingerprint(name_or_path), "dtype": dtype, "data": data.fingerprint()}
+    missed = []
 
     def compute():
-        ref = model if cfg.ref_model_name_or_path is None else load_model(cfg.ref_model_name_or_path, dtype=cfg.model_dtype)
-        was_training = ref.training
-        ref.eval()
+        missed.append(True)
+        m = model if model is not None else load_model(name_or_path, dtype=dtype)
+        was_training = m.training
+        m.eval()
         try:
-            return reference_token_logp(ref, data.input_ids, data.labels, batch_size=cfg.per_device_train_batch_size,
+            return reference_token_logp(m, data.input_ids, data.labels, batch_size=batch_size,
                                         pad_token_id=tokenizer.pad_token_id)
         finally:
-            ref.train(was_training)
+            m.train(was_training)
 
-    return cached_scores(key, compute, cfg.score_cache_dir, expected_lengths=data.supervised_lengths())
+    out = cached_scores(key, compute, cache_dir, expected_lengths=data.supervised_lengths())
+    return out, "miss" if missed else "hit"
+
+
+def warn_initial_reference(model_name) -> None:
+    logger.warning("reference = the initial model (%s): every excess loss starts at zero, so the first steps' "
+                   "token selection is noise; train a reference on in-domain data for Rho-1 as the paper runs it",
+                   model_name or "default")
+
+
+def compute_reference(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -> list[np.ndarray]:
+    """Reference log-probs of every supervised token (Rho-1), computed once before training and cached (keyed by the
+    reference model's weight files, so a retrained reference is recomputed)."""
+    ref_path = reference_path(cfg)
+    if ref_path is None:
+        warn_initial_reference(cfg.model_name_or_path)
+    out, _ = cached_token_logp(ref_path or cfg.model_name_or_path, data, tokenizer, dtype=cfg.model_dtype,
+                               cache_dir=cfg.score_cache_dir, batch_size=cfg.per_device_train_batch_size,
+                               model=model if ref_path is None else None)
+    return out
 
 
 def _resolve_checkpoint(cfg: SFTGoConfig) -> str | None:
@@ -151,7 +196,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
     if cfg.objective == "target-sft" and cfg.target_residual == "reference":
         import copy
 
-        ref_model = (load_model(cfg.ref_model_name_or_path, dtype=cfg.model_dtype) if cfg.ref_model_name_or_path
+        ref_model = (load_model(reference_path(cfg), dtype=cfg.model_dtype) if reference_path(cfg)
                      else copy.deepcopy(model))
         ref_model.eval().requires_grad_(False)
     t_prep = time.time() - t0
