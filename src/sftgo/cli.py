@@ -1,4 +1,4 @@
-"""Command line: ``sftgo train | score | report``. Heavy imports happen inside the commands."""
+"""Command line: ``sftgo train | score | eval | report``. Heavy imports happen inside the commands."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ USAGE = """usage: sftgo <command> [options]
 commands:
   train [config.yaml] [--flag value ...]   fine-tune (no arguments: the built-in SmolLM2 + SFT-GO demo)
   score --dataset D --scorer tfidf,...     token-importance heatmap (importance.html) and stats.json
+  eval RUN_DIR|MODEL [--tasks paper|math|local:PATH|names] [--data_dir DIR] [--heldout DATA]
+                                           benchmarks through lm-evaluation-harness, held-out group losses
   report RUN_DIR                           redraw loss_groups.png from a run's metrics.jsonl
 
 `sftgo <command> --help` lists a command's options.
@@ -38,6 +40,15 @@ def main(argv: list[str] | None = None) -> int:
             from .score_cmd import main as score_main
 
             return score_main(rest)
+        if cmd == "eval":
+            try:
+                import lm_eval  # noqa: F401
+            except ImportError:
+                print("sftgo eval: error: lm-evaluation-harness is not installed; pip install 'sftgo[eval]'", file=sys.stderr)
+                return 2
+            from .evaluation.run import main as eval_main
+
+            return eval_main(rest)
         if cmd == "report":
             from .report import report_run
 

@@ -87,6 +87,41 @@ class SFTGoConfig(TrainingArguments):
     )
     head_chunk_size: int = field(default=512, metadata={"help": "Tokens per chunk in the per-token head."})
 
+    # ----- batching: packing and padding-free rows
+    packing: bool = field(
+        default=False,
+        metadata={"help": "Pack each micro-batch's examples into as few rows of at most max_length tokens as possible (no "
+                          "attention across examples; per-token columns and per-example groups kept)."},
+    )
+    padding_free: bool = field(
+        default=False,
+        metadata={"help": "Lay each micro-batch out as one flat row without padding (position ids restart per example; "
+                          "flash-attention gets cumulative lengths). Fastest with flash_attention_2 on GPU."},
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "Attention kernel passed to from_pretrained: eager, sdpa, flash_attention_2, ... (default: "
+                          "transformers' choice)."},
+    )
+
+    # ----- LoRA / QLoRA (peft)
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 = full fine-tuning. Needs `pip install peft`."})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch's input."})
+    lora_target_modules: str = field(
+        default="all-linear",
+        metadata={"help": "Comma-separated module names to adapt (e.g. q_proj,v_proj), or all-linear (every linear layer "
+                          "but the LM head)."},
+    )
+    load_in_4bit: bool = field(
+        default=False,
+        metadata={"help": "QLoRA: load the base model in 4-bit NF4 through bitsandbytes (CUDA); needs --lora_r > 0."},
+    )
+    merge_lora: bool = field(
+        default=False,
+        metadata={"help": "With LoRA: also write the adapter merged into the base weights to final/merged/."},
+    )
+
     # ----- TrainingArguments defaults changed for this tool (all still settable under their usual names)
     output_dir: str | None = field(default="runs/sftgo", metadata={"help": "Run directory: config, metrics.jsonl, checkpoints, final/."})
     per_device_train_batch_size: int = field(default=4, metadata={"help": "The batch size per device for training."})
@@ -99,9 +134,15 @@ class SFTGoConfig(TrainingArguments):
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "A checkpoint folder, or 'last' for the newest checkpoint in output_dir."}
     )
+    report_to: None | str | list[str] = field(
+        default="auto",
+        metadata={"help": "Trackers that get every logged value (losses, group losses, lam, diagnostics): tensorboard, "
+                          "wandb, mlflow, ... comma-separated, all, none, or auto (tensorboard when installed, else none)."},
+    )
 
     def __post_init__(self):
         self.validate()
+        self.report_to = resolve_report_to(self.report_to)
         super().__post_init__()
 
     def validate(self) -> None:
@@ -146,6 +187,31 @@ class SFTGoConfig(TrainingArguments):
             bad("max_length", f"{self.max_length} must be at least 2")
         if self.head_chunk_size < 1:
             bad("head_chunk_size", f"{self.head_chunk_size} must be positive")
+        if self.packing and self.padding_free:
+            bad("padding_free", "packing and padding_free are two layouts of the same batch; set only one")
+        if self.lora_r < 0:
+            bad("lora_r", f"{self.lora_r} must be >= 0 (0 = full fine-tuning)")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            bad("lora_dropout", f"{self.lora_dropout} must be in [0, 1)")
+        if self.lora_r and "lm_head" in self.lora_target_modules.split(",") and self.token_head != "naive":
+            bad("lora_target_modules", "an adapted lm_head is not a plain weight the per-token head can read; drop lm_head "
+                                       "or run with --token_head naive")
+        import importlib.util
+
+        if self.lora_r and importlib.util.find_spec("peft") is None:
+            bad("lora_r", "LoRA needs peft: pip install 'sftgo[lora]' (or pip install peft)")
+        if self.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
+            bad("load_in_4bit", "4-bit loading needs bitsandbytes and a CUDA GPU: pip install bitsandbytes")
+        if (self.packing or self.padding_free) and not (self.attn_implementation or "").startswith("flash"):
+            from transformers import masking_utils
+
+            if not hasattr(masking_utils, "find_packed_sequence_indices"):
+                bad("packing" if self.packing else "padding_free",
+                    "this transformers version does not turn restarting position ids into per-example attention "
+                    "masks; upgrade transformers or use --attn_implementation flash_attention_2")
+        if (self.load_in_4bit or self.merge_lora) and not self.lora_r:
+            bad("load_in_4bit" if self.load_in_4bit else "merge_lora",
+                "needs LoRA (--lora_r 16, say): 4-bit weights cannot be trained directly and there is nothing to merge")
 
     @property
     def gamma_value(self) -> float | str:
@@ -158,6 +224,18 @@ def missing_reference(what: str) -> str:
             "`sftgo train --objective sft --dataset <in-domain data> --output_dir runs/ref`, then pass "
             "`--ref_model_name_or_path runs/ref/final` (or `--ref_model_name_or_path initial` for the initial model: "
             "every excess loss then starts at zero)")
+
+
+def resolve_report_to(value):
+    """``auto`` -> ``tensorboard`` when TensorBoard is installed, else ``none``; a comma-separated string -> a list
+    (``--report_to tensorboard,wandb``); anything else is left to TrainingArguments."""
+    if value == "auto" or value == ["auto"]:
+        from transformers.integrations import is_tensorboard_available
+
+        return "tensorboard" if is_tensorboard_available() else "none"
+    if isinstance(value, str) and "," in value:
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
 
 
 def field_names() -> set[str]:
