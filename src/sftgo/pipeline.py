@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 
 
 def needs_reference(cfg: SFTGoConfig) -> bool:
-    return cfg.objective == "rho1" or cfg.scorer == "reference"
+    from .objectives import OBJECTIVES
+
+    return "ref_logp" in getattr(OBJECTIVES[cfg.objective], "columns", ()) or cfg.scorer == "reference"
 
 
 def scorer_settings(name: str, tokenizer, *, seed: int = 0, llmlingua2_model: str | None = None) -> dict:
@@ -148,6 +150,14 @@ def compute_reference(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -
     return out
 
 
+def add_token_columns(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -> None:
+    """The static per-token columns the run needs: scorer importance, reference log-probs (both cached)."""
+    if cfg.scorer and cfg.scorer != "reference":
+        data.columns["importance"] = compute_importance(cfg, data, tokenizer)
+    if needs_reference(cfg):
+        data.columns["ref_logp"] = compute_reference(cfg, data, model, tokenizer)
+
+
 def make_collator(cfg: SFTGoConfig, tokenizer, model) -> Collator:
     """The batch layout the config asks for; flash-attention models also get varlen kwargs (cumulative lengths)."""
     layout = "padding_free" if cfg.padding_free else "packed" if cfg.packing else "padded"
@@ -202,10 +212,14 @@ def run_training(cfg: SFTGoConfig) -> dict:
 
     model = load_model(cfg.model_name_or_path, dtype=cfg.model_dtype, device="cpu" if cfg.use_cpu else None,
                        attn_implementation=cfg.attn_implementation, load_in_4bit=cfg.load_in_4bit)
-    if cfg.scorer and cfg.scorer != "reference":
-        data.columns["importance"] = compute_importance(cfg, data, tokenizer)
-    if needs_reference(cfg):
-        data.columns["ref_logp"] = compute_reference(cfg, data, model, tokenizer)
+    add_token_columns(cfg, data, model, tokenizer)
+    eval_data = None
+    if cfg.eval_dataset:
+        # Held-out data gets the same token columns (scorer importance, reference log-probs) as the training data,
+        # so its group losses are cut exactly as training cuts them.
+        eval_data = tokenize_cached(load_examples(cfg.eval_dataset), tokenizer, cfg.max_length,
+                                    cache_dir=tokenized_cache_dir(cfg.score_cache_dir))
+        add_token_columns(cfg, eval_data, model, tokenizer)
     ref_model = None
     if cfg.objective == "target-sft" and cfg.target_residual == "reference":
         import copy
@@ -222,6 +236,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
 
     trainer = SFTGoTrainer(
         model=model, args=cfg, train_dataset=TokenDataset(data), data_collator=make_collator(cfg, tokenizer, model),
+        eval_dataset=TokenDataset(eval_data) if eval_data is not None else None,
         processing_class=tokenizer, callbacks=[MetricsJsonl(out / "metrics.jsonl")], ref_model=ref_model,
     )
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not trainer.is_fsdp_enabled:
@@ -248,7 +263,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
             save_merged(final, final / "merged", dtype=cfg.model_dtype)
     summary = {}
     if trainer.is_world_process_zero():
-        records = read_metrics(out / "metrics.jsonl")
+        records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]  # training records (not eval_*)
         last = records[-1] if records else {}
         summary = {
             "steps": int(trainer.state.global_step),
