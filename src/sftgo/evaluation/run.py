@@ -495,8 +495,12 @@ def run_heldout(target: EvalTarget, args) -> dict:
            "percentile": percentile, "max_length": max_length, **res, "model": target.model,
            "run_dir": str(target.run_dir) if target.run_dir else None, "checkpoint": target.checkpoint,
            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    # heldout.json: the latest held-out set evaluated (what reports read); heldout-<stem>.json keeps each set apart
+    # (a learn / forget study evaluates two: the training domain and a general one).
+    text = json.dumps(out, indent=1)
+    (target.out_dir / f"heldout-{Path(args.heldout).stem}.json").write_text(text)
     path = target.out_dir / "heldout.json"
-    path.write_text(json.dumps(out, indent=1))
+    path.write_text(text)
     print(f"heldout {args.heldout}: CE {_fmt(out['loss_ce'])}  important {_fmt(out['loss_important'])}  "
           f"unimportant {_fmt(out['loss_unimportant'])}  worst {_fmt(out['loss_worst'])}  "
           f"({out['n_tokens']} tokens, {out['n_examples']} examples, scorer {scorer}, eta {percentile})")
