@@ -386,6 +386,10 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     from .. import __version__ as sftgo_version
 
+    # Our task folder overrides registered names on purpose: the index's per-task "overrides existing task" warnings
+    # are expected noise.
+    logging.getLogger("lm_eval.tasks._index").setLevel(logging.ERROR)
+
     target = EvalTarget(args.target, args.checkpoint, args.output_dir)
     data_file = {}
     for item in args.data_file:
