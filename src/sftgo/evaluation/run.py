@@ -44,7 +44,7 @@ class EvalTarget:
             self.run_dir = p
             ckpts = sorted((c.name for c in p.glob("checkpoint-*") if c.is_dir()), key=lambda n: int(n.split("-")[-1]) if n.split("-")[-1].isdigit() else -1)
             name = checkpoint or "final"
-            if not (p / name / "config.json").exists():
+            if not ((p / name / "config.json").exists() or (p / name / "adapter_config.json").exists()):  # LoRA: adapter
                 have = ", ".join(ckpts) if ckpts else "none"
                 raise ModelLoadError(f"run directory {p} has no {name}/ (checkpoints: {have}); "
                                      + ("pass --checkpoint NAME" if ckpts else "did training finish?"))
