@@ -48,8 +48,8 @@ def build_report(paths, output_dir: str | Path, domain_suite: str | None = None)
     groups = group_runs(runs)
     base = baseline_group(groups)
     present = {r.path.resolve() for r in runs}
-    pending = [p for sw in sweeps for p in sw.get("runs", [])
-               if p.get("dir") and (Path(sw["_path"]) / p["dir"]).resolve() not in present]
+    pending = [p for sw in sweeps for p in sw.get("runs", []) if p.get("role") != "select"
+               and p.get("dir") and (Path(sw["_path"]) / p["dir"]).resolve() not in present]
 
     sections: list[Section] = []
     figs: list[Figure] = []

@@ -37,6 +37,7 @@ def to_markdown(title: str, intro: list[str], sections: list[Section]) -> str:
             out += [t, ""]
         if sec.table is not None:
             t = sec.table
+            out += [f"**{t.title}**", ""]
             out.append("| " + " | ".join(_md_cell(h) for h in t.header) + " |")
             out.append("|" + "|".join("---" for _ in t.header) + "|")
             for i, row in enumerate(t.rows):
@@ -58,6 +59,7 @@ th, td { border: 1px solid #ccc; padding: 0.3em 0.55em; text-align: right; white
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 td.wrap { white-space: normal; text-align: left; }
 .tw { overflow-x: auto; }
+.caption { font-weight: 600; margin: 0.5em 0 0.2em; }
 .note { color: #555; font-size: 0.85em; margin: 0.2em 0; }
 figure { margin: 0.8em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.85em; }
@@ -74,6 +76,7 @@ def to_html(title: str, intro: list[str], sections: list[Section]) -> str:
         out += [f"<p>{e(p)}</p>" for p in sec.text]
         if sec.table is not None:
             t = sec.table
+            out.append(f"<p class='caption'>{e(t.title)}</p>")
             out.append("<div class='tw'><table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in t.header) + "</tr></thead><tbody>")
             for i, row in enumerate(t.rows):
                 cells = []
