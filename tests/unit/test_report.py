@@ -153,3 +153,19 @@ def test_report_html_renders_in_headless_chromium(tmp_path):
     red = np.array([214, 39, 40]) / 255  # matplotlib tab:red
     near = np.abs(img - red).max(axis=-1) < 0.08
     assert near.sum() > 300, f"only {near.sum()} tab:red pixels: figures did not render"
+
+
+def test_report_never_imports_torch_or_the_trainer(tmp_path):
+    """The report reads files only: building one does not import torch, transformers or sftgo's trainer."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "runs"
+    for seed in (1, 2):
+        make_run(root, f"go_s{seed}", seed, scores(0.3, seed), 1.5)
+    code = ("import sys; from sftgo.report import build_report; build_report([sys.argv[1]], sys.argv[2]); "
+            "bad = [m for m in ('torch', 'transformers', 'sftgo.trainer', 'sftgo.models') if m in sys.modules]; "
+            "print('IMPORTED', bad)")
+    r = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path / "out")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "IMPORTED []" in r.stdout
