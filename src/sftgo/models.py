@@ -92,6 +92,14 @@ def resolve_model_path(name_or_path: str | None) -> str:
     return name_or_path  # a Hub id: transformers resolves (and reports network errors) itself
 
 
+def _load_error(what: str, name_or_path, e: Exception) -> ModelLoadError:
+    """One line for an OSError from from_pretrained (offline Hub, unknown id, missing files), with the local fix."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    hint = "" if Path(str(name_or_path)).expanduser().exists() else (
+        "; without Hub access pass a local folder written by save_pretrained (or omit it for the built-in default)")
+    return ModelLoadError(f"could not load a {what} from {name_or_path!r} ({type(e).__name__}: {first}){hint}")
+
+
 def load_tokenizer(name_or_path: str | None = None):
     """Load a (fast) tokenizer; sets ``pad_token`` to ``eos_token`` when the tokenizer has none."""
     from transformers import AutoTokenizer
@@ -100,7 +108,7 @@ def load_tokenizer(name_or_path: str | None = None):
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except OSError as e:
-        raise ModelLoadError(f"could not load a tokenizer from {name_or_path!r}: {e}") from None
+        raise _load_error("tokenizer", name_or_path, e) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -125,5 +133,5 @@ def load_model(name_or_path: str | None = None, *, dtype: str = "auto", device: 
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except OSError as e:
-        raise ModelLoadError(f"could not load a model from {name_or_path!r}: {e}") from None
+        raise _load_error("model", name_or_path, e) from None
     return model

@@ -1,0 +1,99 @@
+"""`sftgo eval` beside lm-evaluation-harness's own command line, on the same generated tasks, in one run.
+
+1. `sftgo eval TARGET --tasks SPEC ...` (a subprocess, timed from start to exit; base-model evaluation off).
+2. From its result file: the task folder it generated (`settings.task_dir`) and each harness call it made
+   (few-shot count, task names, limit). For each call: `lm_eval run --model hf --model_args pretrained=MODEL
+   --device cpu --include_path TASK_DIR --tasks ... --limit ...` (subprocesses, timed together).
+3. Prints the time ratio sftgo / harness (goal <= 1.05) and, per task metric and per reported column, whether the
+   two give identical numbers.
+
+    python benchmarks/bench_eval.py runs/demo --tasks local:../shared/data/mmlu_test.jsonl --limit 200
+    python benchmarks/bench_eval.py runs/demo --tasks paper --data_dir ../shared/data --limit 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def timed(cmd: list[str], log: Path) -> float:
+    t0 = time.time()
+    with open(log, "w") as f:
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}).returncode
+    if rc:
+        sys.exit(f"command failed ({rc}): {' '.join(cmd)}\n{log.read_text()[-3000:]}")
+    return time.time() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("target")
+    ap.add_argument("--tasks", required=True)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--data_dir", default=None)
+    ap.add_argument("--batch_size", type=int, default=8)
+    ap.add_argument("--max_gen_toks", type=int, default=None)
+    ap.add_argument("--workdir", default=None)
+    a = ap.parse_args()
+    work = Path(a.workdir or tempfile.mkdtemp(prefix="bench_eval_"))
+    work.mkdir(parents=True, exist_ok=True)
+    extra = (["--limit", str(a.limit)] if a.limit else []) + (["--data_dir", a.data_dir] if a.data_dir else [])
+    extra += ["--max_gen_toks", str(a.max_gen_toks)] if a.max_gen_toks else []
+    sftgo_cmd = [str(BIN / "sftgo"), "eval", a.target, "--tasks", a.tasks, "--batch_size", str(a.batch_size),
+                 "--no_base", "--overwrite", "--output_dir", str(work / "sftgo"), *extra]
+    t_sftgo = timed(sftgo_cmd, work / "sftgo.log")
+    res = json.loads(next((work / "sftgo").glob("*.json")).read_text())
+    task_dir, model = res["settings"]["task_dir"], res["model"]
+    # The harness calls sftgo made: rows of one call share (fewshot setting, limit).
+    calls: dict[tuple, list[str]] = {}
+    fewshot_setting = {t: int(k) if k != "None" else None for k, names in res["settings"]["tasks"].items() for t in names}
+    for r in res["results"]:
+        if r["task"] in fewshot_setting:
+            key = (fewshot_setting[r["task"]], r["limit"], r["fewshot"] if r["task"] == "mmlu" else None)
+            calls.setdefault(key, [])
+            if r["task"] not in calls[key]:
+                calls[key].append(r["task"])
+    t_cli, cli_results = 0.0, {}
+    for i, ((fs, lim, mmlu_fs), names) in enumerate(sorted(calls.items(), key=str)):
+        out = work / f"cli_{i}"
+        cmd = [str(BIN / "lm_eval"), "run", "--model", "hf", "--model_args", f"pretrained={model},dtype=float32",
+               "--device", "cpu", "--batch_size", str(a.batch_size), "--tasks", ",".join(names), "--output_path", str(out)]
+        cmd += ["--include_path", task_dir] if task_dir else []
+        cmd += ["--limit", str(lim)] if lim is not None else []
+        cmd += ["--num_fewshot", str(fs)] if fs is not None else []
+        cmd += ["--gen_kwargs", f"max_gen_toks={a.max_gen_toks}"] if a.max_gen_toks else []
+        t_cli += timed(cmd, work / f"cli_{i}.log")
+        for f in out.rglob("results_*.json"):
+            cr = json.loads(f.read_text())["results"]
+            for t in names:
+                cli_results[(t, fs)] = cr.get(t, {})
+    print(f"workdir {work}")
+    print(f"wall time: sftgo eval {t_sftgo:.1f} s, lm_eval CLI {t_cli:.1f} s ({len(calls)} call(s)); ratio {t_sftgo / t_cli:.3f}")
+    same_all = True
+    for r in res["results"]:
+        if r["task"] not in fewshot_setting:
+            continue
+        key = r["metric"] if "," in r["metric"] else r["metric"] + ",none"
+        other = cli_results.get((r["task"], fewshot_setting[r["task"]]), {}).get(key)
+        same = other is not None and float(other) == r["value"]
+        same_all &= same
+        print(f"  {r['task']:22s} {key:34s} fewshot={r['fewshot']!s:4s} sftgo {r['value']:.6f}  lm_eval "
+              f"{other if other is None else f'{float(other):.6f}'}  {'identical' if same else 'DIFFERENT'}"
+              + (f"  [{r['column']}]" if r.get("column") else ""))
+    for c, v in res.get("columns", {}).items():
+        se = res.get("columns_stderr", {}).get(c)
+        print(f"  column {c:11s} {v:.4f}" + (f" ± {se:.4f}" if se is not None else ""))
+    print("all metrics identical" if same_all else "SOME METRICS DIFFER")
+
+
+if __name__ == "__main__":
+    main()
