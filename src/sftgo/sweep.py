@@ -771,12 +771,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def split_argv(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
     """Sweep options vs. `sftgo train` flags (each --flag with the values that follow it). argparse's
-    parse_known_args would take an unknown flag's value for the positional CONFIG."""
+    parse_known_args would take an unknown flag's value for the positional CONFIG. A single-value sweep option takes
+    the next token whatever it looks like (``--eval_args "--limit 50"``)."""
+    single = {o for a in parser._actions if a.nargs is None and a.option_strings for o in a.option_strings}
     known = {o for a in parser._actions for o in a.option_strings}
     mine, train, target = [], [], None
-    for tok in argv:
+    it = iter(argv)
+    for tok in it:
+        name = tok.split("=", 1)[0]
         if tok.startswith("-") and not _is_number(tok):
-            target = mine if tok.split("=", 1)[0] in known else train
+            if name in single and "=" not in tok:
+                val = next(it, None)
+                mine.append(tok if val is None else f"{tok}={val}")
+                target = None
+                continue
+            target = mine if name in known else train
             target.append(tok)
         elif target is None:
             mine.append(tok)  # the positional CONFIG

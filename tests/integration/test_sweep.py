@@ -195,3 +195,25 @@ def test_select_heldout_worst_continues_only_the_best(tmp_path, tiny_model_dir, 
     paths = build_report([sweep_dir], tmp_path / "rep")
     md = paths["md"].read_text()
     assert "Selection by held-out worst-group loss" in md and "| sft-go_tfidf_p50 | 2.0000 | 3 | chosen |" in md
+
+
+def test_sweep_with_real_sftgo_eval_heldout(tmp_path, tiny_model_dir, alpaca_file):
+    """The default evaluation is `sftgo eval RUN --heldout DATA` as a subprocess; its eval/heldout.json reaches the
+    report's held-out table."""
+    pytest.importorskip("lm_eval")
+    sweep_dir = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "sftgo.cli", "sweep", "--seeds", "3", "--heldout", alpaca_file,
+           "--eval_args", "--max_examples 4", "--output_dir", str(sweep_dir), "--model_name_or_path", tiny_model_dir,
+           "--dataset", alpaca_file, "--max_steps", "2", "--per_device_train_batch_size", "2", "--max_length", "64",
+           "--score_cache_dir", str(tmp_path / "cache")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    run = sweep_dir / "sft-go_tfidf_s3"
+    h = json.loads((run / "eval" / "heldout.json").read_text())
+    assert h["loss_worst"] == max(h["loss_important"], h["loss_unimportant"])
+    state = json.loads((sweep_dir / "sweep.json").read_text())
+    assert state["runs"][0]["state"] == "complete" and "sftgo.cli eval" in state["runs"][0]["eval_command"]
+    from sftgo.report import build_report
+
+    md = build_report([sweep_dir], tmp_path / "rep")["md"].read_text()
+    assert f"{h['loss_worst']:.4f} (1)" in md
