@@ -678,6 +678,8 @@ class Sweep:
         sel_runs = [RunPlan(f"{p['name']}_s{seed0}", self.out / "select" / f"{p['name']}_s{seed0}", seed0,
                             p["settings"], "select", p["name"], p["config"]) for p in points]
         chosen = (self.state.get("selection") or {}).get("chosen")
+        if chosen not in {p["name"] for p in points}:
+            chosen = None  # no selection yet, or one made for another grid: select again
         if dry_run:
             for r in sel_runs:
                 self.log(f"{r.name}\tselect ({s.select_steps} steps)\t" + " ".join(f"{k}={v}" for k, v in r.settings.items()))

@@ -78,7 +78,8 @@ def test_every_shipped_sweep_file_plans(path, tmp_path):
     spec = load_spec(str(path), args)
     runs, points = plan_runs(spec)
     assert len({r.name for r in runs}) == len(runs) == len(spec.seeds) * (len(points) + (spec.baseline is not None))
-    assert spec.launcher and "nproc_per_node 8" in spec.launcher and "sftgo sweep" in path.read_text()
+    if path.parent.parent.name == "paper":  # the paper's sweeps name their 8-GPU command
+        assert spec.launcher and "nproc_per_node 8" in spec.launcher and "sftgo sweep" in path.read_text()
     for r in runs[: len(points) + 1]:  # one seed's worth: every distinct configuration
         cfg = r.config()
         y = tmp_path / f"{r.name}.yaml"

@@ -169,3 +169,38 @@ def test_report_never_imports_torch_or_the_trainer(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path / "out")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "IMPORTED []" in r.stdout
+
+
+def test_learn_vs_forget_per_method(tmp_path):
+    """Learn: held-out loss and GSM8K accuracy (math suite) with its Δ vs base; forget: mean Δ vs base over the
+    general suite's rows; each mean ± std over seeds."""
+    import statistics
+
+    from sftgo.report import build_report
+
+    def write(run, suite, rows):
+        res = [{"task": t, "column": c, "metric": "acc", "value": v, "base_value": b, "delta_vs_base": v - b}
+               for t, c, v, b in rows]
+        cols = {c: v for _, c, v, _ in rows}
+        (run / "eval" / f"{suite}.json").write_text(json.dumps({"format": 1, "suite": suite, "results": res,
+                                                                 "columns": cols}))
+
+    gsm = {("sft", 1): 0.20, ("sft", 2): 0.24, ("infosft", 1): 0.22, ("infosft", 2): 0.23}
+    arc = {("sft", 1): 0.30, ("sft", 2): 0.28, ("infosft", 1): 0.35, ("infosft", 2): 0.34}
+    for obj in ("sft", "infosft"):
+        for seed in (1, 2):
+            run = make_run(tmp_path / "runs", f"{obj}_s{seed}", seed, heldout=1.0 + seed / 10, objective=obj)
+            write(run, "math", [("gsm8k", "GSM8K", gsm[obj, seed], 0.10)])
+            write(run, "paper", [("arc_challenge", "ARC-C", arc[obj, seed], 0.36), ("hellaswag", "HellaSwag", 0.5, 0.5)])
+    md = build_report([tmp_path / "runs"], tmp_path / "out")["md"].read_text()
+    t = md.split("## Learn vs forget")[1].split("## ")[0]
+    assert "learn: GSM8K" in t and "learn: mean Δ vs base (math)" in t and "forget: mean Δ vs base (general)" in t
+    for obj in ("sft", "infosft"):
+        g = [gsm[obj, s] for s in (1, 2)]
+        learn = f"{statistics.mean(g) * 100:.2f} ± {statistics.stdev(g) * 100:.2f} (2)"
+        ld = [x - 0.10 for x in g]
+        learn_d = f"{statistics.mean(ld) * 100:+.2f} ± {statistics.stdev(ld) * 100:.2f} (2)"
+        fd = [((arc[obj, s] - 0.36) + 0.0) / 2 for s in (1, 2)]  # ARC-C and HellaSwag rows, averaged per run
+        forget = f"{statistics.mean(fd) * 100:+.2f} ± {statistics.stdev(fd) * 100:.2f} (2)"
+        row = next(l for l in t.splitlines() if l.startswith(f"| {obj} |"))
+        assert f"| {learn} | {learn_d} | {forget} | ARC-C, HellaSwag |" in row, row

@@ -36,15 +36,19 @@ def pct(m, s, n, scale=100.0, digits=2) -> str:
     return f"{txt} ({n})"
 
 
+def result_name(r: dict) -> str:
+    """A result row's column: its paper column when it has one, else ``task:metric``."""
+    return r.get("column") or f"{r.get('task')}:{r.get('metric')}"
+
+
 def run_columns(run: Run, suite: str) -> dict[str, float]:
     """A run's score per column in one suite: the file's ``columns`` map, else its ``results`` rows."""
     data = run.evals.get(suite) or {}
     cols = {k: v for k, v in (data.get("columns") or {}).items() if isinstance(v, (int, float))}
     if not cols:
         for r in data.get("results") or []:
-            name = r.get("column") or r.get("task")
-            if name and isinstance(r.get("value"), (int, float)):
-                cols[name] = r["value"]
+            if isinstance(r.get("value"), (int, float)):
+                cols[result_name(r)] = r["value"]
     return cols
 
 
@@ -219,16 +223,34 @@ def heldout_table(groups: list[Group]) -> Table | None:
     return Table("Held-out group losses (mean ± std over seeds)", header, rows, bold, notes=notes, data=data)
 
 
+def _delta_rows(run: Run, suite_names) -> list[dict]:
+    return [x for s in suite_names for x in (run.evals.get(s) or {}).get("results") or []
+            if isinstance(x.get("delta_vs_base"), (int, float))]
+
+
+def _mean_delta(g: Group, suite_names) -> tuple[str, set, float | None]:
+    """Each run's mean ``delta_vs_base`` over the suites' result rows, then mean ± std over seeds (x 100)."""
+    per_run, names = [], set()
+    for r in g.runs:
+        ds = _delta_rows(r, suite_names)
+        if ds:
+            per_run.append(sum(x["delta_vs_base"] for x in ds) / len(ds))
+            names |= {result_name(x) for x in ds}
+    m, s, n = mean_std(per_run)
+    cell = "–" if m is None else f"{m * 100:+.2f}" + (f" ± {s * 100:.2f}" if s is not None else "") + f" ({n})"
+    return cell, names, m
+
+
 def learn_forget_table(groups: list[Group], domain_suite: str | None = None) -> Table | None:
-    """Per method: what it learned on the training domain (held-out loss, domain-suite accuracy) and what it forgot
-    on the general suites (mean difference from the base model, ``delta_vs_base``)."""
+    """Per method: what it learned on the training domain (held-out loss; domain-suite accuracy and its difference
+    from the base model) and what it forgot on the general suites (mean ``delta_vs_base``)."""
     runs = [r for g in groups for r in g.runs]
     all_suites = suites(runs)
     if domain_suite is None and "math" in all_suites:
         domain_suite = "math"
     general = [s for s in all_suites if s != domain_suite]
-    has_delta = any(isinstance(x.get("delta_vs_base"), (int, float))
-                    for r in runs for s in general for x in (r.evals.get(s) or {}).get("results") or [])
+    has_delta = any(_delta_rows(r, general) for r in runs)
+    dom_delta = bool(domain_suite) and any(_delta_rows(r, [domain_suite]) for r in runs)
     has_heldout = any(r.heldout for r in runs)
     dom_cols = [c for c in suite_columns(runs, domain_suite) if c != "Avg"] if domain_suite else []
     if not has_delta and not (has_heldout and (dom_cols or general)):
@@ -237,6 +259,8 @@ def learn_forget_table(groups: list[Group], domain_suite: str | None = None) -> 
     if has_heldout:
         header.append("learn: held-out loss")
     header += [f"learn: {c}" for c in dom_cols]
+    if dom_delta:
+        header.append(f"learn: mean Δ vs base ({domain_suite})")
     if has_delta:
         header += ["forget: mean Δ vs base (general)", "benchmarks"]
     rows, data = [], {}
@@ -250,18 +274,12 @@ def learn_forget_table(groups: list[Group], domain_suite: str | None = None) -> 
             m = mean_std(run_columns(r, domain_suite).get(c) for r in g.runs if domain_suite in r.evals)
             row.append(pct(*m))
             gd[c] = m[0]
+        if dom_delta:
+            cell, _, gd["learn_delta"] = _mean_delta(g, [domain_suite])
+            row.append(cell)
         if has_delta:
-            per_run, names = [], set()
-            for r in g.runs:
-                ds = [(s, x) for s in general for x in (r.evals.get(s) or {}).get("results") or []
-                      if isinstance(x.get("delta_vs_base"), (int, float))]
-                if ds:
-                    per_run.append(sum(x["delta_vs_base"] for _, x in ds) / len(ds))
-                    names |= {x.get("column") or x.get("task") for _, x in ds}
-            m, s, n = mean_std(per_run)
-            row.append("–" if m is None else f"{m * 100:+.2f}" + (f" ± {s * 100:.2f}" if s is not None else "") + f" ({n})")
-            row.append(", ".join(sorted(str(x) for x in names)) or "–")
-            gd["forget_delta"] = m
+            cell, names, gd["forget_delta"] = _mean_delta(g, general)
+            row += [cell, ", ".join(sorted(str(x) for x in names)) or "–"]
         rows.append(row)
         data[g.label] = gd
     notes = ["learn: held-out cross-entropy (lower is better)"
