@@ -296,6 +296,9 @@ def point_name(cfg: dict, name_keys: list[str]) -> str:
         if k in METHOD_KEYS and used is not None and k not in used:
             continue
         ab = ABBREV.get(k, k)
+        if k == "lam_min" and cfg.get(k) is None:
+            parts.append("static")
+            continue
         parts.append(f"{ab}{fmt_name_value(cfg.get(k))}" if ab else fmt_name_value(cfg.get(k)))
     return "_".join(parts)
 
@@ -312,18 +315,24 @@ def plan_runs(spec: Spec) -> tuple[list[RunPlan], list[dict]]:
             label = {("config" if k == "__config__" else k): (Path(x).name if k == "__config__" else x)
                      for k, x in v.items()}
             shown.append({**label, **c})
-    configs = points + ([_variant_config(spec, spec.baseline)] if spec.baseline is not None else [])
+    from .report.runs import METHOD_KEYS, OBJECTIVE_KEYS
+
+    def uses(c, k):  # a method setting only counts where the point's objective reads it
+        used = OBJECTIVE_KEYS.get(str(c.get("objective", "sft-go")))
+        return k not in METHOD_KEYS or used is None or k in used
+
     ignore = {"seed", "output_dir", "run_name", "logging_dir"}
-    varying = [k for k in sorted(set().union(*configs))
-               if k not in ignore and len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1]
+    varying = [k for k in sorted(set().union(*points)) if k not in ignore
+               and len({json.dumps(c.get(k), sort_keys=True, default=str) for c in points if uses(c, k)}) > 1]
     name_keys = list(spec.grid) + [k for k in varying if k not in spec.grid]
     named = []
     for cfg, sh in zip(points, shown):
         named.append({"name": point_name(cfg, name_keys), "settings": sh, "config": cfg})
     base_point = None
     if spec.baseline is not None:
-        cfg = configs[-1]
-        base_point = {"name": point_name(cfg, [k for k in name_keys if k not in spec.grid] + list(spec.baseline)),
+        cfg = _variant_config(spec, spec.baseline)
+        own = [k for k in spec.baseline if k != "__config__"]
+        base_point = {"name": point_name(cfg, [k for k in name_keys if k not in spec.grid] + own),
                       "settings": {("config" if k == "__config__" else k): (Path(x).name if k == "__config__" else x)
                                    for k, x in spec.baseline.items()}, "config": cfg}
     names = [p["name"] for p in named] + ([base_point["name"]] if base_point else [])
