@@ -51,7 +51,8 @@ def _step(method, hidden, weight, targets, important, chunk):
     import torch
 
     from sftgo import objectives
-    from sftgo.token_head import fused_linear_loss, naive_token_logp, token_logp
+    from sftgo.objectives import fused_linear_loss
+    from sftgo.token_head import naive_token_logp, token_logp
 
     mask = targets != -100
     if method == "naive":

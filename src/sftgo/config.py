@@ -20,6 +20,7 @@ from .objectives import OBJECTIVES, TARGET_RESIDUALS
 
 TOKEN_HEADS = ("auto", "fused", "chunked", "naive")
 GROUP_SCOPES = ("sequence", "batch")
+GROUP_STATS = ("exact", "lagged", "micro")
 
 
 class ConfigError(ValueError):
@@ -41,6 +42,11 @@ class SFTGoConfig(TrainingArguments):
                           "dataset id, or builtin:default (a small instruction set shipped with sftgo)."},
     )
     dataset_split: str = field(default="train", metadata={"help": "Split to read when --dataset is a Hub id."})
+    eval_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Held-out data (same formats as --dataset): every --eval_steps steps its CE overall, over the "
+                          "important and unimportant groups and the worst group go to metrics.jsonl (eval_loss_*)."},
+    )
     max_examples: int | None = field(default=None, metadata={"help": "Use at most this many examples (after skipping empty ones)."})
     max_length: int = field(default=128, metadata={"help": "Truncate each tokenized example to this many tokens."})
 
@@ -51,7 +57,11 @@ class SFTGoConfig(TrainingArguments):
         default=None,
         metadata={"help": "If set below --lam, lambda decays linearly over optimizer steps to this floor (Eq. 5)."},
     )
-    keep_ratio: float = field(default=0.6, metadata={"help": "Rho-1: fraction of supervised tokens kept, ranked by excess loss across the batch."})
+    keep_ratio: float | None = field(
+        default=None,
+        metadata={"help": "Alias that sets eta: --keep_ratio r is --percentile 100*(1-r) (Rho-1's habit: the fraction of "
+                          "tokens kept). Give one of the two."},
+    )
     infosft_p: float = field(default=0.93, metadata={"help": "InfoSFT P: tokens with p >= P get zero weight; C = log(P/(1-P))."})
     target_gamma: str = field(default="0.9", metadata={"help": "Target-SFT gamma: a float in [0, 1] or 'p' for sg(p_y)."})
     target_residual: str = field(default="uniform", metadata={"help": "Target-SFT residual: uniform, model, topk or reference."})
@@ -65,8 +75,19 @@ class SFTGoConfig(TrainingArguments):
         metadata={"help": "Importance function g: tfidf, frequency, random, llmlingua2, reference (Rho-1 excess loss), "
                           "or module:function for your own."},
     )
-    percentile: float = field(default=90.0, metadata={"help": "eta: tokens above this per-sequence percentile are important (90 = top 10 percent)."})
+    percentile: float = field(
+        default=90.0,
+        metadata={"help": "eta: tokens above this percentile are important (90 = top 10 percent), per sequence for the "
+                          "static scorers, over the optimizer step's tokens by excess loss for rho1 (which trains on them)."},
+    )
     group_scope: str = field(default="sequence", metadata={"help": "Rank scores per sequence or across the whole batch (as Rho-1 does)."})
+    group_stats: str = field(
+        default="exact",
+        metadata={"help": "Group statistics of sft-go / sft-go-dro / rho1 / --group_scope batch: exact (over the whole "
+                          "optimizer step, all micro-batches and processes; one extra no-grad forward per step when the "
+                          "step has several micro-batches or processes), lagged (the previous step's group means pick the "
+                          "worst group; no extra forward), micro (each micro-batch on its own)."},
+    )
     ref_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Reference model for scorer=reference / objective=rho1 / residual=reference (default: the initial model)."}
     )
@@ -83,6 +104,41 @@ class SFTGoConfig(TrainingArguments):
                           "(recompute in backward), naive (full logits), auto (fused where the objective allows)."},
     )
     head_chunk_size: int = field(default=512, metadata={"help": "Tokens per chunk in the per-token head."})
+
+    # ----- batching: packing and padding-free rows
+    packing: bool = field(
+        default=False,
+        metadata={"help": "Pack each micro-batch's examples into as few rows of at most max_length tokens as possible (no "
+                          "attention across examples; per-token columns and per-example groups kept)."},
+    )
+    padding_free: bool = field(
+        default=False,
+        metadata={"help": "Lay each micro-batch out as one flat row without padding (position ids restart per example; "
+                          "flash-attention gets cumulative lengths). Fastest with flash_attention_2 on GPU."},
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "Attention kernel passed to from_pretrained: eager, sdpa, flash_attention_2, ... (default: "
+                          "transformers' choice)."},
+    )
+
+    # ----- LoRA / QLoRA (peft)
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 = full fine-tuning. Needs `pip install peft`."})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch's input."})
+    lora_target_modules: str = field(
+        default="all-linear",
+        metadata={"help": "Comma-separated module names to adapt (e.g. q_proj,v_proj), or all-linear (every linear layer "
+                          "but the LM head)."},
+    )
+    load_in_4bit: bool = field(
+        default=False,
+        metadata={"help": "QLoRA: load the base model in 4-bit NF4 through bitsandbytes (CUDA); needs --lora_r > 0."},
+    )
+    merge_lora: bool = field(
+        default=False,
+        metadata={"help": "With LoRA: also write the adapter merged into the base weights to final/merged/."},
+    )
 
     # ----- TrainingArguments defaults changed for this tool (all still settable under their usual names)
     output_dir: str | None = field(default="runs/sftgo", metadata={"help": "Run directory: config, metrics.jsonl, checkpoints, final/."})
@@ -101,9 +157,23 @@ class SFTGoConfig(TrainingArguments):
         metadata={"help": "Stop after this many optimizer steps (saving a checkpoint) while keeping the learning-rate "
                           "schedule of the full budget; --resume_from_checkpoint last later continues the same run."},
     )
+    report_to: None | str | list[str] = field(
+        default="auto",
+        metadata={"help": "Trackers that get every logged value (losses, group losses, lam, diagnostics): tensorboard, "
+                          "wandb, mlflow, ... comma-separated, all, none, or auto (tensorboard when installed, else none)."},
+    )
 
     def __post_init__(self):
+        if self.keep_ratio is not None and 0.0 < self.keep_ratio <= 1.0:
+            eta = round(100.0 * (1.0 - self.keep_ratio), 10)
+            if self.percentile not in (90.0, eta):  # 90 is the default: an explicit other eta conflicts
+                raise ConfigError(f"keep_ratio: {self.keep_ratio} means percentile {eta}, but percentile is "
+                                  f"{self.percentile}; give only one of them")
+            self.percentile = eta
         self.validate()
+        if self.eval_dataset and str(getattr(self.eval_strategy, "value", self.eval_strategy)) == "no":
+            self.eval_strategy = "steps"  # --eval_dataset alone evaluates every eval_steps (default: logging_steps)
+        self.report_to = resolve_report_to(self.report_to)
         super().__post_init__()
 
     def validate(self) -> None:
@@ -127,8 +197,10 @@ class SFTGoConfig(TrainingArguments):
             bad("lam_min", f"{self.lam_min} must be in [0, 1]")
         if not 0.0 <= self.percentile <= 100.0:
             bad("percentile", f"{self.percentile} must be in [0, 100] (90 marks the top 10% important)")
-        if not 0.0 < self.keep_ratio <= 1.0:
+        if self.keep_ratio is not None and not 0.0 < self.keep_ratio <= 1.0:
             bad("keep_ratio", f"{self.keep_ratio} must be in (0, 1]")
+        if self.group_stats not in GROUP_STATS:
+            bad("group_stats", f"{self.group_stats!r} is not one of {', '.join(GROUP_STATS)}")
         if not 0.5 < self.infosft_p < 1.0:
             bad("infosft_p", f"{self.infosft_p} must be in (0.5, 1) so that C = log(P/(1-P)) > 0")
         if self.target_gamma != "p":
@@ -148,10 +220,51 @@ class SFTGoConfig(TrainingArguments):
             bad("stop_after_steps", f"{self.stop_after_steps} must be at least 1")
         if self.head_chunk_size < 1:
             bad("head_chunk_size", f"{self.head_chunk_size} must be positive")
+        if self.packing and self.padding_free:
+            bad("padding_free", "packing and padding_free are two layouts of the same batch; set only one")
+        if self.lora_r < 0:
+            bad("lora_r", f"{self.lora_r} must be >= 0 (0 = full fine-tuning)")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            bad("lora_dropout", f"{self.lora_dropout} must be in [0, 1)")
+        if self.lora_r and "lm_head" in self.lora_target_modules.split(",") and self.token_head != "naive":
+            bad("lora_target_modules", "an adapted lm_head is not a plain weight the per-token head can read; drop lm_head "
+                                       "or run with --token_head naive")
+        import importlib.util
+
+        if self.lora_r and importlib.util.find_spec("peft") is None:
+            bad("lora_r", "LoRA needs peft: pip install 'sftgo[lora]' (or pip install peft)")
+        if self.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
+            bad("load_in_4bit", "4-bit loading needs bitsandbytes and a CUDA GPU: pip install bitsandbytes")
+        if (self.packing or self.padding_free) and not (self.attn_implementation or "").startswith("flash"):
+            from transformers import masking_utils
+
+            if not hasattr(masking_utils, "find_packed_sequence_indices"):
+                bad("packing" if self.packing else "padding_free",
+                    "this transformers version does not turn restarting position ids into per-example attention "
+                    "masks; upgrade transformers or use --attn_implementation flash_attention_2")
+        if (self.load_in_4bit or self.merge_lora) and not self.lora_r:
+            bad("load_in_4bit" if self.load_in_4bit else "merge_lora",
+                "needs LoRA (--lora_r 16, say): 4-bit weights cannot be trained directly and there is nothing to merge")
+        try:
+            OBJECTIVES[self.objective].check_args(self)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     @property
     def gamma_value(self) -> float | str:
         return "p" if self.target_gamma == "p" else float(self.target_gamma)
+
+
+def resolve_report_to(value):
+    """``auto`` -> ``tensorboard`` when TensorBoard is installed, else ``none``; a comma-separated string -> a list
+    (``--report_to tensorboard,wandb``); anything else is left to TrainingArguments."""
+    if value == "auto" or value == ["auto"]:
+        from transformers.integrations import is_tensorboard_available
+
+        return "tensorboard" if is_tensorboard_available() else "none"
+    if isinstance(value, str) and "," in value:
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
 
 
 def field_names() -> set[str]:

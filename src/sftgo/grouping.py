@@ -23,7 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["num_important", "percentile_groups", "batch_groups", "percentile_groups_torch"]
+__all__ = ["num_important", "percentile_groups", "batch_groups", "percentile_groups_torch", "percentile_groups_flat",
+           "quantile_groups_flat"]
 
 
 
@@ -116,3 +117,60 @@ def percentile_groups_torch(scores, mask, percentile: float, scope: str = "seque
     out = torch.zeros_like(mask)
     out.scatter_(1, order, rank < k)
     return out & mask
+
+
+def _segment_ranks(values, segments, descending: bool):
+    """Rank of each element within its segment (0 = first), and its segment's size. values, segments: [N].
+
+    Order within a segment: by value (descending or ascending), ties by position (stable sorts); NaN ranks last when
+    descending (as -inf), and as 0 when ascending (see :func:`quantile_groups_flat`). Segments need not be
+    contiguous: any integer id (an example index, or one id for a whole batch)."""
+    import torch
+
+    n = values.shape[0]
+    key = values.detach()
+    if not key.is_floating_point() or key.dtype in (torch.float16, torch.bfloat16):
+        key = key.float()
+    key = torch.nan_to_num(key, nan=float("-inf") if descending else 0.0, posinf=float("inf"), neginf=float("-inf"))
+    o1 = torch.sort(key, descending=descending, stable=True).indices
+    o2 = torch.sort(segments[o1], stable=True).indices
+    order = o1[o2]  # grouped by segment, then by value, then by position
+    seg = segments[order]
+    pos = torch.arange(n, device=values.device)
+    first = torch.ones(n, dtype=torch.bool, device=values.device)
+    first[1:] = seg[1:] != seg[:-1]
+    start = torch.cummax(torch.where(first, pos, torch.zeros_like(pos)), dim=0).values
+    _, sizes = torch.unique_consecutive(seg, return_counts=True)
+    size_sorted = torch.repeat_interleave(sizes, sizes)
+    rank = torch.empty_like(pos)
+    size = torch.empty_like(pos)
+    rank[order] = pos - start
+    size[order] = size_sorted
+    return rank, size
+
+
+def percentile_groups_flat(scores, segments, percentile: float):
+    """:func:`percentile_groups_torch` on flat token columns: scores [N], segments [N] long (the example each token
+    belongs to; one id for all tokens = batch scope). Returns bool [N]: the top ``k`` of each segment, same k, tie and
+    NaN rules. Works whatever the layout of the tokens (padding, packing, padding-free)."""
+    p = _check_percentile(percentile)
+    if scores.numel() == 0:
+        return scores.new_zeros(scores.shape, dtype=bool)
+    rank, size = _segment_ranks(scores, segments, descending=True)
+    import torch
+
+    k = torch.floor((100.0 - p) * size.double() / 100.0 + 0.5).long()
+    return rank < k
+
+
+def quantile_groups_flat(scores, segments, num_groups: int):
+    """Quantile group ids on flat token columns (see :func:`sftgo.objectives.quantile_group_ids`): within each segment
+    the token of ascending-score rank ``r`` among ``n`` gets ``floor(r * G / n)``. scores, segments: [N] -> long [N]."""
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
+        raise ValueError(f"num_groups must be a positive int; got {num_groups!r}")
+    if scores.numel() == 0:
+        return segments.new_zeros(segments.shape)
+    import torch
+
+    rank, size = _segment_ranks(scores, segments, descending=False)
+    return torch.div(rank * num_groups, size.clamp(min=1), rounding_mode="floor")

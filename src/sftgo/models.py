@@ -80,7 +80,7 @@ def resolve_model_path(name_or_path: str | None) -> str:
         return str(default_model_dir())
     p = Path(name_or_path).expanduser()
     if p.exists():
-        if not (p / "config.json").exists():
+        if not (p / "config.json").exists() and not (p / ADAPTER_CONFIG).exists():
             raise ModelLoadError(f"model path {name_or_path!r} exists but has no config.json: pass a folder written by save_pretrained")
         return str(p)
     # A Hub id is "name" or "org/name"; anything path-like that does not exist is a user mistake, not a Hub lookup.
@@ -114,13 +114,18 @@ def load_tokenizer(name_or_path: str | None = None):
     return tok
 
 
-def load_model(name_or_path: str | None = None, *, dtype: str = "auto", device: str | None = None):
+def load_model(name_or_path: str | None = None, *, dtype: str = "auto", device: str | None = None,
+               attn_implementation: str | None = None, load_in_4bit: bool = False):
     """Load a causal LM. ``dtype``: "auto" (fp32 on CPU: bf16 is ~8x slower on CPUs without bf16 units), "float32",
-    "bfloat16" or "float16"."""
+    "bfloat16" or "float16". A LoRA adapter folder (``adapter_config.json``, what ``sftgo train --lora_r`` writes to
+    ``final/``) loads its base model and applies the adapter (merged, so the result is a plain model).
+    ``load_in_4bit``: NF4 weights through bitsandbytes (QLoRA; the compute dtype is bf16 unless ``dtype`` says otherwise)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name_or_path)
+    if (Path(path) / ADAPTER_CONFIG).exists() and not (Path(path) / "config.json").exists():
+        return _load_adapter(path, dtype=dtype, device=device, attn_implementation=attn_implementation)
     on_cpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu"
     if dtype == "auto":
         torch_dtype = torch.float32 if on_cpu else "auto"
@@ -130,8 +135,69 @@ def load_model(name_or_path: str | None = None, *, dtype: str = "auto", device: 
                            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
         except KeyError:
             raise ModelLoadError(f"model_dtype={dtype!r} is not one of auto, float32, bfloat16, float16") from None
+    kwargs = {}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        compute = torch_dtype if isinstance(torch_dtype, torch.dtype) and torch_dtype != torch.float32 else torch.bfloat16
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **kwargs)
     except OSError as e:
         raise _load_error("model", name_or_path, e) from None
     return model
+
+
+# ------------------------------------------------------------------------------------------------------------ LoRA (peft)
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def _load_adapter(path: str, *, dtype: str, device: str | None, attn_implementation: str | None):
+    import json
+
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise ModelLoadError(f"{path} holds a LoRA adapter; loading it needs peft: pip install 'sftgo[lora]'") from None
+    base = json.loads((Path(path) / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"{path}/{ADAPTER_CONFIG} names no base_model_name_or_path; load the base model and the adapter yourself")
+    model = load_model(base, dtype=dtype, device=device, attn_implementation=attn_implementation)
+    return PeftModel.from_pretrained(model, path).merge_and_unload()
+
+
+def apply_lora(model, *, r: int, alpha: float, dropout: float, target_modules: str, gradient_checkpointing: bool = False,
+               quantized: bool = False):
+    """Wrap ``model`` with LoRA adapters (peft); only the adapters train. ``target_modules``: comma-separated names or
+    ``all-linear`` (every linear layer but the output layer). A 4-bit model is first prepared for k-bit training
+    (norms in fp32, input gradients on). With gradient checkpointing the embedding output is made to require grad:
+    under reentrant checkpointing the frozen base would otherwise give the checkpointed blocks no input that needs a
+    gradient, and the adapters inside them would silently get none (recent transformers also does this when
+    checkpointing is enabled; older releases did not for a peft-wrapped model)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.enable_input_require_grads()
+    targets = target_modules if target_modules == "all-linear" else [t.strip() for t in target_modules.split(",") if t.strip()]
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, cfg)
+    except ValueError as e:  # e.g. a target module name the model does not have
+        raise ModelLoadError(f"lora_target_modules={target_modules!r}: {e}") from None
+
+
+def save_merged(adapter_dir, out_dir, *, dtype: str = "auto") -> None:
+    """Write a LoRA adapter folder merged into its base model as a plain model folder (loadable without peft).
+    The base is reloaded from disk at full precision (not the in-memory model, which may be 4-bit or sharded), the
+    adapter applied and merged; the tokenizer is copied from the adapter folder."""
+    from transformers import AutoTokenizer
+
+    merged = load_model(str(adapter_dir), dtype=dtype, device="cpu")
+    merged.save_pretrained(str(out_dir))
+    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(out_dir))

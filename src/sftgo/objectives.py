@@ -62,7 +62,6 @@ def infosft_weights(logp: torch.Tensor, P: float = 0.93) -> torch.Tensor:
 # Names used by the CLI / config for validation.
 # ---------------------------------------------------------------------------------------------
 
-OBJECTIVES = ("sft", "sft-go", "rho1", "dft", "infosft", "target-sft", "sft-go-dro")
 TARGET_RESIDUALS = ("uniform", "model", "topk", "reference")
 
 
@@ -626,10 +625,508 @@ def group_dro_loss(
     return (1 - lam) * ce + lam * weighted * (n_sup / denom)
 
 
+# ---------------------------------------------------------------------------------------------
+# The same objectives straight from hidden states, through the chunked per-token head.
+# ---------------------------------------------------------------------------------------------
+
+
+def _count(num_items, n_sup: int) -> float:
+    """The loss denominator as a Python float: ``num_items`` (or ``n_sup``), floored at 1."""
+    _check_num_items(num_items)
+    if num_items is None:
+        return float(max(n_sup, 1))
+    return max(float(num_items), 1.0)
+
+
+def _worst_onehot(means: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """``[G]`` one-hot of the non-empty group with the largest mean loss (ties -> lowest id; all empty -> zeros)."""
+    ranked = torch.where(counts > 0, means, torch.full_like(means, -math.inf))
+    out = torch.zeros_like(means)
+    out[torch.argmax(ranked)] = 1.0
+    return out * (counts > 0).any().to(means.dtype)
+
+
+def fused_linear_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    objective: str,
+    *,
+    important: torch.Tensor | None = None,
+    lam: float = 0.0,
+    P: float = 0.93,
+    num_items=None,
+    chunk_size: int = 512,
+    backend: str = "torch",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sft`` / ``dft`` / ``infosft`` / ``sft_go`` straight from hidden states, without the ``[N, V]`` logits.
+
+    hidden: [N, H] (or [..., H]); weight: [V, H]; targets: [N] long (-100 ignored); important: [N] bool (sft_go only).
+    Returns ``(loss, logp)`` as :func:`sftgo.token_head.weighted_nll`, with the objective's per-token coefficient
+    divided by ``K = num_items`` (default: the supervised count): ``1/K`` (sft), ``sg(p)/K`` (dft), the InfoSFT
+    weight ``/K``, and for sft_go (Eq. 3-4) ``(1-lam)/K + lam [n in worst] n_sup / (K n_worst)`` (constant per group,
+    decided from the two group means: :class:`sftgo.token_head.GroupCoef`). Values and gradients equal
+    ``objectives.<objective>(naive_token_logp(...), ...)``.
+    """
+    from . import token_head as H
+
+    names = ("sft", "dft", "infosft", "sft_go")
+    if objective not in names:
+        raise ValueError(f"objective must be one of {names}, got {objective!r}")
+    if objective == "sft_go":
+        if important is None:
+            raise ValueError("objective 'sft_go' needs important= (bool tensor shaped like targets, True = G1)")
+        if not isinstance(important, torch.Tensor) or tuple(important.shape) != tuple(targets.shape):
+            raise ValueError(f"important must be a bool tensor of targets' shape {tuple(targets.shape)}")
+        if isinstance(lam, torch.Tensor) and lam.numel() == 1:
+            lam = float(lam)
+        if not isinstance(lam, (int, float)) or isinstance(lam, bool) or not 0.0 <= float(lam) <= 1.0:
+            raise ValueError(f"lam must be a float in [0, 1], got {lam!r}")
+    elif important is not None:
+        raise ValueError(f"important= is used only by objective 'sft_go', not {objective!r}")
+    if objective == "infosft" and not (isinstance(P, (int, float)) and 0.5 < float(P) < 1.0):
+        raise ValueError(f"P must be a float in (0.5, 1) (InfoSFT confidence threshold), got {P!r}")
+    _check_num_items(num_items)
+    if backend == "liger":
+        if objective != "sft":
+            raise ValueError(f"backend='liger' supports only objective='sft', not {objective!r}; use backend='torch'")
+        loss, logp = H.weighted_nll(hidden, weight, targets, 1.0, chunk_size=chunk_size, backend=backend)
+        return loss / _count(num_items, int((targets != H.IGNORE_INDEX).sum())), logp
+    n_sup = int((targets != H.IGNORE_INDEX).sum())
+    k = _count(num_items.item() if isinstance(num_items, torch.Tensor) else num_items, n_sup)
+    if objective == "sft":
+        coef = 1.0 / k
+    elif objective == "dft":
+        coef = lambda lp, s, e: dft_weights(lp) / k  # noqa: E731
+    elif objective == "infosft":
+        coef = lambda lp, s, e: infosft_weights(lp, P) / k  # noqa: E731
+    else:
+        lam = float(lam)
+
+        def resolve(sums, counts):
+            return (1.0 - lam) / k + lam * _worst_onehot(sums / counts.clamp(min=1), counts) * n_sup / (k * counts.clamp(min=1))
+
+        coef = H.GroupCoef(important.long(), 2, resolve)  # group 1 = important; ties -> 0 (unimportant)
+    return H.weighted_nll(hidden, weight, targets, coef, chunk_size=chunk_size, backend=backend)
+
+
+def chunked_target_sft(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    gamma=0.9,
+    residual: str = "uniform",
+    topk: int = 10,
+    ref_hidden: torch.Tensor | None = None,
+    ref_weight: torch.Tensor | None = None,
+    num_items=None,
+    chunk_size: int = 512,
+) -> torch.Tensor:
+    """Target-SFT (:func:`target_sft`) from hidden states, one ``[chunk, V]`` logits tile alive at a time.
+
+    hidden: [N, H] (or [..., H]); weight: [V, H]; labels: [N] long (-100 ignored);
+    ref_hidden: [N, H_ref], ref_weight: [V, H_ref] (residual="reference" only: the reference model's final
+    hidden states and LM head; its logits are computed per chunk without grad). Returns a scalar: each chunk calls
+    :func:`target_sft` with the global ``num_items`` (default: the supervised count), so the chunk losses add up to
+    the unchunked loss (:func:`sftgo.token_head.chunked_loss`).
+    """
+    from . import token_head as H
+
+    H._check_inputs(hidden, weight, labels, chunk_size, name_targets="labels")
+    if residual == "reference":
+        if ref_hidden is None or ref_weight is None:
+            raise ValueError("residual='reference' needs ref_hidden [N, H_ref] and ref_weight [V, H_ref]")
+        H._check_inputs(ref_hidden, ref_weight, labels, chunk_size, name_targets="labels")
+        if ref_weight.shape[0] != weight.shape[0]:
+            raise ValueError(
+                f"ref_weight has V={ref_weight.shape[0]} but weight has V={weight.shape[0]}; "
+                "the reference model must share the vocabulary"
+            )
+    elif ref_hidden is not None or ref_weight is not None:
+        raise ValueError(f"ref_hidden / ref_weight are used only with residual='reference', not {residual!r}")
+    k = num_items if num_items is not None else int((labels != H.IGNORE_INDEX).sum())
+    fn = _target_sft_chunk(gamma, residual, topk, None if ref_weight is None else ref_weight.detach(), k)
+    return H.chunked_loss(hidden, weight, labels, fn, extra=ref_hidden, chunk_size=chunk_size)
+
+
+def _target_sft_chunk(gamma, residual, topk, ref_weight, num_items):
+    """``fn(logits [c, V], labels [c], ref_hidden [c, H_ref] | None) -> loss`` for the chunked head."""
+
+    def fn(z, y, rh):
+        ref = None
+        if rh is not None:
+            with torch.no_grad():
+                ref = rh.to(ref_weight.dtype) @ ref_weight.T  # [c, V] reference logits, never differentiated
+        ones = torch.ones(y.shape, dtype=torch.bool, device=y.device)
+        return target_sft(z, y, ones, gamma=gamma, residual=residual, topk=topk, ref_logits=ref, num_items=num_items)
+
+    return fn
+
+
+# ---------------------------------------------------------------------------------------------
+# The objective table: what `sftgo train --objective NAME` runs. Looked up once, when the trainer is built.
+#
+# An objective turns a micro-batch's supervised tokens (sftgo.tokens.TokenBatch) and rows of features into an
+# UNNORMALIZED loss sum through the per-token head; the trainer divides once, by the optimizer step's supervised-token
+# count K (all micro-batches, all ranks). Most objectives are a per-token coefficient on -log p:
+#     loss_sum = sum_n c_n * (-log p_n)
+# (sft: c = 1; dft: sg(p); infosft: the InfoSFT weight). The group objectives (sft-go, k groups, Group-DRO, Rho-1)
+# share one form: tokens fall in groups g = 0..G-1, a_g weighs the groups (the worst group one-hot, DRO's q, Rho-1's
+# kept set), and
+#     loss / K = (1 - lam) * sum_n CE_n / K + lam * sum_g a_g * S_g / C_g
+# with S_g, C_g the groups' CE sums and token counts, i.e. c_n = (1 - lam) + lam * a_g * K / C_g. Under
+# --group_stats exact, S_g, C_g and a_g are the optimizer step's (a no-grad pre-pass over the step's micro-batches,
+# all-reduced over ranks; see plan_step) so c_n is fixed before any backward and each micro-batch's backward is a
+# weighted NLL: the gradient is exactly that of the step's objective, however the step is split. Under micro, each
+# micro-batch uses its own groups (the group term then weighs n_micro / K). Under lagged, a_g comes from the previous
+# step's global group means (no extra forward), C_g from the current step.
+# Adding an objective: one class below and one row in OBJECTIVES.
+# ---------------------------------------------------------------------------------------------
+
+
+class Plan:
+    """Fixed per-token coefficients of one micro-batch, decided from the optimizer step's statistics."""
+
+    def __init__(self, coef: torch.Tensor, ids: torch.Tensor):
+        self.coef, self.ids = coef, ids
+
+
+class Objective:
+    """Base row: plain SFT (c_n = 1). Subclasses override :meth:`coef` or :meth:`loss`."""
+
+    columns: tuple[str, ...] = ()  # token columns it reads (beyond the targets)
+    step_stats = False  # whether --group_stats changes it
+    num_groups = 0
+
+    def __init__(self, args):
+        self.args = args
+
+    @classmethod
+    def check_args(cls, args) -> None:
+        """Raise ValueError for settings this objective cannot run with (called by the config)."""
+
+    def coef(self, logp_chunk: torch.Tensor) -> torch.Tensor | None:
+        """Per-token coefficient from the token's own (detached) log p; None = 1."""
+        return None
+
+    def loss(self, ctx, x: torch.Tensor, tokens) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """-> (unnormalized loss sum, log p [N] detached, group ids [N] or None)."""
+        f = self.coef
+        c = 1.0 if type(self).coef is Objective.coef else (lambda lp, s, e: f(lp))
+        loss, logp = ctx.head.weighted_nll(ctx.model, x, tokens.targets, c)
+        return loss, logp, None
+
+    def metric_weight(self, logp: torch.Tensor) -> torch.Tensor | None:
+        return self.coef(logp)
+
+    def important(self, tokens, logp, ids) -> torch.Tensor | None:
+        """The group logged as "important" (bool [N]): the static eta split per example, else the excess-loss split."""
+        from .grouping import percentile_groups_flat
+
+        if "importance" in tokens.columns:
+            return percentile_groups_flat(tokens.columns["importance"], _segments(self.args, tokens), self.args.percentile)
+        if "ref_logp" in tokens.columns:
+            return percentile_groups_flat(tokens.columns["ref_logp"] - logp, _segments(self.args, tokens), self.args.percentile)
+        return None
+
+    def extra_metrics(self, sums: dict) -> dict:
+        return {}
+
+    # step statistics (group objectives only)
+    def plan_step(self, step) -> list[Plan] | None:
+        return None
+
+    def end_step(self, sums: torch.Tensor, counts: torch.Tensor) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def _segments(args, tokens) -> torch.Tensor:
+    """Per-example segments (scope "sequence") or one segment for the whole set (scope "batch")."""
+    if args.group_scope == "batch":
+        return torch.zeros_like(tokens.example)
+    return tokens.example
+
+
+class SFT(Objective):
+    """Cross-entropy over response tokens: c_n = 1."""
+
+
+class DFT(Objective):
+    """DFT: c_n = sg(p_n)."""
+
+    def coef(self, logp_chunk):
+        return dft_weights(logp_chunk)
+
+
+class InfoSFT(Objective):
+    """InfoSFT: c_n = sg(p) relu(1 - sg(logit p) / logit P)."""
+
+    def coef(self, logp_chunk):
+        return infosft_weights(logp_chunk, self.args.infosft_p)
+
+
+class TargetSFT(Objective):
+    """Target-SFT: a per-chunk loss over the whole logits row (soft targets), not a coefficient on -log p."""
+
+    def loss(self, ctx, x, tokens):
+        a = self.args
+        ref_rows = ref_weight = None
+        if a.target_residual == "reference":
+            ref_rows, ref_weight = ctx.reference()
+        fn = _target_sft_chunk(a.gamma_value, a.target_residual, a.target_topk, ref_weight, 1)  # num_items=1: a sum
+        loss = ctx.head.chunk_loss(ctx.model, x, tokens.targets, fn, extra=ref_rows)
+        with torch.no_grad():  # for the metrics (one forward-only GEMM per chunk)
+            logp = ctx.head.logp(ctx.model, x.detach(), tokens.targets)
+        return loss, logp, None
+
+    def metric_weight(self, logp):
+        return None
+
+
+class Grouped(Objective):
+    """Group objectives (see the table's comment): subclasses give the groups and their weights a_g."""
+
+    step_stats = True
+    needs_means = True  # a_g depends on the group means (the worst group): needs log p of the whole step
+    dynamic = False  # the groups themselves depend on the current log p (excess loss)
+    batch_scope = False
+
+    def lam(self, lam: float) -> float:
+        return lam
+
+    def values(self, tokens, logp=None) -> torch.Tensor:
+        """The per-token score the groups are cut from: importance, or excess loss ``ref_logp - logp``."""
+        if self.dynamic:
+            return tokens.columns["ref_logp"] - logp
+        return tokens.columns["importance"]
+
+    def ids_from(self, values: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+        from .grouping import percentile_groups_flat
+
+        return percentile_groups_flat(values, segments, self.args.percentile).long()  # 1 = important
+
+    def weights(self, means: torch.Tensor | None, counts: torch.Tensor) -> torch.Tensor:
+        return _worst_onehot(means, counts)
+
+    def _segments(self, tokens):
+        return torch.zeros_like(tokens.example) if self.batch_scope else tokens.example
+
+    def _coef(self, lam, a, counts, scale):
+        return (1.0 - lam) + lam * a * scale / counts.clamp(min=1)
+
+    def loss(self, ctx, x, tokens):
+        lam = self.lam(ctx.lam)
+        t = tokens.targets
+        if ctx.plan is not None:  # --group_stats exact / lagged: coefficients fixed from the step's statistics
+            loss, logp = ctx.head.weighted_nll(ctx.model, x, t, ctx.plan.coef)
+            return loss, logp, ctx.plan.ids
+        # the micro-batch's own statistics (group_stats micro, one micro-batch per step, or evaluation)
+        lp = None
+        if self.dynamic:
+            with torch.no_grad():
+                lp = ctx.head.logp(ctx.model, x.detach(), t)
+        ids = self.ids_from(self.values(tokens, lp), self._segments(tokens))
+        n, G = float(len(tokens)), self.num_groups
+        if self.needs_means:
+            from .token_head import GroupCoef
+
+            coef = GroupCoef(ids, G, lambda sums, counts: self._coef(lam, self.weights(sums / counts.clamp(min=1), counts), counts, n))
+        else:
+            counts = torch.zeros(G, device=t.device).index_add_(0, ids, torch.ones(len(tokens), device=t.device))
+            coef = self._coef(lam, self.weights(None, counts), counts, n).index_select(0, ids)
+        loss, logp = ctx.head.weighted_nll(ctx.model, x, t, coef)
+        return loss, logp, ids
+
+    def plan_step(self, step) -> list[Plan]:
+        """Coefficients of every micro-batch of the optimizer step from its global statistics (see the table)."""
+        lam = self.lam(step.lam)
+        G = self.num_groups
+        lps = [step.logp(i) for i in range(len(step.tokens))] if self.dynamic else None
+        vals = [self.values(tok, None if lps is None else lps[i]) for i, tok in enumerate(step.tokens)]
+        if self.batch_scope:  # one ranking over the step's tokens, all micro-batches and ranks
+            sizes = [v.shape[0] for v in vals]
+            local = torch.cat(vals) if vals else torch.zeros(0)
+            everything, offset = step.gather(local)
+            ids_all = self.ids_from(everything, torch.zeros(everything.shape[0], dtype=torch.long, device=everything.device))
+            ids = list(ids_all[offset:offset + local.shape[0]].split(sizes))
+        else:
+            ids = [self.ids_from(v, tok.example) for v, tok in zip(vals, step.tokens)]
+        dev = step.device
+        counts = torch.zeros(G, device=dev)
+        for i in ids:
+            counts.index_add_(0, i.to(dev), torch.ones(i.shape[0], device=dev))
+        counts = step.sum(counts)
+        means = None
+        if self.needs_means:
+            means = self.lagged_means if step.mode == "lagged" else None
+            if means is None:  # exact (or the first lagged step): the step's own group means
+                sums = torch.zeros(G, device=dev)
+                for i, g in enumerate(ids):
+                    lp = lps[i] if lps is not None else step.logp(i)
+                    sums.index_add_(0, g.to(dev), -lp.to(dev).float())
+                means = step.sum(sums) / counts.clamp(min=1)
+        a = self.weights(means, counts)
+        self.decided = int(torch.argmax(a)) if self.needs_means else None
+        c = self._coef(lam, a, counts, step.num_tokens)
+        return [Plan(c.index_select(0, g.to(dev)), g) for g in ids]
+
+    lagged_means = None
+    decided = None
+
+    def end_step(self, sums, counts):
+        means = sums / counts.clamp(min=1)
+        info = {}
+        if self.needs_means:
+            if self.decided is not None:
+                info["worst_group"] = self.decided
+                info["worst_group_step"] = int(torch.argmax(_worst_onehot(means, counts)))
+            self.lagged_means = means
+            self.decided = None
+        return info
+
+    def state_dict(self):
+        return {} if self.lagged_means is None else {"lagged_means": self.lagged_means.tolist()}
+
+    def load_state_dict(self, state):
+        if "lagged_means" in state:
+            self.lagged_means = torch.tensor(state["lagged_means"], dtype=torch.float32)
+
+
+class SFTGo(Grouped):
+    """SFT-GO (Eq. 3-4): (1 - lam) * CE + lam * max over groups of the group's mean CE.
+
+    Two groups (the paper): the top (100 - eta)% of each example by importance (or of the batch, --group_scope batch)
+    vs the rest. --num_groups G > 2: importance quantiles. --scorer reference: groups by current excess loss.
+    """
+
+    def __init__(self, args):
+        super().__init__(args)
+        self.num_groups = args.num_groups
+        self.dynamic = args.scorer == "reference"
+        self.columns = ("ref_logp",) if self.dynamic else ("importance",)
+        self.batch_scope = args.group_scope == "batch"
+
+    @classmethod
+    def check_args(cls, args):
+        if args.scorer == "reference" and args.group_stats == "lagged":
+            raise ValueError("group_stats: lagged needs groups known before the forward; with --scorer reference "
+                             "(groups from the current loss) use exact or micro")
+        if not args.scorer:
+            raise ValueError("scorer: sft-go needs a grouping function; set --scorer (e.g. tfidf)")
+
+    def ids_from(self, values, segments):
+        if self.num_groups == 2:
+            return super().ids_from(values, segments)
+        from .grouping import quantile_groups_flat
+
+        return quantile_groups_flat(values, segments, self.num_groups)
+
+    def important(self, tokens, logp, ids):
+        return ids == 1 if self.num_groups == 2 else super().important(tokens, logp, ids)
+
+
+class SFTGoDRO(SFTGo):
+    """Group-DRO variant: (1 - lam) * CE + lam * sum_g q_g CE_g, q renormalized over the step's non-empty groups and
+    updated once per optimizer step, q_g <- q_g exp(eta_q CE_g), from the step's global group means."""
+
+    needs_means = False
+
+    def __init__(self, args):
+        super().__init__(args)
+        self.dro = GroupDRO(args.num_groups, args.dro_eta)
+
+    def ids_from(self, values, segments):
+        from .grouping import quantile_groups_flat
+
+        return quantile_groups_flat(values, segments, self.num_groups)
+
+    def important(self, tokens, logp, ids):
+        return Objective.important(self, tokens, logp, ids)
+
+    def weights(self, means, counts):
+        q = self.dro.q.to(device=counts.device, dtype=counts.dtype) * (counts > 0).to(counts.dtype)
+        return q / q.sum().clamp(min=torch.finfo(q.dtype).tiny)
+
+    def end_step(self, sums, counts):
+        means = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, math.nan))
+        self.dro.step(means, counts)
+        return {}
+
+    def extra_metrics(self, sums):
+        return {f"dro_q{g}": q for g, q in enumerate(self.dro.q.tolist())}
+
+    def state_dict(self):
+        s = self.dro.state_dict()
+        return {"dro_q": s["q"].tolist(), "dro_eta": s["eta_q"]}
+
+    def load_state_dict(self, state):
+        if "dro_q" in state:
+            self.dro.load_state_dict({"q": torch.tensor(state["dro_q"]), "eta_q": state["dro_eta"],
+                                      "num_groups": len(state["dro_q"])})
+
+
+class Rho1(Grouped):
+    """Rho-1 (selective language modeling): mean CE over the top (100 - eta)% of the step's tokens by excess loss
+    (current CE minus the reference's), i.e. SFT-GO with lam = 1, excess-loss groups over the whole batch, and the
+    kept group's weight fixed to 1. At least one token is kept."""
+
+    columns = ("ref_logp",)
+    dynamic = True
+    needs_means = False
+    batch_scope = True
+    num_groups = 2
+
+    @classmethod
+    def check_args(cls, args):
+        if args.group_stats == "lagged":
+            raise ValueError("group_stats: rho1 selects tokens by the current excess loss; use exact or micro, not lagged")
+
+    def lam(self, lam):
+        return 1.0
+
+    def ids_from(self, values, segments):
+        from .grouping import percentile_groups_flat
+
+        keep = percentile_groups_flat(values, segments, self.args.percentile)
+        if values.numel() and not bool(keep.any()):  # tiny batches: keep the top token rather than nothing
+            keep[torch.argmax(torch.nan_to_num(values, nan=-math.inf))] = True
+        return keep.long()
+
+    def weights(self, means, counts):
+        return torch.tensor([0.0, 1.0], device=counts.device, dtype=counts.dtype)
+
+    def important(self, tokens, logp, ids):
+        return ids == 1
+
+    def extra_metrics(self, sums):
+        return {"frac_kept": sums["imp_n"] / max(sums["n"], 1.0)} if "imp_n" in sums else {}
+
+
+OBJECTIVES = {
+    "sft": SFT,
+    "sft-go": SFTGo,
+    "rho1": Rho1,
+    "dft": DFT,
+    "infosft": InfoSFT,
+    "target-sft": TargetSFT,
+    "sft-go-dro": SFTGoDRO,
+}
+
+
 __all__ = [
     "OBJECTIVES",
     "TARGET_RESIDUALS",
     "GroupDRO",
+    "Objective",
+    "chunked_target_sft",
+    "fused_linear_loss",
     "dft",
     "dft_weights",
     "group_dro_loss",

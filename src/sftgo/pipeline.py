@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -22,7 +23,9 @@ logger = logging.getLogger(__name__)
 
 
 def needs_reference(cfg: SFTGoConfig) -> bool:
-    return cfg.objective == "rho1" or cfg.scorer == "reference"
+    from .objectives import OBJECTIVES
+
+    return "ref_logp" in getattr(OBJECTIVES[cfg.objective], "columns", ()) or cfg.scorer == "reference"
 
 
 def scorer_settings(name: str, tokenizer, *, seed: int = 0, llmlingua2_model: str | None = None) -> dict:
@@ -103,6 +106,26 @@ def compute_reference(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -
     return cached_scores(key, compute, cfg.score_cache_dir, expected_lengths=data.supervised_lengths())
 
 
+def add_token_columns(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -> None:
+    """The static per-token columns the run needs: scorer importance, reference log-probs (both cached)."""
+    if cfg.scorer and cfg.scorer != "reference":
+        data.columns["importance"] = compute_importance(cfg, data, tokenizer)
+    if needs_reference(cfg):
+        data.columns["ref_logp"] = compute_reference(cfg, data, model, tokenizer)
+
+
+def make_collator(cfg: SFTGoConfig, tokenizer, model) -> Collator:
+    """The batch layout the config asks for; flash-attention models also get varlen kwargs (cumulative lengths)."""
+    layout = "padding_free" if cfg.padding_free else "packed" if cfg.packing else "padded"
+    if layout != "padded":  # TEMPORARY: removed when the trainer reads packed rows (after the loss-path rewrite)
+        from .config import ConfigError
+
+        raise ConfigError(f"{'padding_free' if cfg.padding_free else 'packing'}: not wired into the trainer yet")
+    impl = str(getattr(model.config, "_attn_implementation", None) or "")
+    return Collator(tokenizer.pad_token_id, layout=layout, max_length=cfg.max_length,
+                    flash_attn_kwargs=impl.startswith("flash"))
+
+
 def _resolve_checkpoint(cfg: SFTGoConfig) -> str | None:
     r = cfg.resume_from_checkpoint
     if r in (None, "", "false", "False"):
@@ -125,7 +148,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
     import yaml
     from transformers import set_seed
 
-    from .models import load_model, load_tokenizer
+    from .models import apply_lora, load_model, load_tokenizer, save_merged
     from .report import plot_loss_groups
     from .trainer import MetricsJsonl, SFTGoStateCallback, SFTGoTrainer, load_sftgo_state
 
@@ -143,11 +166,16 @@ def run_training(cfg: SFTGoConfig) -> dict:
     logger.info("%d examples (%d skipped: empty response, %d dropped: response truncated), %d supervised tokens",
                 len(data), data.num_empty, data.num_dropped, data.num_supervised())
 
-    model = load_model(cfg.model_name_or_path, dtype=cfg.model_dtype, device="cpu" if cfg.use_cpu else None)
-    if cfg.scorer and cfg.scorer != "reference":
-        data.columns["importance"] = compute_importance(cfg, data, tokenizer)
-    if needs_reference(cfg):
-        data.columns["ref_logp"] = compute_reference(cfg, data, model, tokenizer)
+    model = load_model(cfg.model_name_or_path, dtype=cfg.model_dtype, device="cpu" if cfg.use_cpu else None,
+                       attn_implementation=cfg.attn_implementation, load_in_4bit=cfg.load_in_4bit)
+    add_token_columns(cfg, data, model, tokenizer)
+    eval_data = None
+    if cfg.eval_dataset:
+        # Held-out data gets the same token columns (scorer importance, reference log-probs) as the training data,
+        # so its group losses are cut exactly as training cuts them.
+        eval_data = tokenize_cached(load_examples(cfg.eval_dataset), tokenizer, cfg.max_length,
+                                    cache_dir=tokenized_cache_dir(cfg.score_cache_dir))
+        add_token_columns(cfg, eval_data, model, tokenizer)
     ref_model = None
     if cfg.objective == "target-sft" and cfg.target_residual == "reference":
         import copy
@@ -155,12 +183,24 @@ def run_training(cfg: SFTGoConfig) -> dict:
         ref_model = (load_model(cfg.ref_model_name_or_path, dtype=cfg.model_dtype) if cfg.ref_model_name_or_path
                      else copy.deepcopy(model))
         ref_model.eval().requires_grad_(False)
+    if cfg.lora_r:
+        # After the reference pass above: Rho-1's reference is the initial model, not the adapted one.
+        model = apply_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                           target_modules=cfg.lora_target_modules, gradient_checkpointing=cfg.gradient_checkpointing,
+                           quantized=cfg.load_in_4bit)
     t_prep = time.time() - t0
 
     trainer = SFTGoTrainer(
-        model=model, args=cfg, train_dataset=TokenDataset(data), data_collator=Collator(tokenizer.pad_token_id),
+        model=model, args=cfg, train_dataset=TokenDataset(data), data_collator=make_collator(cfg, tokenizer, model),
+        eval_dataset=TokenDataset(eval_data) if eval_data is not None else None,
         processing_class=tokenizer, callbacks=[MetricsJsonl(out / "metrics.jsonl")], ref_model=ref_model,
     )
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not trainer.is_fsdp_enabled:
+        # accelerate turns FSDP on only for GPU-type backends; on CPU it silently runs unsharded processes instead.
+        from .config import ConfigError
+
+        raise ConfigError("FSDP was requested (accelerate config) but accelerate did not enable it: FSDP needs GPUs; "
+                          "on CPU use DDP: torchrun --nproc_per_node N -m sftgo.cli train ... --use_cpu true --ddp_backend gloo")
     if ref_model is not None:
         ref_model.to(cfg.device)
     trainer.add_callback(SFTGoStateCallback(trainer))
@@ -176,9 +216,11 @@ def run_training(cfg: SFTGoConfig) -> dict:
     trainer.save_model(str(final))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(final))
+        if cfg.lora_r and cfg.merge_lora:
+            save_merged(final, final / "merged", dtype=cfg.model_dtype)
     summary = {}
     if trainer.is_world_process_zero():
-        records = read_metrics(out / "metrics.jsonl")
+        records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]  # training records (not eval_*)
         last = records[-1] if records else {}
         summary = {
             "steps": int(trainer.state.global_step),

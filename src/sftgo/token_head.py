@@ -5,22 +5,23 @@ The naive head ``log_softmax(hidden @ weight.T).gather(targets)`` materializes `
 ``[N, V]`` gradients of both. Everything here works on row chunks of ``chunk_size`` tokens, so at most one
 ``[chunk, V]`` tile (plus a transient) is alive at a time.
 
-Three entry points, by how much the caller knows in the forward:
+It knows no objective: it computes per-token quantities and leaves the formula to :mod:`sftgo.objectives`.
 
-* :func:`token_logp` -- generic: returns differentiable per-token ``log p`` for any downstream loss
-  (e.g. Rho-1's batch top-k, whose per-token weights are unknown until all ``log p`` exist). Saves only the
+* :func:`token_logp` -- generic: returns differentiable per-token ``log p`` for any downstream loss. Saves only the
   inputs and one logsumexp per token; the backward recomputes each chunk's logits. 4 GEMMs instead of 3.
-* :func:`fused_linear_loss` -- the objectives whose per-token gradient weight is known once the token's own
-  ``p`` is known (SFT, DFT, InfoSFT) or once two group means are known (SFT-GO): the gradient is computed in
-  the forward, chunk by chunk (the idea of Liger-Kernel's fused linear cross-entropy), so the backward only
-  scales stored gradients. 3 GEMMs, like the naive path.
-* :func:`chunked_target_sft` -- Target-SFT (soft targets over the top-k of a residual distribution): each
-  chunk's logits under activation checkpointing, calling :func:`sftgo.objectives.target_sft` on the chunk.
+* :func:`weighted_nll` -- ``sum_n c_n * (-log p_n)`` with a per-token coefficient ``c_n`` known in the forward
+  (a constant, a tensor, a function of the token's own ``p``, or constant per group once the group means are
+  known): the gradient is computed in the forward, chunk by chunk (the idea of Liger-Kernel's fused linear
+  cross-entropy), so the backward only scales stored gradients. 3 GEMMs, like the naive path. SFT, DFT, InfoSFT,
+  SFT-GO, Rho-1 and Group-DRO are all this with different coefficients.
+* :func:`chunked_loss` -- a per-chunk loss over the whole logits row (soft targets, as in Target-SFT): each
+  chunk's logits under activation checkpointing.
+* :class:`LinearHead` / :class:`LogitsHead` -- what the trainer uses: the model forward for the features, the one
+  method that reads the LM-head weight, and the three computations above on a micro-batch's supervised rows.
 
 Conventions: ``hidden [N, H]`` (or ``[..., H]``, flattened), ``weight [V, H]`` (LM head, no bias),
 ``targets [N]`` long with ``ignore_index = -100`` marking unsupervised positions; returned ``logp`` is ``0``
-there. Losses are ``sum over supervised tokens / num_items``; ``num_items`` defaults to the number of
-supervised tokens (pass the global count of the optimizer step under gradient accumulation / multiple ranks).
+there. Losses are unnormalized sums over supervised tokens: the caller divides once by its token count.
 
 Choosing ``chunk_size``: the chunked paths' peak extra memory is about ``chunk * V * 4`` bytes (one fp32 logits
 tile) + the gradients ``V * H`` and ``N * H``. At V = 128K a 1024-row tile is 0.5 GB; 512 halves it at no
@@ -34,15 +35,18 @@ from typing import Callable
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .data import IGNORE_INDEX  # the one definition of the label-ignore value
+from .data import IGNORE_INDEX, model_inputs  # the one definition of the label-ignore value; the forward's kwargs
 
 __all__ = [
     "IGNORE_INDEX",
+    "GroupCoef",
+    "LinearHead",
+    "LogitsHead",
+    "chunked_loss",
+    "make_head",
     "naive_token_logp",
     "token_logp",
-    "fused_linear_loss",
-    "chunked_target_sft",
-    "FUSED_OBJECTIVES",
+    "weighted_nll",
 ]
 
 
@@ -230,36 +234,44 @@ def token_logp(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# 3. fused objectives: gradient computed in the forward
+# 3. fused weighted NLL: gradient computed in the forward
 # ----------------------------------------------------------------------------------------------------------
 
-# objective -> per-token weight w(logp) (detached), loss = -sum_n w_n * logp_n / num_items.
-# sft_go is handled separately (its weights depend on group means, see _FusedLoss.forward).
-FUSED_OBJECTIVES = ("sft", "dft", "infosft", "sft_go")
+
+class GroupCoef:
+    """A per-token coefficient that is constant within each group and known only once the group means are.
+
+    ids: ``[M]`` long group of each row (0..num_groups-1); ``resolve(sums [G], counts [G]) -> coef [G]`` where
+    ``sums`` are the groups' sums of ``-log p`` and ``counts`` their sizes (fp32, detached). This is how a worst-group
+    objective (SFT-GO) runs fused on one micro-batch without a second ``[V, H]`` gradient buffer (see
+    :func:`_grouped_forward`).
+    """
+
+    def __init__(self, ids: torch.Tensor, num_groups: int, resolve: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+        self.ids, self.num_groups, self.resolve = ids, int(num_groups), resolve
 
 
-def _token_weight_fn(objective: str, P: float) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """None means w = 1 (skip the multiply)."""
-    from . import objectives as obj  # imported lazily: objectives is a sibling module with no heavy deps
-
-    if objective == "dft":
-        return obj.dft_weights  # w = sg(p)
-    if objective == "infosft":
-        return lambda lp: obj.infosft_weights(lp, P)  # w = sg(p) relu(1 - logit(p)/logit(P))
-    return None
+def _coef_chunk(coef, lp: torch.Tensor, s: int, e: int) -> torch.Tensor:
+    """The coefficients of rows ``s:e`` (``lp`` is their log p): a float, a ``[M]`` tensor, or ``f(lp, s, e)``."""
+    if callable(coef):
+        return coef(lp, s, e).to(lp.dtype)
+    if isinstance(coef, torch.Tensor):
+        return coef[s:e].to(lp.dtype)
+    return torch.full_like(lp, float(coef))
 
 
 def _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, buf=None):
     """One pass over rows ``h [M, H]``, ``t [M]``, computing the gradient of ``sum_n -c_n logp_n`` in place.
 
-    coef: ``logp [c] -> c_n [c]`` (fp32, detached) or a float (same for all rows). For each chunk,
-    ``d(-c_n logp_n)/dz_n = c_n (softmax(z_n) - onehot(y_n))`` is built in the logits tile itself, then
-    ``grad_h[chunk] = G @ W`` and ``grad_w += G.T @ h[chunk]`` (accumulated in place into ``grad_w``, fp32 or wider).
-    Returns (logp [M] fp32, grad_h [M, H] or None). 3 GEMMs per chunk, one ``[c, V]`` tile alive.
+    coef: see :func:`_coef_chunk` (detached). For each chunk, ``d(-c_n logp_n)/dz_n = c_n (softmax(z_n) - onehot(y_n))``
+    is built in the logits tile itself, then ``grad_h[chunk] = G @ W`` and ``grad_w += G.T @ h[chunk]`` (accumulated in
+    place into ``grad_w``, fp32 or wider). Returns (logp [M] fp32, grad_h [M, H] or None, coef used [M]).
+    3 GEMMs per chunk, one ``[c, V]`` tile alive.
     """
     m = h.shape[0]
     acc = _acc(h.dtype)
     logp = torch.empty(m, dtype=acc, device=h.device)
+    used = torch.empty(m, dtype=acc, device=h.device)
     grad_h = torch.empty_like(h) if want_h else None
     buf = _tile_buffer(h, weight, chunk_size) if buf is None else buf
     for s in range(0, m, chunk_size):
@@ -270,7 +282,8 @@ def _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, buf=None):
         lse, sumexp = _chunk_logsumexp_(z)  # z <- exp(z - max)
         lp = tgt - lse
         logp[s:e] = lp
-        c = coef(lp) if callable(coef) else torch.full_like(lp, float(coef))
+        c = _coef_chunk(coef, lp, s, e)
+        used[s:e] = c
         # softmax = exp(z - max) / sumexp; G = c * softmax - c * onehot, all in the one tile
         z.mul_((c / sumexp)[:, None])
         z.scatter_add_(1, tc, -c[:, None])
@@ -280,7 +293,7 @@ def _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, buf=None):
         if grad_w is not None:
             grad_w.addmm_(gz.T.to(acc), hc.to(acc))  # no-op casts for fp32
         del z, gz
-    return logp, grad_h
+    return logp, grad_h, used
 
 
 def _logp_pass(h, t, weight, chunk_size, buf=None):
@@ -300,24 +313,61 @@ def _logp_pass(h, t, weight, chunk_size, buf=None):
     return logp
 
 
-class _FusedLoss(torch.autograd.Function):
-    """Scalar loss whose gradients wrt (h, weight) are computed in the forward; backward scales them."""
+def _grouped_forward(h, t, weight, gc: GroupCoef, grad_w, want_h, chunk_size):
+    """Fused weighted NLL whose coefficients are constant per group but depend on the group means, with one
+    ``[V, H]`` gradient buffer.
+
+    Instead of one grad_w buffer per group (G x [V, H]: +1 GB at V=128K, H=2048), we:
+      A. compute logp of the rows outside the largest group L (forward only: 1 GEMM over those rows);
+      B. fused pass over L with unit coefficient -> grad_w = sum_L u_n h_n^T, and L's sum;
+         now every group's sum and count, hence ``resolve``'s coefficients, are known: scale grad_w, grad_h[L] by c_L;
+      C. fused pass over the other rows with their coefficients, accumulating into the same grad_w.
+    Cost: 3 GEMMs over M rows + 1 over the rows outside L (two groups at eta = 90: ~3% over 3 GEMMs).
+    Passes A and C compute the same logits; C's logp is the one returned.
+    Returns (logp [M], grad_h, coef [M]).
+    """
+    m = h.shape[0]
+    acc = _acc(h.dtype)
+    ids = gc.ids
+    counts = torch.zeros(gc.num_groups, dtype=acc, device=h.device).index_add_(0, ids, torch.ones(m, dtype=acc, device=h.device))
+    largest = int(counts.argmax())  # one sync: which rows go to which pass
+    in_l = ids == largest
+    idx_l, idx_o = in_l.nonzero().squeeze(1), (~in_l).nonzero().squeeze(1)
+    h_l, t_l, h_o, t_o = h.index_select(0, idx_l), t.index_select(0, idx_l), h.index_select(0, idx_o), t.index_select(0, idx_o)
+    ids_o = ids.index_select(0, idx_o)
+    buf = _tile_buffer(h, weight, chunk_size)  # one logits tile shared by the three passes
+    lp_o = _logp_pass(h_o, t_o, weight, chunk_size, buf)  # pass A
+    lp_l, gh_l, _ = _fused_pass(h_l, t_l, weight, 1.0, grad_w, want_h, chunk_size, buf)  # pass B, unit coefficient
+    sums = torch.zeros(gc.num_groups, dtype=acc, device=h.device).index_add_(0, ids_o, -lp_o)
+    sums[largest] = -lp_l.sum()
+    c = gc.resolve(sums, counts).to(acc)  # [G]
+    c_l = c[largest]
+    if grad_w is not None:
+        grad_w.mul_(c_l)
+    lp_o, gh_o, _ = _fused_pass(h_o, t_o, weight, c.index_select(0, ids_o), grad_w, want_h, chunk_size, buf)  # pass C
+    logp = torch.empty(m, dtype=acc, device=h.device)
+    logp[idx_l], logp[idx_o] = lp_l, lp_o
+    grad_h = None
+    if want_h:
+        grad_h = torch.empty_like(h)
+        grad_h.index_copy_(0, idx_l, gh_l.mul_(c_l.to(h.dtype)))
+        grad_h.index_copy_(0, idx_o, gh_o)
+    return logp, grad_h, c.index_select(0, ids)
+
+
+class _FusedNLL(torch.autograd.Function):
+    """``sum_n c_n * (-logp_n)`` whose gradients wrt (h, weight) are computed in the forward; backward scales them."""
 
     @staticmethod
-    def forward(ctx, h, weight, t, objective, imp, lam, P, num_items, chunk_size):
+    def forward(ctx, h, weight, t, coef, chunk_size):
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        m = h.shape[0]
         # fp32 accumulator: the sum over N tokens of rank-1 updates loses bits in bf16
         grad_w = torch.zeros(weight.shape, dtype=_acc(weight.dtype), device=weight.device) if want_w else None
-        if objective != "sft_go":
-            wfn = _token_weight_fn(objective, P)
-            inv = 1.0 / num_items
-            coef = (lambda lp: wfn(lp) * inv) if wfn is not None else inv
-            logp, grad_h = _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size)
-            w = wfn(logp) if wfn is not None else 1.0
-            loss = -(w * logp).sum() / num_items
+        if isinstance(coef, GroupCoef):
+            logp, grad_h, used = _grouped_forward(h, t, weight, coef, grad_w, want_h, chunk_size)
         else:
-            logp, grad_h, loss = _sft_go_forward(h, t, weight, imp, lam, num_items, grad_w, want_h, chunk_size)
+            logp, grad_h, used = _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size)
+        loss = -(used * logp).sum()
         # Kept as attributes (not save_for_backward) so backward can drop ctx's reference and hand the
         # tensors to autograd without a copy: AccumulateGrad clones a tensor someone else still holds,
         # which would double the [V, H] gradient at peak.
@@ -329,8 +379,8 @@ class _FusedLoss(torch.autograd.Function):
     def backward(ctx, grad_loss, _grad_logp):
         if ctx.grads is None:
             raise RuntimeError(
-                "fused_linear_loss computes its gradients in the forward and can be backpropagated only once; "
-                "call fused_linear_loss again instead of backward(retain_graph=True) twice"
+                "the fused head computes its gradients in the forward and can be backpropagated only once; "
+                "call it again instead of backward(retain_graph=True) twice"
             )
         grad_h, grad_w = ctx.grads
         ctx.grads = None
@@ -339,156 +389,70 @@ class _FusedLoss(torch.autograd.Function):
                 grad_h.mul_(grad_loss.to(grad_h.dtype))
             if grad_w is not None:
                 grad_w.mul_(grad_loss.to(grad_w.dtype))
-        return grad_h, grad_w, None, None, None, None, None, None, None
+        return grad_h, grad_w, None, None, None
 
 
-def _sft_go_forward(h, t, weight, imp, lam, num_items, grad_w, want_h, chunk_size):
-    """SFT-GO (Eq. 3-4) with one ``[V, H]`` gradient buffer.
-
-    loss = (1-lam) * sum_n CE_n / num_items + lam * max(mean_{G1} CE, mean_{G0} CE) * n_sup / num_items
-    (empty groups left out of the max; without num_items, num_items = n_sup and this is Eq. 3-4 exactly).
-    Token coefficient on (softmax - onehot): c_n = (1-lam)/num_items + lam*[n in worst]*n_sup/(num_items*n_worst).
-
-    c_n is constant within a group but depends on both group means, known only after every token's logp.
-    Instead of one grad_w buffer per group (G x [V, H]: +1 GB at V=128K, H=2048), we:
-      A. compute logp of the smaller group S alone (forward only: 1 GEMM over n_S rows) -> mean_S;
-      B. fused pass over the larger group L with unit coefficient -> grad_w = sum_L u_n h_n^T, mean_L;
-         now both means, hence c_L and c_S, are known: scale grad_w and grad_h[L] by c_L;
-      C. fused pass over S with coefficient c_S, accumulating into the same grad_w.
-    Cost: 3 GEMMs over N rows + 1 over n_S <= N/2 (at eta = 90, n_S ~ N/10: ~3% over 3 GEMMs).
-    Passes A and C compute the same S logits; C's logp is the one returned and used in the loss value.
-    """
-    m = h.shape[0]
-    n_sup = m
-    g1 = imp
-    n1 = int(g1.sum())
-    n0 = m - n1
-    grad_h = torch.empty_like(h) if want_h else None
-    logp = torch.empty(m, dtype=_acc(h.dtype), device=h.device)
-    base = (1.0 - lam) / num_items
-    if lam == 0.0 or n1 == 0 or n0 == 0:
-        # coefficients known up front: the worst group is the only non-empty one (or lam = 0)
-        worst_n = max(n1, n0, 1)
-        cw = base + lam * n_sup / (num_items * worst_n)
-        logp, grad_h = _fused_pass(h, t, weight, cw, grad_w, want_h, chunk_size)
-        ce = -logp
-        means = [ce[g1].mean() if n1 else None, ce[~g1].mean() if n0 else None]
-        group_term = max(x for x in means if x is not None) if m else ce.sum()
-        loss = (1.0 - lam) * ce.sum() / num_items + lam * group_term * n_sup / num_items
-        return logp, grad_h, loss
-    small_is_g1 = n1 <= n0
-    idx_s = (g1 if small_is_g1 else ~g1).nonzero().squeeze(1)
-    idx_l = (~g1 if small_is_g1 else g1).nonzero().squeeze(1)
-    h_s, t_s = h.index_select(0, idx_s), t.index_select(0, idx_s)
-    h_l, t_l = h.index_select(0, idx_l), t.index_select(0, idx_l)
-    buf = _tile_buffer(h, weight, chunk_size)  # one logits tile shared by the three passes
-    mean_s = -_logp_pass(h_s, t_s, weight, chunk_size, buf).mean()  # pass A
-    logp_l, gh_l = _fused_pass(h_l, t_l, weight, 1.0, grad_w, want_h, chunk_size, buf)  # pass B, unit coef
-    mean_l = -logp_l.mean()
-    mean1, mean0 = (mean_s, mean_l) if small_is_g1 else (mean_l, mean_s)
-    # tie -> the unimportant group G0 is the max, as in objectives.sft_go
-    worst_is_g1 = bool(mean1 > mean0)
-    n_worst = n1 if worst_is_g1 else n0
-    c_worst = base + lam * n_sup / (num_items * n_worst)
-    l_is_worst = worst_is_g1 != small_is_g1
-    c_l, c_s = (c_worst, base) if l_is_worst else (base, c_worst)
-    if grad_w is not None:
-        grad_w.mul_(c_l)
-    logp_s, gh_s = _fused_pass(h_s, t_s, weight, c_s, grad_w, want_h, chunk_size, buf)  # pass C
-    logp[idx_l], logp[idx_s] = logp_l, logp_s
-    if want_h:
-        grad_h.index_copy_(0, idx_l, gh_l.mul_(c_l))
-        grad_h.index_copy_(0, idx_s, gh_s)
-    ce = -logp
-    group_term = torch.maximum(ce[g1].mean(), ce[~g1].mean())
-    loss = (1.0 - lam) * ce.sum() / num_items + lam * group_term * n_sup / num_items
-    return logp, grad_h, loss
+def _check_coef(coef, targets):
+    if isinstance(coef, GroupCoef):
+        if tuple(coef.ids.shape) != tuple(targets.shape):
+            raise ValueError(f"GroupCoef ids must have targets' shape {tuple(targets.shape)}")
+    elif isinstance(coef, torch.Tensor):
+        if tuple(coef.shape) != tuple(targets.shape):
+            raise ValueError(f"coef must be a float, a callable or a tensor of targets' shape {tuple(targets.shape)}")
+    elif not callable(coef) and (isinstance(coef, bool) or not isinstance(coef, (int, float))):
+        raise ValueError(f"coef must be a float, a tensor, a callable or a GroupCoef; got {type(coef).__name__}")
 
 
-def _as_count(num_items, n_sup):
-    """The loss denominator: ``num_items`` (or ``n_sup``), floored at 1 as in ``objectives`` (empty -> 0, not NaN)."""
-    if num_items is None:
-        return float(max(n_sup, 1))
-    if isinstance(num_items, torch.Tensor):
-        if num_items.numel() != 1:
-            raise ValueError(f"num_items must be a scalar count; got a tensor of shape {tuple(num_items.shape)}")
-        num_items = num_items.item()  # one sync per call; the per-chunk coefficients need a Python float
-    if isinstance(num_items, bool) or not isinstance(num_items, (int, float)) or not num_items >= 0:
-        raise ValueError(f"num_items must be a non-negative number (global supervised-token count); got {num_items!r}")
-    return max(float(num_items), 1.0)
+def _rows(x, coef, idx):
+    """Restrict a coefficient given over all positions to the supervised rows ``idx``."""
+    if isinstance(coef, GroupCoef):
+        return GroupCoef(coef.ids.reshape(-1).index_select(0, idx), coef.num_groups, coef.resolve)
+    if isinstance(coef, torch.Tensor):
+        return coef.reshape(-1).index_select(0, idx)
+    return coef
 
 
-def fused_linear_loss(
+def weighted_nll(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     targets: torch.Tensor,
-    objective: str,
+    coef=1.0,
     *,
-    important: torch.Tensor | None = None,
-    lam: float = 0.0,
-    P: float = 0.93,
-    num_items: int | float | torch.Tensor | None = None,
     chunk_size: int = 512,
     backend: str = "torch",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token-level objective straight from hidden states, gradients computed in the forward.
+    """``sum_n c_n * (-log p_n)`` over supervised tokens, straight from hidden states, gradients in the forward.
 
-    hidden: [N, H] (or [..., H]); weight: [V, H]; targets: [N] long (-100 ignored);
-    important: [N] bool (sft_go only). Returns ``(loss, logp)``: ``loss`` a scalar with grad to ``hidden``
-    and ``weight``; ``logp`` [N] fp32 detached, 0 at ignored positions (for logging / group metrics).
+    hidden: [N, H] (or [..., H]); weight: [V, H] (LM head, no bias); targets: [N] long (-100 ignored).
+    coef (treated as a constant, never differentiated): a float; a tensor shaped like targets; a callable
+    ``f(logp_chunk, start, end) -> c_chunk`` for coefficients that depend on the token's own ``p`` (DFT's ``sg(p)``);
+    or a :class:`GroupCoef` (constant per group, decided from the group means).
+    Returns ``(loss, logp)``: ``loss`` a scalar with grad to ``hidden`` and ``weight`` (an unnormalized sum: the
+    caller divides by its token count); ``logp`` [N] fp32 detached, 0 at ignored positions.
 
-    With ``CE_n = -logp_n``, ``p_n = exp(logp_n)``, sums over supervised tokens, ``K = num_items``:
+    Each token's gradient is ``c_n (softmax(z_n) - onehot(y_n))`` with ``c_n`` known in the forward, so each chunk's
+    ``[c, V]`` logits tile is turned into its gradient in place and multiplied out right away (3 GEMMs, like the
+    naive forward + backward; no ``[N, V]`` tensor). The backward only scales the stored ``grad_hidden [N, H]``
+    and ``grad_weight [V, H]``; it can run once per call. This is the idea of Liger-Kernel's fused linear
+    cross-entropy, with an arbitrary per-token coefficient.
 
-    * ``"sft"``:     ``sum CE_n / K``
-    * ``"dft"``:     ``sum sg(p_n) CE_n / K``                                   (DFT)
-    * ``"infosft"``: ``sum w_n CE_n / K``, ``w = sg(p) relu(1 - sg(logit p)/logit P)``   (InfoSFT)
-    * ``"sft_go"``:  ``(1-lam) sum CE_n / K + lam max(mean_{G1} CE, mean_{G0} CE) n_sup / K``  (Eq. 3-4;
-      G1 = important, an empty group is left out of the max)
-
-    Each token's gradient is ``c_n (softmax(z_n) - onehot(y_n))`` with a coefficient ``c_n`` known in the
-    forward, so each chunk's ``[c, V]`` logits tile is turned into its gradient in place and multiplied out
-    right away (3 GEMMs, like the naive forward + backward; no ``[N, V]`` tensor). The backward only
-    scales the stored ``grad_hidden [N, H]`` and ``grad_weight [V, H]``; it can run once per call.
-    Values and gradients equal ``objectives.<objective>(naive_token_logp(...), ...)``.
-
-    backend: ``"torch"`` (default, tested) or ``"liger"`` (Liger-Kernel >= 0.8.2 fused linear CE on CUDA,
-    objective "sft" only; a clear ValueError when unavailable).
+    backend: ``"torch"`` (default, tested) or ``"liger"`` (Liger-Kernel >= 0.8.2 fused linear CE on CUDA, unit
+    coefficient only; a clear ValueError when unavailable).
     """
-    if objective not in FUSED_OBJECTIVES:
-        raise ValueError(f"objective must be one of {FUSED_OBJECTIVES}, got {objective!r}")
     if backend not in ("torch", "liger"):
         raise ValueError(f"backend must be 'torch' or 'liger', got {backend!r}")
     _check_inputs(hidden, weight, targets, chunk_size)
-    if objective == "sft_go":
-        if important is None:
-            raise ValueError("objective 'sft_go' needs important= (bool tensor shaped like targets, True = G1)")
-        if not isinstance(important, torch.Tensor) or tuple(important.shape) != tuple(targets.shape):
-            raise ValueError(f"important must be a bool tensor of targets' shape {tuple(targets.shape)}")
-        if isinstance(lam, torch.Tensor) and lam.numel() == 1:
-            lam = float(lam)  # a schedule may hand a tensor; the coefficients need a Python float
-        if not isinstance(lam, (int, float)) or isinstance(lam, bool) or not 0.0 <= float(lam) <= 1.0:
-            raise ValueError(f"lam must be a float in [0, 1], got {lam!r}")
-    elif important is not None:
-        raise ValueError(f"important= is used only by objective 'sft_go', not {objective!r}")
-    if objective == "infosft" and not (isinstance(P, (int, float)) and 0.5 < float(P) < 1.0):
-        raise ValueError(f"P must be a float in (0.5, 1) (InfoSFT confidence threshold), got {P!r}")
+    _check_coef(coef, targets)
     if backend == "liger":
-        return _liger_fused(hidden, weight, targets, objective, num_items, chunk_size)
-
+        return _liger_fused(hidden, weight, targets, coef, chunk_size)
     shape = targets.shape
     h, t = _flat(hidden, targets)
     sup = t != IGNORE_INDEX
     idx = sup.nonzero().squeeze(1)
-    n_sup = idx.numel()
-    k = _as_count(num_items, n_sup)
-    all_sup = n_sup == t.numel()
+    all_sup = idx.numel() == t.numel()
     h_sup = h if all_sup else h.index_select(0, idx)
     t_sup = t if all_sup else t.index_select(0, idx)
-    imp = None
-    if objective == "sft_go":
-        imp = important.reshape(-1).bool()
-        imp = imp if all_sup else imp.index_select(0, idx)
-    loss, logp_sup = _FusedLoss.apply(h_sup, weight, t_sup, objective, imp, float(lam), float(P), k, chunk_size)
+    loss, logp_sup = weighted_nll_rows(h_sup, weight, t_sup, _rows(h, coef, idx), chunk_size)
     if all_sup:
         return loss, logp_sup.reshape(shape)
     out = torch.zeros(t.shape, dtype=logp_sup.dtype, device=h.device)
@@ -496,11 +460,20 @@ def fused_linear_loss(
     return loss, out.reshape(shape)
 
 
-def _liger_fused(hidden, weight, targets, objective, num_items, chunk_size):
-    """Optional Liger-Kernel backend: CUDA tensors and objective 'sft' only (untested on our CPU machines).
+def weighted_nll_rows(h, weight, t, coef, chunk_size: int = 512):
+    """:func:`weighted_nll` on supervised rows only (``h [M, H]``, ``t [M]`` all valid), without input checks:
+    the per-step path of the trainer, whose inputs were validated once at the boundary."""
+    if h.shape[0] == 0:
+        # still connected to the inputs (zero gradients)
+        return (h.sum() * 0.0 + weight.sum() * 0.0).to(_acc(h.dtype)), torch.zeros(0, dtype=_acc(h.dtype), device=h.device)
+    return _FusedNLL.apply(h, weight, t, coef, chunk_size)
 
-    The loss comes from Liger's Triton fused linear cross-entropy (``reduction="sum"`` / num_items); the
-    returned ``logp`` is computed by an extra forward-only chunked pass (1 GEMM, no grad) for logging.
+
+def _liger_fused(hidden, weight, targets, coef, chunk_size):
+    """Optional Liger-Kernel backend: CUDA tensors and a unit coefficient only (untested on our CPU machines).
+
+    The loss comes from Liger's Triton fused linear cross-entropy (``reduction="sum"``); the returned ``logp`` is
+    computed by an extra forward-only chunked pass (1 GEMM, no grad) for logging.
     """
     from importlib.metadata import PackageNotFoundError, version
 
@@ -518,13 +491,12 @@ def _liger_fused(hidden, weight, targets, objective, num_items, chunk_size):
         raise ValueError(f"backend='liger' needs liger-kernel >= 0.8.2, found {ver}; upgrade or use backend='torch'")
     if not hidden.is_cuda:
         raise ValueError("backend='liger' runs only on CUDA tensors; use backend='torch' on CPU")
-    if objective != "sft":
-        raise ValueError(f"backend='liger' supports only objective='sft', not {objective!r}; use backend='torch'")
+    if isinstance(coef, bool) or not isinstance(coef, (int, float)) or float(coef) != 1.0:
+        raise ValueError("backend='liger' supports only a unit coefficient (plain cross-entropy); use backend='torch'")
     shape = targets.shape
     h, t = _flat(hidden, targets)
     sup = t != IGNORE_INDEX
-    k = _as_count(num_items, int(sup.sum()))
-    loss = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX, reduction="sum")(weight, h, t) / k
+    loss = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX, reduction="sum")(weight, h, t)
     idx = sup.nonzero().squeeze(1)
     out = torch.zeros(t.shape, dtype=_acc(h.dtype), device=h.device)
     out[idx] = _logp_pass(h.detach().index_select(0, idx), t.index_select(0, idx), weight.detach(), chunk_size)
@@ -532,78 +504,185 @@ def _liger_fused(hidden, weight, targets, objective, num_items, chunk_size):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# 4. chunked Target-SFT
+# 4. per-chunk losses over soft targets (activation-checkpointed chunks)
 # ----------------------------------------------------------------------------------------------------------
 
 
-def chunked_target_sft(
+def chunked_loss(
     hidden: torch.Tensor,
     weight: torch.Tensor,
-    labels: torch.Tensor,
+    targets: torch.Tensor,
+    fn: Callable,
     *,
-    gamma=0.9,
-    residual: str = "uniform",
-    topk: int = 10,
-    ref_hidden: torch.Tensor | None = None,
-    ref_weight: torch.Tensor | None = None,
-    num_items=None,
+    extra: torch.Tensor | None = None,
     chunk_size: int = 512,
 ) -> torch.Tensor:
-    """Target-SFT from hidden states, one ``[chunk, V]`` logits tile alive at a time.
+    """``sum over chunks of fn(logits_chunk [c, V], targets_chunk [c], extra_chunk)`` over supervised rows.
 
-    hidden: [N, H] (or [..., H]); weight: [V, H]; labels: [N] long (-100 ignored);
-    ref_hidden: [N, H_ref], ref_weight: [V, H_ref] (residual="reference" only: the reference model's final
-    hidden states and LM head; its logits are computed per chunk without grad). Returns a scalar.
-
-    ``loss = sum_n -sum_k sg(Q_nk) log softmax(z_n)_k / num_items`` with
-    ``Q = gamma onehot(y) + (1 - gamma) residual`` (see :func:`sftgo.objectives.target_sft` for gamma /
-    residual semantics). Each chunk calls ``objectives.target_sft`` with the global ``num_items``
-    (default: the number of supervised tokens), so the chunk losses add up to the unchunked loss.
-    Each chunk runs under ``torch.utils.checkpoint`` (non-reentrant): its logits and the objective's
-    ``[chunk, V]`` intermediates are freed after the forward and recomputed in the backward (one extra
-    GEMM per chunk, two for the reference logits), instead of keeping ``N x V`` floats for the backward.
+    For losses that need the whole logits row (soft targets), not only ``log p`` of the target. ``fn`` returns the
+    chunk's scalar loss (a sum over its rows; the caller normalizes). ``extra``: optional ``[N, ...]`` rows that travel
+    with the tokens (e.g. a reference model's hidden states), sliced like the rows, never differentiated.
+    Each chunk runs under ``torch.utils.checkpoint`` (non-reentrant): its logits and ``fn``'s ``[chunk, V]``
+    intermediates are freed after the forward and recomputed in the backward (one extra GEMM per chunk), instead of
+    keeping ``N x V`` floats for the backward.
     """
-    from . import objectives as obj
-
-    _check_inputs(hidden, weight, labels, chunk_size, name_targets="labels")
-    if residual == "reference":
-        if ref_hidden is None or ref_weight is None:
-            raise ValueError("residual='reference' needs ref_hidden [N, H_ref] and ref_weight [V, H_ref]")
-        _check_inputs(ref_hidden, ref_weight, labels, chunk_size, name_targets="labels")
-        if ref_weight.shape[0] != weight.shape[0]:
-            raise ValueError(
-                f"ref_weight has V={ref_weight.shape[0]} but weight has V={weight.shape[0]}; "
-                "the reference model must share the vocabulary"
-            )
-    elif ref_hidden is not None or ref_weight is not None:
-        raise ValueError(f"ref_hidden / ref_weight are used only with residual='reference', not {residual!r}")
-    h, y = _flat(hidden, labels)
+    h, y = _flat(hidden, targets)
     sup = y != IGNORE_INDEX
     idx = sup.nonzero().squeeze(1)
-    n_sup = idx.numel()
-    k = num_items if num_items is not None else n_sup  # objectives floors the denominator at 1
-    if n_sup == 0:
-        # still connected to the inputs (zero gradients), like objectives.target_sft on an empty mask
+    ex = None if extra is None else extra.reshape(-1, *extra.shape[targets.dim():]).index_select(0, idx).detach()
+    return chunked_loss_rows(h.index_select(0, idx), weight, y.index_select(0, idx), fn, extra=ex, chunk_size=chunk_size)
+
+
+def chunked_loss_rows(h, weight, y, fn, *, extra=None, chunk_size: int = 512):
+    """:func:`chunked_loss` on supervised rows only, without input checks."""
+    n = h.shape[0]
+    if n == 0:
+        # still connected to the inputs (zero gradients)
         return (h.sum() * 0.0 + weight.sum() * 0.0).to(_acc(h.dtype))
-    h_sup, y_sup = h.index_select(0, idx), y.index_select(0, idx)
-    rh_sup = None
-    if residual == "reference":
-        rh_sup = ref_hidden.reshape(-1, ref_hidden.shape[-1]).index_select(0, idx).detach()
-        ref_w = ref_weight.detach()
 
-    def chunk_loss(hc, w, yc, rhc):
-        z = hc @ w.T  # [c, V], freed after forward by checkpoint, recomputed in backward
-        ref = None
-        if rhc is not None:
-            with torch.no_grad():
-                ref = rhc @ ref_w.T  # [c, V] reference logits, never differentiated
-        ones = torch.ones(yc.shape, dtype=torch.bool, device=yc.device)
-        return obj.target_sft(z, yc, ones, gamma=gamma, residual=residual, topk=topk, ref_logits=ref, num_items=k)
+    def chunk(hc, w, yc, ec):
+        return fn(hc @ w.T, yc, ec)  # [c, V], freed after forward by checkpoint, recomputed in backward
 
+    grad = torch.is_grad_enabled()
     total = None
-    for s in range(0, n_sup, chunk_size):
-        e = min(s + chunk_size, n_sup)
-        rhc = rh_sup[s:e] if rh_sup is not None else None
-        part = checkpoint(chunk_loss, h_sup[s:e], weight, y_sup[s:e], rhc, use_reentrant=False)
+    for s in range(0, n, chunk_size):
+        e = min(s + chunk_size, n)
+        args = (h[s:e], weight, y[s:e], None if extra is None else extra[s:e])
+        part = checkpoint(chunk, *args, use_reentrant=False) if grad else chunk(*args)
         total = part if total is None else total + part
     return total
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 5. the head a trainer uses: the only code that touches the LM head
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _unwrap(model):
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+class LinearHead:
+    """Per-token quantities from the model's final hidden states and its LM head, in chunks (never ``[N, V]``).
+
+    The trainer gives it the model and a micro-batch; it runs the forward for the hidden states (``logits_to_keep=1``
+    where the model supports it, so the full logits are never built), and computes, over the supervised rows that
+    :class:`sftgo.tokens.TokenBatch` selects, ``log p`` or the weighted NLL sum ``sum_n c_n (-log p_n)`` (fused: the
+    gradient is computed in the forward) or a per-chunk loss. It knows nothing about objectives.
+
+    :meth:`weight` is the one place that reads the LM head's weight: under FSDP / ZeRO-3 (a sharded weight) or with
+    another kernel backend, that method (or a subclass) is what changes.
+    """
+
+    def __init__(self, chunk_size: int = 512, fused: bool = True):
+        self.chunk_size = int(chunk_size)
+        self.fused = fused
+        self._checked = False
+        self._keep = None  # whether the model's forward takes logits_to_keep (looked up once)
+
+    # -- the LM head
+    def weight(self, model) -> torch.Tensor:
+        head = _unwrap(model).get_output_embeddings()
+        if getattr(head, "bias", None) is not None:
+            raise RuntimeError("the LM head has a bias, which the per-token head does not support; run with --token_head naive")
+        return head.weight
+
+    # -- the forward
+    def features(self, model, inputs) -> torch.Tensor:
+        """Final hidden states ``[B, T-1, H]`` (position t predicts token t+1)."""
+        if self._keep is None:
+            import inspect
+
+            inner = _unwrap(model)
+            while hasattr(inner, "get_base_model"):  # a peft model passes extra kwargs through to its base model
+                inner = inner.get_base_model()
+            self._keep = "logits_to_keep" in inspect.signature(inner.forward).parameters
+        fwd = {**model_inputs(inputs), "output_hidden_states": True}
+        if self._keep:
+            fwd["logits_to_keep"] = 1
+        out = model(**fwd)
+        hidden = out.hidden_states[-1]
+        if not self._checked:
+            # The hidden path assumes logits = lm_head(last hidden state) with no bias, scaling or softcapping.
+            # Check it once on the last position, whose logits the model computed anyway.
+            W = self.weight(model)
+            with torch.no_grad():
+                mine = hidden[:, -1].float() @ W.float().T
+                theirs = out.logits[:, -1].float()
+            if not torch.allclose(mine, theirs, atol=1e-3, rtol=1e-3):
+                raise RuntimeError(
+                    "this model's logits are not lm_head(last hidden state) (bias, logit scaling or softcapping?); "
+                    "run with --token_head naive"
+                )
+            self._checked = True
+        return hidden[:, :-1]
+
+    def check_targets(self, model, targets: torch.Tensor) -> None:
+        """Validate token ids once (first step), not per micro-batch: ids outside the vocabulary are a data bug."""
+        vocab = self.weight(model).shape[0]
+        if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= vocab):
+            raise ValueError(f"labels hold token ids outside [0, {vocab}); the tokenizer and the model do not match")
+
+    # -- per-token quantities over supervised rows x [N, H], t [N]
+    def logp(self, model, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Differentiable ``log p`` [N] (chunked; the backward recomputes each chunk's logits)."""
+        W = self.weight(model)
+        if x.shape[0] == 0:
+            return torch.zeros(0, dtype=_acc(x.dtype), device=x.device)
+        if not torch.is_grad_enabled() or not (x.requires_grad or W.requires_grad):
+            return _logp_pass(x, t, W, self.chunk_size)
+        return _ChunkedLogp.apply(x, W, t, self.chunk_size)
+
+    def weighted_nll(self, model, x, t, coef) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sum_n c_n * (-log p_n), log p detached)``; coef as in :func:`weighted_nll`."""
+        if self.fused and torch.is_grad_enabled():
+            return weighted_nll_rows(x, self.weight(model), t, coef, self.chunk_size)
+        return _weighted_from_logp(self.logp(model, x, t), coef)
+
+    def chunk_loss(self, model, x, t, fn, extra=None) -> torch.Tensor:
+        return chunked_loss_rows(x, self.weight(model), t, fn, extra=extra, chunk_size=self.chunk_size)
+
+
+class LogitsHead(LinearHead):
+    """The naive head: the model's own full logits ``[B, T-1, V]`` (any model: bias, logit scaling, softcapping).
+    Memory ``O(N V)``; for models whose logits are not ``lm_head(hidden)`` and for checking the fast heads."""
+
+    def __init__(self):
+        super().__init__(chunk_size=1, fused=False)
+
+    def features(self, model, inputs) -> torch.Tensor:
+        out = model(**model_inputs(inputs))
+        return out.logits[:, :-1]
+
+    def check_targets(self, model, targets):
+        vocab = _unwrap(model).config.vocab_size if hasattr(_unwrap(model), "config") else None
+        if vocab and targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= vocab):
+            raise ValueError(f"labels hold token ids outside [0, {vocab}); the tokenizer and the model do not match")
+
+    def logp(self, model, x, t):
+        return torch.log_softmax(x.float(), dim=-1).gather(-1, t[:, None]).squeeze(-1)
+
+    def chunk_loss(self, model, x, t, fn, extra=None):
+        return fn(x.float(), t, extra)
+
+
+def _weighted_from_logp(logp: torch.Tensor, coef) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weighted NLL by autograd through a differentiable ``logp`` (chunked / naive heads)."""
+    lp = logp.detach()
+    if isinstance(coef, GroupCoef):
+        G = coef.num_groups
+        sums = torch.zeros(G, dtype=lp.dtype, device=lp.device).index_add_(0, coef.ids, -lp)
+        counts = torch.zeros(G, dtype=lp.dtype, device=lp.device).index_add_(0, coef.ids, torch.ones_like(lp))
+        c = coef.resolve(sums, counts).to(lp.dtype).index_select(0, coef.ids)
+    else:
+        c = _coef_chunk(coef, lp, 0, lp.shape[0])
+    return -(c * logp).sum(), lp
+
+
+def make_head(kind: str, chunk_size: int = 512) -> LinearHead:
+    """``fused`` / ``auto`` (gradient in the forward), ``chunked`` (recompute in the backward), ``naive`` (full logits)."""
+    if kind == "naive":
+        return LogitsHead()
+    return LinearHead(chunk_size, fused=kind in ("auto", "fused"))

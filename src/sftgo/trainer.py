@@ -1,15 +1,24 @@
-"""The trainer: a ``transformers.Trainer`` subclass whose ``compute_loss`` runs sftgo's token-level objectives.
+"""The trainer: a ``transformers.Trainer`` subclass that runs sftgo's objectives over the optimizer step.
 
-Per micro-batch: model forward (through the wrapped module, so DDP/FSDP/DeepSpeed hooks run) with
-``output_hidden_states=True`` and ``logits_to_keep=1`` (the full ``[B, T, V]`` logits are never built) -> final hidden
-states of the supervised positions ``[N, H]`` -> per-token head (fused / chunked / naive) -> objective.
+The loss path, once per micro-batch (``compute_loss``):
 
-Normalization lives in one place: every objective is a sum over supervised tokens divided by ``num_items``, the
-supervised-token count of the whole optimizer step (all micro-batches; all ranks when
-``average_tokens_across_devices``), which the Trainer counts before the step. So the step's loss does not depend on
-how the batch was split for plain token sums. SFT-GO's group max and Rho-1's top-k are taken per micro-batch and
-token-weighted across micro-batches (see ``objectives.sft_go``); with gradient_accumulation_steps = 1 on one process
-they are exactly the paper's per-batch quantities.
+    tokens = TokenBatch.from_inputs(inputs)                 # supervised tokens as flat [N] columns (sftgo.tokens)
+    x      = tokens.select(head.features(model, inputs))    # [N, H] final hidden states (or [N, V] logits, naive head)
+    loss_sum, logp, groups = objective.loss(ctx, x, tokens) # unnormalized sum (sftgo.objectives.OBJECTIVES)
+    metrics[mode] += sums of logp per group                 # mode = train | eval, reduced over ranks when logged
+    return loss_sum / K * dp_scale                          # the one normalization
+
+``objective`` is looked up once in ``OBJECTIVES`` when the trainer is built (nothing here tests its name) and ``head``
+(``sftgo.token_head``) is the only code that touches the LM head. ``K`` is the supervised-token count of the whole
+optimizer step (all micro-batches and ranks, counted by the Trainer before the step); DDP averages gradients over
+ranks, so ``dp_scale = world_size`` turns that average back into the step's sum.
+
+Once per optimizer step, before any forward (``get_batch_samples``, which sees all of the step's micro-batches): the
+objectives with group statistics (``--group_stats exact|lagged``) decide their per-token coefficients from the step's
+global statistics (``objective.plan_step``; a no-grad pre-pass when they need the step's losses); after the optimizer
+step (``_StepEnd``), Group-DRO's weights and the lagged group means are updated from the step's all-reduced group sums.
+Evaluation goes through the same head and objective but only into the ``eval`` metrics: it never moves DRO's ``q``,
+the lagged means or the training metrics.
 """
 
 from __future__ import annotations
@@ -25,23 +34,108 @@ from transformers import Trainer, TrainerCallback
 
 from . import objectives as O
 from . import token_head as H
-from .data import IGNORE_INDEX
-from .grouping import percentile_groups_torch
+from .tokens import TokenBatch
 
 logger = logging.getLogger(__name__)
 
-FUSED_OBJECTIVES = {"sft": "sft", "dft": "dft", "infosft": "infosft", "sft-go": "sft_go"}
 STATE_FILE = "sftgo_state.json"
 
 
-def _unwrap(model):
-    while hasattr(model, "module"):
-        model = model.module
-    return model
+class StepOrderSampler(torch.utils.data.Sampler):
+    """A shuffled example order that depends on (seed, epoch) only, never on the number of processes.
+
+    accelerate shards the batches of a sampler round-robin over the processes (process r takes micro-batches
+    r, r + P, r + 2P, ...), so with the same index order every optimizer step covers the same contiguous slice of
+    ``global batch = micro-batch x accumulation x processes`` examples whether it runs as 1 process with micro-batch 4,
+    1 process with accumulation 4, or 2 processes with micro-batch 2. (The Trainer's default RandomSampler is
+    re-seeded per process by accelerate, which is what made the order depend on the launch.) Not a RandomSampler
+    subclass on purpose: accelerate would swap it for its own. ``set_epoch`` gives each epoch a new permutation.
+    """
+
+    def __init__(self, num_examples: int, seed: int):
+        self.num_examples = int(num_examples)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.num_examples, generator=g).tolist())
+
+
+class _Context:
+    """What an objective sees for one micro-batch."""
+
+    def __init__(self, trainer, model, inputs, tokens, lam, plan):
+        self.head, self.model, self.lam, self.plan = trainer.head, model, lam, plan
+        self._trainer, self._inputs, self._tokens = trainer, inputs, tokens
+
+    def reference(self):
+        """(reference model's final hidden states of the supervised tokens [N, H_ref], its LM-head weight)."""
+        t = self._trainer
+        if t.ref_model is None:
+            raise RuntimeError("target_residual=reference needs a reference model")
+        with torch.no_grad():
+            rows = self._tokens.select(t.ref_head.features(t.ref_model, self._inputs))
+            return rows, t.ref_head.weight(t.ref_model).detach()
+
+
+class _Step:
+    """The optimizer step as an objective's ``plan_step`` sees it: this rank's micro-batches as TokenBatches, their
+    log p from a no-grad pre-pass (computed on first use), and SUM / gather across ranks."""
+
+    def __init__(self, trainer, batches, num_tokens, lam):
+        self.t = trainer
+        self.inputs = [trainer._prepare_inputs(b) for b in batches]
+        self.tokens = [TokenBatch.from_inputs(b) for b in self.inputs]
+        self.num_tokens = float(num_tokens)
+        self.lam = lam
+        self.mode = trainer.args.group_stats
+        self.device = trainer.args.device
+        self._logp = {}
+
+    def logp(self, i: int) -> torch.Tensor:
+        if i not in self._logp:
+            t = self.t
+            model = t.model_wrapped if t.model_wrapped is not None else t.model
+            model.train()  # as in the real forward (dropout, if any, draws differently: then exact is approximate)
+            with torch.no_grad():
+                x = self.tokens[i].select(t.head.features(model, self.inputs[i]))
+                self._logp[i] = t.head.logp(model, x, self.tokens[i].targets).float()
+        return self._logp[i]
+
+    def sum(self, x: torch.Tensor) -> torch.Tensor:
+        if self.t.args.world_size > 1:
+            x = self.t.accelerator.reduce(x.contiguous(), reduction="sum")
+        return x
+
+    def gather(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Concatenation of every rank's ``x`` (rank order) and where this rank's part starts."""
+        if self.t.args.world_size <= 1:
+            return x, 0
+        import torch.distributed as dist
+
+        x = x.to(self.device).float().contiguous()
+        n = torch.tensor([x.shape[0]], device=self.device)
+        sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+        dist.all_gather(sizes, n)
+        sizes = [int(s) for s in sizes]
+        padded = torch.zeros(max(sizes), device=self.device)
+        padded[: x.shape[0]] = x
+        parts = [torch.zeros_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        rank = dist.get_rank()
+        return torch.cat([p[:s] for p, s in zip(parts, sizes)]), sum(sizes[:rank])
 
 
 class SFTGoTrainer(Trainer):
-    """Trainer for the objectives in :mod:`sftgo.objectives`. ``args`` is an :class:`sftgo.config.SFTGoConfig`.
+    """Trainer for the objectives in :data:`sftgo.objectives.OBJECTIVES`. ``args`` is an :class:`sftgo.config.SFTGoConfig`.
 
     ``ref_model`` (optional, frozen) is used only by Target-SFT with ``target_residual="reference"``; Rho-1 and the
     ``reference`` scorer use reference log-probs cached once before training (the ``ref_logp`` column).
@@ -54,10 +148,23 @@ class SFTGoTrainer(Trainer):
         self.model_accepts_loss_kwargs = True
         self.loss_is_scaled_for_ga = True
         self.ref_model = ref_model
-        self.dro = O.GroupDRO(self.args.num_groups, self.args.dro_eta) if self.args.objective == "sft-go-dro" else None
-        self._metric_sums: dict[str, torch.Tensor] = {}
-        self._head_checked = False
-        self._tokens = torch.zeros((), dtype=torch.long)
+        self.objective = O.OBJECTIVES[self.args.objective](self.args)  # the one lookup of the objective's name
+        self.head = H.make_head(self.args.token_head, self.args.head_chunk_size)
+        self.ref_head = H.LinearHead(self.args.head_chunk_size)
+        self._metrics: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
+        self._step_groups = None  # this optimizer step's (group CE sums, counts), training forwards only
+        self._step_info: dict = {}
+        self._tokens_seen = 0.0
+        self._targets_checked = False
+        self._last_lam = None
+        self.add_callback(_StepEnd(self))
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy != "random" or not hasattr(dataset, "__len__"):
+            return super()._get_train_sampler(train_dataset)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return StepOrderSampler(len(dataset), seed)
 
     # ------------------------------------------------------------------------------------------------ schedule
 
@@ -67,215 +174,155 @@ class SFTGoTrainer(Trainer):
         total = max(int(self.state.max_steps or 0), 1)
         return O.lambda_schedule(int(self.state.global_step), total, a.lam, lam_min)
 
-    # ------------------------------------------------------------------------------------------------ forward
+    # ------------------------------------------------------------------------------------------------ the step
 
-    def _hidden_and_head(self, model, inputs):
-        """Returns (hidden [B, T-1, H] or None, logits [B, T-1, V] or None). Exactly one is set."""
-        fwd = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "use_cache": False}
-        if self.args.token_head == "naive":
-            out = model(**fwd)
-            return None, out.logits[:, :-1]
-        try:
-            out = model(**fwd, output_hidden_states=True, logits_to_keep=1)
-        except TypeError:  # a model without logits_to_keep: it builds full logits, we still use the hidden path
-            out = model(**fwd, output_hidden_states=True)
-        hidden = out.hidden_states[-1]
-        if not self._head_checked:
-            # The hidden path assumes logits = lm_head(last hidden state) with no bias, scaling or softcapping.
-            # Check it once on the last position, whose logits the model computed anyway.
-            W = self._lm_head_weight(model)
-            with torch.no_grad():
-                mine = hidden[:, -1].float() @ W.float().T
-                theirs = out.logits[:, -1].float()
-            if not torch.allclose(mine, theirs, atol=1e-3, rtol=1e-3):
-                raise RuntimeError(
-                    "this model's logits are not lm_head(last hidden state) (bias, logit scaling or softcapping?); "
-                    "run with --token_head naive"
-                )
-            self._head_checked = True
-        return hidden[:, :-1], None
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """All micro-batches of one optimizer step: count the step's tokens, and let the objective decide its
+        coefficients from the step's statistics (--group_stats exact / lagged) before any backward."""
+        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if num_items is not None:
+            self._tokens_seen += float(num_items)
+        mode = self.args.group_stats
+        single = len(batches) == 1 and self.args.world_size == 1
+        if not batches or not self.objective.step_stats or mode == "micro" or num_items is None:
+            return batches, num_items
+        if single and (mode == "exact" or getattr(self.objective, "lagged_means", None) is None):
+            return batches, num_items  # one micro-batch on one process: its own statistics are the step's
+        plans = self.objective.plan_step(_Step(self, batches, num_items, self.current_lam()))
+        for b, p in zip(batches, plans):
+            b["sftgo_plan"] = p  # not a tensor: travels with the micro-batch untouched into compute_loss
+        return batches, num_items
 
-    @staticmethod
-    def _lm_head_weight(model):
-        head = _unwrap(model).get_output_embeddings()
-        if getattr(head, "bias", None) is not None:
-            raise RuntimeError("the LM head has a bias, which the per-token head does not support; run with --token_head naive")
-        return head.weight
+    def _end_step(self):
+        """After each optimizer step: the step's group sums (all micro-batches and ranks) update the objective."""
+        if self._step_groups is None:
+            return
+        sums, counts = self._step_groups
+        self._step_groups = None
+        vec = torch.cat([sums, counts]).to(self.args.device)
+        if self.args.world_size > 1:
+            vec = self.accelerator.reduce(vec, reduction="sum")
+        G = sums.shape[0]
+        self._step_info = self.objective.end_step(vec[:G].cpu(), vec[G:].cpu())
 
     # ------------------------------------------------------------------------------------------------ loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        a = self.args
-        labels = inputs["labels"]
-        targets = labels[:, 1:]
-        mask = targets != IGNORE_INDEX  # [B, T-1]: position t predicts token t+1
-        n_local = mask.sum()
-        num_items = num_items_in_batch if num_items_in_batch is not None else n_local.clamp(min=1)
-        if torch.is_tensor(num_items):
-            num_items = num_items.to(labels.device).float().clamp(min=1)
-        scores = inputs["importance"][:, 1:] if "importance" in inputs else None
-        ref_logp = inputs["ref_logp"][:, 1:][mask] if "ref_logp" in inputs else None
-
-        hidden, logits = self._hidden_and_head(model, inputs)
-        t = targets[mask]  # [N]
+        mode = "train" if model.training else "eval"
+        tokens = TokenBatch.from_inputs(inputs)
+        if not self._targets_checked:  # validated once at the boundary, not per micro-batch
+            self.head.check_targets(model, tokens.targets)
+            self._targets_checked = True
+        x = tokens.select(self.head.features(model, inputs))
         lam = self.current_lam()
-        obj = a.objective
+        plan = inputs.get("sftgo_plan") if mode == "train" else None
+        loss_sum, logp, ids = self.objective.loss(_Context(self, model, inputs, tokens, lam, plan), x, tokens)
 
-        # Groups for SFT-GO (and for logging under every objective): from static scores, or from the current
-        # excess loss (Rho-1 style) which needs logp first.
-        important = None
-        if scores is not None and a.scorer != "reference":
-            important = percentile_groups_torch(scores, mask, a.percentile, scope=a.group_scope)[mask]
-
-        use_fused = (
-            logits is None and obj in FUSED_OBJECTIVES and a.token_head in ("auto", "fused")
-            and not (obj == "sft-go" and (important is None or a.num_groups != 2))
-        )
-        if obj == "target-sft":
-            loss, logp = self._target_sft(model, inputs, hidden, logits, mask, t, num_items)
-        elif use_fused:
-            h = hidden[mask]
-            loss, logp = H.fused_linear_loss(
-                h, self._lm_head_weight(model), t, FUSED_OBJECTIVES[obj], important=important if obj == "sft-go" else None, lam=lam,
-                P=a.infosft_p, num_items=num_items, chunk_size=a.head_chunk_size,
-            )
+        n_local = torch.tensor(float(len(tokens)), device=x.device)
+        if mode == "train" and num_items_in_batch is not None:
+            K = torch.as_tensor(num_items_in_batch, device=x.device).float().clamp(min=1)
         else:
-            if logits is not None:
-                logp = torch.log_softmax(logits[mask].float(), dim=-1).gather(-1, t[:, None]).squeeze(-1)
-            else:
-                logp = H.token_logp(hidden[mask], self._lm_head_weight(model), t, chunk_size=a.head_chunk_size)
-            if obj == "rho1":
-                # The group that is logged is the kept set (top keep_ratio by excess loss across the batch).
-                important = O.rho1_select(logp.detach(), torch.ones_like(t, dtype=torch.bool), ref_logp, a.keep_ratio)
-            elif important is None and ref_logp is not None:
-                # excess loss = current CE - reference CE = ref_logp - logp; regrouped every step from the current loss.
-                full = torch.zeros(mask.shape, dtype=logp.dtype, device=logp.device)
-                full[mask] = ref_logp - logp.detach()
-                important = percentile_groups_torch(full, mask, a.percentile, scope=a.group_scope)[mask]
-            loss = self._loss_from_logp(obj, logp, t, important, ref_logp, scores, mask, lam, num_items)
-
-        if a.average_tokens_across_devices and a.world_size > 1 and num_items_in_batch is not None:
-            # num_items is the global count and DDP averages gradients over ranks: undo the average.
-            loss = loss * a.world_size
-        self._accumulate(logp.detach(), important, lam, n_local)
+            K = n_local.clamp(min=1)  # evaluation: this batch's own mean
+        loss = loss_sum / K
+        if mode == "train" and self.args.average_tokens_across_devices and self.args.world_size > 1 \
+                and num_items_in_batch is not None:
+            loss = loss * self.args.world_size  # K is the global count and DDP averages gradients over ranks
+        self._accumulate(mode, tokens, logp.detach(), ids, lam)
         return (loss, None) if return_outputs else loss
 
-    def _loss_from_logp(self, obj, logp, t, important, ref_logp, scores, mask, lam, num_items):
-        a = self.args
-        m = torch.ones_like(t, dtype=torch.bool)
-        if obj == "sft":
-            return O.sft(logp, m, num_items)
-        if obj == "dft":
-            return O.dft(logp, m, num_items)
-        if obj == "infosft":
-            return O.infosft(logp, m, a.infosft_p, num_items)
-        if obj == "rho1":
-            if ref_logp is None:
-                raise RuntimeError("rho1 needs reference log-probs (ref_logp column); they are computed before training")
-            return O.rho1(logp, m, ref_logp, a.keep_ratio, num_items)
-        if obj in ("sft-go", "sft-go-dro") and (a.num_groups > 2 or obj == "sft-go-dro"):
-            if scores is None:
-                raise RuntimeError(f"{obj} needs importance scores")
-            group_ids = O.quantile_group_ids(scores, mask, a.num_groups)[mask]
-            if obj == "sft-go":
-                return O.sft_go_multi(logp, m, group_ids, a.num_groups, lam, num_items)
-            loss = O.group_dro_loss(logp, m, group_ids, self.dro.q, lam, num_items)
-            with torch.no_grad():
-                sums, counts = O.group_sums(logp, m, group_ids, a.num_groups)
-                if a.world_size > 1:  # every rank must apply the same update to q, from the global group losses
-                    sums = self.accelerator.reduce(sums.contiguous(), reduction="sum")
-                    counts = self.accelerator.reduce(counts.contiguous(), reduction="sum")
-                means = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
-                self.dro.step(means, counts)
-            return loss
-        if obj == "sft-go":
-            if important is None:
-                raise RuntimeError("sft-go needs a grouping: set --scorer")
-            return O.sft_go(logp, m, important, lam, num_items)
-        raise ValueError(f"unknown objective {obj!r}")
-
-    def _target_sft(self, model, inputs, hidden, logits, mask, t, num_items):
-        a = self.args
-        ref_hidden = ref_weight = None
-        if a.target_residual == "reference":
-            if self.ref_model is None:
-                raise RuntimeError("target_residual=reference needs a reference model")
-            with torch.no_grad():
-                out = self.ref_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                     use_cache=False, output_hidden_states=True, logits_to_keep=1)
-                ref_hidden = out.hidden_states[-1][:, :-1][mask]
-                ref_weight = self.ref_model.get_output_embeddings().weight
-        if logits is not None:
-            lg = logits[mask].float()
-            ref_logits = ref_hidden.float() @ ref_weight.float().T if ref_hidden is not None else None
-            loss = O.target_sft(lg, t, torch.ones_like(t, dtype=torch.bool), a.gamma_value, a.target_residual,
-                                a.target_topk, ref_logits, num_items)
-            logp = torch.log_softmax(lg.detach(), -1).gather(-1, t[:, None]).squeeze(-1)
-            return loss, logp
-        h = hidden[mask]
-        W = self._lm_head_weight(model)
-        loss = H.chunked_target_sft(h, W, t, gamma=a.gamma_value, residual=a.target_residual, topk=a.target_topk,
-                                    ref_hidden=ref_hidden, ref_weight=ref_weight, num_items=num_items,
-                                    chunk_size=a.head_chunk_size)
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation: the objective's loss on the batch (no logits are kept), group metrics into the eval mode."""
+        inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
-            logp = H.token_logp(h.detach(), W.detach(), t, chunk_size=a.head_chunk_size)
-        return loss, logp
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
 
     # ------------------------------------------------------------------------------------------------ metrics
 
     @torch.no_grad()
-    def _accumulate(self, logp, important, lam, n_local):
+    def _accumulate(self, mode, tokens, logp, ids, lam):
         ce = -logp.float()
-        d = self._metric_sums
-        vals = {"ce_sum": ce.sum(), "n": torch.tensor(float(ce.numel()), device=ce.device)}
-        if important is not None:
-            imp = important.bool()
+        vals = {"ce_sum": ce.sum(), "n": torch.tensor(float(ce.numel()), device=ce.device), "p_sum": logp.float().exp().sum()}
+        imp = self.objective.important(tokens, logp, ids)
+        if imp is not None:
+            imp = imp.bool()
             vals["imp_sum"] = ce[imp].sum()
             vals["imp_n"] = imp.sum().float()
             vals["unimp_sum"] = ce[~imp].sum()
             vals["unimp_n"] = (~imp).sum().float()
-        p = logp.float().exp()
-        a = self.args
-        if a.objective == "dft":
-            vals["w_sum"] = O.dft_weights(logp).sum()
-        elif a.objective == "infosft":
-            vals["w_sum"] = O.infosft_weights(logp, a.infosft_p).sum()
-        vals["p_sum"] = p.sum()
+        w = self.objective.metric_weight(logp)
+        if w is not None:
+            vals["w_sum"] = w.float().sum()
+        d = self._metrics[mode]
         for k, v in vals.items():
-            d[k] = d.get(k, 0) + v.detach().float()
-        self._last_lam = lam
-        self._tokens = self._tokens.to(n_local.device) + n_local.detach()  # no host sync per step
+            d[k] = d.get(k, 0) + v
+        if mode == "train":
+            self._last_lam = lam
+            if ids is not None and self.objective.step_stats:
+                G = self.objective.num_groups
+                sums = torch.zeros(G, device=ce.device).index_add_(0, ids.to(ce.device), ce)
+                counts = torch.zeros(G, device=ce.device).index_add_(0, ids.to(ce.device), torch.ones_like(ce))
+                if self._step_groups is None:
+                    self._step_groups = (sums, counts)
+                else:
+                    self._step_groups = (self._step_groups[0] + sums, self._step_groups[1] + counts)
+
+    def _reduced(self, mode) -> dict[str, float]:
+        d = self._metrics[mode]
+        self._metrics[mode] = {}
+        if not d:
+            return {}
+        keys = sorted(d)
+        vec = torch.stack([torch.as_tensor(d[k], device=self.args.device).float().reshape(()) for k in keys])
+        if self.args.world_size > 1:  # every rank calls log(): sum over ranks
+            vec = self.accelerator.reduce(vec, reduction="sum")
+        return dict(zip(keys, vec.tolist()))
 
     @property
     def tokens_seen(self) -> int:
-        """Supervised tokens this process trained on (this run, not counting steps before a resume)."""
-        return int(self._tokens)
+        """Supervised tokens trained on in this run, over all processes (not counting steps before a resume)."""
+        return int(self._tokens_seen)
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
-        if "loss" in logs and self._metric_sums:
-            keys = sorted(self._metric_sums)
-            vec = torch.stack([torch.as_tensor(self._metric_sums[k], device=self.args.device).float().reshape(()) for k in keys])
-            if self.args.world_size > 1:
-                vec = self.accelerator.reduce(vec, reduction="sum")
-            s = dict(zip(keys, vec.tolist()))
-            n = max(s["n"], 1.0)
-            logs["loss_ce"] = s["ce_sum"] / n
-            logs["mean_p"] = s["p_sum"] / n
-            if "imp_n" in s:
-                logs["loss_important"] = s["imp_sum"] / s["imp_n"] if s["imp_n"] > 0 else float("nan")
-                logs["loss_unimportant"] = s["unimp_sum"] / s["unimp_n"] if s["unimp_n"] > 0 else float("nan")
-                logs["frac_important"] = s["imp_n"] / n
-            if "w_sum" in s:
-                logs["mean_weight"] = s["w_sum"] / n
-            if self.args.objective == "rho1" and "imp_n" in s:
-                logs["frac_kept"] = s["imp_n"] / n
-            logs["lam"] = self._last_lam
-            logs["tokens"] = int(s["n"])
-            if self.dro is not None:
-                for g, q in enumerate(self.dro.q.tolist()):
-                    logs[f"dro_q{g}"] = q
-            self._metric_sums = {}
+        if "loss" in logs:
+            s = self._reduced("train")
+            if s:
+                n = max(s["n"], 1.0)
+                logs["loss_ce"] = s["ce_sum"] / n
+                logs["mean_p"] = s["p_sum"] / n
+                if "imp_n" in s:
+                    logs["loss_important"] = _mean(s["imp_sum"], s["imp_n"])
+                    logs["loss_unimportant"] = _mean(s["unimp_sum"], s["unimp_n"])
+                    logs["frac_important"] = s["imp_n"] / n
+                if "w_sum" in s:
+                    logs["mean_weight"] = s["w_sum"] / n
+                logs.update(self.objective.extra_metrics(s))
+                logs["lam"] = self._last_lam
+                logs["tokens"] = int(s["n"])
+            logs.update(self._step_info)
+            self._step_info = {}
+        elif any(k.startswith("eval_") for k in logs):
+            s = self._reduced("eval")
+            if s:
+                logs["eval_loss_ce"] = s["ce_sum"] / max(s["n"], 1.0)
+                if "imp_n" in s:
+                    imp, unimp = _mean(s["imp_sum"], s["imp_n"]), _mean(s["unimp_sum"], s["unimp_n"])
+                    logs["eval_loss_important"], logs["eval_loss_unimportant"] = imp, unimp
+                    logs["eval_loss_worst"] = max(x for x in (imp, unimp, -math.inf) if not math.isnan(x))
+                logs["eval_tokens"] = int(s["n"])
         super().log(logs, start_time)
+
+
+def _mean(total: float, count: float) -> float:
+    return total / count if count > 0 else float("nan")
+
+
+class _StepEnd(TrainerCallback):
+    def __init__(self, trainer: SFTGoTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer._end_step()
 
 
 class MetricsJsonl(TrainerCallback):
@@ -290,7 +337,7 @@ class MetricsJsonl(TrainerCallback):
         self._first = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs or "loss" not in logs:
+        if not state.is_world_process_zero or not logs or not ("loss" in logs or "eval_loss" in logs):
             return
         rec = {"step": int(state.global_step), **{k: _jsonable(v) for k, v in logs.items()}}
         if self._first:
@@ -311,27 +358,27 @@ class MetricsJsonl(TrainerCallback):
 
 
 class SFTGoStateCallback(TrainerCallback):
-    """Saves the small state that lives outside the model/optimizer (Group-DRO weights) in each checkpoint."""
+    """Saves the small state that lives outside the model/optimizer (Group-DRO weights, lagged group means) in each
+    checkpoint."""
 
     def __init__(self, trainer: SFTGoTrainer):
         self.trainer = trainer
 
     def on_save(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero or self.trainer.dro is None:
+        st = self.trainer.objective.state_dict()
+        if not state.is_world_process_zero or not st:
             return
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if ckpt.exists():
-            s = self.trainer.dro.state_dict()
-            (ckpt / STATE_FILE).write_text(json.dumps({"dro_q": s["q"].tolist(), "dro_eta": s["eta_q"]}))
+            (ckpt / STATE_FILE).write_text(json.dumps(st))
 
 
 def load_sftgo_state(trainer: SFTGoTrainer, checkpoint: str | None) -> None:
-    if checkpoint is None or trainer.dro is None:
+    if checkpoint is None:
         return
     f = Path(checkpoint) / STATE_FILE
     if f.exists():
-        s = json.loads(f.read_text())
-        trainer.dro.load_state_dict({"q": torch.tensor(s["dro_q"]), "eta_q": s["dro_eta"], "num_groups": len(s["dro_q"])})
+        trainer.objective.load_state_dict(json.loads(f.read_text()))
 
 
 def _jsonable(v):

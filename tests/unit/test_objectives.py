@@ -701,5 +701,5 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_objective_names():
-    assert OBJECTIVES == ("sft", "sft-go", "rho1", "dft", "infosft", "target-sft", "sft-go-dro")
+    assert tuple(OBJECTIVES) == ("sft", "sft-go", "rho1", "dft", "infosft", "target-sft", "sft-go-dro")
     assert TARGET_RESIDUALS == ("uniform", "model", "topk", "reference")

@@ -5,12 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from sftgo import objectives
-from sftgo.token_head import (
-    chunked_target_sft,
-    fused_linear_loss,
-    naive_token_logp,
-    token_logp,
-)
+from sftgo.objectives import chunked_target_sft, fused_linear_loss  # the named objectives over the generic head
+from sftgo.token_head import naive_token_logp, token_logp
 
 N, H, V = 37, 16, 101
 ATOL = 1e-5

@@ -1,0 +1,130 @@
+"""The optimizer step's objective does not depend on how its batch was split (issues 9 and 13).
+
+On distinct examples, a global batch of 4 run as (1 process, micro-batch 4), (1 process, micro-batch 1,
+accumulation 4) and (2 processes under torchrun + gloo, micro-batch 2) gives the same losses, group metrics and final
+weights after 3 steps, for every objective: the same examples in each step (StepOrderSampler), one normalization by the
+step's token count, and group statistics (worst group, DRO weights, Rho-1's top-k, batch-scope top-k) taken over the
+whole step (--group_stats exact). One torchrun launch per objective; the two single-process runs are in-process."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sftgo.cli import main
+
+WORDS = ("river mountain cloud seven orange quiet bridge garden winter lamp copper violin desert harbor pencil "
+         "thunder marble candle forest silver ladder meadow rocket velvet").split()
+
+
+def distinct_examples(n=12):
+    """n examples with different instructions and responses of different lengths (no two alike)."""
+    out = []
+    for i in range(n):
+        w = [WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 5)]
+        out.append({"instruction": f"Describe the {WORDS[i]} in {3 + i % 5} words.", "input": "",
+                    "output": " ".join(w).capitalize() + "."})
+    return out
+
+
+OBJECTIVES = {
+    "sft": [],
+    "sft-go": ["--lam", "0.9"],
+    "sft-go-k3": ["--objective", "sft-go", "--num_groups", "3", "--lam", "0.9"],
+    "sft-go-batch": ["--objective", "sft-go", "--group_scope", "batch", "--percentile", "70", "--lam", "0.9"],
+    "sft-go-dro": ["--dro_eta", "1.0", "--lam", "0.9"],
+    "rho1": ["--percentile", "40"],
+    "dft": [],
+    "infosft": [],
+    "target-sft": ["--target_gamma", "0.8", "--target_residual", "topk", "--target_topk", "5"],
+}
+KEYS = ("loss", "loss_ce", "loss_important", "loss_unimportant", "tokens", "dro_q0", "frac_kept")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_model_dir, chat_tokenizer):
+    from tests.conftest import build_tiny_model
+
+    d = tmp_path_factory.mktemp("inv")
+    data = d / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in distinct_examples()))
+    ref = d / "ref"  # a different model as Rho-1's reference, so excess losses are far from zero and from ties
+    build_tiny_model(len(chat_tokenizer), seed=1).save_pretrained(ref)
+    chat_tokenizer.save_pretrained(ref)
+    return d, str(data), str(ref)
+
+
+def _args(name, model_dir, data, ref, cache):
+    extra = OBJECTIVES[name]
+    obj = name if "--objective" not in extra else []
+    return ["--model_name_or_path", model_dir, "--dataset", data, "--max_steps", "3", "--max_length", "48",
+            "--learning_rate", "1e-3", "--disable_tqdm", "true", "--save_steps", "100", "--score_cache_dir", cache,
+            "--ref_model_name_or_path", ref, *(["--objective", obj] if obj else []), *extra]
+
+
+def _records(out):
+    return [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _weights(out):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(out) / "final" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_same_step_however_split(setup, tiny_model_dir, name):
+    d, data, ref = setup
+    common = _args(name, tiny_model_dir, data, ref, str(d / "cache"))
+    runs = {
+        "micro4": ["--per_device_train_batch_size", "4"],
+        "accum4": ["--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "4"],
+    }
+    outs = {k: d / f"{name}-{k}" for k in [*runs, "ddp2"]}
+    torchrun = Path(sys.executable).parent / "torchrun"
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), "-m", "sftgo.cli", "train", *common,
+         "--output_dir", str(outs["ddp2"]), "--per_device_train_batch_size", "2", "--use_cpu", "true",
+         "--ddp_backend", "gloo"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        for k, extra in runs.items():  # in-process while the 2-process run goes
+            assert main(["train", *common, "--output_dir", str(outs[k]), *extra]) == 0
+    finally:
+        log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log[-3000:]
+
+    recs = {k: _records(o) for k, o in outs.items()}
+    weights = {k: _weights(o) for k, o in outs.items()}
+    ref_recs, ref_w = recs["micro4"], weights["micro4"]
+    assert len(ref_recs) == 3
+    for k in ("accum4", "ddp2"):
+        assert len(recs[k]) == 3, k
+        for a, b in zip(ref_recs, recs[k]):
+            for key in KEYS:
+                if key in a:
+                    assert b[key] == pytest.approx(a[key], abs=1e-5), (k, a["step"], key)
+            assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4), (k, a["step"])
+        for p, w in ref_w.items():
+            assert torch.allclose(weights[k][p], w, atol=1e-5, rtol=0), (k, p, (weights[k][p] - w).abs().max())
+    moved = max((ref_w[p] - w0).abs().max().item() for p, w0 in _weights_initial(tiny_model_dir).items())
+    assert moved > 1e-4  # training did change the weights (so equal weights mean something)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _weights_initial(model_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(model_dir) / "model.safetensors"))
