@@ -441,17 +441,11 @@ class Sweep:
 
     @staticmethod
     def has_checkpoint(d: Path) -> bool:
-        return any(p.is_dir() and p.name.split("-")[-1].isdigit() for p in d.glob("checkpoint-*"))
+        """A complete checkpoint to resume from (a run killed while saving leaves an incomplete one, which the
+        resumed run skips: sftgo.checkpoints)."""
+        from .checkpoints import last_complete_checkpoint
 
-    def drop_partial_checkpoints(self, d: Path):
-        """A run killed while saving leaves a checkpoint without trainer_state.json (the Trainer writes it last);
-        resuming from it would fail, so it is removed and the run resumes from the one before."""
-        import shutil
-
-        for p in d.glob("checkpoint-*"):
-            if p.is_dir() and p.name.split("-")[-1].isdigit() and not (p / "trainer_state.json").exists():
-                self.log(f"sweep: removing incomplete {p} (interrupted while saving)")
-                shutil.rmtree(p)
+        return last_complete_checkpoint(d) is not None
 
     def eval_signature(self) -> str | None:
         if not (self.spec.eval or self.spec.heldout or self.spec.eval_cmd):
@@ -538,7 +532,6 @@ class Sweep:
         import yaml
 
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        self.drop_partial_checkpoints(r.dir)
         resume = self.has_checkpoint(r.dir)
         e.update(state="training", started=time.strftime("%Y-%m-%dT%H:%M:%S"), resumed=resume)
         e["attempts"] = e.get("attempts", 0) + 1

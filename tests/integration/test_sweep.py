@@ -89,7 +89,7 @@ def test_sweep_killed_continued_and_reported(tmp_path, tiny_model_dir, alpaca_fi
     proc = subprocess.Popen(cmd, stdout=log1, stderr=subprocess.STDOUT, env=env)
     second = sweep_dir / "sft-go_tfidf_s1"
     deadline = time.time() + 600
-    while not (second / "checkpoint-5" / "trainer_state.json").exists():
+    while not (second / "checkpoint-5" / "sftgo_complete.json").exists():
         assert proc.poll() is None, (tmp_path / "sweep1.log").read_text()[-3000:]
         assert time.time() < deadline, "second run never reached its first checkpoint"
         time.sleep(0.01)

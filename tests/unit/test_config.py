@@ -61,8 +61,10 @@ def test_paper_recipes_follow_appendix_f():
         if "_lima_" in p.name:
             assert (v["num_train_epochs"], float(v["learning_rate"]), v["weight_decay"], batch,
                     v["lr_scheduler_type"], v.get("warmup_steps", 0)) == (15, 1e-5, 0.1, 64, "cosine", 0), p.name
-        if p.name.endswith("_rho1.yaml"):
+        if p.name.endswith("_rho1.yaml"):  # stage 2: its reference is the stage-1 recipe's model
             assert v["scorer"] == "reference" and "percentile" in v, p.name
+            stage1 = p.with_name(p.name.replace("_rho1", "_reference"))
+            assert v["ref_model_name_or_path"] == load_yaml(stage1)["output_dir"] + "/final", p.name
         if p.name.endswith("_sft.yaml"):
             assert v["objective"] == "sft", p.name
 

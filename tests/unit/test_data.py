@@ -145,6 +145,23 @@ def test_collator_pads_all_columns(chat_tokenizer):
     assert torch.equal(batch["importance"], torch.tensor([[0, 1.5, 2.5], [0, 0, 0]]))
 
 
+def test_builtin_dataset_passes_its_checker(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "dev" / "check_default_data.py"
+    spec = importlib.util.spec_from_file_location("check_default_data", path)
+    checker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checker)
+    rows = checker.check(default_dataset_path())
+    assert len(rows) == len(load_examples(None)) and (default_dataset_path().parent / "default_sft.md").exists()
+    bad = tmp_path / "bad.jsonl"
+    lines = default_dataset_path().read_text(encoding="utf-8").splitlines()
+    bad.write_text("\n".join(lines[:5] + [lines[2]]) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:6: same \(instruction, input\) as line 3"):
+        checker.check(bad)
+
+
 def test_builtin_dataset_loads_and_is_varied():
     ex = load_examples(None)
     assert default_dataset_path().exists()
