@@ -28,6 +28,7 @@ def main(argv=None):
     ap.add_argument("--model", default=None, help="model (default: SmolLM2-135M-Instruct)")
     ap.add_argument("--alpaca", default=None, help="Alpaca JSON (e.g. ../shared/data/alpaca_5000.json); skipped if not given")
     ap.add_argument("--num_examples", type=int, default=1000, help="examples read from each dataset")
+    ap.add_argument("--no_bundled", action="store_true", help="skip the bundled dataset")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--batches", type=int, default=4, help="timed batches per dataset (each run in all three layouts)")
     ap.add_argument("--max_length", type=int, default=512)
@@ -61,11 +62,11 @@ def main(argv=None):
         loss.backward()
         dt = time.perf_counter() - t0
         model.zero_grad(set_to_none=True)
-        return dt, float(loss)
+        return dt, float(loss.detach())
 
     print(f"model={args.model or 'SmolLM2-135M-Instruct'} layers={len(model.model.layers)} objective={args.objective} batch={args.batch} "
           f"max_length={args.max_length} attn={args.attn_implementation} threads={torch.get_num_threads()}")
-    datasets = [("bundled", None)] + ([("alpaca", args.alpaca)] if args.alpaca else [])
+    datasets = ([] if args.no_bundled else [("bundled", None)]) + ([("alpaca", args.alpaca)] if args.alpaca else [])
     for name, path in datasets:
         data = tokenize_examples(load_examples(path, limit=args.num_examples), tok, args.max_length)
         if cfg.objective == "sft-go":
