@@ -139,6 +139,8 @@ MMLU_HUB = [
 ]
 GSM_TEST = [{"question": "Tom has 3 apples and buys 2. How many?", "answer": "3 + 2 = <<3+2=5>>5\n#### 5"},
             {"question": "A box holds 4 pens. How many in 2 boxes?", "answer": "2 * 4 = <<2*4=8>>8\n#### 8"}]
+MATH500 = [{"problem": "What is $1+1$?", "solution": "It is $\\boxed{2}$.", "answer": "2", "subject": "Algebra", "level": 1,
+            "unique_id": "test/algebra/1.json"}]
 GSM_TRAIN = [{"question": f"Train question {i}?", "answer": f"It is {i}.\n#### {i}"} for i in range(6)]
 
 
@@ -151,6 +153,15 @@ def test_local_layouts_convert_to_the_hub_schema(tmp_path):
     assert T.mathqa_to_hub(T._read_rows(mq)) == MATHQA_LOCAL  # the official file already has the Hub's fields
     assert T.mmlu_to_hub(rows("mmlu.jsonl", MMLU_LOCAL)) == MMLU_HUB
     assert T.gsm8k_to_hub(rows("gsm.jsonl", GSM_TEST)) == GSM_TEST
+    assert T.math500_to_hub(rows("math500.jsonl", MATH500)) == MATH500
+    # HellaSwag's derived text: 6 lines per item; ctx_a is the whole context (the split is lost: data_note)
+    import bz2
+
+    hs = tmp_path / "hs.txt.bz2"
+    hs.write_bytes(bz2.compress(b"Roof shingle removal: A man is on a roof. he\n3\nis a.\nis b.\nis c.\nstarts pulling up roofing.\n"))
+    assert T.hellaswag_to_hub(hs) == [{"ind": 0, "activity_label": "Roof shingle removal", "ctx_a": "A man is on a roof. he",
+                                       "ctx_b": "", "ctx": "A man is on a roof. he", "endings": ["is a.", "is b.", "is c.",
+                                       "starts pulling up roofing."], "source_id": "", "split": "val", "split_type": "", "label": "3"}]
 
 
 def _requests(res: dict, task: str) -> list[tuple[str, str]]:
@@ -164,11 +175,12 @@ def test_registered_tasks_run_on_local_files(tiny_model_dir, tmp_path):
     the first row carries the registered prompt built from that row."""
     files = {"arc_challenge": _jsonl(tmp_path / "arc.jsonl", ARC_LOCAL), "openbookqa": _jsonl(tmp_path / "obqa.jsonl", OBQA_LOCAL),
              "mmlu": _jsonl(tmp_path / "mmlu.jsonl", MMLU_LOCAL), "gsm8k": _jsonl(tmp_path / "gsm.jsonl", GSM_TEST),
-             "gsm8k_train": _jsonl(tmp_path / "gsm_train.jsonl", GSM_TRAIN)}
+             "gsm8k_train": _jsonl(tmp_path / "gsm_train.jsonl", GSM_TRAIN),
+             "minerva_math500": _jsonl(tmp_path / "math500.jsonl", MATH500)}
     mq = tmp_path / "mathqa.json"
     mq.write_text(json.dumps(MATHQA_LOCAL))
     files["mathqa"] = mq
-    plan = T.plan_tasks("mmlu,arc_challenge,openbookqa,mathqa,gsm8k")
+    plan = T.plan_tasks("mmlu,arc_challenge,openbookqa,mathqa,gsm8k,minerva_math500")
     chosen, extra = T.resolve_data_files([n for v in plan.tasks.values() for n in v], None, {k: str(v) for k, v in files.items()})
     prepared = T.prepare_local(chosen, extra, [], tmp_path / "tasks")
     for task in ("arc_challenge", "openbookqa", "mathqa", "gsm8k", "mmlu_abstract_algebra", "mmlu_anatomy"):
@@ -195,9 +207,10 @@ def test_registered_tasks_run_on_local_files(tiny_model_dir, tmp_path):
     assert gsm_ctx.endswith("Question: Tom has 3 apples and buys 2. How many?\nAnswer:")
     assert gsm_ctx.count("Question: Train question") == 5
     by = {(r["task"], r["metric"]): r for r in rows}
-    # --limit 2 over MMLU's 2 local subjects: 1 row each (the harness's limit is per subject)
-    assert by[("mmlu", "acc")]["n"] == 2 and by[("arc_challenge", "acc_norm")]["n"] == 2
-    assert "1 row(s) per MMLU subject" in by[("mmlu", "acc")]["data_note"]
+    # --limit 2 over MMLU's 2 local subjects: at least 2 rows per subject (the harness's limit is per subject);
+    # anatomy has only 1
+    assert by[("mmlu", "acc")]["n"] == 3 and by[("arc_challenge", "acc_norm")]["n"] == 2
+    assert "2 row(s) per MMLU subject" in by[("mmlu", "acc")]["data_note"]
     assert ("gsm8k", "exact_match,strict-match") in by
     assert "first rows of each subject" in by[("mmlu", "acc")]["data_note"]
 
@@ -224,6 +237,10 @@ def test_truthfulqa_csv_and_ifeval_offline(tiny_model_dir, tmp_path):
     assert {("truthfulqa_mc1", "acc"), ("truthfulqa_mc2", "acc"), ("ifeval", "prompt_level_strict_acc"),
             ("ifeval", "inst_level_loose_acc")} <= metrics
     assert any("mc_task.json" in (r["data_note"] or "") for r in res["results"] if r["task"] == "truthfulqa_mc1")
+    # instruction-level accuracy gets the binomial stderr over the 2 instructions (the harness reports none)
+    inst = next(r for r in res["results"] if r["metric"] == "inst_level_strict_acc")
+    p = inst["value"]
+    assert inst["stderr"] == pytest.approx(math.sqrt(p * (1 - p) / 1) if p not in (0, 1) else 0.0)
 
 
 # --------------------------------------------------------------------------------------------- held-out group losses

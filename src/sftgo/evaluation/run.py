@@ -204,11 +204,32 @@ def _metric_rows(res: dict, task: str, fewshot, limit, note) -> list[dict]:
 
 
 def _combine(rows: list[dict]) -> tuple[float, float | None]:
-    """Mean of values; stderr of that mean treating the parts as independent (sqrt(sum se^2) / k)."""
+    """Mean of values; its stderr bounded by the mean of the parts' stderrs (sd of a sum <= sum of sds): the parts
+    come from the same rows, so treating them as independent would understate it."""
     vals = [r["value"] for r in rows]
     ses = [r["stderr"] for r in rows]
-    se = math.sqrt(sum(s * s for s in ses)) / len(ses) if all(s is not None for s in ses) else None
+    se = sum(ses) / len(ses) if all(s is not None for s in ses) else None
     return sum(vals) / len(vals), se
+
+
+def _fill_list_stderr(rows: list[dict], res: dict) -> None:
+    """Metrics the harness aggregates with its own function (IFEval's instruction-level accuracy: a list of
+    booleans per prompt) come without a stderr; give them the binomial sample stderr over the pooled items, the
+    formula the harness uses for a mean."""
+    for r in rows:
+        if r["stderr"] is not None:
+            continue
+        items = []
+        for smp in res.get("samples", {}).get(r["task"], []):
+            v = smp.get(r["_key"].split(",")[0])
+            if not isinstance(v, list):
+                items = []
+                break
+            items.extend(float(x) for x in v)
+        if len(items) > 1 and abs(sum(items) / len(items) - r["value"]) < 1e-9:
+            m = sum(items) / len(items)
+            r["stderr"] = math.sqrt(sum((x - m) ** 2 for x in items) / (len(items) - 1) / len(items))
+            r["stderr_note"] = f"sftgo: binomial over {len(items)} pooled items (the harness gives none)"
 
 
 def evaluate_model(model_path: str, plan: TaskPlan, prepared, *, limit, batch_size, apply_chat_template, max_gen_toks,
@@ -229,23 +250,27 @@ def evaluate_model(model_path: str, plan: TaskPlan, prepared, *, limit, batch_si
     for fs, names in plan.tasks.items():
         rest = [n for n in names if n != "mmlu"]
         if "mmlu" in names:
-            # The harness applies --limit to each of MMLU's 57 subjects; keep the row count near --limit instead.
-            n_sub = len(list(prepared.include_path.glob("mmlu_*.yaml"))) if prepared and _has_override(prepared, "mmlu") else 57
-            calls.append((fs, ["mmlu"], None if limit is None else max(1, math.ceil(limit / n_sub))))
+            # The harness applies --limit to each of MMLU's 57 subjects; keep the row count near --limit instead
+            # (at least 2 per subject: with 1 the harness's sample stderr is undefined).
+            n_sub = len([p for p in prepared.include_path.glob("mmlu_*.yaml") if p.name != "mmlu_group.yaml"]) \
+                if prepared and _has_override(prepared, "mmlu") else 57
+            calls.append((fs, ["mmlu"], None if limit is None else max(2, math.ceil(limit / n_sub))))
         if rest:
             calls.append((fs, rest, limit))
     rows, raw = [], {}
     for fs, names, lim in tqdm(calls, desc="sftgo eval", unit="call", disable=len(calls) < 2):
         tm = _task_manager(names, prepared)
         res = run_harness(lm, tm, names, limit=lim, num_fewshot=fs, apply_chat_template=apply_chat_template,
-                          gen_kwargs=gen_kwargs, log_samples=log_samples)
+                          gen_kwargs=gen_kwargs, log_samples=log_samples or "ifeval" in names)
         raw[(fs, tuple(names))] = res
         for t in names:
             note = notes.get(t)
             if t == "mmlu" and lim is not None:
                 note = ((note + "; ") if note else "") + f"--limit {limit} -> {lim} row(s) per MMLU subject"
             fewshot = fs if fs is not None else _task_fewshot(res, t)
-            rows.extend(_metric_rows(res, t, fewshot, lim, note))
+            new = _metric_rows(res, t, fewshot, lim, note)
+            _fill_list_stderr(new, res)
+            rows.extend(new)
     rows = _attach_columns(rows, plan)
     return rows, raw
 
@@ -361,6 +386,10 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     from .. import __version__ as sftgo_version
 
+    # Our task folder overrides registered names on purpose: the index's per-task "overrides existing task" warnings
+    # are expected noise.
+    logging.getLogger("lm_eval.tasks._index").setLevel(logging.ERROR)
+
     target = EvalTarget(args.target, args.checkpoint, args.output_dir)
     data_file = {}
     for item in args.data_file:
@@ -470,8 +499,12 @@ def run_heldout(target: EvalTarget, args) -> dict:
            "percentile": percentile, "max_length": max_length, **res, "model": target.model,
            "run_dir": str(target.run_dir) if target.run_dir else None, "checkpoint": target.checkpoint,
            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    # heldout.json: the latest held-out set evaluated (what reports read); heldout-<stem>.json keeps each set apart
+    # (a learn / forget study evaluates two: the training domain and a general one).
+    text = json.dumps(out, indent=1)
+    (target.out_dir / f"heldout-{Path(args.heldout).stem}.json").write_text(text)
     path = target.out_dir / "heldout.json"
-    path.write_text(json.dumps(out, indent=1))
+    path.write_text(text)
     print(f"heldout {args.heldout}: CE {_fmt(out['loss_ce'])}  important {_fmt(out['loss_important'])}  "
           f"unimportant {_fmt(out['loss_unimportant'])}  worst {_fmt(out['loss_worst'])}  "
           f"({out['n_tokens']} tokens, {out['n_examples']} examples, scorer {scorer}, eta {percentile})")

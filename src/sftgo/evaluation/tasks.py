@@ -183,11 +183,21 @@ def mathqa_to_hub(rows):
 MMLU_LETTERS = ("A", "B", "C", "D")
 
 
-def mmlu_to_hub(rows):
+def _is_header_echo(r) -> bool:
+    """A CSV header that became a row ({"question": "question", "answer_a": "answer_a", ...}): not a question."""
+    return isinstance(r, dict) and r.get("question") == "question" and r.get("answer_a") == "answer_a"
+
+
+def mmlu_to_hub(rows, skipped: list | None = None):
     """MMLU JSONL (question, answer_a..answer_d, correct_answer letter, topic) -> cais/mmlu rows
-    (question, subject, choices, answer index). The subject is the topic with spaces as underscores."""
+    (question, subject, choices, answer index). The subject is the topic with spaces as underscores. Header rows
+    echoed into the data (shared/data's copy has two) are skipped and their locations appended to ``skipped``."""
     out = []
     for where, r in rows:
+        if _is_header_echo(r):
+            if skipped is not None:
+                skipped.append(where)
+            continue
         letter = _field(r, where, "correct_answer").strip().upper()
         if letter not in MMLU_LETTERS:
             raise DataError(f"{where}: field 'correct_answer' is {r['correct_answer']!r}; expected A, B, C or D")
@@ -365,7 +375,8 @@ def _write_source(src: LocalSource, path: Path, out: Path, extra: dict[str, Path
     reg = _registered_yamls(src.task_dir)
     splits_test = {"training_split": None, "validation_split": None, "test_split": "test", "fewshot_split": None}
     if src.key == "mmlu":
-        rows = mmlu_to_hub(_read_rows(path))
+        skipped: list[str] = []
+        rows = mmlu_to_hub(_read_rows(path), skipped)
         by_subject: dict[str, list[dict]] = {}
         for r in rows:
             by_subject.setdefault(r["subject"], []).append(r)
@@ -381,6 +392,7 @@ def _write_source(src: LocalSource, path: Path, out: Path, extra: dict[str, Path
             _override_yaml(out / f"mmlu_{subject}.yaml", reg[known[subject]], known[subject], {"test": str(f)},
                            {**splits_test, "fewshot_split": "test"})
         missing = sorted(set(known) - set(by_subject))
+        note = src.data_note + (f"; skipped {len(skipped)} header row(s) echoed into the file ({', '.join(skipped)})" if skipped else "")
         if missing:
             # The registered group would pull the missing subjects from the Hub: regroup the present ones, with the
             # group's own aggregation (accuracy weighted by subject size).
@@ -390,9 +402,9 @@ def _write_source(src: LocalSource, path: Path, out: Path, extra: dict[str, Path
                 "group": "mmlu", "task": [f"mmlu_{s}" for s in sorted(by_subject)],
                 "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}], "metadata": {"version": 2}},
                 sort_keys=False))
-            notes["mmlu"] = f"{src.data_note}; {len(by_subject)} of {len(known)} subjects present locally"
-        elif src.data_note:
-            notes["mmlu"] = src.data_note
+            notes["mmlu"] = f"{note}; {len(by_subject)} of {len(known)} subjects present locally"
+        else:
+            notes["mmlu"] = note
         return
     if src.key == "truthfulqa":
         mc, gen = truthfulqa_to_hub(_read_rows(path))
@@ -543,8 +555,13 @@ def to_generic(path: Path) -> list[dict]:
     rows = _read_rows(path)
     out = []
     if layout == "mmlu":
-        for r in mmlu_to_hub(rows):
+        skipped: list[str] = []
+        for r in mmlu_to_hub(rows, skipped):
             out.append({"question": r["question"], "choices": r["choices"], "answer": r["answer"], "subject": r["subject"]})
+        if skipped:
+            import logging
+
+            logging.getLogger(__name__).warning("%s: skipped %d header row(s) echoed into the data: %s", path, len(skipped), ", ".join(skipped))
         return out
     if layout == "labeled":
         for where, r in rows:
