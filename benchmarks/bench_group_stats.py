@@ -67,6 +67,7 @@ def step_times(args):
     for r in range(args.rounds):
         for m in modes[r % 3:] + modes[: r % 3]:
             times[m].append(step(m, r + 1))
+        print(f"round {r}: " + ", ".join(f"{m} {times[m][-1]:.3f}" for m in modes), flush=True)
     med = {m: statistics.median(v) for m, v in times.items()}
     print(f"step time, sft-go, micro-batch {args.micro} x accumulation {args.accum} x {args.max_length} tokens, "
           f"{args.rounds} rounds (s): " + ", ".join(f"{m} {med[m]:.3f}" for m in modes))
@@ -103,10 +104,11 @@ def main(argv=None):
     ap.add_argument("--micro", type=int, default=2)
     ap.add_argument("--accum", type=int, default=2)
     ap.add_argument("--max_length", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=6, help="timing rounds (0: skip the timing)")
     ap.add_argument("--train_steps", type=int, default=0, help="also run the disagreement measurement (N steps)")
     args = ap.parse_args(argv)
-    step_times(args)
+    if args.rounds:
+        step_times(args)
     if args.train_steps:
         disagreement(args)
 
