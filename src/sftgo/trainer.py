@@ -352,7 +352,9 @@ class MetricsJsonl(TrainerCallback):
                     if old.get("step", math.inf) < rec["step"]:
                         kept.append(line)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text("".join(x + "\n" for x in kept))
+            tmp = self.path.with_name(self.path.name + ".tmp")  # a kill during the rewrite keeps the old file
+            tmp.write_text("".join(x + "\n" for x in kept))
+            os.replace(tmp, self.path)
         with self.path.open("a") as f:
             f.write(json.dumps(rec) + "\n")
 
