@@ -155,6 +155,11 @@ class SFTGoConfig(TrainingArguments):
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "A checkpoint folder, or 'last' for the newest checkpoint in output_dir."}
     )
+    stop_after_steps: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many optimizer steps (saving a checkpoint) while keeping the learning-rate "
+                          "schedule of the full budget; --resume_from_checkpoint last later continues the same run."},
+    )
     report_to: None | str | list[str] = field(
         default="auto",
         metadata={"help": "Trackers that get every logged value (losses, group losses, lam, diagnostics): tensorboard, "
@@ -216,6 +221,8 @@ class SFTGoConfig(TrainingArguments):
             bad("num_groups", f"{self.num_groups} must be at least 2")
         if self.max_length < 2:
             bad("max_length", f"{self.max_length} must be at least 2")
+        if self.stop_after_steps is not None and self.stop_after_steps < 1:
+            bad("stop_after_steps", f"{self.stop_after_steps} must be at least 1")
         if self.head_chunk_size < 1:
             bad("head_chunk_size", f"{self.head_chunk_size} must be positive")
         if self.packing and self.padding_free:

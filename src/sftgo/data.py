@@ -4,6 +4,7 @@ Formats (detected per record):
 - Alpaca: ``{"instruction", "input" (optional), "output"}``
 - chat: ``{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`` (multi-turn, as in LIMA)
 - prompt/completion: ``{"prompt", "completion"}``
+- LIMA (GAIR/lima): ``{"conversations": [user, assistant, user, ...]}`` (strings, alternating, user first)
 - question/answer: ``{"question", "answer"}`` with a string answer (GSM8K's train/test JSONL as they are)
 
 Every record is normalized to ``{"messages": [...]}``. Rendering uses the tokenizer's chat template when it has one,
@@ -99,6 +100,13 @@ def _normalize(rec, where: str) -> dict:
         if not any(m["role"] == "assistant" for m in clean):
             raise DataError(f"{where}: 'messages' has no assistant turn, so there is nothing to train on")
         return {"messages": clean}
+    if "conversations" in rec:
+        conv = rec["conversations"]
+        if not isinstance(conv, list) or not conv or not all(isinstance(t, str) for t in conv):
+            raise DataError(f"{where}: field 'conversations' must be a non-empty list of strings "
+                            "(LIMA layout: user and assistant turns alternating, user first)")
+        turns = [{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(conv)]
+        return _normalize({"messages": turns}, where)
     if "instruction" in rec or "output" in rec:
         for key in ("instruction", "output"):
             if key not in rec:
@@ -127,7 +135,8 @@ def _normalize(rec, where: str) -> dict:
         return {"messages": [{"role": "user", "content": rec["prompt"]}, {"role": "assistant", "content": rec["completion"]}]}
     raise DataError(
         f"{where}: unrecognized record with fields {sorted(rec)}; expected 'messages' (chat), "
-        f"'instruction'/'input'/'output' (Alpaca), 'prompt'/'completion' or 'question'/'answer' (GSM8K)"
+        f"'instruction'/'input'/'output' (Alpaca), 'prompt'/'completion', 'question'/'answer' (GSM8K) or "
+        f"'conversations' (LIMA)"
     )
 
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from transformers import TrainerCallback
 
 from .config import SFTGoConfig, config_to_dict
 from .data import TokenDataset, TokenizedData, Collator, load_examples, tokenize_cached, tokenized_cache_dir
@@ -248,6 +249,8 @@ def run_training(cfg: SFTGoConfig) -> dict:
     if ref_model is not None:
         ref_model.to(cfg.device)
     trainer.add_callback(SFTGoStateCallback(trainer))
+    if cfg.stop_after_steps:
+        trainer.add_callback(StopAfterSteps(cfg.stop_after_steps))
     trainer.add_callback(CompleteCheckpointCallback())  # last: marks each checkpoint complete once all is written
     ckpt = _resolve_checkpoint(cfg)
     load_sftgo_state(trainer, ckpt)
@@ -279,11 +282,27 @@ def run_training(cfg: SFTGoConfig) -> dict:
             "objective": cfg.objective,
             "scorer": cfg.scorer,
             "resumed_from": ckpt,
+            # True when --stop_after_steps ended the run before its budget (a resume continues it).
+            "stopped_early": bool(trainer.state.max_steps and trainer.state.global_step < trainer.state.max_steps),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if records:
             plot_loss_groups(records, out / "loss_groups.png", title=f"{cfg.objective} / {cfg.scorer}")
     return summary
+
+
+class StopAfterSteps(TrainerCallback):
+    """Ends training after ``steps`` optimizer steps and saves a checkpoint there; the learning-rate schedule (and so
+    a later resume) stays that of the full budget."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.steps:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
 
 
 def read_metrics(path: Path) -> list[dict]:

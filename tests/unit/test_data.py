@@ -26,8 +26,13 @@ def test_formats_normalize(tmp_path):
         {"instruction": "Do X", "input": "on this", "output": "Done."},
         {"prompt": "Hi", "completion": "Hello."},
         {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+        {"conversations": ["q1", "a1", "q2", "a2"], "source": "lima"},  # GAIR/lima layout
     ]
     ex = load_examples(_write(tmp_path, "d.jsonl", "\n".join(json.dumps(r) for r in rows)))
+    assert ex[3]["messages"] == [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+                                 {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]
+    with pytest.raises(DataError, match="conversations"):
+        load_examples(_write(tmp_path, "bad.jsonl", json.dumps({"conversations": [1, 2]})))
     assert ex[0]["messages"] == [{"role": "user", "content": "Do X\n\non this"}, {"role": "assistant", "content": "Done."}]
     assert ex[1]["messages"][1] == {"role": "assistant", "content": "Hello."}
     assert ex[2]["messages"][0]["content"] == "a"
