@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean cpu-study
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_scorers.py
 	$(BIN)/python benchmarks/bench_train_step.py
 	$(BIN)/python benchmarks/bench_token_head.py --quick
+
+# The CPU study of issue 8 (about 30-40 min on 2 cores; not part of `make test`): SFT vs SFT-GO on Alpaca slices.
+cpu-study: $(STAMP)
+	$(BIN)/python scripts/slice_data.py ../shared/data/alpaca_5000.json runs/cpu/data/alpaca_train.json --start 0 --stop 1000
+	$(BIN)/python scripts/slice_data.py ../shared/data/alpaca_5000.json runs/cpu/data/alpaca_heldout.json --start 4800 --stop 5000
+	$(BIN)/sftgo sweep configs/cpu/sweeps/alpaca_study.yaml
+	$(BIN)/sftgo report runs/cpu/alpaca_study --output_dir runs/cpu/alpaca_study/report
 
 clean:
 	rm -rf runs .pytest_cache

@@ -56,7 +56,7 @@ def main(argv=None):
     for name, extra in OBJECTIVES:
         scorer = "reference" if name == "rho1" else "tfidf"
         cfg = SFTGoConfig(output_dir=tmp, report_to="none", objective=name, scorer=scorer,
-                          token_head=args.token_head, **extra)
+                          ref_model_name_or_path="initial", token_head=args.token_head, **extra)  # timing only
         trainers[name] = SFTGoTrainer(model=model, args=cfg, data_collator=Collator(tok.pad_token_id))
 
     def step(name):

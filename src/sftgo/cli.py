@@ -1,4 +1,4 @@
-"""Command line: ``sftgo train | score | eval | report``. Heavy imports happen inside the commands."""
+"""Command line: ``sftgo train | score | eval | sweep | report``. Heavy imports happen inside the commands."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ commands:
   score --dataset D --scorer tfidf,...     token-importance heatmap (importance.html) and stats.json
   eval RUN_DIR|MODEL [--tasks paper|math|local:PATH|names] [--data_dir DIR] [--heldout DATA]
                                            benchmarks through lm-evaluation-harness, held-out group losses
+  sweep CONFIG.yaml --grid k=v1,v2 --seeds 1,2,3 --output_dir SWEEP   train (and evaluate) a grid x seeds
+  report RUN_OR_SWEEP... --output_dir OUT  tables and figures (report.md, report.html) over runs, mean ± std
   report RUN_DIR                           redraw loss_groups.png from a run's metrics.jsonl
 
 `sftgo <command> --help` lists a command's options.
@@ -49,14 +51,12 @@ def main(argv: list[str] | None = None) -> int:
             from .evaluation.run import main as eval_main
 
             return eval_main(rest)
-        if cmd == "report":
-            from .report import report_run
+        if cmd == "sweep":
+            from .sweep import main as sweep_main
 
-            if len(rest) != 1:
-                print("usage: sftgo report RUN_DIR", file=sys.stderr)
-                return 2
-            print(report_run(rest[0]))
-            return 0
+            return sweep_main(rest)
+        if cmd == "report":
+            return report_main(rest)
     except (ValueError, FileNotFoundError) as e:
         # ConfigError, DataError and ModelLoadError are ValueErrors; so are TrainingArguments' validation errors.
         # A user mistake gets one line naming the field/file and the fix; SFTGO_DEBUG=1 shows the traceback.
@@ -66,6 +66,37 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"sftgo: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2
+
+
+def report_main(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="sftgo report", description="Tables and figures from run directories: with "
+                                "--output_dir, OUT/report.md, OUT/report.html (self-contained) and OUT/report.json "
+                                "over every run given (sweep directories are expanded); with one run and no "
+                                "--output_dir, redraw RUN/loss_groups.png.")
+    p.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP_DIR")
+    p.add_argument("--output_dir", help="where report.md / report.html go (default for one sweep directory: SWEEP/report)")
+    p.add_argument("--domain_suite", help="eval suite that measures the training domain for learn-vs-forget "
+                   "(default: math when present); the other suites count as general")
+    a = p.parse_args(argv)
+    from pathlib import Path
+
+    from .report import build_report, report_run
+
+    single_run = len(a.paths) == 1 and (Path(a.paths[0]) / "config.yaml").exists()
+    if a.output_dir is None:
+        if single_run or (len(a.paths) == 1 and (Path(a.paths[0]) / "metrics.jsonl").exists()):
+            print(report_run(a.paths[0]))
+            return 0
+        if len(a.paths) != 1:
+            raise ValueError("several directories given: pass --output_dir OUT for the combined report")
+        a.output_dir = str(Path(a.paths[0]) / "report")
+    paths = build_report(a.paths, a.output_dir, domain_suite=a.domain_suite)
+    if single_run and (Path(a.paths[0]) / "metrics.jsonl").exists():
+        report_run(a.paths[0])
+    print(f"wrote {paths['md']} and {paths['html']}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -89,7 +89,10 @@ class SFTGoConfig(TrainingArguments):
                           "worst group; no extra forward), micro (each micro-batch on its own)."},
     )
     ref_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Reference model for scorer=reference / objective=rho1 / residual=reference (default: the initial model)."}
+        default=None,
+        metadata={"help": "Reference model for objective=rho1 / scorer=reference (required: a model trained on in-domain data, "
+                          "e.g. runs/ref/final from `sftgo train --objective sft --output_dir runs/ref`; 'initial' uses the "
+                          "initial model) and for target_residual=reference (default: the initial model)."},
     )
     llmlingua2_model: str = field(
         default="microsoft/llmlingua-2-xlm-roberta-large-meetingbank",
@@ -152,6 +155,11 @@ class SFTGoConfig(TrainingArguments):
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "A checkpoint folder, or 'last' for the newest checkpoint in output_dir."}
     )
+    stop_after_steps: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many optimizer steps (saving a checkpoint) while keeping the learning-rate "
+                          "schedule of the full budget; --resume_from_checkpoint last later continues the same run."},
+    )
     report_to: None | str | list[str] = field(
         default="auto",
         metadata={"help": "Trackers that get every logged value (losses, group losses, lam, diagnostics): tensorboard, "
@@ -182,6 +190,8 @@ class SFTGoConfig(TrainingArguments):
         if self.scorer and self.scorer not in SCORERS and self.scorer != "reference" and ":" not in self.scorer:
             # Fail before the model is loaded, not after.
             bad("scorer", f"{self.scorer!r} is not one of {', '.join([*SCORERS, 'reference'])}, or my_module:my_function")
+        if (self.objective == "rho1" or self.scorer == "reference") and not self.ref_model_name_or_path:
+            bad("ref_model_name_or_path", missing_reference("objective=rho1" if self.objective == "rho1" else "scorer=reference"))
         if self.token_head not in TOKEN_HEADS:
             bad("token_head", f"{self.token_head!r} is not one of {', '.join(TOKEN_HEADS)}")
         if self.group_scope not in GROUP_SCOPES:
@@ -211,6 +221,8 @@ class SFTGoConfig(TrainingArguments):
             bad("num_groups", f"{self.num_groups} must be at least 2")
         if self.max_length < 2:
             bad("max_length", f"{self.max_length} must be at least 2")
+        if self.stop_after_steps is not None and self.stop_after_steps < 1:
+            bad("stop_after_steps", f"{self.stop_after_steps} must be at least 1")
         if self.head_chunk_size < 1:
             bad("head_chunk_size", f"{self.head_chunk_size} must be positive")
         if self.packing and self.padding_free:
@@ -246,6 +258,14 @@ class SFTGoConfig(TrainingArguments):
     @property
     def gamma_value(self) -> float | str:
         return "p" if self.target_gamma == "p" else float(self.target_gamma)
+
+
+def missing_reference(what: str) -> str:
+    """The error for Rho-1 / the reference scorer without --ref_model_name_or_path (also used by `sftgo score`)."""
+    return (f"{what} needs a reference model trained on in-domain data. Make one with "
+            "`sftgo train --objective sft --dataset <in-domain data> --output_dir runs/ref`, then pass "
+            "`--ref_model_name_or_path runs/ref/final` (or `--ref_model_name_or_path initial` for the initial model: "
+            "every excess loss then starts at zero)")
 
 
 def resolve_report_to(value):

@@ -4,6 +4,7 @@ Formats (detected per record):
 - Alpaca: ``{"instruction", "input" (optional), "output"}``
 - chat: ``{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`` (multi-turn, as in LIMA)
 - prompt/completion: ``{"prompt", "completion"}``
+- LIMA (GAIR/lima): ``{"conversations": [user, assistant, user, ...]}`` (strings, alternating, user first)
 - question/answer: ``{"question", "answer"}`` with a string answer (GSM8K's train/test JSONL as they are)
 
 Every record is normalized to ``{"messages": [...]}``. Rendering uses the tokenizer's chat template when it has one,
@@ -99,6 +100,13 @@ def _normalize(rec, where: str) -> dict:
         if not any(m["role"] == "assistant" for m in clean):
             raise DataError(f"{where}: 'messages' has no assistant turn, so there is nothing to train on")
         return {"messages": clean}
+    if "conversations" in rec:
+        conv = rec["conversations"]
+        if not isinstance(conv, list) or not conv or not all(isinstance(t, str) for t in conv):
+            raise DataError(f"{where}: field 'conversations' must be a non-empty list of strings "
+                            "(LIMA layout: user and assistant turns alternating, user first)")
+        turns = [{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(conv)]
+        return _normalize({"messages": turns}, where)
     if "instruction" in rec or "output" in rec:
         for key in ("instruction", "output"):
             if key not in rec:
@@ -127,7 +135,8 @@ def _normalize(rec, where: str) -> dict:
         return {"messages": [{"role": "user", "content": rec["prompt"]}, {"role": "assistant", "content": rec["completion"]}]}
     raise DataError(
         f"{where}: unrecognized record with fields {sorted(rec)}; expected 'messages' (chat), "
-        f"'instruction'/'input'/'output' (Alpaca), 'prompt'/'completion' or 'question'/'answer' (GSM8K)"
+        f"'instruction'/'input'/'output' (Alpaca), 'prompt'/'completion', 'question'/'answer' (GSM8K) or "
+        f"'conversations' (LIMA)"
     )
 
 
@@ -519,13 +528,19 @@ def model_inputs(batch: dict) -> dict:
 
 
 def pack_rows(lengths: list[int], capacity: int | None) -> list[list[int]]:
-    """Assign items to rows of at most ``capacity`` tokens (first-fit decreasing; ``None`` = one row). Returns the item
-    indices of each row, in input order within a row. An item longer than ``capacity`` gets a row of its own."""
+    """Assign items to rows of at most ``capacity`` tokens (``None`` = one row). Returns the item indices of each row,
+    in input order within a row. An item longer than ``capacity`` gets a row of its own.
+
+    First-fit decreasing gives the number of rows R; the items are then spread over R rows, longest first, each to the
+    least-loaded row it fits in, so the rows come out about equally long: the batch is padded to its longest row, and
+    first-fit alone tends to leave one full row next to a short one (bundled data, batches of 8 at max_length 512:
+    1.35x the real token count with first-fit, 1.01x spread). If the spread does not fit, the first-fit rows are kept."""
     if capacity is None:
         return [list(range(len(lengths)))]
+    order = sorted(range(len(lengths)), key=lambda j: (-lengths[j], j))
     rows: list[list[int]] = []
     free: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda j: (-lengths[j], j)):
+    for i in order:
         for r, f in enumerate(free):
             if lengths[i] <= f:
                 rows[r].append(i)
@@ -534,6 +549,18 @@ def pack_rows(lengths: list[int], capacity: int | None) -> list[list[int]]:
         else:
             rows.append([i])
             free.append(capacity - lengths[i])
+    spread: list[list[int]] = [[] for _ in rows]
+    load = [0] * len(rows)
+    for i in order:
+        fits = [r for r in range(len(rows)) if load[r] + lengths[i] <= capacity or not spread[r]]
+        if not fits:
+            break
+        r = min(fits, key=lambda k: (load[k], k))
+        spread[r].append(i)
+        load[r] += lengths[i]
+    else:
+        if max(load) <= max(capacity - f for f in free):
+            rows = spread
     return [sorted(r) for r in rows]
 
 

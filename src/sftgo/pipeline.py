@@ -1,7 +1,7 @@
 """`sftgo train` end to end: data -> static token columns (cached) -> model -> SFTGoTrainer -> run directory.
 
 Run directory (``output_dir``): ``config.yaml`` (resolved settings), ``metrics.jsonl`` (one object per logging step),
-``checkpoint-*`` (resumable), ``final/`` (model + tokenizer, loadable with ``from_pretrained``), ``loss_groups.png``
+``checkpoint-*`` (resumable; ``sftgo_complete.json`` marks a complete one, see :mod:`sftgo.checkpoints`), ``final/`` (model + tokenizer, loadable with ``from_pretrained``), ``loss_groups.png``
 (overall / important / unimportant loss over steps, the paper's Figure 2) and ``summary.json``.
 """
 
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from transformers import TrainerCallback
 
 from .config import SFTGoConfig, config_to_dict
 from .data import TokenDataset, TokenizedData, Collator, load_examples, tokenize_cached, tokenized_cache_dir
@@ -83,26 +84,71 @@ def compute_importance(cfg: SFTGoConfig, data: TokenizedData, tokenizer) -> list
     return [np.asarray(s, dtype=np.float32) for s in scores]
 
 
-def compute_reference(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -> list[np.ndarray]:
-    """Reference log-probs of every supervised token (Rho-1), computed once before training and cached."""
+INITIAL = "initial"  # --ref_model_name_or_path initial: the model being trained, before training, is the reference
+
+
+def reference_path(cfg: SFTGoConfig) -> str | None:
+    """The reference model to load, or None for the initial model (``initial``, or unset where that is allowed)."""
+    r = cfg.ref_model_name_or_path
+    return None if r in (None, "", INITIAL) else r
+
+
+def _model_fingerprint(name_or_path: str | None) -> list:
+    """A model's identity for cache keys: for a local folder its resolved path and its weight/config files' names,
+    sizes and modification times (a retrained reference changes them); a Hub id is its own fingerprint."""
+    from .models import resolve_model_path
+
+    p = Path(resolve_model_path(name_or_path))
+    if not p.is_dir():
+        return [str(name_or_path)]
+    return [str(p.resolve())] + sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns]
+                                       for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".pt", ".json"))
+
+
+def cached_token_logp(name_or_path: str | None, data: TokenizedData, tokenizer, *, dtype: str = "auto",
+                      cache_dir=None, batch_size: int = 8, model=None) -> tuple[list[np.ndarray], str]:
+    """``log p`` of every supervised token under the causal LM ``name_or_path`` (or the already-loaded ``model`` with
+    those weights), computed once and cached per (model files, dtype, data) -> (N float arrays [n_i], "hit" | "miss").
+
+    ``sftgo train`` (Rho-1 reference) and ``sftgo score`` (the ``reference`` scorer) share these cache entries."""
     from .cache import cached_scores
     from .models import load_model
     from .scorers.reference import reference_token_logp
 
-    ref_name = cfg.ref_model_name_or_path or cfg.model_name_or_path
-    key = {"scorer": "reference", "ref_model": str(ref_name), "dtype": cfg.model_dtype, "data": data.fingerprint()}
+    key = {"scorer": "reference", "ref_model": _model_fingerprint(name_or_path), "dtype": dtype, "data": data.fingerprint()}
+    missed = []
 
     def compute():
-        ref = model if cfg.ref_model_name_or_path is None else load_model(cfg.ref_model_name_or_path, dtype=cfg.model_dtype)
-        was_training = ref.training
-        ref.eval()
+        missed.append(True)
+        m = model if model is not None else load_model(name_or_path, dtype=dtype)
+        was_training = m.training
+        m.eval()
         try:
-            return reference_token_logp(ref, data.input_ids, data.labels, batch_size=cfg.per_device_train_batch_size,
+            return reference_token_logp(m, data.input_ids, data.labels, batch_size=batch_size,
                                         pad_token_id=tokenizer.pad_token_id)
         finally:
-            ref.train(was_training)
+            m.train(was_training)
 
-    return cached_scores(key, compute, cfg.score_cache_dir, expected_lengths=data.supervised_lengths())
+    out = cached_scores(key, compute, cache_dir, expected_lengths=data.supervised_lengths())
+    return out, "miss" if missed else "hit"
+
+
+def warn_initial_reference(model_name) -> None:
+    logger.warning("reference = the initial model (%s): every excess loss starts at zero, so the first steps' "
+                   "token selection is noise; train a reference on in-domain data for Rho-1 as the paper runs it",
+                   model_name or "default")
+
+
+def compute_reference(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -> list[np.ndarray]:
+    """Reference log-probs of every supervised token (Rho-1), computed once before training and cached (keyed by the
+    reference model's weight files, so a retrained reference is recomputed)."""
+    ref_path = reference_path(cfg)
+    if ref_path is None:
+        warn_initial_reference(cfg.model_name_or_path)
+    out, _ = cached_token_logp(ref_path or cfg.model_name_or_path, data, tokenizer, dtype=cfg.model_dtype,
+                               cache_dir=cfg.score_cache_dir, batch_size=cfg.per_device_train_batch_size,
+                               model=model if ref_path is None else None)
+    return out
 
 
 def add_token_columns(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -> None:
@@ -116,10 +162,6 @@ def add_token_columns(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -
 def make_collator(cfg: SFTGoConfig, tokenizer, model) -> Collator:
     """The batch layout the config asks for; flash-attention models also get varlen kwargs (cumulative lengths)."""
     layout = "padding_free" if cfg.padding_free else "packed" if cfg.packing else "padded"
-    if layout != "padded":  # TEMPORARY: removed when the trainer reads packed rows (after the loss-path rewrite)
-        from .config import ConfigError
-
-        raise ConfigError(f"{'padding_free' if cfg.padding_free else 'packing'}: not wired into the trainer yet")
     impl = str(getattr(model.config, "_attn_implementation", None) or "")
     return Collator(tokenizer.pad_token_id, layout=layout, max_length=cfg.max_length,
                     flash_attn_kwargs=impl.startswith("flash"))
@@ -130,12 +172,11 @@ def _resolve_checkpoint(cfg: SFTGoConfig) -> str | None:
     if r in (None, "", "false", "False"):
         return None
     if r in ("last", "true", "True"):
-        from transformers.trainer_utils import get_last_checkpoint
+        from .checkpoints import last_complete_checkpoint
 
-        out = Path(cfg.output_dir)
-        last = get_last_checkpoint(str(out)) if out.exists() else None
+        last = last_complete_checkpoint(cfg.output_dir)  # skips (with a warning) checkpoints a kill left incomplete
         if last is None:
-            logger.warning("resume_from_checkpoint=%s but %s has no checkpoint; starting fresh", r, out)
+            logger.warning("resume_from_checkpoint=%s but %s has no complete checkpoint; starting fresh", r, cfg.output_dir)
         return last
     if not Path(r).exists():
         raise ValueError(f"resume_from_checkpoint: {r} does not exist; pass a checkpoint folder or 'last'")
@@ -147,6 +188,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
     import yaml
     from transformers import set_seed
 
+    from .checkpoints import CompleteCheckpointCallback
     from .models import apply_lora, load_model, load_tokenizer, save_merged
     from .report import plot_loss_groups
     from .trainer import MetricsJsonl, SFTGoStateCallback, SFTGoTrainer, load_sftgo_state
@@ -179,7 +221,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
     if cfg.objective == "target-sft" and cfg.target_residual == "reference":
         import copy
 
-        ref_model = (load_model(cfg.ref_model_name_or_path, dtype=cfg.model_dtype) if cfg.ref_model_name_or_path
+        ref_model = (load_model(reference_path(cfg), dtype=cfg.model_dtype) if reference_path(cfg)
                      else copy.deepcopy(model))
         ref_model.eval().requires_grad_(False)
     if cfg.lora_r:
@@ -203,6 +245,9 @@ def run_training(cfg: SFTGoConfig) -> dict:
     if ref_model is not None:
         ref_model.to(cfg.device)
     trainer.add_callback(SFTGoStateCallback(trainer))
+    if cfg.stop_after_steps:
+        trainer.add_callback(StopAfterSteps(cfg.stop_after_steps))
+    trainer.add_callback(CompleteCheckpointCallback())  # last: marks each checkpoint complete once all is written
     ckpt = _resolve_checkpoint(cfg)
     load_sftgo_state(trainer, ckpt)
     t1 = time.time()
@@ -233,11 +278,27 @@ def run_training(cfg: SFTGoConfig) -> dict:
             "objective": cfg.objective,
             "scorer": cfg.scorer,
             "resumed_from": ckpt,
+            # True when --stop_after_steps ended the run before its budget (a resume continues it).
+            "stopped_early": bool(trainer.state.max_steps and trainer.state.global_step < trainer.state.max_steps),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if records:
             plot_loss_groups(records, out / "loss_groups.png", title=f"{cfg.objective} / {cfg.scorer}")
     return summary
+
+
+class StopAfterSteps(TrainerCallback):
+    """Ends training after ``steps`` optimizer steps and saves a checkpoint there; the learning-rate schedule (and so
+    a later resume) stays that of the full budget."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.steps:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
 
 
 def read_metrics(path: Path) -> list[dict]:

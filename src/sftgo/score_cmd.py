@@ -1,11 +1,14 @@
 """``sftgo score``: compute token importance with one or more scorers and show it.
 
-    sftgo score --dataset D --model_name_or_path M --scorer tfidf,llmlingua2,frequency --percentile 90 \\
-                --output_dir OUT [--num_examples 20] [--max_length 512] [--llmlingua2_model PATH] [--cache_dir DIR]
+    sftgo score --dataset D --model_name_or_path M --scorer tfidf,llmlingua2,reference --percentile 90 \\
+                --output_dir OUT [--num_examples 20] [--max_length 512] [--llmlingua2_model PATH] \\
+                [--ref_model_name_or_path REF] [--cache_dir DIR]
 
 Scores are computed over the WHOLE dataset (TF-IDF and frequency need corpus statistics) through the score
 cache (:mod:`sftgo.cache`, same keys as ``sftgo train``, so a second run -- or a training run -- reuses them),
-then grouped per sequence at percentile eta (top ``100 - eta`` % important). Writes:
+then grouped per sequence at percentile eta (top ``100 - eta`` % important). The ``reference`` scorer is Rho-1's
+excess loss at the start of training, ``log p_REF(token) - log p_M(token)`` (the model's loss minus the reference's),
+from the model ``M`` and the reference model ``REF`` (both forwards cached, shared with ``sftgo train``). Writes:
 
 - ``OUT/importance.html``: the first ``num_examples`` examples, each supervised token coloured by its score
   (per scorer, normalized to [0, 1] between the scorer's 1st and 99th percentile over the dataset), tokens of
@@ -43,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="JSON/JSONL file or Hub dataset id (default: the built-in dataset).")
     p.add_argument("--model_name_or_path", default=None, help="Model whose tokenizer defines the tokens (default: SmolLM2-135M-Instruct).")
     p.add_argument("--scorer", default="tfidf,frequency,random",
-                   help="Comma-separated scorers: tfidf, frequency, random, llmlingua2, or my_module:my_function.")
+                   help="Comma-separated scorers: tfidf, frequency, random, llmlingua2, reference (Rho-1 excess loss; "
+                        "needs --ref_model_name_or_path), or my_module:my_function.")
     p.add_argument("--percentile", type=float, default=90.0, help="eta: the top (100 - eta)%% of each sequence is important (default 90).")
     p.add_argument("--output_dir", required=True, help="Where importance.html and stats.json are written.")
     p.add_argument("--num_examples", type=int, default=20, help="Examples rendered in importance.html (scores use all).")
@@ -51,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llmlingua2_model", default=None,
                    help="LLMLingua-2 token classifier: local folder or Hub id (default microsoft/llmlingua-2-xlm-roberta-large-meetingbank).")
     p.add_argument("--llmlingua2_batch_size", type=int, default=16, help="Encoder chunks per forward pass.")
+    p.add_argument("--ref_model_name_or_path", default=None,
+                   help="Reference model of the reference scorer (e.g. runs/ref/final from `sftgo train --objective sft "
+                        "--output_dir runs/ref`), or 'initial' (the model itself: every excess loss is zero).")
+    p.add_argument("--model_dtype", default="auto", help="dtype of the models the reference scorer runs (auto: fp32 on CPU).")
+    p.add_argument("--ref_batch_size", type=int, default=8, help="Sequences per forward pass of the reference scorer.")
     p.add_argument("--seed", type=int, default=0, help="Seed of the random scorer.")
     p.add_argument("--top_tokens", type=int, default=25, help="Most-often-important tokens listed per scorer in stats.json.")
     p.add_argument("--cache_dir", default=None, help="Score cache (default $SFTGO_CACHE/scores or ~/.cache/sftgo/scores); tokenized data goes to DIR/tokenized.")
@@ -66,6 +75,12 @@ def score_dataset(data, tokenizer, scorer_names: list[str], args) -> tuple[dict,
 
     scores, info = {}, {}
     for name in scorer_names:
+        if name == "reference":
+            t0 = time.perf_counter()
+            scores[name], state = excess_loss_scores(data, tokenizer, args)
+            info[name] = {"cache": state, "seconds": round(time.perf_counter() - t0, 4)}
+            logger.info("scorer %s: %s (%.2f s)", name, state, info[name]["seconds"])
+            continue
         settings = scorer_settings(name, tokenizer, seed=args.seed, llmlingua2_model=args.llmlingua2_model)
         run = {"batch_size": args.llmlingua2_batch_size} if name == "llmlingua2" else None
         t0 = time.perf_counter()
@@ -74,6 +89,22 @@ def score_dataset(data, tokenizer, scorer_names: list[str], args) -> tuple[dict,
         info[name] = {"cache": state, "seconds": round(time.perf_counter() - t0, 4)}
         logger.info("scorer %s: %s (%.2f s)", name, state, info[name]["seconds"])
     return scores, info
+
+
+def excess_loss_scores(data, tokenizer, args) -> tuple[list[np.ndarray], str]:
+    """Rho-1's excess loss of every supervised token before training: ``log p_ref - log p_model`` (N float64 arrays),
+    and "hit" when both log-prob sets came from the cache, else "miss"."""
+    from .pipeline import INITIAL, cached_token_logp, warn_initial_reference
+
+    kw = dict(dtype=args.model_dtype, cache_dir=args.cache_dir, batch_size=args.ref_batch_size)
+    cur, s1 = cached_token_logp(args.model_name_or_path, data, tokenizer, **kw)
+    if args.ref_model_name_or_path == INITIAL:
+        warn_initial_reference(args.model_name_or_path)
+        ref, s2 = cur, s1
+    else:
+        ref, s2 = cached_token_logp(args.ref_model_name_or_path, data, tokenizer, **kw)
+    out = [np.asarray(r, dtype=np.float64) - np.asarray(c, dtype=np.float64) for r, c in zip(ref, cur)]
+    return out, "hit" if (s1, s2) == ("hit", "hit") else "miss"
 
 
 def _decode(tokenizer, tid: int) -> str:
@@ -218,6 +249,7 @@ def render_html(data, scores: dict, groups: dict, stats: dict, num_examples: int
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sftgo score``; returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
+    from .config import missing_reference
     from .grouping import percentile_groups
     from .scorers import resolve_scorer
 
@@ -228,7 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         if len(set(names)) != len(names):
             raise ValueError(f"--scorer lists a scorer twice: {args.scorer!r}")
         for n in names:
-            resolve_scorer(n)  # fail on a typo before loading anything
+            if n != "reference":
+                resolve_scorer(n)  # fail on a typo before loading anything
+        if "reference" in names and not args.ref_model_name_or_path:
+            raise ValueError(missing_reference("scorer=reference"))
+        if args.ref_batch_size < 1:
+            raise ValueError(f"--ref_batch_size must be >= 1, got {args.ref_batch_size}")
         if not 0 <= args.percentile <= 100:
             raise ValueError(f"--percentile must be in [0, 100] (eta = 90 marks the top 10%), got {args.percentile}")
         if args.num_examples < 0:

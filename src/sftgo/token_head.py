@@ -584,10 +584,25 @@ class LinearHead:
 
     # -- the LM head
     def weight(self, model) -> torch.Tensor:
+        """The LM head's full ``[V, H]`` weight, read after the model's forward.
+
+        Under FSDP (1 or 2) this is the engine's own unsharded parameter: the LM head sits in the root unit (only
+        the decoder layers get units of their own, as in configs/accelerate/fsdp.yaml), and FSDP does not reshard the
+        root between its forward and backward, so the weight is whole and its gradient is reduce-scattered with the
+        rest of the root's (tests/integration/test_fsdp.py: 2 CPU processes equal one). A head in its own unit (or
+        ZeRO-3, which partitions parameters outside their module's forward; the trainer picks the naive head there)
+        leaves a shard here, which is refused rather than used."""
         head = _unwrap(model).get_output_embeddings()
         if getattr(head, "bias", None) is not None:
             raise RuntimeError("the LM head has a bias, which the per-token head does not support; run with --token_head naive")
-        return head.weight
+        W = head.weight
+        full = (getattr(head, "out_features", W.shape[0]), getattr(head, "in_features", W.shape[-1]))
+        if type(W).__name__ == "DTensor" or W.dim() != 2 or tuple(W.shape) != tuple(full):
+            raise RuntimeError(
+                "the LM head's weight is sharded outside the model's forward (the head in its own FSDP unit, or ZeRO-3): "
+                "wrap only the decoder layers (configs/accelerate/fsdp.yaml) so the head stays in the root unit, or run "
+                "with --token_head naive")
+        return W
 
     # -- the forward
     def features(self, model, inputs) -> torch.Tensor:
@@ -621,7 +636,8 @@ class LinearHead:
 
     def check_targets(self, model, targets: torch.Tensor) -> None:
         """Validate token ids once (first step), not per micro-batch: ids outside the vocabulary are a data bug."""
-        vocab = self.weight(model).shape[0]
+        head = _unwrap(model).get_output_embeddings()  # before the forward: the weight may still be sharded here
+        vocab = getattr(head, "out_features", None) or head.weight.shape[0]
         if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= vocab):
             raise ValueError(f"labels hold token ids outside [0, {vocab}); the tokenizer and the model do not match")
 

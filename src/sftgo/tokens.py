@@ -39,11 +39,16 @@ class TokenBatch:
         shifted = labels[:, 1:]
         width = shifted.shape[1]
         rows = (shifted != IGNORE_INDEX).reshape(-1).nonzero().squeeze(1)
-        targets = shifted.reshape(-1).index_select(0, rows)
         if "example_index" in inputs:  # the collator's column (packed / padding-free rows; the row when padded)
             example = inputs["example_index"][:, 1:].reshape(-1).index_select(0, rows).long()
+            # Canonical order, whatever the layout: by example, then position (a stable sort keeps positions in order).
+            # Packing reorders examples into rows; without this, batch-scope ties (Rho-1's top-k, --group_scope batch)
+            # would be broken differently in a packed batch than in the padded one.
+            order = torch.sort(example, stable=True).indices
+            rows, example = rows.index_select(0, order), example.index_select(0, order)
         else:
             example = torch.div(rows, max(width, 1), rounding_mode="floor")
+        targets = shifted.reshape(-1).index_select(0, rows)
         if names is None:
             names = [k for k, v in inputs.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
                      and v.shape == labels.shape]

@@ -149,7 +149,7 @@ class SFTGoTrainer(Trainer):
         self.loss_is_scaled_for_ga = True
         self.ref_model = ref_model
         self.objective = O.OBJECTIVES[self.args.objective](self.args)  # the one lookup of the objective's name
-        self.head = H.make_head(self.args.token_head, self.args.head_chunk_size)
+        self.head = H.make_head(self._token_head_kind(), self.args.head_chunk_size)
         self.ref_head = H.LinearHead(self.args.head_chunk_size)
         self._metrics: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._step_groups = None  # this optimizer step's (group CE sums, counts), training forwards only
@@ -158,6 +158,22 @@ class SFTGoTrainer(Trainer):
         self._targets_checked = False
         self._last_lam = None
         self.add_callback(_StepEnd(self))
+
+    def _token_head_kind(self) -> str:
+        """``--token_head``, except under DeepSpeed ZeRO-3: it partitions every parameter outside its own module's
+        forward, so the LM-head weight cannot be read after the model's forward; ``auto`` then falls back to the naive
+        head (the model's own lm_head forward, which ZeRO-3 manages). Not run here (no CUDA for DeepSpeed): a path
+        kept as small as possible. ZeRO-2 keeps parameters whole on every rank and uses the per-token head as DDP does."""
+        kind = self.args.token_head
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None) if self.is_deepspeed_enabled else None
+        if kind != "naive" and plugin is not None and plugin.zero_stage == 3:
+            if kind != "auto":
+                from .config import ConfigError
+
+                raise ConfigError(f"token_head: {kind!r} cannot read the LM head under ZeRO-3; use auto or naive")
+            logger.warning("DeepSpeed ZeRO-3: the per-token head cannot read the partitioned LM head; using --token_head naive")
+            return "naive"
+        return kind
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -352,7 +368,9 @@ class MetricsJsonl(TrainerCallback):
                     if old.get("step", math.inf) < rec["step"]:
                         kept.append(line)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text("".join(x + "\n" for x in kept))
+            tmp = self.path.with_name(self.path.name + ".tmp")  # a kill during the rewrite keeps the old file
+            tmp.write_text("".join(x + "\n" for x in kept))
+            os.replace(tmp, self.path)
         with self.path.open("a") as f:
             f.write(json.dumps(rec) + "\n")
 

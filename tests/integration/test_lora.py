@@ -12,7 +12,7 @@ from tests.integration.test_train import _records, _train
 pytest.importorskip("peft")
 
 OBJECTIVE_ARGS = {
-    "sft": [], "sft-go": [], "rho1": [], "dft": [], "infosft": [], "target-sft": ["--target_residual", "uniform"],
+    "sft": [], "sft-go": [], "rho1": ["--ref_model_name_or_path", "initial"], "dft": [], "infosft": [], "target-sft": ["--target_residual", "uniform"],
     "sft-go-dro": ["--dro_eta", "0.5"],
 }
 

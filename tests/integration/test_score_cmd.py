@@ -139,3 +139,55 @@ def test_score_cmd_user_scorer_and_errors(workspace, tmp_path, monkeypatch, caps
     assert "unknown scorer 'tf-idf'" in err and "my_module:my_function" in err
     assert main(argv[:4] + ["--scorer", "tfidf", "--percentile", "120", "--output_dir", str(out)]) == 2
     assert "--percentile" in capsys.readouterr().err
+
+
+def test_score_cmd_reference_scorer_is_rho1_excess_loss(workspace, tmp_path, capsys):
+    """`--scorer reference`: log p_ref - log p_model per supervised token (checked against full-logit forwards of both
+    tiny models), shown beside TF-IDF and LLMLingua-2; both forwards are cached; no reference -> the two-stage hint."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from sftgo.data import load_examples, tokenize_examples
+    from sftgo.models import load_tokenizer
+
+    tok = load_tokenizer(str(workspace / "llm"))
+    dirs = {}
+    for name, seed in (("lm", 0), ("ref", 1)):
+        torch.manual_seed(seed)
+        d = tmp_path / name
+        LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, max_position_embeddings=128)).save_pretrained(d)
+        tok.save_pretrained(d)
+        dirs[name] = d
+    out = tmp_path / "out"
+    argv = ["--dataset", str(workspace / "data.json"), "--model_name_or_path", str(dirs["lm"]),
+            "--scorer", "tfidf,llmlingua2,reference", "--llmlingua2_model", str(workspace / "encoder"),
+            "--output_dir", str(out), "--num_examples", "3", "--cache_dir", str(tmp_path / "cache")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "scorer=reference needs a reference model" in err and "--ref_model_name_or_path runs/ref/final" in err
+
+    assert main(argv + ["--ref_model_name_or_path", str(dirs["ref"])]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["scorers"]["reference"]["cache"] == "miss"
+    page = (out / "importance.html").read_text()
+    assert page.count("<h3>reference</h3>") == 3 and page.count("<h3>llmlingua2</h3>") == 3
+
+    # independent excess loss: full logits of both models, log-softmax in float64
+    data = tokenize_examples(load_examples(str(workspace / "data.json")), tok, 512)
+    models = {k: AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval() for k, d in dirs.items()}
+    want = []
+    with torch.no_grad():
+        for ids, labels in zip(data.input_ids, data.labels):
+            lp = {k: torch.log_softmax(m(torch.tensor([ids])).logits[0].double(), -1) for k, m in models.items()}
+            want.extend(lp["ref"][t - 1, labels[t]].item() - lp["lm"][t - 1, labels[t]].item()
+                        for t in range(1, len(ids)) if labels[t] != -100)
+    want = np.array(want)
+    assert stats["scorers"]["reference"]["mean_score"] == pytest.approx(want.mean(), rel=1e-4, abs=1e-6)
+    assert stats["scorers"]["reference"]["std_score"] == pytest.approx(want.std(), rel=1e-4)
+    first = [float(x) for x in re.findall(r"score=([-0-9.e]+)", page.split("<h3>reference</h3>")[1].split("</div>")[0])]
+    np.testing.assert_allclose(first, want[: len(first)], rtol=1e-3, atol=1e-4)  # hover titles print 4 digits
+
+    # both forwards come from the cache the second time
+    assert main(argv + ["--ref_model_name_or_path", str(dirs["ref"]), "--output_dir", str(tmp_path / "o2")]) == 0
+    assert json.loads((tmp_path / "o2" / "stats.json").read_text())["scorers"]["reference"]["cache"] == "hit"

@@ -130,7 +130,7 @@ def test_resume_appends_without_duplicates(tmp_path, tiny_model_dir, alpaca_file
 
 
 @pytest.mark.parametrize("objective,extra", [
-    ("rho1", ["--keep_ratio", "0.5"]),
+    ("rho1", ["--keep_ratio", "0.5", "--ref_model_name_or_path", "initial"]),
     ("dft", []),
     ("infosft", []),
     ("target-sft", ["--target_gamma", "0.8", "--target_residual", "uniform"]),
@@ -139,7 +139,7 @@ def test_resume_appends_without_duplicates(tmp_path, tiny_model_dir, alpaca_file
     ("target-sft", ["--target_residual", "reference"]),
     ("sft-go", ["--num_groups", "3"]),
     ("sft-go-dro", ["--num_groups", "2"]),
-    ("sft-go", ["--scorer", "reference"]),
+    ("sft-go", ["--scorer", "reference", "--ref_model_name_or_path", "initial"]),
     ("sft-go", ["--scorer", "frequency", "--group_scope", "batch"]),
     ("sft-go", ["--scorer", "random"]),
 ])
@@ -171,6 +171,10 @@ def test_user_scorer_module_function(tmp_path, tiny_model_dir, alpaca_file, monk
     (["--model_name_or_path", "/does/not/exist"], "does not exist"),
     (["--dataset", "/does/not/exist.jsonl"], "does not exist"),
     (["--lam", "2"], "lam"),
+    (["--objective", "rho1"], "objective=rho1 needs a reference model trained on in-domain data. Make one with "
+                              "`sftgo train --objective sft --dataset <in-domain data> --output_dir runs/ref`, then pass "
+                              "`--ref_model_name_or_path runs/ref/final`"),
+    (["--scorer", "reference"], "scorer=reference needs a reference model"),
 ])
 def test_user_mistakes_give_clear_errors(tmp_path, tiny_model_dir, alpaca_file, capsys, args, message):
     base = ["train", "--model_name_or_path", tiny_model_dir, "--dataset", alpaca_file,
@@ -206,3 +210,33 @@ def test_llmlingua2_scorer_trains_with_a_local_token_classifier(tmp_path, tiny_m
     recs = _records(_train(tmp_path, tiny_model_dir, alpaca_file, "--scorer", "llmlingua2",
                            "--llmlingua2_model", str(enc_dir)))
     assert 0 < recs[0]["frac_important"] < 0.3 and math.isfinite(recs[0]["loss_important"])
+
+
+def test_rho1_two_stage_reference(tmp_path, tiny_model_dir, alpaca_file, caplog, monkeypatch):
+    """Stage 1 trains a reference with plain SFT; stage 2 runs Rho-1 against runs/ref/final. The reference log-probs
+    are computed once (a rerun reads them from the cache) and again when the reference is retrained."""
+    import logging
+
+    import sftgo.scorers.reference as R
+
+    calls = []
+    real = R.reference_token_logp
+    monkeypatch.setattr(R, "reference_token_logp", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ref = _train(tmp_path, tiny_model_dir, alpaca_file, "--objective", "sft", "--max_steps", "3",
+                 "--learning_rate", "1e-2", name="ref")
+    args = ["--objective", "rho1", "--keep_ratio", "0.5", "--ref_model_name_or_path", str(ref / "final")]
+    with caplog.at_level(logging.WARNING):
+        trained = _records(_train(tmp_path, tiny_model_dir, alpaca_file, *args, name="rho1"))
+    assert len(calls) == 1 and "initial model" not in caplog.text
+    _train(tmp_path, tiny_model_dir, alpaca_file, *args, name="rho1_again")
+    assert len(calls) == 1  # cached: computed once
+    with caplog.at_level(logging.WARNING):
+        initial = _records(_train(tmp_path, tiny_model_dir, alpaca_file, "--objective", "rho1", "--keep_ratio", "0.5",
+                                  "--ref_model_name_or_path", "initial", name="rho1_initial"))
+    assert len(calls) == 2 and "every excess loss starts at zero" in caplog.text
+    # a trained reference selects other tokens than the initial model does (excess losses are not all zero)
+    assert trained[0]["loss"] != pytest.approx(initial[0]["loss"], rel=1e-3)
+    _train(tmp_path, tiny_model_dir, alpaca_file, "--objective", "sft", "--max_steps", "1", "--learning_rate", "1e-2",
+           name="ref")  # retrain the reference in place: new weights
+    _train(tmp_path, tiny_model_dir, alpaca_file, *args, name="rho1_new_ref")
+    assert len(calls) == 3

@@ -26,8 +26,13 @@ def test_formats_normalize(tmp_path):
         {"instruction": "Do X", "input": "on this", "output": "Done."},
         {"prompt": "Hi", "completion": "Hello."},
         {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+        {"conversations": ["q1", "a1", "q2", "a2"], "source": "lima"},  # GAIR/lima layout
     ]
     ex = load_examples(_write(tmp_path, "d.jsonl", "\n".join(json.dumps(r) for r in rows)))
+    assert ex[3]["messages"] == [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+                                 {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]
+    with pytest.raises(DataError, match="conversations"):
+        load_examples(_write(tmp_path, "bad.jsonl", json.dumps({"conversations": [1, 2]})))
     assert ex[0]["messages"] == [{"role": "user", "content": "Do X\n\non this"}, {"role": "assistant", "content": "Done."}]
     assert ex[1]["messages"][1] == {"role": "assistant", "content": "Hello."}
     assert ex[2]["messages"][0]["content"] == "a"
@@ -138,6 +143,23 @@ def test_collator_pads_all_columns(chat_tokenizer):
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7], [-100, -100, -100]]
     assert torch.equal(batch["importance"], torch.tensor([[0, 1.5, 2.5], [0, 0, 0]]))
+
+
+def test_builtin_dataset_passes_its_checker(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "dev" / "check_default_data.py"
+    spec = importlib.util.spec_from_file_location("check_default_data", path)
+    checker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checker)
+    rows = checker.check(default_dataset_path())
+    assert len(rows) == len(load_examples(None)) and (default_dataset_path().parent / "default_sft.md").exists()
+    bad = tmp_path / "bad.jsonl"
+    lines = default_dataset_path().read_text(encoding="utf-8").splitlines()
+    bad.write_text("\n".join(lines[:5] + [lines[2]]) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:6: same \(instruction, input\) as line 3"):
+        checker.check(bad)
 
 
 def test_builtin_dataset_loads_and_is_varied():

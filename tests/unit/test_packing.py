@@ -30,8 +30,12 @@ def test_pack_rows_first_fit_decreasing():
     rows = pack_rows([5, 3, 4, 2, 6], capacity=8)
     assert sorted(i for r in rows for i in r) == [0, 1, 2, 3, 4]
     assert all(sum([5, 3, 4, 2, 6][i] for i in r) <= 8 for r in rows)
-    # longest first: 6 opens row 0, 5 row 1, 4 row 2; 3 fits row 1, 2 fits row 0 (indices sorted within a row)
-    assert rows == [[3, 4], [0, 1], [2]]
+    # First-fit decreasing needs 3 rows (loads 8, 8, 4); spread over 3 rows, longest first to the least-loaded row
+    # that fits: 6 | 5 | 4, then 3 -> the row holding 4, 2 -> the row holding 5: loads 6, 7, 7 (indices sorted in a row)
+    assert rows == [[4], [0, 3], [1, 2]]
+    # Eight equal examples: first-fit fills one row with 5 and leaves 3 in the next (padded to 500 tokens each);
+    # the spread makes two rows of 4 (400 each).
+    assert sorted(len(r) for r in pack_rows([100] * 8, capacity=512)) == [4, 4]
     assert pack_rows([5, 3], capacity=None) == [[0, 1]]
     assert pack_rows([9, 2], capacity=8) == [[0], [1]]  # too long for a row: a row of its own
 
@@ -148,3 +152,23 @@ def test_collator_rejects_bad_layout():
         Collator(0, layout="stacked")
     with pytest.raises(ValueError, match="max_length"):
         Collator(0, layout="packed")
+
+
+def test_token_batch_is_the_same_in_every_layout():
+    # TokenBatch orders supervised tokens by (example, position) whatever the layout: the flat columns of a packed or
+    # padding-free batch equal the padded batch's, so batch-scope ties (Rho-1's top-k) are broken the same way.
+    from sftgo.tokens import TokenBatch
+
+    items = _items([9, 5, 6, 3, 11, 4], seed=3)
+    flat = {}
+    for layout in ("padded", "packed", "padding_free"):
+        batch = Collator(0, layout=layout, max_length=16)(items)
+        tb = TokenBatch.from_inputs(batch)
+        flat[layout] = (tb.targets, tb.example, tb.columns["importance"])
+        # the selected features are the positions that predict those targets
+        ids = batch["input_ids"][:, 1:].reshape(-1).index_select(0, tb.rows)
+        assert torch.equal(ids, tb.targets)
+    assert Collator(0, layout="packed", max_length=16)(items)["input_ids"].shape[0] < len(items)
+    for layout in ("packed", "padding_free"):
+        for a, b in zip(flat["padded"], flat[layout]):
+            assert torch.equal(a, b), layout

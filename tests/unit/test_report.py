@@ -1,6 +1,8 @@
 import json
 import math
 
+import pytest
+
 from sftgo.report import moving_average, plot_loss_groups, report_run
 
 
@@ -19,3 +21,186 @@ def test_report_redraws_png_from_metrics(tmp_path):
     png = report_run(tmp_path)
     assert png.exists() and png.stat().st_size > 1000
     assert plot_loss_groups(recs[:1], tmp_path / "one.png").exists()
+
+
+# ------------------------------------------------------------------------------------------ multi-run report
+
+PAPER = ["MMLU-0", "MMLU-5", "MathQA", "ARC-C", "OpenBookQA", "HellaSwag", "TruthfulQA", "IFEval"]
+
+
+def make_run(root, name, seed, eval_cols=None, heldout=None, eval_losses=False, **settings):
+    """A run directory as `sftgo train` (+ `sftgo eval`) leaves it, with numbers chosen by the test."""
+    import yaml
+
+    d = root / name
+    d.mkdir(parents=True)
+    cfg = {"model_name_or_path": "tiny", "dataset": "d.jsonl", "objective": "sft-go", "scorer": "tfidf",
+           "percentile": 90.0, "lam": 0.9, "lam_min": None, "max_steps": 20, "learning_rate": 5e-5, "seed": seed,
+           "output_dir": str(d), **settings}
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    recs = []
+    for s in range(1, 21):
+        r = {"step": s, "loss": 2.0 - s / 40, "loss_ce": 2.0 - s / 40 + seed / 100, "loss_important": 3.0 - s / 30,
+             "loss_unimportant": 1.5 - s / 60, "lam": 0.9}
+        if eval_losses and s % 5 == 0:
+            r.update(eval_loss_important=3.1 - s / 40, eval_loss_unimportant=1.6 - s / 70)
+        recs.append(r)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"step": 21, "lo')  # torn line
+    (d / "summary.json").write_text(json.dumps({"steps": 20, "supervised_tokens": 1000 + seed, "wall_time_s": 61.0}))
+    if eval_cols is not None:
+        (d / "eval").mkdir()
+        cols = dict(eval_cols)
+        cols["Avg"] = sum(cols.values()) / len(cols)
+        res = [{"task": c.lower(), "column": c, "metric": "acc", "value": v} for c, v in eval_cols.items()]
+        (d / "eval" / "paper.json").write_text(json.dumps({"format": 1, "suite": "paper", "results": res,
+                                                           "columns": cols}))
+    if heldout is not None:
+        (d / "eval").mkdir(exist_ok=True)
+        (d / "eval" / "heldout.json").write_text(json.dumps({"format": 1, "suite": "heldout", "loss_ce": 1.0,
+                                                             "loss_important": heldout, "loss_unimportant": 0.9,
+                                                             "loss_worst": heldout}))
+    return d
+
+
+def scores(base, seed):
+    return {c: base + 0.01 * i + 0.003 * seed * seed for i, c in enumerate(PAPER)}
+
+
+def test_report_tables_static_vs_decaying_eta_figure_and_unevaluated_runs(tmp_path):
+    import statistics
+
+    from sftgo.report import build_report
+
+    root = tmp_path / "runs"
+    for seed in (1, 2, 3):
+        make_run(root, f"sft_s{seed}", seed, scores(0.30, seed), 2.0 + seed / 10, objective="sft")
+        make_run(root, f"go_p90_s{seed}", seed, scores(0.32, seed), 1.8 + seed / 10, eval_losses=True)
+        make_run(root, f"go_p70_s{seed}", seed, scores(0.31, seed), 1.9, percentile=70.0)
+        make_run(root, f"go_decay_s{seed}", seed, scores(0.33, seed), 1.7, lam_min=0.1)
+    make_run(root, "dft_s1", 1, objective="dft")  # trained, never evaluated
+    out = build_report([root], tmp_path / "out")
+    md = out["md"].read_text()
+    # Table 1/2: the decaying-lambda row is best in every column (bold), cells are mean ± sample std (n).
+    col = [scores(0.33, s)["MMLU-0"] for s in (1, 2, 3)]
+    cell = f"{statistics.mean(col) * 100:.2f} ± {statistics.stdev(col) * 100:.2f} (3)"
+    row = next(l for l in md.splitlines() if l.startswith("| sft-go tfidf lam 0.9->0.1 eta=90 |"))
+    assert f"**{cell}**" in row and row.count("**") == 2 * 9  # 8 columns + Avg
+    # Table 3: subject-specific Δ vs the sft row.
+    subj = lambda b: statistics.mean(statistics.mean(scores(b, s)[c] for c in PAPER[:5]) for s in (1, 2, 3))
+    assert f"{(subj(0.32) - subj(0.30)) * 100:+.2f}" in md
+    # Table 4 pairs the configurations that differ only in lam_min.
+    t4 = md.split("Static vs decaying lambda")[1].split("## ")[0]
+    assert "| static 0.9 |" in t4 and "| 0.9 -> 0.1 |" in t4 and "eta=70" not in t4
+    # Held-out worst group: mean ± std and the lowest in bold.
+    w = [1.8 + s / 10 for s in (1, 2, 3)]
+    assert f"{statistics.mean(w):.4f} ± {statistics.stdev(w):.4f} (3)" in md and "**1.7000 (3)**" not in md
+    assert "**1.7000 ± 0.0000 (3)**" in md
+    # The unevaluated run is listed as such, not dropped.
+    assert "dft_s1 (trained, not evaluated)" in md
+    figs = {p.name for p in out["figures"]}
+    assert figs == {"fig2_group_losses.png", "fig2_heldout_losses.png", "fig3_eta.png"}
+    html = out["html"].read_text()
+    assert html.count("data:image/png;base64,") == 3 and "<b>" in html
+    data = json.loads(out["json"].read_text())
+    assert data["baseline"] == "sft" and len(data["groups"]) == 5
+
+
+def test_report_cli_single_run_and_missing_columns(tmp_path):
+    from sftgo.cli import main
+
+    run = make_run(tmp_path, "one", 1, {"ARC-C": 0.5, "HellaSwag": 0.4})
+    assert main(["report", str(run)]) == 0  # one run, no --output_dir: redraw its loss plot as before
+    assert (run / "loss_groups.png").stat().st_size > 1000
+    assert main(["report", str(run), "--output_dir", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    header = next(l for l in md.splitlines() if l.startswith("| Method | "))
+    assert header == "| Method | ARC-C | HellaSwag | Avg | seeds |"  # only the columns that exist
+    assert main(["report", str(tmp_path / "nope"), "--output_dir", str(tmp_path / "r2")]) == 2
+
+
+def _chromium():
+    import shutil
+
+    return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no headless Chromium (Debian: apt-get install chromium)")
+def test_report_html_renders_in_headless_chromium(tmp_path):
+    """The self-contained report.html, opened from a copy with no PNG files beside it, shows its figures: the
+    screenshot holds the red 'important group' curves of Figure 2 (no table or text is that red)."""
+    import shutil
+    import subprocess
+
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    from sftgo.report import build_report
+
+    root = tmp_path / "runs"
+    for seed in (1, 2):
+        make_run(root, f"sft_s{seed}", seed, scores(0.30, seed), 2.0, objective="sft")
+        make_run(root, f"go_s{seed}", seed, scores(0.32, seed), 1.8)
+    out = build_report([root], tmp_path / "out")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(out["html"], alone / "report.html")  # no figure files next to it: images must be embedded
+    shot = tmp_path / "shot.png"
+    r = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--window-size=1300,3000", f"--screenshot={shot}", (alone / "report.html").as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert shot.exists(), r.stderr[-2000:]
+    img = mpimg.imread(shot)[..., :3]
+    red = np.array([214, 39, 40]) / 255  # matplotlib tab:red
+    near = np.abs(img - red).max(axis=-1) < 0.08
+    assert near.sum() > 300, f"only {near.sum()} tab:red pixels: figures did not render"
+
+
+def test_report_never_imports_torch_or_the_trainer(tmp_path):
+    """The report reads files only: building one does not import torch, transformers or sftgo's trainer."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "runs"
+    for seed in (1, 2):
+        make_run(root, f"go_s{seed}", seed, scores(0.3, seed), 1.5)
+    code = ("import sys; from sftgo.report import build_report; build_report([sys.argv[1]], sys.argv[2]); "
+            "bad = [m for m in ('torch', 'transformers', 'sftgo.trainer', 'sftgo.models') if m in sys.modules]; "
+            "print('IMPORTED', bad)")
+    r = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path / "out")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "IMPORTED []" in r.stdout
+
+
+def test_learn_vs_forget_per_method(tmp_path):
+    """Learn: held-out loss and GSM8K accuracy (math suite) with its Δ vs base; forget: mean Δ vs base over the
+    general suite's rows; each mean ± std over seeds."""
+    import statistics
+
+    from sftgo.report import build_report
+
+    def write(run, suite, rows):
+        res = [{"task": t, "column": c, "metric": "acc", "value": v, "base_value": b, "delta_vs_base": v - b}
+               for t, c, v, b in rows]
+        cols = {c: v for _, c, v, _ in rows}
+        (run / "eval" / f"{suite}.json").write_text(json.dumps({"format": 1, "suite": suite, "results": res,
+                                                                 "columns": cols}))
+
+    gsm = {("sft", 1): 0.20, ("sft", 2): 0.24, ("infosft", 1): 0.22, ("infosft", 2): 0.23}
+    arc = {("sft", 1): 0.30, ("sft", 2): 0.28, ("infosft", 1): 0.35, ("infosft", 2): 0.34}
+    for obj in ("sft", "infosft"):
+        for seed in (1, 2):
+            run = make_run(tmp_path / "runs", f"{obj}_s{seed}", seed, heldout=1.0 + seed / 10, objective=obj)
+            write(run, "math", [("gsm8k", "GSM8K", gsm[obj, seed], 0.10)])
+            write(run, "paper", [("arc_challenge", "ARC-C", arc[obj, seed], 0.36), ("hellaswag", "HellaSwag", 0.5, 0.5)])
+    md = build_report([tmp_path / "runs"], tmp_path / "out")["md"].read_text()
+    t = md.split("## Learn vs forget")[1].split("## ")[0]
+    assert "learn: GSM8K" in t and "learn: mean Δ vs base (math)" in t and "forget: mean Δ vs base (general)" in t
+    for obj in ("sft", "infosft"):
+        g = [gsm[obj, s] for s in (1, 2)]
+        learn = f"{statistics.mean(g) * 100:.2f} ± {statistics.stdev(g) * 100:.2f} (2)"
+        ld = [x - 0.10 for x in g]
+        learn_d = f"{statistics.mean(ld) * 100:+.2f} ± {statistics.stdev(ld) * 100:.2f} (2)"
+        fd = [((arc[obj, s] - 0.36) + 0.0) / 2 for s in (1, 2)]  # ARC-C and HellaSwag rows, averaged per run
+        forget = f"{statistics.mean(fd) * 100:+.2f} ± {statistics.stdev(fd) * 100:.2f} (2)"
+        row = next(l for l in t.splitlines() if l.startswith(f"| {obj} |"))
+        assert f"| {learn} | {learn_d} | {forget} | ARC-C, HellaSwag |" in row, row

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sftgo.scorers import SCORERS, align_word_probs_to_tokens, excess_loss, reference_token_logp, resolve_scorer
-from sftgo.scorers.llmlingua2 import _chunk_words, llmlingua2, split_words, supervised_runs
+from sftgo.scorers.llmlingua2 import llmlingua2, supervised_runs
 
 
 def random_corpus(seed=0, n_docs=40, vocab=30):
@@ -124,10 +124,9 @@ TEXT = "The cat sat.\n\nUnbelievably, it purred!"
 
 def test_alignment_hand_example_gpt2_vs_word_level():
     # Encoder side: whitespace words of TEXT with hand-picked probabilities.
-    words, wspans, ends = split_words(TEXT, 0, len(TEXT))
-    assert words == ["The", "cat", "sat.", "Unbelievably,", "it", "purred!"]
+    wspans = np.array([[m.start(), m.end()] for m in re.finditer(r"\S+", TEXT)])
+    assert [TEXT[s:e] for s, e in wspans] == ["The", "cat", "sat.", "Unbelievably,", "it", "purred!"]
     assert wspans.tolist() == [[0, 3], [4, 7], [8, 12], [14, 27], [28, 30], [31, 38]]
-    assert ends == [False, False, True, False, False, True]
     probs = np.array([0.1, 0.9, 0.5, 0.8, 0.2, 0.6])
     # LLM side: GPT-2 byte BPE; offsets include the leading space (" cat" = (3, 7)).
     tok = gpt2_tokenizer()
@@ -159,10 +158,7 @@ def test_supervised_runs_and_chunks():
     spans = np.array([[6, 8], [26, 30], [30, 31], [31, 38], [38, 39]])
     runs = supervised_runs(text, spans)
     assert runs == [(0, 1, 6, 8), (1, 5, 26, 39)]
-    # chunks cut at sentence ends when they fit
-    assert _chunk_words([2, 2, 2, 2], [False, True, False, True], window=6) == [(0, 2), (2, 4)]
-    assert _chunk_words([2, 2, 2], [False, False, False], window=4) == [(0, 2), (2, 3)]  # no sentence end: fill
-    assert _chunk_words([9, 1], [False, True], window=4) == [(0, 1), (1, 2)]  # over-long word alone
+    # chunk cuts: tests/unit/test_llmlingua2_official.py
 
 
 # ---------------------------------------------------------------- LLMLingua-2 with a tiny encoder
@@ -185,21 +181,29 @@ def tiny_encoder(words):
 
 
 def reference_llmlingua2(model, tok, text, spans):
-    """Slow reference: encoder on the whole supervised text at once (one chunk), per-token loops."""
+    """Slow reference: encoder on the whole supervised text at once (one chunk), words from the encoder's
+    tokens (a new word at every token that does not start with ``##``; ``[UNK]`` skipped), per-token loops."""
     lo, hi = spans[:, 0].min(), spans[:, 1].max()
-    words, wspans, _ = split_words(text, lo, hi)
-    enc = tok(words, is_split_into_words=True, return_tensors="pt")
+    enc = tok(text[lo:hi], return_offsets_mapping=True, return_tensors="pt")
     with torch.no_grad():
-        p = torch.softmax(model(**enc).logits[0], -1)[:, 1].numpy()
-    wid = enc.word_ids(0)
-    wp = [np.mean([p[j] for j in range(len(wid)) if wid[j] == w]) for w in range(len(words))]
+        p = torch.softmax(model(input_ids=enc["input_ids"]).logits[0], -1)[:, 1].numpy()
+    words = []  # [start, end, [probs]]
+    for j, (t, (s, e)) in enumerate(zip(tok.convert_ids_to_tokens(enc["input_ids"][0]), enc["offset_mapping"][0].tolist())):
+        if t in ("[CLS]", "[SEP]", "[UNK]"):
+            continue
+        if t.startswith("##") and words:
+            words[-1][1] = lo + e
+            words[-1][2].append(p[j])
+        else:
+            words.append([lo + s, lo + e, [p[j]]])
+    wp = [np.mean(w[2]) for w in words]
     out = []
     for s, e in spans:
-        hit = [wp[w] for w in range(len(words)) if max(s, wspans[w][0]) < min(e, wspans[w][1])]
+        hit = [wp[w] for w in range(len(words)) if max(s, words[w][0]) < min(e, words[w][1])]
         if hit:
             out.append(np.mean(hit))
         else:
-            nxt = [w for w in range(len(words)) if wspans[w][0] >= e]
+            nxt = [w for w in range(len(words)) if words[w][0] >= e]
             out.append(wp[nxt[0]] if nxt else wp[-1])
     return np.array(out)
 

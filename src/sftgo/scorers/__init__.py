@@ -20,8 +20,8 @@ Use your own scorer by name ``"my_module:my_function"`` (imported with :func:`im
     scores = resolve_scorer("my_module:my_function")(token_ids, texts=texts, offsets=offsets)
 
 ``"reference"`` is special and not in :data:`SCORERS`: it needs a frozen reference model and the full
-``input_ids``/``labels``; see :func:`sftgo.scorers.reference.reference_token_logp` and
-:func:`sftgo.scorers.reference.excess_loss`.
+``input_ids``/``labels``; see :func:`sftgo.pipeline.cached_token_logp` (``sftgo train`` and ``sftgo score`` use it),
+:func:`sftgo.scorers.reference.reference_token_logp` and :func:`sftgo.scorers.reference.excess_loss`.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def resolve_scorer(name: str | Callable) -> Callable:
     valid = ", ".join(sorted(SCORERS))
     if name == "reference":
         raise ValueError(
-            "scorer 'reference' needs a reference model: use sftgo.scorers.reference.reference_token_logp "
-            "(Rho-1 excess loss is computed during training from it)"
+            "scorer 'reference' needs a reference model: pass --ref_model_name_or_path to `sftgo train` or "
+            "`sftgo score` (in Python: sftgo.pipeline.cached_token_logp, or sftgo.scorers.reference.reference_token_logp)"
         )
     if ":" not in name:
         raise ValueError(f"unknown scorer {name!r}; valid names: {valid}, or 'my_module:my_function'")

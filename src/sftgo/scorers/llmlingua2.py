@@ -2,26 +2,48 @@
 
 LLMLingua-2 (Pan et al., 2024) trains a bidirectional encoder (XLM-RoBERTa-large or mBERT) with two
 labels per subword, ``0 = drop`` and ``1 = keep``. SFT-GO uses the keep probability as the semantic
-importance of a response token. The encoder and the LLM have different tokenizers, so we go through
-words and character offsets:
+importance of a response token. Words are formed the way the official ``llmlingua`` package (0.2.2,
+``PromptCompressor.compress_prompt`` with ``use_llmlingua2=True``) forms them, then mapped to the LLM's
+tokens by character offsets:
 
 1. For each example, the supervised LLM tokens are cut into contiguous runs (two neighbouring
    supervised tokens belong to the same run when only whitespace separates their character spans);
-   the encoder reads only those runs of text, not the prompt.
-2. A run's words are its whitespace-separated pieces (regex ``\\S+``), with character spans.
-   Each word is tokenized on its own by the encoder tokenizer (like ``is_split_into_words``), and the
-   word list is packed into chunks of at most ``max_window`` subwords, cut preferably at sentence
-   ends (a word ending in ``.``, ``!``, ``?`` possibly followed by closing quotes/brackets, or a word
-   followed by a newline). A sentence longer than the window is cut between words; a single word longer
-   than the window keeps only its first ``max_window`` subwords.
-3. ``p_keep(subword) = softmax(logits)[1]``; ``p(word) = mean`` over the word's subwords.
-4. :func:`align_word_probs_to_tokens` gives every LLM token the mean probability of the words its
+   the encoder reads only those runs of text, not the prompt. A run is tokenized by the encoder's (fast)
+   tokenizer with character offsets.
+2. **Chunks** (as the official code): at most ``window`` encoder tokens (510 for the official checkpoints,
+   i.e. 512 minus ``[CLS]``/``[SEP]``). While more than ``window`` tokens remain, the chunk ends at the last
+   ``.`` or ``\\n`` token among positions ``start+1 .. start+window``, or at position ``start+window``
+   (so a chunk may hold ``window + 1`` tokens; the encoder input ``[CLS] chunk [SEP]`` is then cut to
+   ``window + 2`` positions, dropping ``[SEP]``, exactly as the official dataset class truncates it).
+   The encoder input wraps each chunk in the vocabulary ids of the strings ``[CLS]`` and ``[SEP]``, as the
+   official dataset class does for both checkpoints. For XLM-RoBERTa these strings are not in the
+   vocabulary, so the official code (and sftgo, for ``model_type == "xlm-roberta"``) wraps chunks in
+   ``<unk>``; other encoders get their own CLS/BOS and SEP/EOS.
+3. ``p_keep(token) = softmax(logits)[1]``.
+4. **Words from encoder tokens**, per chunk. Tokens whose string is one of the tokenizer's named special
+   tokens (``[UNK]``, ``<unk>``, ...) are skipped. A token starts a new word
+   - WordPiece tokenizers (mBERT): unless it starts with the continuation prefix (``##``); BERT's
+     pre-tokenizer already makes every punctuation character its own token, so ``tax,`` is two words;
+   - SentencePiece tokenizers (XLM-R, a ``Metaspace`` pre-tokenizer or a ``Unigram`` model): when it starts
+     with ``▁`` or is one of the characters of ``string.punctuation`` (the official test is a substring test
+     on that string);
+   - any other encoder (byte-level BPE, ...): when whitespace separates it from the previous token (a gap in
+     the character offsets), or it or the previous token consists only of punctuation characters.
+   The first token of a chunk always starts a word. ``p(word) = mean`` of ``p_keep`` over the word's tokens;
+   a word's character span runs from its first token's start to its last token's end. A lone ``▁`` token covers no
+   characters, so a word made of it alone (before a punctuation token) is empty and is not mapped to any LLM token
+   (the official code keeps it as the empty word ``""``).
+5. :func:`align_word_probs_to_tokens` gives every LLM token the mean probability of the words its
    character span overlaps. A token overlapping no word (whitespace-only, e.g. ``"\\n"``, or a
-   zero-length span) takes the probability of the next word, or of the previous word at the end of
-   the run. A run without any word (only whitespace) scores 0.
-5. Tokens listed in ``special_token_ids`` (chat markup such as ``<|im_end|>``) are not text: they are left
+   zero-length span, or text the encoder only knows as ``[UNK]``) takes the probability of the next word,
+   or of the previous word at the end of the run. A run without any word scores 0.
+6. Tokens listed in ``special_token_ids`` (chat markup such as ``<|im_end|>``) are not text: they are left
    out of the runs (so the encoder never reads them) and take the next word's probability, or the last
    word's (an end-of-turn marker gets the probability of the response's final word).
+
+Known difference from the official code: it detokenizes each chunk and tokenizes that string again; when a
+chunk has to be cut inside a word (more than ``window`` tokens without a ``.``), the next chunk's text then
+starts with a literal ``##``. sftgo keeps the original tokens there.
 
 Shapes: ``texts[i]`` str, ``offsets[i]`` int [n_i, 2] (char span of each supervised LLM token in
 ``texts[i]``) -> ``out[i]`` float32 [n_i] in [0, 1].
@@ -30,14 +52,14 @@ Shapes: ``texts[i]`` str, ``offsets[i]`` int [n_i, 2] (char span of each supervi
 from __future__ import annotations
 
 import logging
-import re
+import string
 from collections.abc import Sequence
 
 import numpy as np
 
 __all__ = [
-    "llmlingua2", "align_word_probs_to_tokens", "supervised_runs", "split_words", "load_encoder",
-    "DEFAULT_MODEL", "SMALL_MODEL",
+    "llmlingua2", "align_word_probs_to_tokens", "supervised_runs", "chunk_tokens", "encoder_words", "word_rule",
+    "load_encoder", "DEFAULT_MODEL", "SMALL_MODEL",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,8 +67,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "microsoft/llmlingua-2-xlm-roberta-large-meetingbank"
 SMALL_MODEL = "microsoft/llmlingua-2-bert-base-multilingual-cased-meetingbank"
 
-_WORD = re.compile(r"\S+")
-_SENTENCE_END = re.compile(r"[.!?][\"')\]\u201d\u2019]*$")
+CHUNK_END_TOKENS = frozenset({".", "\n"})
+_PUNCT = frozenset(string.punctuation)
+MAX_SEQ_LEN = 512  # the official code's encoder input length, [CLS] and [SEP] included
 
 
 def align_word_probs_to_tokens(
@@ -111,51 +134,6 @@ def supervised_runs(text: str, spans: np.ndarray) -> list[tuple[int, int, int, i
     return runs
 
 
-def split_words(text: str, start: int, end: int) -> tuple[list[str], np.ndarray, list[bool]]:
-    """Whitespace words of ``text[start:end]``.
-
-    Returns ``(words, spans int [W, 2] absolute in text, sentence_end [W])``; ``sentence_end[w]`` is True
-    when the word ends a sentence (ends in . ! ? + closing quotes/brackets, or a newline follows it).
-    """
-    words, spans, ends = [], [], []
-    segment = text[start:end]
-    for m in _WORD.finditer(segment):
-        w = m.group()
-        words.append(w)
-        spans.append((start + m.start(), start + m.end()))
-        nxt = segment[m.end() : m.end() + 1]
-        ends.append(bool(_SENTENCE_END.search(w)) or nxt == "\n" or nxt == "\r")
-    return words, np.asarray(spans, dtype=np.int64).reshape(-1, 2), ends
-
-
-def _chunk_words(n_sub: Sequence[int], sentence_end: Sequence[bool], window: int) -> list[tuple[int, int]]:
-    """Greedy packing of words into chunks of <= ``window`` subwords, cutting at sentence ends.
-
-    Returns ``[(w_lo, w_hi)]`` word ranges. A chunk ends at the last sentence end that fits; if no sentence
-    end fits, at the last word that fits; a single word over the window is a chunk of its own.
-    """
-    chunks = []
-    w, n = 0, len(n_sub)
-    while w < n:
-        total, last_fit, last_sent = 0, w, None
-        j = w
-        while j < n and total + n_sub[j] <= window:
-            total += n_sub[j]
-            j += 1
-            last_fit = j
-            if sentence_end[j - 1]:
-                last_sent = j
-        if last_fit == w:  # one word longer than the window: truncated later
-            cut = w + 1
-        elif last_fit == n or last_sent is None:
-            cut = last_fit
-        else:
-            cut = last_sent
-        chunks.append((w, cut))
-        w = cut
-    return chunks
-
-
 def load_encoder(model, device=None):
     """``model``: a local folder / Hub id, or an already-loaded ``(model, tokenizer)`` pair.
 
@@ -198,7 +176,96 @@ def _window(enc, tok, max_window) -> int:
         limit = min(limit, int(tml))
     if getattr(enc.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
         limit = min(limit, enc.config.max_position_embeddings - 2)  # RoBERTa offsets positions by pad_idx + 1
-    return max(1, limit - n_special)
+    return max(1, min(limit, MAX_SEQ_LEN) - n_special)
+
+
+
+def word_rule(tok) -> tuple[str, str]:
+    """How ``tok``'s tokens form words: ``("wordpiece", prefix)``, ``("metaspace", "▁")`` or ``("offsets", "")``.
+
+    See step 4 of the module docstring. Needs a fast (Rust-backed) tokenizer.
+    """
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError(
+            f"llmlingua2 needs a fast tokenizer with character offsets; {type(tok).__name__} is not one "
+            "(load the encoder's tokenizer with AutoTokenizer.from_pretrained(..., use_fast=True))"
+        )
+    model = backend.model
+    if type(model).__name__ == "WordPiece":
+        return "wordpiece", model.continuing_subword_prefix or "##"
+    if type(model).__name__ == "Unigram" or "Metaspace" in repr(backend.pre_tokenizer):
+        return "metaspace", "\u2581"
+    return "offsets", ""
+
+
+def chunk_tokens(tokens: Sequence[str], window: int, end_tokens=CHUNK_END_TOKENS) -> list[tuple[int, int]]:
+    """Token ranges ``[(a, b)]`` of the encoder chunks, cut as the official code cuts them (module docstring, 2).
+
+    While the tokens left do not fit (``start + window > n - 1`` is false), the chunk ends at the last token in
+    ``end_tokens`` among positions ``start + window`` down to ``start + 1``, else at ``start + window``; the end
+    position is included, so a chunk holds at most ``window + 1`` tokens.
+    """
+    n, start, out = len(tokens), 0, []
+    while start < n:
+        if start + window > n - 1:
+            out.append((start, n))
+            break
+        end = start + window
+        for pos in range(end, start, -1):
+            if tokens[pos] in end_tokens:
+                end = pos
+                break
+        out.append((start, end + 1))
+        start = end + 1
+    return out
+
+
+def encoder_words(tokens: Sequence[str], spans: np.ndarray, probs: np.ndarray, rule: tuple[str, str],
+                  skip=frozenset()) -> tuple[np.ndarray, np.ndarray]:
+    """Words of one chunk from its encoder tokens (module docstring, step 4).
+
+    tokens: the chunk's token strings; spans: int [T, 2] their character spans; probs: float [T] keep
+    probabilities; skip: token strings left out (the tokenizer's named special tokens).
+    Returns ``(word spans int [W, 2], word probabilities float64 [W])``.
+    """
+    kind, prefix = rule
+    starts, ends, sums, counts = [], [], [], []
+    prev_punct, prev_end = False, None
+    for tok_str, (s, e), p in zip(tokens, np.asarray(spans).tolist(), np.asarray(probs, dtype=np.float64).tolist()):
+        if tok_str in skip:
+            continue
+        if kind == "wordpiece":
+            new = not tok_str.startswith(prefix)
+        elif kind == "metaspace":
+            new = tok_str.startswith(prefix) or tok_str in string.punctuation
+            if tok_str == prefix:  # a lone "▁" stands for the space before the next piece: no characters of its own
+                e = s
+        else:
+            punct = e > s and all(ch in _PUNCT for ch in tok_str.strip())
+            new = prev_end is None or s > prev_end or punct or prev_punct
+            prev_punct, prev_end = punct, e
+        if new or not starts:
+            starts.append(s)
+            ends.append(e)
+            sums.append(p)
+            counts.append(1)
+        else:
+            ends[-1] = max(ends[-1], e)
+            sums[-1] += p
+            counts[-1] += 1
+    spans_out = np.asarray(list(zip(starts, ends)), dtype=np.int64).reshape(-1, 2)
+    return spans_out, np.asarray(sums, dtype=np.float64) / np.maximum(np.asarray(counts, dtype=np.float64), 1)
+
+
+def _wrapper_ids(enc, tok) -> tuple[int | None, int | None]:
+    """The ids that open and close each chunk (module docstring, step 2)."""
+    if getattr(enc.config, "model_type", "") == "xlm-roberta":
+        # the official dataset class looks up the strings "[CLS]"/"[SEP]" for every checkpoint: <unk> for XLM-R
+        return tok.convert_tokens_to_ids("[CLS]"), tok.convert_tokens_to_ids("[SEP]")
+    cls = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+    sep = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+    return cls, sep
 
 
 def llmlingua2(
@@ -216,11 +283,12 @@ def llmlingua2(
 ) -> list[np.ndarray]:
     """Keep probability of each supervised LLM token (see the module docstring for the method).
 
-    token_ids: list of N sequences (only their lengths are used, to check ``offsets``).
+    token_ids: list of N sequences (only their lengths and the ``special_token_ids`` among them are used).
     texts: N strings; offsets: N int arrays [n_i, 2] (char spans of the supervised tokens in texts[i]).
-    model: local folder, Hub id, or ``(model, tokenizer)`` pair of a 2-label token classifier.
+    model: local folder, Hub id, or ``(model, tokenizer)`` pair of a 2-label token classifier (fast tokenizer).
     batch_size: chunks per encoder forward (chunks are sorted by length to minimise padding).
-    max_window: subwords per chunk, excluding the 2 special tokens (default: the encoder's limit).
+    max_window: encoder tokens per chunk, excluding the 2 wrapper tokens (default: 510, or less when the
+        encoder has fewer positions).
     special_token_ids: LLM token ids that are markup, not text (e.g. ``tokenizer.all_special_ids``: ``<|im_end|>``);
         they are kept out of the encoder's input and take the next word's probability (the last word's at the end).
     Returns N float32 arrays [n_i] in [0, 1].
@@ -236,61 +304,44 @@ def llmlingua2(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     enc, tok, device = load_encoder(model, device)
     window = _window(enc, tok, max_window)
+    rule = word_rule(tok)
+    skip = frozenset(v for k, v in tok.special_tokens_map.items() if isinstance(v, str) and k != "additional_special_tokens")
+    cls, sep = _wrapper_ids(enc, tok)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
 
-    # 1) runs and words for every example; words are tokenized once per distinct string.
+    # 1) runs of every example, tokenized by the encoder in one batch call
     special = np.asarray(sorted(set(int(t) for t in special_token_ids or ())), dtype=np.int64)
-    per_example = []  # (token spans, indices of ordinary tokens, [(tok_lo, tok_hi, word_lo, word_hi)], word spans)
-    all_words: list[str] = []
-    all_ends: list[bool] = []
+    per_example = []  # (token spans, indices of ordinary tokens, [(tok_lo, tok_hi, run index)])
+    run_text, run_start = [], []
     for i, (ids, text, spans) in enumerate(zip(token_ids, texts, offsets)):
         spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
         if len(spans) != len(ids):
             raise ValueError(f"example {i}: {len(ids)} supervised tokens but {len(spans)} offset rows")
         # Special tokens (e.g. <|im_end|>) are not text: keep them out of the encoder's input.
         ordinary = np.flatnonzero(~np.isin(np.asarray(ids, dtype=np.int64), special)) if special.size else np.arange(len(ids))
-        runs, word_spans = [], []
+        runs = []
         for t_lo, t_hi, c_lo, c_hi in supervised_runs(text, spans[ordinary]):
-            words, wspans, ends = split_words(text, c_lo, c_hi)
-            w0 = len(all_words)
-            all_words.extend(words)
-            all_ends.extend(ends)
-            word_spans.append(wspans)
-            runs.append((t_lo, t_hi, w0, w0 + len(words)))
-        wsp = np.concatenate(word_spans) if word_spans else np.zeros((0, 2), np.int64)
-        per_example.append((spans, ordinary, runs, wsp, len(all_words) - len(wsp)))
+            runs.append((t_lo, t_hi, len(run_text)))
+            run_text.append(text[c_lo:c_hi])
+            run_start.append(c_lo)
+        per_example.append((spans, ordinary, runs))
+    encoded = tok(run_text, add_special_tokens=False, return_offsets_mapping=True) if run_text else {"input_ids": []}
 
-    uniq = sorted(set(all_words))
-    index = {w: k for k, w in enumerate(uniq)}
-    sub_ids = tok(uniq, add_special_tokens=False)["input_ids"] if uniq else []
-    word_sub = [sub_ids[index[w]] for w in all_words]
+    # 2) chunks: (run, token lo, token hi) per the official cutting rule, never crossing runs
+    chunks = []
+    for r, ids in enumerate(encoded["input_ids"]):
+        toks = tok.convert_ids_to_tokens(ids)
+        chunks.extend((r, a, b) for a, b in chunk_tokens(toks, window))
 
-    # 2) chunks (word ranges) per run, never crossing runs.
-    chunks: list[tuple[int, int]] = []
-    for _spans, _ordinary, runs, _ws, _w0 in per_example:
-        for _t_lo, _t_hi, w_lo, w_hi in runs:
-            n_sub = [len(s) for s in word_sub[w_lo:w_hi]]
-            for a, b in _chunk_words(n_sub, all_ends[w_lo:w_hi], window):
-                chunks.append((w_lo + a, w_lo + b))
+    # 3) encoder forward over chunks, longest first
+    def model_input(r, a, b):
+        ids = ([cls] if cls is not None else []) + list(encoded["input_ids"][r][a:b]) + ([sep] if sep is not None else [])
+        return ids[: window + 2]
 
-    # 3) encoder forward over chunks, longest first; accumulate mean keep prob per word.
-    prob_sum = np.zeros(len(all_words), dtype=np.float64)
-    prob_cnt = np.zeros(len(all_words), dtype=np.int64)
-    cls = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
-    sep = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    built = []
-    for a, b in chunks:
-        ids, owner = [], []
-        for w in range(a, b):
-            s = word_sub[w][: window - len(ids)] if b - a == 1 else word_sub[w]
-            ids.extend(s)
-            owner.extend([w] * len(s))
-        ids = ([cls] if cls is not None else []) + ids + ([sep] if sep is not None else [])
-        owner = ([-1] if cls is not None else []) + owner + ([-1] if sep is not None else [])
-        built.append((ids, owner))
-    log.info("llmlingua2: %d examples, %d words (%d distinct), %d encoder chunks of <= %d subwords",
-             len(per_example), len(all_words), len(uniq), len(built), window)
-    order = sorted(range(len(built)), key=lambda k: -len(built[k][0]))
+    inputs = [model_input(*c) for c in chunks]
+    log.info("llmlingua2: %d examples, %d runs, %d encoder chunks of <= %d tokens",
+             len(per_example), len(run_text), len(chunks), window)
+    order = sorted(range(len(chunks)), key=lambda k: -len(inputs[k]))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     try:
         from tqdm.auto import tqdm
@@ -298,43 +349,53 @@ def llmlingua2(
         it = tqdm(batches, desc="llmlingua2", unit="batch", disable=not progress or not batches)
     except ImportError:  # tqdm is a dependency, but scoring must not fail without a progress bar
         it = batches
+    chunk_probs: list[np.ndarray] = [np.zeros(0)] * len(chunks)
     with torch.inference_mode():
         for bidx in it:
-            length = max(len(built[k][0]) for k in bidx)
+            length = max(len(inputs[k]) for k in bidx)
             input_ids = torch.full((len(bidx), length), pad, dtype=torch.long)
             attn = torch.zeros((len(bidx), length), dtype=torch.long)
-            owners = np.full((len(bidx), length), -1, dtype=np.int64)
-            for r, k in enumerate(bidx):
-                ids, owner = built[k]
-                input_ids[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                attn[r, : len(ids)] = 1
-                owners[r, : len(ids)] = owner
+            for row, k in enumerate(bidx):
+                input_ids[row, : len(inputs[k])] = torch.tensor(inputs[k], dtype=torch.long)
+                attn[row, : len(inputs[k])] = 1
             logits = enc(input_ids=input_ids.to(device), attention_mask=attn.to(device)).logits
             # softmax over 2 labels in fp32 (the encoder may run in half precision on GPU)
             keep = torch.softmax(logits.float(), dim=-1)[..., 1].cpu().numpy()
-            m = owners >= 0
-            np.add.at(prob_sum, owners[m], keep[m])
-            np.add.at(prob_cnt, owners[m], 1)
-    word_prob = np.divide(prob_sum, np.maximum(prob_cnt, 1))
-    if (prob_cnt == 0).any():
-        # words the encoder tokenizer maps to nothing (e.g. control characters): neutral 0.5
-        word_prob[prob_cnt == 0] = 0.5
+            for row, k in enumerate(bidx):
+                chunk_probs[k] = keep[row]
 
-    # 4) words -> LLM tokens, per run (a run's words are all_words[w_lo:w_hi], spans in the example's text).
+    # 4) words per chunk, gathered per run (spans in the example's text)
+    run_words: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in run_text]
+    for (r, a, b), probs in zip(chunks, chunk_probs):
+        first = 1 if cls is not None else 0
+        n_scored = min(b - a, window + 2 - first)  # tokens that made it into the (possibly cut) input
+        b = a + n_scored
+        toks = tok.convert_ids_to_tokens(encoded["input_ids"][r][a:b])
+        spans = np.asarray(encoded["offset_mapping"][r][a:b], dtype=np.int64).reshape(-1, 2) + run_start[r]
+        run_words[r].append(encoder_words(toks, spans, probs[first : first + n_scored], rule, skip))
+
+    # 5) words -> LLM tokens, per run
     out = []
-    for spans, ordinary, runs, wspans, base in per_example:
+    for spans, ordinary, runs in per_example:
         res = np.zeros(len(spans), dtype=np.float32)
         sub = spans[ordinary]
         vals = np.zeros(len(ordinary), dtype=np.float64)
-        for t_lo, t_hi, w_lo, w_hi in runs:
-            vals[t_lo:t_hi] = align_word_probs_to_tokens(
-                wspans[w_lo - base : w_hi - base], word_prob[w_lo:w_hi], sub[t_lo:t_hi]
-            )
+        all_spans, all_probs = [], []
+        for t_lo, t_hi, r in runs:
+            ws = np.concatenate([w for w, _ in run_words[r]]) if run_words[r] else np.zeros((0, 2), np.int64)
+            wp = np.concatenate([p for _, p in run_words[r]]) if run_words[r] else np.zeros(0)
+            keep_w = ws[:, 1] > ws[:, 0]  # a word with no characters (a lone "▁") cannot be aligned
+            ws, wp = ws[keep_w], wp[keep_w]
+            vals[t_lo:t_hi] = align_word_probs_to_tokens(ws, wp, sub[t_lo:t_hi])
+            all_spans.append(ws)
+            all_probs.append(wp)
         res[ordinary] = vals
         if len(ordinary) < len(spans):
             # special tokens overlap no word: they take the next word's probability, or the last word's
             # (an end-of-turn marker gets the probability of the response's final word)
+            ws = np.concatenate(all_spans) if all_spans else np.zeros((0, 2), np.int64)
+            wp = np.concatenate(all_probs) if all_probs else np.zeros(0)
             others = np.setdiff1d(np.arange(len(spans)), ordinary)
-            res[others] = align_word_probs_to_tokens(wspans, word_prob[base : base + len(wspans)], spans[others])
+            res[others] = align_word_probs_to_tokens(ws, wp, spans[others])
         out.append(res)
     return out

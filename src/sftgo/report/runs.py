@@ -1,0 +1,255 @@
+"""Reading run directories (``config.yaml``, ``metrics.jsonl``, ``summary.json``, ``eval/*.json``) and grouping runs
+that differ only in their seed. Plain Python: no torch, no trainer, no model."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Settings that do not define a method: runs that differ only in these are seeds of one configuration.
+NON_METHOD_KEYS = {"seed", "data_seed", "output_dir", "run_name", "logging_dir", "resume_from_checkpoint",
+                   "stop_after_steps", "save_steps", "save_total_limit", "logging_steps", "report_to",
+                   "score_cache_dir", "dataloader_num_workers", "overwrite_output_dir"}
+
+# Method settings, and which objective reads each one (a label shows a setting only where the objective uses it).
+OBJECTIVE_KEYS = {
+    "sft": set(),
+    "dft": set(),
+    "sft-go": {"scorer", "percentile", "lam", "lam_min", "num_groups", "group_scope", "llmlingua2_model",
+               "ref_model_name_or_path"},
+    "sft-go-dro": {"scorer", "percentile", "lam", "lam_min", "num_groups", "group_scope", "llmlingua2_model",
+                   "ref_model_name_or_path", "dro_eta"},
+    "rho1": {"keep_ratio", "percentile", "ref_model_name_or_path", "group_scope"},
+    "infosft": {"infosft_p"},
+    "target-sft": {"target_gamma", "target_residual", "target_topk", "ref_model_name_or_path"},
+}
+METHOD_KEYS = set().union(*OBJECTIVE_KEYS.values())
+SHORT = {"percentile": "eta", "lam_min": "lam_min", "learning_rate": "lr", "model_name_or_path": "model",
+         "num_train_epochs": "epochs", "per_device_train_batch_size": "batch"}
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    summary: dict | None = None
+    metrics: list[dict] = field(default_factory=list)
+    evals: dict[str, dict] = field(default_factory=dict)  # suite -> eval result (benchmarks)
+    heldout: dict | None = None  # eval/heldout.json
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def seed(self):
+        return self.config.get("seed")
+
+    @property
+    def method_config(self) -> dict:
+        return {k: v for k, v in self.config.items() if k not in NON_METHOD_KEYS}
+
+    @property
+    def key(self) -> str:
+        return json.dumps(self.method_config, sort_keys=True, default=str)
+
+    @property
+    def status(self) -> str:
+        if self.summary is None:
+            return "training not finished (no summary.json)"
+        if self.summary.get("stopped_early"):
+            return f"stopped early at step {self.summary.get('steps')}"
+        return "trained" + (", evaluated" if self.evals or self.heldout else ", not evaluated")
+
+
+def _read_json(path: Path, problems: list[str]):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        problems.append(f"{path}: unreadable ({e.__class__.__name__}: {e}); ignored")
+        return None
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.jsonl records; a torn last line (a killed run) is skipped."""
+    out = []
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def load_run(path: str | Path) -> Run:
+    import yaml
+
+    path = Path(path)
+    cfg_file = path / "config.yaml"
+    if not cfg_file.exists():
+        raise FileNotFoundError(f"{cfg_file} not found: is {path} an sftgo run directory?")
+    try:
+        config = yaml.safe_load(cfg_file.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{cfg_file}: invalid YAML: {e}") from None
+    run = Run(path=path, config=config)
+    if (path / "summary.json").exists():
+        run.summary = _read_json(path / "summary.json", run.problems)
+    run.metrics = read_metrics(path / "metrics.jsonl")
+    eval_dir = path / "eval"
+    if eval_dir.is_dir():
+        for f in sorted(eval_dir.glob("*.json")):
+            data = _read_json(f, run.problems)
+            if not isinstance(data, dict):
+                continue
+            suite = data.get("suite") or f.stem
+            if suite == "heldout" or f.stem == "heldout":
+                run.heldout = data
+            elif "results" in data or "columns" in data:
+                run.evals[suite] = data
+    return run
+
+
+def find_runs(paths) -> tuple[list[Run], list[dict]]:
+    """Run directories named directly, or the runs inside sweep directories (one level down, plus what
+    ``sweep.json`` lists). Returns (runs, sweep infos)."""
+    runs, sweeps, seen = [], [], set()
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} does not exist")
+        if (p / "config.yaml").exists():
+            candidates = [p]
+        elif p.is_dir():
+            candidates = sorted(c for c in p.iterdir() if c.is_dir() and (c / "config.yaml").exists())
+            sweep_file = p / "sweep.json"
+            if sweep_file.exists():
+                problems: list[str] = []
+                info = _read_json(sweep_file, problems)
+                if isinstance(info, dict):
+                    info["_path"] = str(p)
+                    sweeps.append(info)
+            if not candidates and not sweeps:
+                raise FileNotFoundError(f"{p}: neither a run directory (no config.yaml) nor a sweep directory "
+                                        "(no sub-folder with a config.yaml)")
+        else:
+            raise FileNotFoundError(f"{p} is not a directory")
+        for c in candidates:
+            r = c.resolve()
+            if r not in seen:
+                seen.add(r)
+                runs.append(load_run(c))
+    return runs, sweeps
+
+
+@dataclass
+class Group:
+    """Runs that differ only in their seed (and bookkeeping such as output_dir)."""
+
+    config: dict
+    runs: list[Run]
+    label: str = ""
+
+    @property
+    def objective(self) -> str:
+        return str(self.config.get("objective", ""))
+
+    @property
+    def seeds(self) -> list:
+        return [r.seed for r in self.runs]
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    groups: dict[str, Group] = {}
+    for r in runs:
+        g = groups.get(r.key)
+        if g is None:
+            g = groups[r.key] = Group(config=r.method_config, runs=[])
+        g.runs.append(r)
+    out = sorted(groups.values(), key=_group_order)
+    for g in out:
+        g.runs.sort(key=lambda r: (str(r.seed), r.name))
+    label_groups(out)
+    return out
+
+
+def _group_order(g: "Group"):
+    c = g.config
+    obj = str(c.get("objective", ""))
+    return (obj != "sft", obj, str(c.get("scorer", "")), str(c.get("lam_min", "")),
+            float(c.get("percentile") or 0), json.dumps(c, sort_keys=True, default=str))
+
+
+def fmt_value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, str) and "/" in v:
+        return v.rstrip("/").rsplit("/", 1)[-1]  # a path or hub id: its last part
+    return str(v)
+
+
+def varying_keys(configs: list[dict]) -> list[str]:
+    keys = sorted(set().union(*configs)) if configs else []
+    return [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1]
+
+
+def method_label(config: dict, varying: list[str], exclude=()) -> str:
+    obj = str(config.get("objective", "?"))
+    used = OBJECTIVE_KEYS.get(obj)
+    parts = [obj]
+    if obj in ("sft-go", "sft-go-dro") and "scorer" not in exclude:
+        parts.append(fmt_value(config.get("scorer")))
+    for k in varying:
+        if k in ("objective", "scorer") or k in exclude:
+            continue
+        if k in METHOD_KEYS and used is not None and k not in used:
+            continue  # e.g. percentile on an sft row
+        v = config.get(k)
+        if k == "lam_min" and used and "lam" in used:
+            parts.append("static lam" if is_static_lam(config) else f"lam {fmt_value(config.get('lam'))}->{fmt_value(v)}")
+            continue
+        parts.append(f"{SHORT.get(k, k)}={fmt_value(v)}")
+    return " ".join(parts)
+
+
+def is_static_lam(config: dict) -> bool:
+    lm = config.get("lam_min")
+    return lm is None or float(lm) >= float(config.get("lam", 0.0))
+
+
+def label_groups(groups: list[Group]) -> None:
+    varying = varying_keys([g.config for g in groups])
+    labels = [method_label(g.config, varying) for g in groups]
+    for i, g in enumerate(groups):
+        if labels.count(labels[i]) > 1:  # settings hidden as irrelevant still tell these apart: show them all
+            labels[i] = " ".join([labels[i]] + [f"{SHORT.get(k, k)}={fmt_value(g.config.get(k))}" for k in varying
+                                                if k not in ("objective",)])
+        g.label = labels[i]
+
+
+def baseline_group(groups: list[Group]) -> Group | None:
+    """The plain-SFT configuration (the paper's baseline row), if exactly one kind of it is present."""
+    sft = [g for g in groups if g.objective == "sft"]
+    return sft[0] if len(sft) >= 1 else None
+
+
+# --------------------------------------------------------------------------------------------------- statistics
+
+
+def mean_std(values) -> tuple[float | None, float | None, int]:
+    """Mean and sample standard deviation (ddof = 1; None for a single value) of the finite values."""
+    vals = [float(v) for v in values if v is not None and isinstance(v, (int, float)) and math.isfinite(float(v))]
+    n = len(vals)
+    if n == 0:
+        return None, None, 0
+    m = sum(vals) / n
+    if n == 1:
+        return m, None, 1
+    var = sum((v - m) ** 2 for v in vals) / (n - 1)
+    return m, math.sqrt(var), n

@@ -1,0 +1,118 @@
+"""A real `sftgo train` process killed with SIGKILL at several moments, a save among them, resumes from the newest
+complete checkpoint and ends with the same losses and weights as an uninterrupted run; metrics.jsonl holds every step
+exactly once.
+
+The kill lands at a chosen moment because the child process runs sftgo through a small launcher that wraps one
+Trainer/sftgo method and sends SIGKILL to its own process there (nothing in sftgo knows about it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sftgo.checkpoints import COMPLETE_MARKER
+
+LAUNCHER = textwrap.dedent('''
+    import os, signal, sys
+    where, _, at = os.environ.get("KILL_AT", "never:0").partition(":")
+    at = int(at)
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    import transformers
+    import sftgo.checkpoints as ck
+    import sftgo.trainer as tr
+
+    if where == "after_log":  # between checkpoints: step `at` is logged, its checkpoint (if any) not yet written
+        orig_log = tr.MetricsJsonl.on_log
+        def on_log(self, args, state, control, logs=None, **kw):
+            orig_log(self, args, state, control, logs=logs, **kw)
+            if state.global_step == at:
+                die()
+        tr.MetricsJsonl.on_log = on_log
+    elif where == "in_save":  # weights and optimizer written; RNG state and trainer_state.json not yet
+        orig_rng = transformers.Trainer._save_rng_state
+        def save_rng(self, output_dir):
+            if self.state.global_step == at:
+                die()
+            return orig_rng(self, output_dir)
+        transformers.Trainer._save_rng_state = save_rng
+    elif where == "before_marker":  # every Trainer file written, the completion marker not yet
+        orig_mark = ck.CompleteCheckpointCallback.on_save
+        def on_save(self, args, state, control, **kw):
+            if state.global_step == at:
+                die()
+            return orig_mark(self, args, state, control, **kw)
+        ck.CompleteCheckpointCallback.on_save = on_save
+
+    from sftgo.cli import main
+    sys.exit(main(sys.argv[1:]))
+''')
+
+
+def _run(tmp_path, model_dir, data, out, kill_at=None, resume=None):
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(LAUNCHER)
+    args = [sys.executable, str(launcher), "train", "--model_name_or_path", model_dir, "--dataset", data,
+            "--output_dir", str(out), "--objective", "sft-go-dro", "--dro_eta", "0.5", "--lam_min", "0",
+            "--max_steps", "8", "--save_steps", "2", "--logging_steps", "1", "--per_device_train_batch_size", "2",
+            "--learning_rate", "1e-3", "--max_length", "64", "--score_cache_dir", str(tmp_path / "cache"),
+            "--disable_tqdm", "true", "--use_cpu", "true"]
+    if resume:
+        args += ["--resume_from_checkpoint", resume]
+    env = {**os.environ, "KILL_AT": kill_at or "never:0", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sigkill_at_any_moment_then_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir, alpaca_file):
+    full = tmp_path / "full"
+    r = _run(tmp_path, tiny_model_dir, alpaca_file, full)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    run = tmp_path / "killed"
+    # 1. killed between checkpoints, right after step 3 was logged
+    r = _run(tmp_path, tiny_model_dir, alpaca_file, run, kill_at="after_log:3")
+    assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
+    assert [x["step"] for x in _records(run)] == [1, 2, 3]
+    # 2. resumed, then killed inside the save of step 4: a partial checkpoint-4 without trainer_state.json
+    r = _run(tmp_path, tiny_model_dir, alpaca_file, run, kill_at="in_save:4", resume="true")
+    assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
+    part = run / "checkpoint-4"
+    assert part.is_dir() and any(part.glob("*.safetensors")) and not (part / "trainer_state.json").exists()
+    assert not (part / COMPLETE_MARKER).exists()
+    # 3. resumed with "last": checkpoint-4 is skipped with a warning (checkpoint-2 is used); killed at step 6 once the
+    #    Trainer wrote every file but before the completion marker
+    r = _run(tmp_path, tiny_model_dir, alpaca_file, run, kill_at="before_marker:6", resume="last")
+    assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
+    assert "skipping" in r.stderr and "checkpoint-4: incomplete" in r.stderr
+    assert (run / "checkpoint-6" / "trainer_state.json").exists() and not (run / "checkpoint-6" / COMPLETE_MARKER).exists()
+    assert (run / "checkpoint-4" / COMPLETE_MARKER).exists()  # saved again, completely, by the resumed run
+    # 4. resumed to the end from checkpoint-4 (checkpoint-6 skipped)
+    r = _run(tmp_path, tiny_model_dir, alpaca_file, run, resume="true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "checkpoint-6: incomplete" in r.stderr
+    assert json.loads((run / "summary.json").read_text())["resumed_from"].endswith("checkpoint-4")
+
+    a, b = _records(full), _records(run)
+    assert [x["step"] for x in b] == list(range(1, 9))  # every step exactly once
+    for x, y in zip(a, b):
+        for k in ("loss", "loss_ce", "loss_important", "dro_q0", "lam", "learning_rate"):
+            assert y[k] == pytest.approx(x[k], rel=1e-6, abs=1e-9), (x["step"], k)
+    wa, wb = load_file(full / "final" / "model.safetensors"), load_file(run / "final" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-6, atol=1e-7)
