@@ -54,7 +54,7 @@ def worker(args):
         loss.backward()
         dt = time.perf_counter() - t0
         model.zero_grad(set_to_none=True)
-        return dt, float(loss)
+        return dt, float(loss.detach())
 
     for name in trainers:  # warm-up: allocator, the head's first-step check
         step(name)
@@ -106,6 +106,7 @@ def main(argv=None):
                 rec = json.loads(line)
                 times[(k, n)].append(rec["time"])
                 losses[(k, n)] = rec["loss"]
+        print(f"round {r}: " + ", ".join(f"{k} {n} {times[(k, n)][-1]:.3f}" for n in names for k in trees), flush=True)
     for p in procs.values():
         p.stdin.write("\n")
         p.stdin.flush()

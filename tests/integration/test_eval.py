@@ -371,10 +371,15 @@ def test_bad_input_messages(tiny_model_dir, tmp_path, capsys):
     assert "mmlu_test.jsonl" in (err := capsys.readouterr().err) and "--data_file" in err
 
 
-def test_hub_dataset_offline_is_one_line(tmp_path, capsys, monkeypatch):
+def test_hub_dataset_and_model_offline_are_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     from sftgo.data import DataError, load_examples
 
     with pytest.raises(DataError, match="could not load the Hub dataset 'tatsu-lab/alpaca'.*local"):
         load_examples("tatsu-lab/alpaca")
+    f = _jsonl(tmp_path / "quiz.jsonl", MC_ROWS)
+    assert cli_main(["eval", "no-such-org/no-such-model", "--tasks", f"local:{f}", "--output_dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "could not load a tokenizer from 'no-such-org/no-such-model'" in err and "local folder" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -1,8 +1,9 @@
 """Which harness tasks a suite runs, and how local files stand in for the Hub datasets those tasks read.
 
-Mechanism (lm-evaluation-harness 0.4.x, read from ``lm_eval/tasks/manager.py`` and ``_index.py``): a
-``TaskManager(include_path=DIR)`` indexes the built-in task folder first and ``DIR`` after it, and an entry found
-later *replaces* an earlier one of the same name. For every registered task that has a local copy we write
+Mechanism (lm-evaluation-harness 0.4.x; 0.4.13 is what PyPI installs here; read from ``lm_eval/tasks/manager.py``,
+``_index.py`` and ``_yaml_loader.py``): a ``TaskManager(include_path=DIR)`` indexes the built-in task folder first and
+``DIR`` after it, and an entry found later *replaces* an earlier one of the same name; a YAML's ``include`` (absolute
+path allowed) is loaded first and its own keys win. For every registered task that has a local copy we write
 ``DIR/<task>.yaml``::
 
     include: /.../lm_eval/tasks/arc/arc_challenge.yaml    # the registered definition: prompt, few-shot, filters, metrics

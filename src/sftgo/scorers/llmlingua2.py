@@ -30,7 +30,9 @@ tokens by character offsets:
    - any other encoder (byte-level BPE, ...): when whitespace separates it from the previous token (a gap in
      the character offsets), or it or the previous token consists only of punctuation characters.
    The first token of a chunk always starts a word. ``p(word) = mean`` of ``p_keep`` over the word's tokens;
-   a word's character span runs from its first token's start to its last token's end.
+   a word's character span runs from its first token's start to its last token's end. A lone ``▁`` token covers no
+   characters, so a word made of it alone (before a punctuation token) is empty and is not mapped to any LLM token
+   (the official code keeps it as the empty word ``""``).
 5. :func:`align_word_probs_to_tokens` gives every LLM token the mean probability of the words its
    character span overlaps. A token overlapping no word (whitespace-only, e.g. ``"\\n"``, or a
    zero-length span, or text the encoder only knows as ``[UNK]``) takes the probability of the next word,
@@ -237,6 +239,8 @@ def encoder_words(tokens: Sequence[str], spans: np.ndarray, probs: np.ndarray, r
             new = not tok_str.startswith(prefix)
         elif kind == "metaspace":
             new = tok_str.startswith(prefix) or tok_str in string.punctuation
+            if tok_str == prefix:  # a lone "▁" stands for the space before the next piece: no characters of its own
+                e = s
         else:
             punct = e > s and all(ch in _PUNCT for ch in tok_str.strip())
             new = prev_end is None or s > prev_end or punct or prev_punct
