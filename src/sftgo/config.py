@@ -294,18 +294,24 @@ def check_keys(keys, source: str) -> None:
             raise ConfigError(f"{source}: unknown setting {k!r}{hint}")
 
 
-def load_yaml(path: str | Path) -> dict:
+def read_yaml_mapping(path: str | Path, error: type[ValueError] = ConfigError) -> dict:
+    """A YAML file whose top level is a mapping (train configs, sweep files); ``error`` names the file and the fix."""
     import yaml
 
     p = Path(path)
     if not p.exists():
-        raise ConfigError(f"config file {path} does not exist")
+        raise error(f"config file {path} does not exist")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        raise error(f"{path}: invalid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of setting: value at the top level")
+        raise error(f"{path}: expected a mapping of setting: value at the top level")
+    return data
+
+
+def load_yaml(path: str | Path) -> dict:
+    data = read_yaml_mapping(path)
     check_keys(data, str(path))
     return data
 

@@ -145,22 +145,13 @@ def _resolve(ref: str, base_dir: Path) -> Path:
 
 def load_spec(path: str | None, args) -> Spec:
     """Sweep file or train YAML (or nothing) + command-line options -> Spec."""
-    import yaml
-
-    from .config import check_keys
+    from .config import check_keys, read_yaml_mapping
 
     spec = Spec()
     file_data: dict = {}
     if path:
         p = Path(path)
-        if not p.exists():
-            raise SweepError(f"{path} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise SweepError(f"{path}: invalid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise SweepError(f"{path}: expected a mapping at the top level")
+        data = read_yaml_mapping(p, SweepError)
         if is_sweep_file(data):
             file_data = data
             here = p.parent
