@@ -32,7 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train_step.py
 	$(BIN)/python benchmarks/bench_token_head.py --quick
 
-# The CPU study of issue 8 (about 30-40 min on 2 cores; not part of `make test`): SFT vs SFT-GO on Alpaca slices.
+# The CPU study of issue 8 (not part of `make test`; not yet run to the end: its time is an estimate, 30-40 min on 2 idle cores): SFT vs SFT-GO on Alpaca slices.
 cpu-study: $(STAMP)
 	$(BIN)/python scripts/slice_data.py ../shared/data/alpaca_5000.json runs/cpu/data/alpaca_train.json --start 0 --stop 1000
 	$(BIN)/python scripts/slice_data.py ../shared/data/alpaca_5000.json runs/cpu/data/alpaca_heldout.json --start 4800 --stop 5000
