@@ -41,7 +41,8 @@ SWEEP_KEYS = {"config", "set", "grid", "variants", "baseline", "seeds", "eval", 
 SELECTORS = ("heldout_worst",)
 ABBREV = {"percentile": "p", "lam": "lam", "lam_min": "lmin", "learning_rate": "lr", "keep_ratio": "kr",
           "num_train_epochs": "ep", "max_steps": "steps", "per_device_train_batch_size": "bs", "infosft_p": "P",
-          "target_gamma": "g", "target_residual": "res", "model_name_or_path": "", "dataset": "", "num_groups": "k"}
+          "target_gamma": "g", "target_residual": "res", "model_name_or_path": "", "dataset": "", "num_groups": "k",
+          "ref_model_name_or_path": "ref-"}
 
 
 class SweepError(ValueError):
@@ -289,6 +290,8 @@ def point_name(cfg: dict, name_keys: list[str]) -> str:
         ab = ABBREV.get(k, k)
         if k == "lam_min" and cfg.get(k) is None:
             parts.append("static")
+            continue
+        if cfg.get(k) is None:  # not set for this point (e.g. a reference model next to tfidf runs): not in its name
             continue
         parts.append(f"{ab}{fmt_name_value(cfg.get(k))}" if ab else fmt_name_value(cfg.get(k)))
     return "_".join(parts)

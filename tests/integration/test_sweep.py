@@ -167,7 +167,7 @@ def test_select_heldout_worst_continues_only_the_best(tmp_path, tiny_model_dir, 
     sweep_dir = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "sftgo.cli", "sweep", "--grid", "percentile=90,50", "--seeds", "1",
            "--baseline", "objective=sft", "--heldout", "unused.jsonl", "--select", "heldout_worst",
-           "--select_steps", "3", "--eval_cmd", f"{sys.executable} {fake_eval} {{run_dir}}",
+           "--select_steps", "3", "--eval", "paper", "--eval_cmd", f"{sys.executable} {fake_eval} {{run_dir}} {{tasks}}",
            "--output_dir", str(sweep_dir), "--model_name_or_path", tiny_model_dir, "--dataset", alpaca_file,
            "--max_steps", "6", "--save_steps", "100", "--per_device_train_batch_size", "2", "--max_length", "64",
            "--score_cache_dir", str(tmp_path / "cache"), "--lr_scheduler_type", "linear"]
@@ -194,7 +194,13 @@ def test_select_heldout_worst_continues_only_the_best(tmp_path, tiny_model_dir, 
 
     paths = build_report([sweep_dir], tmp_path / "rep")
     md = paths["md"].read_text()
-    assert "Selection by held-out worst-group loss" in md and "| sft-go_tfidf_p50 | 2.0000 | 3 | chosen |" in md
+    assert "Selection by held-out worst-group loss" in md
+    # Beside each point's selection loss: its full-budget benchmark score (mean of the suite's columns, Avg left out),
+    # the full grid's verdict. Only the chosen point has full-budget runs here, so it is also the grid's best.
+    e = fake_scores("sft-go", 1, 50.0)
+    score = (e["MMLU-0"] + e["ARC-C"]) / 2 * 100
+    assert f"| sft-go_tfidf_p50 | 2.0000 | 3 | **{score:.2f} (1)** | chosen, grid best |" in md, md
+    assert "| sft-go_tfidf_p90 | 2.0400 | 3 | – |  |" in md, md
 
 
 def test_sweep_with_real_sftgo_eval_heldout(tmp_path, tiny_model_dir, alpaca_file):

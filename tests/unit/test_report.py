@@ -204,3 +204,33 @@ def test_learn_vs_forget_per_method(tmp_path):
         forget = f"{statistics.mean(fd) * 100:+.2f} ± {statistics.stdev(fd) * 100:.2f} (2)"
         row = next(l for l in t.splitlines() if l.startswith(f"| {obj} |"))
         assert f"| {learn} | {learn_d} | {forget} | ARC-C, HellaSwag |" in row, row
+
+
+def test_learn_vs_forget_shows_every_held_out_set(tmp_path):
+    """A run evaluated on two held-out sets (training domain, then a general one) keeps both (heldout-<stem>.json);
+    the table shows the general set's loss as its own column, mean ± std over seeds, beside the domain one."""
+    import statistics
+
+    from sftgo.report import build_report
+
+    general = {("sft", 1): 1.71, ("sft", 2): 1.75, ("dft", 1): 1.62, ("dft", 2): 1.60}
+    domain = {("sft", 1): 0.91, ("sft", 2): 0.95, ("dft", 1): 1.02, ("dft", 2): 1.08}
+    for obj in ("sft", "dft"):
+        for seed in (1, 2):
+            run = make_run(tmp_path / "runs", f"{obj}_s{seed}", seed, objective=obj)
+            (run / "eval").mkdir(exist_ok=True)
+            for stem, loss in (("heldout_alpaca", general[obj, seed]), ("heldout_gsm8k", domain[obj, seed])):
+                doc = {"format": 1, "suite": "heldout", "dataset": f"x/{stem}.json", "loss_ce": loss,
+                       "loss_important": loss, "loss_unimportant": loss, "loss_worst": loss}
+                (run / "eval" / f"heldout-{stem}.json").write_text(json.dumps(doc))
+            (run / "eval" / "heldout.json").write_text(json.dumps(doc))  # the latest set: the training domain
+    md = build_report([tmp_path / "runs"], tmp_path / "out")["md"].read_text()
+    t = md.split("## Learn vs forget")[1].split("## ")[0]
+    assert "learn: held-out loss (heldout_gsm8k)" in t and "held-out loss (heldout_alpaca)" in t, t
+    for obj in ("sft", "dft"):
+        cells = []
+        for table in (domain, general):
+            v = [table[obj, s] for s in (1, 2)]
+            cells.append(f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f} (2)")
+        row = next(l for l in t.splitlines() if l.startswith(f"| {obj} |"))
+        assert f"| {obj} | {cells[0]} | {cells[1]} |" in row, row

@@ -71,7 +71,7 @@ def build_report(paths, output_dir: str | Path, domain_suite: str | None = None)
     add("Static vs decaying lambda", T.lambda_table(groups, primary))
     add("Held-out worst-group loss (Proposition 1)", T.heldout_table(groups))
     add("Learn vs forget", T.learn_forget_table(groups, domain_suite))
-    add("Selection", T.selection_table(sweeps))
+    add("Selection", T.selection_table(sweeps, groups, primary))
 
     png = F.plot_group_losses(groups)
     if png:

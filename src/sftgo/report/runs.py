@@ -37,7 +37,8 @@ class Run:
     summary: dict | None = None
     metrics: list[dict] = field(default_factory=list)
     evals: dict[str, dict] = field(default_factory=dict)  # suite -> eval result (benchmarks)
-    heldout: dict | None = None  # eval/heldout.json
+    heldout: dict | None = None  # eval/heldout.json (the latest held-out set evaluated)
+    heldout_sets: dict[str, dict] = field(default_factory=dict)  # eval/heldout-<stem>.json: every held-out set
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -110,7 +111,9 @@ def load_run(path: str | Path) -> Run:
             if not isinstance(data, dict):
                 continue
             suite = data.get("suite") or f.stem
-            if suite == "heldout" or f.stem == "heldout":
+            if f.stem.startswith("heldout-"):
+                run.heldout_sets[f.stem[len("heldout-"):]] = data
+            elif suite == "heldout" or f.stem == "heldout":
                 run.heldout = data
             elif "results" in data or "columns" in data:
                 run.evals[suite] = data

@@ -5,7 +5,9 @@ learn-vs-forget. Each builder returns a :class:`Table` or None when the runs hol
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .runs import NON_METHOD_KEYS, Group, Run, baseline_group, fmt_value, is_static_lam, mean_std, varying_keys
 
@@ -253,11 +255,16 @@ def learn_forget_table(groups: list[Group], domain_suite: str | None = None) -> 
     dom_delta = bool(domain_suite) and any(_delta_rows(r, [domain_suite]) for r in runs)
     has_heldout = any(r.heldout for r in runs)
     dom_cols = [c for c in suite_columns(runs, domain_suite) if c != "Avg"] if domain_suite else []
-    if not has_delta and not (has_heldout and (dom_cols or general)):
+    # Other held-out sets (eval/heldout-<stem>.json besides the one in heldout.json): a general-domain set measures
+    # forgetting as a loss, e.g. held-out Alpaca after training on GSM8K.
+    main_stems = {Path(str(r.heldout.get("dataset", ""))).stem for r in runs if r.heldout}
+    other_sets = sorted({k for r in runs for k in r.heldout_sets} - main_stems)
+    if not has_delta and not (has_heldout and (dom_cols or general or other_sets)):
         return None
     header = ["Method"]
     if has_heldout:
-        header.append("learn: held-out loss")
+        header.append("learn: held-out loss" + (f" ({', '.join(sorted(main_stems))})" if other_sets else ""))
+    header += [f"held-out loss ({k})" for k in other_sets]
     header += [f"learn: {c}" for c in dom_cols]
     if dom_delta:
         header.append(f"learn: mean Δ vs base ({domain_suite})")
@@ -270,6 +277,10 @@ def learn_forget_table(groups: list[Group], domain_suite: str | None = None) -> 
             m = mean_std((r.heldout or {}).get("loss_ce") for r in g.runs)
             row.append(pct(*m, scale=1.0, digits=4))
             gd["heldout_loss"] = m[0]
+        for k in other_sets:
+            m = mean_std((r.heldout_sets.get(k) or {}).get("loss_ce") for r in g.runs)
+            row.append(pct(*m, scale=1.0, digits=4))
+            gd[f"heldout_loss:{k}"] = m[0]
         for c in dom_cols:
             m = mean_std(run_columns(r, domain_suite).get(c) for r in g.runs if domain_suite in r.evals)
             row.append(pct(*m))
@@ -282,7 +293,9 @@ def learn_forget_table(groups: list[Group], domain_suite: str | None = None) -> 
             row += [cell, ", ".join(sorted(str(x) for x in names)) or "–"]
         rows.append(row)
         data[g.label] = gd
-    notes = ["learn: held-out cross-entropy (lower is better)"
+    notes = ["learn: held-out cross-entropy on the training domain (lower is better)"
+             + (f"; held-out loss (other sets): the same cross-entropy on {', '.join(other_sets)} (a rise = forgetting)"
+                if other_sets else "")
              + (f" and {domain_suite}-suite accuracy x 100" if dom_cols else "")
              + "; forget: each run's mean difference from the base model over the general-suite benchmarks (x 100; "
                "negative = forgot), then mean ± std over seeds."]
@@ -317,22 +330,48 @@ def fmt_time(seconds) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def selection_table(sweeps: list[dict]) -> Table | None:
-    rows = []
+def selection_table(sweeps: list[dict], groups: list[Group] = (), suite: str | None = None) -> Table | None:
+    """The grid points of a ``--select heldout_worst`` sweep: held-out worst-group loss after the short budget (what
+    the selection saw) beside each point's benchmark score at the full budget where the report has those runs (the
+    full grid's verdict), so the chosen point can be compared with the grid's best."""
+    def full_budget_score(point: str):
+        runs = [r for g in groups for r in g.runs if re.sub(r"_s\d+$", "", r.name) == point and suite in r.evals]
+        per_run = []
+        for r in runs:
+            cols = [v for c, v in run_columns(r, suite).items() if c != "Avg"]
+            if cols:
+                per_run.append(sum(cols) / len(cols))
+        return mean_std(per_run)
+
+    rows, scored = [], []
     for sw in sweeps:
         sel = sw.get("selection")
         if not sel:
             continue
         for p in sel.get("points", []):
             v = p.get("loss_worst")
+            m, sd, n = full_budget_score(p.get("name")) if suite else (None, None, 0)
+            scored.append(m)
             rows.append([p.get("name", "?"), "–" if v is None else f"{v:.4f}", str(sel.get("steps")),
-                         "chosen" if p.get("name") == sel.get("chosen") else ""])
+                         pct(m, sd, n), "chosen" if p.get("name") == sel.get("chosen") else ""])
     if not rows:
         return None
+    known = [m for m in scored if m is not None]
+    bold = set()
+    if known:
+        best = max(known)
+        for i, m in enumerate(scored):
+            if m == best:
+                rows[i][4] = (rows[i][4] + ", " if rows[i][4] else "") + "grid best"
+                bold.add((i, 3))
     return Table("Selection by held-out worst-group loss (--select heldout_worst)",
-                 ["Grid point", "held-out worst-group loss", "after steps", ""], rows,
-                 notes=["Each grid point trained for the short budget (first seed); only the chosen point went on "
-                        "to the full budget."], data={"selection": [sw.get("selection") for sw in sweeps]})
+                 ["Grid point", "held-out worst-group loss", "after steps",
+                  f"{suite or 'benchmark'} mean of columns x 100, full budget (seeds)", ""], rows, bold,
+                 notes=["Each grid point trained for the short budget (first seed) and was ranked by held-out "
+                        "worst-group loss; only the chosen point went on to the full budget. The score column is "
+                        "the full grid's verdict (mean over seeds of each run's mean over the suite's columns), "
+                        "where the report includes those runs."],
+                 data={"selection": [sw.get("selection") for sw in sweeps]})
 
 
 def dumps(obj) -> str:
