@@ -92,6 +92,23 @@ def test_local_task_matches_independent_loglikelihood(tiny_model_dir, tmp_path, 
         assert h == pytest.approx(mine, abs=1e-4)
 
 
+
+def test_limit_on_a_subject_sorted_local_file_says_what_it_covers(tiny_model_dir, tmp_path):
+    """--limit N takes a local file's first N rows (the harness's rule); on a file sorted by subject those rows can be
+    one subject, and the result's data_note says so; a limit that reaches every subject adds no note."""
+    rows = [{"question": f"q{i}?", "subject": s, "choices": ["a", "b"], "answer": i % 2}
+            for i, s in enumerate(["moral_scenarios"] * 3 + ["anatomy"] * 2)]
+    f = _jsonl(tmp_path / "sorted.jsonl", rows)
+    out = tmp_path / "out"
+    assert cli_main(["eval", tiny_model_dir, "--tasks", f"local:{f}", "--limit", "3", "--output_dir", str(out)]) == 0
+    res = json.loads((out / "local-sorted.json").read_text())
+    note = res["results"][0]["data_note"] or ""
+    assert res["results"][0]["n"] == 3
+    assert "first 3 rows: 1 of 2 subjects (moral_scenarios)" in note and "--tasks mmlu --data_dir" in note, note
+    assert cli_main(["eval", tiny_model_dir, "--tasks", f"local:{f}", "--limit", "4", "--output_dir", str(out)]) == 0
+    res = json.loads((out / "local-sorted.json").read_text())
+    assert not res["results"][0]["data_note"], res["results"][0]
+
 # ----------------------------------------------------------------------------- local layouts == the Hub's row schema
 
 ARC_LOCAL = [

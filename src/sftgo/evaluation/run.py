@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from .tasks import COLUMNS, PAPER_COLUMNS, TaskError, TaskPlan, c_tasks, plan_tasks
+from .tasks import COLUMNS, PAPER_COLUMNS, TaskError, TaskPlan, c_tasks, limit_coverage_note, plan_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -267,6 +267,10 @@ def evaluate_model(model_path: str, plan: TaskPlan, prepared, *, limit, batch_si
             note = notes.get(t)
             if t == "mmlu" and lim is not None:
                 note = ((note + "; ") if note else "") + f"--limit {limit} -> {lim} row(s) per MMLU subject"
+            coverage = limit_coverage_note(prepared, t, lim)
+            if coverage:
+                logger.warning("%s: %s", t, coverage)
+                note = ((note + "; ") if note else "") + coverage
             fewshot = fs if fs is not None else _task_fewshot(res, t)
             new = _metric_rows(res, t, fewshot, lim, note)
             _fill_list_stderr(new, res)
