@@ -96,7 +96,8 @@ def test_local_task_matches_independent_loglikelihood(tiny_model_dir, tmp_path, 
 def test_limit_on_a_subject_sorted_local_file_says_what_it_covers(tiny_model_dir, tmp_path):
     """--limit N takes a local file's first N rows (the harness's rule); on a file sorted by subject those rows can be
     one subject, and the result's data_note says so; a limit that reaches every subject adds no note."""
-    rows = [{"question": f"q{i}?", "subject": s, "choices": ["a", "b"], "answer": i % 2}
+    # U+2028 / U+0085 inside a question (MMLU has such characters) must not split a JSONL row
+    rows = [{"question": f"q{i}\u2028line\x85two?", "subject": s, "choices": ["a", "b"], "answer": i % 2}
             for i, s in enumerate(["moral_scenarios"] * 3 + ["anatomy"] * 2)]
     f = _jsonl(tmp_path / "sorted.jsonl", rows)
     out = tmp_path / "out"

@@ -620,7 +620,8 @@ def limit_coverage_note(prepared: PreparedTasks | None, name: str, limit: int | 
     if prepared is None or limit is None or name not in prepared.local_names or prepared.include_path is None:
         return None
     f = prepared.include_path / f"{name}.test.jsonl"
-    subjects = [json.loads(line).get("subject") for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # split on "\n" only: str.splitlines() also breaks at U+2028, U+0085, ... that JSON strings carry raw
+    subjects = [json.loads(line).get("subject") for line in f.read_text(encoding="utf-8").split("\n") if line.strip()]
     everywhere = {s for s in subjects if s is not None}
     first = {s for s in subjects[:limit] if s is not None}
     if not everywhere or first == everywhere:
