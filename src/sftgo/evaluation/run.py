@@ -264,13 +264,14 @@ def evaluate_model(model_path: str, plan: TaskPlan, prepared, *, limit, batch_si
                           gen_kwargs=gen_kwargs, log_samples=log_samples or "ifeval" in names)
         raw[(fs, tuple(names))] = res
         for t in names:
-            note = notes.get(t)
+            parts = [notes.get(t)]
             if t == "mmlu" and lim is not None:
-                note = ((note + "; ") if note else "") + f"--limit {limit} -> {lim} row(s) per MMLU subject"
+                parts.append(f"--limit {limit} -> {lim} row(s) per MMLU subject")
             coverage = limit_coverage_note(prepared, t, lim)
             if coverage:
                 logger.warning("%s: %s", t, coverage)
-                note = ((note + "; ") if note else "") + coverage
+                parts.append(coverage)
+            note = "; ".join(x for x in parts if x) or None
             fewshot = fs if fs is not None else _task_fewshot(res, t)
             new = _metric_rows(res, t, fewshot, lim, note)
             _fill_list_stderr(new, res)
