@@ -48,6 +48,23 @@ def timed(cmd: list[str], log: Path) -> float:
     return time.time() - t0
 
 
+def harness_calls(res: dict) -> tuple[dict, dict]:
+    """The harness calls an sftgo result file made -> ({(fewshot setting, limit): [task, ...]}, {result row index:
+    its call's fewshot setting}). ``settings.tasks`` maps a shot count ("None": each task's own) to task names; one
+    task can sit under two counts (MMLU 0-shot and 5-shot), so a row belongs to the count equal to its own."""
+    calls: dict[tuple, list[str]] = {}
+    setting_of: dict[int, int | None] = {}
+    for k, names in res["settings"]["tasks"].items():
+        fs = None if k == "None" else int(k)
+        for i, r in enumerate(res["results"]):
+            if r["task"] in names and (fs is None or r["fewshot"] == fs):
+                setting_of[i] = fs
+                calls.setdefault((fs, r["limit"]), [])
+                if r["task"] not in calls[(fs, r["limit"])]:
+                    calls[(fs, r["limit"])].append(r["task"])
+    return calls, setting_of
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("target")
@@ -73,17 +90,9 @@ def main() -> None:
         tfile.write_text(str(t_sftgo))
     res = json.loads(next((work / "sftgo").glob("*.json")).read_text())
     task_dir, model = res["settings"]["task_dir"], res["model"]
-    # The harness calls sftgo made: rows of one call share (fewshot setting, limit).
-    calls: dict[tuple, list[str]] = {}
-    fewshot_setting = {t: int(k) if k != "None" else None for k, names in res["settings"]["tasks"].items() for t in names}
-    for r in res["results"]:
-        if r["task"] in fewshot_setting:
-            key = (fewshot_setting[r["task"]], r["limit"], r["fewshot"] if r["task"] == "mmlu" else None)
-            calls.setdefault(key, [])
-            if r["task"] not in calls[key]:
-                calls[key].append(r["task"])
+    calls, setting_of = harness_calls(res)
     t_cli, cli_results = 0.0, {}
-    for i, ((fs, lim, mmlu_fs), names) in enumerate(sorted(calls.items(), key=str)):
+    for i, ((fs, lim), names) in enumerate(sorted(calls.items(), key=str)):
         out = work / f"cli_{i}"
         cmd = [str(BIN / "lm_eval"), "run", "--model", "hf", "--model_args", f"pretrained={model},dtype=float32",
                "--device", "cpu", "--batch_size", str(a.batch_size), "--tasks", ",".join(names), "--output_path", str(out)]
@@ -93,17 +102,21 @@ def main() -> None:
         cmd += ["--gen_kwargs", f"max_gen_toks={a.max_gen_toks}"] if a.max_gen_toks else []
         t_cli += timed(cmd, work / f"cli_{i}.log")
         for f in out.rglob("results_*.json"):
-            cr = json.loads(f.read_text())["results"]
+            doc = json.loads(f.read_text())
+            shots = {t: n for t, n in doc.get("n-shot", {}).items() if fs is not None and n != fs}
+            if shots:  # the comparison is only worth something if the CLI ran the shot count sftgo ran
+                sys.exit(f"lm_eval ran other shot counts than --num_fewshot {fs}: {shots}")
+            cr = doc["results"]
             for t in names:
                 cli_results[(t, fs)] = cr.get(t, {})
     print(f"workdir {work}")
     print(f"wall time: sftgo eval {t_sftgo:.1f} s, lm_eval CLI {t_cli:.1f} s ({len(calls)} call(s)); ratio {t_sftgo / t_cli:.3f}")
     same_all = True
-    for r in res["results"]:
-        if r["task"] not in fewshot_setting or r["metric"].startswith("mean("):  # averaged columns: compared via parts
+    for i, r in enumerate(res["results"]):
+        if i not in setting_of or r["metric"].startswith("mean("):  # averaged columns: compared via their parts
             continue
         key = r["metric"] if "," in r["metric"] else r["metric"] + ",none"
-        other = cli_results.get((r["task"], fewshot_setting[r["task"]]), {}).get(key)
+        other = cli_results.get((r["task"], setting_of[i]), {}).get(key)
         same = other is not None and float(other) == r["value"]
         same_all &= same
         print(f"  {r['task']:22s} {key:34s} fewshot={r['fewshot']!s:4s} sftgo {r['value']:.6f}  lm_eval "
