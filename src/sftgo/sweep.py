@@ -297,6 +297,16 @@ def point_name(cfg: dict, name_keys: list[str]) -> str:
     return "_".join(parts)
 
 
+def run_name(point: str, seed) -> str:
+    """A sweep run's directory name: its grid point's name and its seed (``sft-go_tfidf_p70_s2``)."""
+    return f"{point}_s{seed}"
+
+
+def point_of(name: str) -> str:
+    """The inverse of :func:`run_name`: the grid point a run directory belongs to."""
+    return re.sub(r"_s\d+$", "", name)
+
+
 def plan_runs(spec: Spec) -> tuple[list[RunPlan], list[dict]]:
     """All runs of the full sweep (seed-major order, baseline first), and the grid points [{name, settings}]."""
     out = Path(spec.output_dir)
@@ -336,10 +346,11 @@ def plan_runs(spec: Spec) -> tuple[list[RunPlan], list[dict]]:
     runs = []
     for seed in spec.seeds:
         if base_point:
-            runs.append(RunPlan(f"{base_point['name']}_s{seed}", out / f"{base_point['name']}_s{seed}", seed,
+            name = run_name(base_point["name"], seed)
+            runs.append(RunPlan(name, out / name, seed,
                                 base_point["settings"], "baseline", base_point["name"], base_point["config"]))
         for p in named:
-            runs.append(RunPlan(f"{p['name']}_s{seed}", out / f"{p['name']}_s{seed}", seed, p["settings"], "grid",
+            runs.append(RunPlan(run_name(p["name"], seed), out / run_name(p["name"], seed), seed, p["settings"], "grid",
                                 p["name"], p["config"]))
     return runs, named
 
@@ -671,7 +682,7 @@ class Sweep:
     def _run_select(self, runs, points, dry_run) -> int:
         s = self.spec
         seed0 = s.seeds[0]
-        sel_runs = [RunPlan(f"{p['name']}_s{seed0}", self.out / "select" / f"{p['name']}_s{seed0}", seed0,
+        sel_runs = [RunPlan(run_name(p["name"], seed0), self.out / "select" / run_name(p["name"], seed0), seed0,
                             p["settings"], "select", p["name"], p["config"]) for p in points]
         chosen = (self.state.get("selection") or {}).get("chosen")
         if chosen not in {p["name"] for p in points}:
@@ -710,8 +721,8 @@ class Sweep:
             self.log("sweep: selection: " + ", ".join(f"{p['name']}={p['loss_worst']}" for p in scores)
                      + f" -> {chosen}")
             # The chosen point's short run continues to the full budget in the sweep directory.
-            src = self.out / "select" / f"{chosen}_s{seed0}"
-            dst = self.out / f"{chosen}_s{seed0}"
+            src = self.out / "select" / run_name(chosen, seed0)
+            dst = self.out / run_name(chosen, seed0)
             if src.exists() and not dst.exists():
                 if (src / "eval" / "heldout.json").exists():
                     os.replace(src / "eval" / "heldout.json", src / "selection_heldout.json")

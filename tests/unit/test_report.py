@@ -234,3 +234,18 @@ def test_learn_vs_forget_shows_every_held_out_set(tmp_path):
             cells.append(f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f} (2)")
         row = next(l for l in t.splitlines() if l.startswith(f"| {obj} |"))
         assert f"| {obj} | {cells[0]} | {cells[1]} |" in row, row
+
+
+def test_method_labels_leave_out_unset_settings_and_name_reference_models():
+    """A setting only some runs set (a reference model) must not print as `=None` on the others, and a run's model
+    folder is named with its run (ref/final), not as the bare `final` every run has."""
+    from sftgo.report.runs import Group, label_groups
+
+    cfgs = [{"objective": "sft"},
+            {"objective": "sft-go", "scorer": "tfidf", "percentile": 70},
+            {"objective": "sft-go", "scorer": "tfidf", "percentile": 90},
+            {"objective": "sft-go", "scorer": "reference", "percentile": 90, "ref_model_name_or_path": "runs/cpu/ref/final"}]
+    groups = [Group(config=c, runs=[]) for c in cfgs]
+    label_groups(groups)
+    assert [g.label for g in groups] == ["sft", "sft-go tfidf eta=70", "sft-go tfidf eta=90",
+                                         "sft-go reference eta=90 ref=ref/final"]

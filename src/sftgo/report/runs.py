@@ -27,7 +27,8 @@ OBJECTIVE_KEYS = {
 }
 METHOD_KEYS = set().union(*OBJECTIVE_KEYS.values())
 SHORT = {"percentile": "eta", "lam_min": "lam_min", "learning_rate": "lr", "model_name_or_path": "model",
-         "num_train_epochs": "epochs", "per_device_train_batch_size": "batch"}
+         "num_train_epochs": "epochs", "per_device_train_batch_size": "batch", "ref_model_name_or_path": "ref",
+         "llmlingua2_model": "encoder"}
 
 
 @dataclass
@@ -193,7 +194,11 @@ def fmt_value(v) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, str) and "/" in v:
-        return v.rstrip("/").rsplit("/", 1)[-1]  # a path or hub id: its last part
+        # A path or hub id: its last part, or its last two where the last is a run's model folder (runs/x/ref/final
+        # -> ref/final, not "final"; org/model -> model).
+        parts = v.rstrip("/").split("/")
+        generic = parts[-1] == "final" or parts[-1].startswith("checkpoint-")
+        return "/".join(parts[-2:]) if generic and len(parts) > 1 else parts[-1]
     return str(v)
 
 
@@ -214,6 +219,8 @@ def method_label(config: dict, varying: list[str], exclude=()) -> str:
         if k in METHOD_KEYS and used is not None and k not in used:
             continue  # e.g. percentile on an sft row
         v = config.get(k)
+        if v is None and k != "lam_min":
+            continue  # a setting this run leaves unset (another run's reference model, say) says nothing about it
         if k == "lam_min" and used and "lam" in used:
             parts.append("static lam" if is_static_lam(config) else f"lam {fmt_value(config.get('lam'))}->{fmt_value(v)}")
             continue

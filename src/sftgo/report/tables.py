@@ -5,10 +5,10 @@ learn-vs-forget. Each builder returns a :class:`Table` or None when the runs hol
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..sweep import point_of
 from .runs import NON_METHOD_KEYS, Group, Run, baseline_group, fmt_value, is_static_lam, mean_std, varying_keys
 
 PAPER_COLUMNS = ["MMLU-0", "MMLU-5", "MathQA", "ARC-C", "OpenBookQA", "HellaSwag", "TruthfulQA", "IFEval"]
@@ -335,7 +335,7 @@ def selection_table(sweeps: list[dict], groups: list[Group] = (), suite: str | N
     the selection saw) beside each point's benchmark score at the full budget where the report has those runs (the
     full grid's verdict), so the chosen point can be compared with the grid's best."""
     def full_budget_score(point: str):
-        runs = [r for g in groups for r in g.runs if re.sub(r"_s\d+$", "", r.name) == point and suite in r.evals]
+        runs = [r for g in groups for r in g.runs if point_of(r.name) == point and suite in r.evals]
         per_run = []
         for r in runs:
             cols = [v for c, v in run_columns(r, suite).items() if c != "Avg"]
