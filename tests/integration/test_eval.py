@@ -401,3 +401,23 @@ def test_hub_dataset_and_model_offline_are_one_line(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert "could not load a tokenizer from 'no-such-org/no-such-model'" in err and "local folder" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_limit_coverage_is_read_once_per_task_and_limit(tmp_path, caplog, monkeypatch):
+    """A run and its base model share one prepared task folder: the coverage note is computed (the generated file
+    read) and warned once, and both evaluations get the same note."""
+    import logging
+
+    from sftgo.evaluation import tasks as T
+
+    rows = [{"question": "q?", "subject": s, "choices": ["a", "b"], "answer": 0} for s in ["x", "x", "y"]]
+    (tmp_path / "t.test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prepared = T.PreparedTasks(include_path=tmp_path, local_names={"t": "t.jsonl"})
+    reads = []
+    real = T._coverage
+    monkeypatch.setattr(T, "_coverage", lambda f, n: reads.append(n) or real(f, n))
+    with caplog.at_level(logging.WARNING, logger=T.__name__):
+        notes = [T.limit_coverage_note(prepared, "t", 2) for _ in range(2)]
+    assert notes[0] and notes[0] == notes[1] and "1 of 2 subjects" in notes[0]
+    assert reads == [2] and len([r for r in caplog.records if "subjects" in r.getMessage()]) == 1
+    assert T.limit_coverage_note(prepared, "t", 3) is None and reads == [2, 3]

@@ -267,10 +267,7 @@ def evaluate_model(model_path: str, plan: TaskPlan, prepared, *, limit, batch_si
             parts = [notes.get(t)]
             if t == "mmlu" and lim is not None:
                 parts.append(f"--limit {limit} -> {lim} row(s) per MMLU subject")
-            coverage = limit_coverage_note(prepared, t, lim)
-            if coverage:
-                logger.warning("%s: %s", t, coverage)
-                parts.append(coverage)
+            parts.append(limit_coverage_note(prepared, t, lim))
             note = "; ".join(x for x in parts if x) or None
             fewshot = fs if fs is not None else _task_fewshot(res, t)
             new = _metric_rows(res, t, fewshot, lim, note)

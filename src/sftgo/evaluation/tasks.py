@@ -32,11 +32,14 @@ import csv
 import difflib
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data import DataError
+
+logger = logging.getLogger(__name__)
 
 CONVERT_VERSION = 1
 """Bump when a converter or the generated YAML changes: old task folders are then rebuilt."""
@@ -369,6 +372,7 @@ class PreparedTasks:
     harness_dirs: list[Path] = field(default_factory=list)  # registered folders to index (besides include_path)
     data_notes: dict[str, str] = field(default_factory=dict)  # harness task or group -> caveat
     local_names: dict[str, str] = field(default_factory=dict)  # generated local task -> source file
+    coverage_notes: dict[tuple, str | None] = field(default_factory=dict)  # (task, limit) -> limit_coverage_note
 
 
 def _write_source(src: LocalSource, path: Path, out: Path, extra: dict[str, Path], notes: dict[str, str]) -> None:
@@ -560,9 +564,7 @@ def to_generic(path: Path) -> list[dict]:
         for r in mmlu_to_hub(rows, skipped):
             out.append({"question": r["question"], "choices": r["choices"], "answer": r["answer"], "subject": r["subject"]})
         if skipped:
-            import logging
-
-            logging.getLogger(__name__).warning("%s: skipped %d header row(s) echoed into the data: %s", path, len(skipped), ", ".join(skipped))
+            logger.warning("%s: skipped %d header row(s) echoed into the data: %s", path, len(skipped), ", ".join(skipped))
         return out
     if layout == "labeled":
         for where, r in rows:
@@ -616,10 +618,19 @@ def write_local_task(path: Path, out: Path, name: str) -> None:
 def limit_coverage_note(prepared: PreparedTasks | None, name: str, limit: int | None) -> str | None:
     """``--limit N`` on a generated ``local:`` task takes the file's first N rows (the harness's rule for every task).
     When the rows carry a subject and those N rows leave some subjects out (MMLU's test file is sorted by subject,
-    so its first rows are one subject), say so; None when the limit covers every subject or rows have none."""
+    so its first rows are one subject), say so (a warning, once per task and limit); None when the limit covers every
+    subject or rows have none. Computed once per ``prepared``: a run and its base model share the answer."""
     if prepared is None or limit is None or name not in prepared.local_names or prepared.include_path is None:
         return None
-    f = prepared.include_path / f"{name}.test.jsonl"
+    if (name, limit) not in prepared.coverage_notes:
+        note = _coverage(prepared.include_path / f"{name}.test.jsonl", limit)
+        if note:
+            logger.warning("%s: %s", name, note)
+        prepared.coverage_notes[(name, limit)] = note
+    return prepared.coverage_notes[(name, limit)]
+
+
+def _coverage(f: Path, limit: int) -> str | None:
     # split on "\n" only: str.splitlines() also breaks at U+2028, U+0085, ... that JSON strings carry raw
     subjects = [json.loads(line).get("subject") for line in f.read_text(encoding="utf-8").split("\n") if line.strip()]
     everywhere = {s for s in subjects if s is not None}
@@ -629,6 +640,7 @@ def limit_coverage_note(prepared: PreparedTasks | None, name: str, limit: int | 
     shown = ", ".join(sorted(first)[:3]) + (", ..." if len(first) > 3 else "")
     return (f"--limit {limit} takes the file's first {min(limit, len(subjects))} rows: {len(first)} of "
             f"{len(everywhere)} subjects ({shown}); for MMLU, --tasks mmlu --data_dir DIR spreads a limit over subjects")
+
 
 # ------------------------------------------------------------------------------------------------- parsing --tasks
 
