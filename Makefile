@@ -43,6 +43,9 @@ cpu-study: $(STAMP)
 	    --dataset runs/cpu/data/alpaca_ref.json --seed 0 --output_dir runs/cpu/ref
 	$(BIN)/sftgo sweep configs/cpu/sweeps/alpaca_study.yaml
 	$(BIN)/sftgo sweep configs/cpu/sweeps/alpaca_select.yaml
+	# MMLU over all 57 subjects (2 rows each; the base model once, cached): the sweep's local MMLU subset is the
+	# file's first 50 rows, which are one subject (moral scenarios).
+	for d in runs/cpu/alpaca_study/*_s[0-9]*/; do $(BIN)/sftgo eval $$d --tasks mmlu --data_dir ../shared/data --limit 114 || exit 1; done
 	$(BIN)/sftgo report runs/cpu/alpaca_study --output_dir runs/cpu/alpaca_study/report
 
 clean:

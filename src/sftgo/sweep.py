@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SWEEP_KEYS = {"config", "set", "grid", "variants", "baseline", "seeds", "eval", "heldout", "eval_args", "eval_cmd",
-              "launcher", "select", "select_steps", "output_dir"}
+              "launcher", "select", "select_steps", "output_dir", "prune_checkpoints"}
 SELECTORS = ("heldout_worst",)
 ABBREV = {"percentile": "p", "lam": "lam", "lam_min": "lmin", "learning_rate": "lr", "keep_ratio": "kr",
           "num_train_epochs": "ep", "max_steps": "steps", "per_device_train_batch_size": "bs", "infosft_p": "P",
@@ -68,6 +68,7 @@ class Spec:
     select: str | None = None
     select_steps: int | None = None
     output_dir: str | None = None
+    prune_checkpoints: bool = False  # delete a run's checkpoint-*/ once it is complete (final/ and its evaluation)
     train_args: list = field(default_factory=list)  # extra `sftgo train` flags for every run
 
     @property
@@ -183,6 +184,10 @@ def load_spec(path: str | None, args) -> Spec:
             for k in ("eval", "heldout", "eval_cmd", "launcher", "select", "select_steps", "output_dir"):
                 if data.get(k) is not None:
                     setattr(spec, k, data[k])
+            if data.get("prune_checkpoints") is not None:
+                if not isinstance(data["prune_checkpoints"], bool):
+                    raise SweepError(f"{path}: prune_checkpoints must be true or false, got {data['prune_checkpoints']!r}")
+                spec.prune_checkpoints = data["prune_checkpoints"]
             if data.get("seeds") is not None:
                 seeds = data["seeds"] if isinstance(data["seeds"], list) else [data["seeds"]]
                 try:
@@ -215,6 +220,8 @@ def load_spec(path: str | None, args) -> Spec:
             setattr(spec, k, getattr(args, k))
     if args.eval_args is not None:
         spec.eval_args = shlex.split(args.eval_args)
+    if args.prune_checkpoints:
+        spec.prune_checkpoints = True
     spec.train_args = list(args.train_args)
     validate_spec(spec, file_data)
     return spec
@@ -607,6 +614,7 @@ class Sweep:
                 if e.get("state") not in ("complete", "selection-evaluated"):
                     e["state"] = "complete" if not stop_after else "selection-evaluated"
                 self.log(f"[{i}/{n_total}] {r.name}: complete, skipped")
+                self.prune(r, stop_after)
                 continue
             left = len(todo) - 1
             todo = todo[1:]
@@ -628,8 +636,25 @@ class Sweep:
             else:
                 e["state"] = "complete"
                 self.save_state(order)
+            if r.name not in failed:
+                self.prune(r, stop_after)
             self.durations.append(time.time() - t)
         return failed
+
+    def prune(self, r: RunPlan, stop_after=None) -> None:
+        """``prune_checkpoints``: a complete run keeps final/ (and its eval/) and drops its checkpoint-*/ folders
+        (each holds the optimizer state: about 12 bytes per parameter). Selection runs keep theirs: the chosen one
+        resumes from it."""
+        if not self.spec.prune_checkpoints or stop_after or r.role == "select" or not self.trained(r.dir) \
+                or not (r.dir / "final").is_dir():
+            return
+        import shutil
+
+        gone = sorted(d.name for d in r.dir.glob("checkpoint-*") if d.is_dir())
+        for name in gone:
+            shutil.rmtree(r.dir / name, ignore_errors=True)
+        if gone:
+            self.log(f"  {r.name}: removed {', '.join(gone)} (prune_checkpoints; final/ stays)")
 
     def _complete(self, r: RunPlan, stop_after=None, heldout_only=False) -> bool:
         e = self.entry(r)
@@ -774,6 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "--select_steps, then train only it (and the baseline) to the full budget over all seeds")
     p.add_argument("--select_steps", type=int, help="short budget (optimizer steps) per grid point for --select")
     p.add_argument("--output_dir", help="sweep directory (run directories, sweep.json, logs/, configs/)")
+    p.add_argument("--prune_checkpoints", action="store_true", default=None,
+                   help="delete each run's checkpoint-*/ once it is complete (final/ and its evaluation stay)")
     p.add_argument("--dry_run", action="store_true", help="print the runs and their state; train nothing")
     return p
 

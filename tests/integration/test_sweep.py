@@ -223,3 +223,42 @@ def test_sweep_with_real_sftgo_eval_heldout(tmp_path, tiny_model_dir, alpaca_fil
 
     md = build_report([sweep_dir], tmp_path / "rep")["md"].read_text()
     assert f"{h['loss_worst']:.4f} (1)" in md
+
+
+def test_prune_checkpoints_drops_them_only_when_asked(tmp_path, tiny_model_dir, alpaca_file):
+    """--prune_checkpoints: a complete run keeps final/ and eval/ and loses checkpoint-*/; without it (the default)
+    they stay; the sweep-file key does the same."""
+    fake_eval = write_fake_eval(tmp_path)
+    cache = tmp_path / "cache"
+
+    def sweep(name, *extra):
+        d = tmp_path / name
+        cmd = sweep_cmd(d, tiny_model_dir, alpaca_file, cache, fake_eval, *extra)
+        cmd[cmd.index("--max_steps") + 1] = "4"
+        cmd[cmd.index("--save_steps") + 1] = "2"
+        cmd[cmd.index("--seeds") + 1] = "1"
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        return d, out.stdout + out.stderr
+
+    kept, _ = sweep("kept")
+    pruned, log = sweep("pruned", "--prune_checkpoints")
+    for d in (kept, pruned):
+        runs = sorted(p for p in d.iterdir() if (p / "summary.json").exists())
+        assert [p.name for p in runs] == ["sft-go_tfidf_s1", "sft_s1"]
+        for r in runs:
+            assert (r / "final").is_dir() and (r / "eval" / "paper.json").exists()
+            ckpts = sorted(p.name for p in r.glob("checkpoint-*"))
+            assert ckpts == ([] if d is pruned else ["checkpoint-2", "checkpoint-4"]), (r, ckpts)
+    assert "removed checkpoint-2, checkpoint-4 (prune_checkpoints" in log
+    # The sweep-file key, on a finished sweep: complete runs are pruned when the sweep is run again.
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(f"prune_checkpoints: true\noutput_dir: {kept}\n")
+    cmd = sweep_cmd(kept, tiny_model_dir, alpaca_file, cache, fake_eval)
+    cmd[cmd.index("--max_steps") + 1] = "4"
+    cmd[cmd.index("--save_steps") + 1] = "2"
+    cmd[cmd.index("--seeds") + 1] = "1"
+    cmd.insert(cmd.index("sweep") + 1, str(spec))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert not list(kept.glob("*/checkpoint-*")) and (kept / "sft_s1" / "final").is_dir()
