@@ -357,8 +357,8 @@ def plan_runs(spec: Spec) -> tuple[list[RunPlan], list[dict]]:
             runs.append(RunPlan(name, out / name, seed,
                                 base_point["settings"], "baseline", base_point["name"], base_point["config"]))
         for p in named:
-            runs.append(RunPlan(run_name(p["name"], seed), out / run_name(p["name"], seed), seed, p["settings"], "grid",
-                                p["name"], p["config"]))
+            name = run_name(p["name"], seed)
+            runs.append(RunPlan(name, out / name, seed, p["settings"], "grid", p["name"], p["config"]))
     return runs, named
 
 
