@@ -244,12 +244,13 @@ def run_training(cfg: SFTGoConfig) -> dict:
                           "on CPU use DDP: torchrun --nproc_per_node N -m sftgo.cli train ... --use_cpu true --ddp_backend gloo")
     if ref_model is not None:
         ref_model.to(cfg.device)
-    trainer.add_callback(SFTGoStateCallback(trainer))
+    ckpt = _resolve_checkpoint(cfg)
+    prior = load_sftgo_state(trainer, ckpt)
+    counters = SFTGoStateCallback(trainer, t0=t0, prior=prior)
+    trainer.add_callback(counters)
     if cfg.stop_after_steps:
         trainer.add_callback(StopAfterSteps(cfg.stop_after_steps))
     trainer.add_callback(CompleteCheckpointCallback())  # last: marks each checkpoint complete once all is written
-    ckpt = _resolve_checkpoint(cfg)
-    load_sftgo_state(trainer, ckpt)
     t1 = time.time()
     result = trainer.train(resume_from_checkpoint=ckpt)
     t_train = time.time() - t1
@@ -270,14 +271,19 @@ def run_training(cfg: SFTGoConfig) -> dict:
             "examples": len(data),
             "examples_skipped_empty": data.num_empty,
             "examples_dropped_truncated": data.num_dropped,
-            "wall_time_s": round(time.time() - t0, 2),
-            "train_time_s": round(t_train, 2),
+            # Whole-run totals (every leg of a resumed run); the *_this_leg figures are this process's alone.
+            "wall_time_s": round(prior.get("wall_time_s", 0.0) + time.time() - t0, 2),
+            "train_time_s": round(prior.get("train_time_s", 0.0) + t_train, 2),
             "prepare_time_s": round(t_prep, 2),
             "train_loss": result.training_loss,
             "final": {k: last.get(k) for k in ("loss", "loss_ce", "loss_important", "loss_unimportant", "lam")},
             "objective": cfg.objective,
             "scorer": cfg.scorer,
             "resumed_from": ckpt,
+            "legs": int(prior.get("legs", 0)) + 1,
+            **({"wall_time_s_this_leg": round(time.time() - t0, 2), "train_time_s_this_leg": round(t_train, 2),
+                "supervised_tokens_this_leg": int(trainer.tokens_seen) - int(prior.get("supervised_tokens", 0))}
+               if ckpt else {}),
             # True when --stop_after_steps ended the run before its budget (a resume continues it).
             "stopped_early": bool(trainer.state.max_steps and trainer.state.global_step < trainer.state.max_steps),
         }

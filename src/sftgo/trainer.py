@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -39,6 +40,7 @@ from .tokens import TokenBatch
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "sftgo_state.json"
+COUNTERS_FILE = "sftgo_counters.json"
 
 
 class StepOrderSampler(torch.utils.data.Sampler):
@@ -376,27 +378,50 @@ class MetricsJsonl(TrainerCallback):
 
 
 class SFTGoStateCallback(TrainerCallback):
-    """Saves the small state that lives outside the model/optimizer (Group-DRO weights, lagged group means) in each
-    checkpoint."""
+    """Saves the small state that lives outside the model/optimizer in each checkpoint: the objective's (Group-DRO
+    weights, lagged group means) in ``sftgo_state.json`` and the run's running totals (supervised tokens, training
+    and wall seconds) in ``sftgo_counters.json``, so a resumed run's summary counts the whole run, not its last leg."""
 
-    def __init__(self, trainer: SFTGoTrainer):
+    def __init__(self, trainer: SFTGoTrainer, t0: float | None = None, prior: dict | None = None):
         self.trainer = trainer
+        self.t0 = time.time() if t0 is None else t0  # when this process started the run (wall clock)
+        self.t_train = None
+        self.prior = dict(prior or {})  # totals up to the checkpoint this process resumed from
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.t_train = time.time()
+
+    def totals(self) -> dict:
+        now = time.time()
+        return {"supervised_tokens": int(self.trainer.tokens_seen),
+                "train_time_s": round(self.prior.get("train_time_s", 0.0) + now - (self.t_train or now), 2),
+                "wall_time_s": round(self.prior.get("wall_time_s", 0.0) + now - self.t0, 2),
+                "legs": int(self.prior.get("legs", 0)) + 1}
 
     def on_save(self, args, state, control, **kwargs):
-        st = self.trainer.objective.state_dict()
-        if not state.is_world_process_zero or not st:
+        if not state.is_world_process_zero:
             return
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if ckpt.exists():
+        if not ckpt.exists():
+            return
+        st = self.trainer.objective.state_dict()
+        if st:
             (ckpt / STATE_FILE).write_text(json.dumps(st))
+        (ckpt / COUNTERS_FILE).write_text(json.dumps(self.totals()))
 
 
-def load_sftgo_state(trainer: SFTGoTrainer, checkpoint: str | None) -> None:
+def load_sftgo_state(trainer: SFTGoTrainer, checkpoint: str | None) -> dict:
+    """Restore what :class:`SFTGoStateCallback` saved in ``checkpoint``; returns the run's totals up to it (empty for
+    a fresh run or a checkpoint from before the counters existed)."""
     if checkpoint is None:
-        return
+        return {}
     f = Path(checkpoint) / STATE_FILE
     if f.exists():
         trainer.objective.load_state_dict(json.loads(f.read_text()))
+    c = Path(checkpoint) / COUNTERS_FILE
+    prior = json.loads(c.read_text()) if c.exists() else {}
+    trainer._tokens_seen = float(prior.get("supervised_tokens", 0))
+    return prior
 
 
 def _jsonable(v):

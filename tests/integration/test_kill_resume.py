@@ -105,7 +105,14 @@ def test_sigkill_at_any_moment_then_resume_matches_uninterrupted_run(tmp_path, t
     r = _run(tmp_path, tiny_model_dir, alpaca_file, run, resume="true")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "checkpoint-6: incomplete" in r.stderr
-    assert json.loads((run / "summary.json").read_text())["resumed_from"].endswith("checkpoint-4")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-4")
+    # The summary counts the whole run: its tokens equal the uninterrupted run's, and its times include the legs that
+    # trained steps 1-4 (the first process to checkpoint-2, the third from checkpoint-2 to checkpoint-4).
+    whole = json.loads((full / "summary.json").read_text())
+    assert summary["supervised_tokens"] == whole["supervised_tokens"] > summary["supervised_tokens_this_leg"] > 0
+    assert summary["legs"] == 3 and whole["legs"] == 1 and "wall_time_s_this_leg" not in whole
+    assert summary["train_time_s"] > summary["train_time_s_this_leg"] and summary["wall_time_s"] > summary["wall_time_s_this_leg"]
 
     a, b = _records(full), _records(run)
     assert [x["step"] for x in b] == list(range(1, 9))  # every step exactly once

@@ -249,3 +249,16 @@ def test_method_labels_leave_out_unset_settings_and_name_reference_models():
     label_groups(groups)
     assert [g.label for g in groups] == ["sft", "sft-go tfidf eta=70", "sft-go tfidf eta=90",
                                          "sft-go reference eta=90 ref=ref/final"]
+
+
+def test_runs_table_leaves_out_unset_settings_and_marks_resumed_runs(tmp_path):
+    from sftgo.report import build_report
+
+    make_run(tmp_path, "a_s1", 1, {"ARC-C": 0.5})
+    b = make_run(tmp_path, "b_s1", 1, {"ARC-C": 0.4}, scorer="reference", ref_model_name_or_path="runs/ref/final")
+    s = json.loads((b / "summary.json").read_text())
+    (b / "summary.json").write_text(json.dumps({**s, "legs": 2, "wall_time_s": 125.0}))
+    md = build_report([tmp_path], tmp_path / "rep")["md"].read_text()
+    row = {l.split(" | ")[0].lstrip("| "): l for l in md.splitlines() if l.startswith(("| a_s1 ", "| b_s1 "))}
+    assert "ref_model_name_or_path" not in row["a_s1"] and "ref_model_name_or_path=ref/final" in row["b_s1"]
+    assert "(2 legs: resumed)" in row["b_s1"] and "legs" not in row["a_s1"]

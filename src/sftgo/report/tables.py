@@ -312,8 +312,10 @@ def runs_table(runs: list[Run], groups: list[Group], pending: list[dict]) -> Tab
         s = r.summary or {}
         evals = sorted(r.evals) + (["heldout"] if r.heldout else [])
         rows.append([r.name, label[id(r)], str(r.seed),
-                     ", ".join(f"{k}={fmt_value(r.config.get(k))}" for k in differing) or "–",
-                     str(s.get("steps", "–")), fmt_time(s.get("wall_time_s")),
+                     ", ".join(f"{k}={fmt_value(r.config.get(k))}" for k in differing
+                               if r.config.get(k) is not None) or "–",  # not the settings this run leaves unset
+                     str(s.get("steps", "–")),
+                     fmt_time(s.get("wall_time_s")) + (f" ({s['legs']} legs: resumed)" if s.get("legs", 1) > 1 else ""),
                      f"{s['supervised_tokens']:,}" if isinstance(s.get("supervised_tokens"), int) else "–",
                      ", ".join(evals) or "none", r.status])
     for p in pending:
