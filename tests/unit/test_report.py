@@ -262,3 +262,31 @@ def test_runs_table_leaves_out_unset_settings_and_marks_resumed_runs(tmp_path):
     row = {l.split(" | ")[0].lstrip("| "): l for l in md.splitlines() if l.startswith(("| a_s1 ", "| b_s1 "))}
     assert "ref_model_name_or_path" not in row["a_s1"] and "ref_model_name_or_path=ref/final" in row["b_s1"]
     assert "(2 legs: resumed)" in row["b_s1"] and "legs" not in row["a_s1"]
+
+
+def test_eta_figure_and_selection_score_for_a_suite_without_an_avg_column(tmp_path, monkeypatch):
+    """A plain task list (`--tasks openbookqa,...`) has no Avg column: the eta bars use the mean of its columns
+    (they were drawn as empty axes), and a suite with no scores at all gives no figure."""
+    import matplotlib.axes
+
+    from sftgo.report import figures as F
+    from sftgo.report.runs import baseline_group, find_runs, group_runs
+    from sftgo.report.tables import run_average
+
+    vals = {}
+    for name, seed, obj, eta, a, b in [("sft_s1", 1, "sft", 90, 0.30, 0.50), ("p70_s1", 1, "sft-go", 70, 0.20, 0.40),
+                                       ("p90_s1", 1, "sft-go", 90, 0.25, 0.55)]:
+        d = make_run(tmp_path, name, seed, objective=obj, percentile=eta)
+        (d / "eval").mkdir()
+        res = [{"task": "obqa", "metric": "acc", "value": a}, {"task": "tqa", "metric": "mc2", "value": b}]
+        (d / "eval" / "local-x.json").write_text(json.dumps({"format": 1, "suite": "local-x", "results": res}))
+        vals[name] = (a + b) / 2
+    runs, _ = find_runs([tmp_path])
+    assert {r.name: run_average(r, "local-x") for r in runs} == pytest.approx(vals)
+    groups = group_runs(runs)
+    heights = []
+    real_bar = matplotlib.axes.Axes.bar
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", lambda self, x, h, *a, **k: heights.append(h) or real_bar(self, x, h, *a, **k))
+    assert F.plot_eta_bars(groups, "local-x", baseline_group(groups))
+    assert sorted(heights) == pytest.approx(sorted([vals["p70_s1"] * 100, vals["p90_s1"] * 100]))
+    assert F.plot_eta_bars(groups, "no-such-suite", baseline_group(groups)) is None

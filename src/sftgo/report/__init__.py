@@ -89,8 +89,9 @@ def build_report(paths, output_dir: str | Path, domain_suite: str | None = None)
         png = F.plot_eta_bars(groups, primary, base)
         if png:
             add("Average score per eta (Figure 3 style)",
-                figure=Figure("fig3_eta.png", png, f"{primary} Avg per eta, grouped by grouping function "
-                              "(error bars: std over seeds); dashed line: the plain-SFT baseline."))
+                figure=Figure("fig3_eta.png", png, f"{primary}: Avg per eta (its Avg column, or the mean of its "
+                              "columns where it has none), grouped by grouping function (error bars: std over seeds); "
+                              "dashed line: the plain-SFT baseline."))
 
     no_eval = [r for r in runs if not r.evals and not r.heldout]
     if no_eval:

@@ -142,7 +142,7 @@ def eval_loss_series(groups) -> list[tuple[str, str, str]]:
 def plot_eta_bars(groups, suite, baseline=None) -> bytes | None:
     """Figure 3 style: average score per eta (percentile), bars grouped by grouping function; baseline as a line."""
     from .runs import mean_std, method_label, varying_keys
-    from .tables import run_columns
+    from .tables import run_average
 
     cand = [g for g in groups if g.objective in ("sft-go", "sft-go-dro") and "percentile" in g.config
             and any(suite in r.evals for r in g.runs)]
@@ -161,24 +161,27 @@ def plot_eta_bars(groups, suite, baseline=None) -> bytes | None:
     for ci, (name, gs) in enumerate(clusters.items()):
         for g in gs:
             ei = etas.index(float(g.config["percentile"]))
-            m, s, n = mean_std(run_columns(r, suite).get("Avg") for r in g.runs if suite in r.evals)
+            m, s, n = mean_std(run_average(r, suite) for r in g.runs if suite in r.evals)
             if m is None:
                 continue
             x = ci - 0.4 + width * (ei + 0.5)
             ax.bar(x, m * 100, width * 0.92, yerr=None if s is None else s * 100, capsize=3,
                    color=cmap(ei / max(1, len(etas) - 1)), label=f"eta = {etas[ei]:g}")
             lows.append(m * 100 - (s or 0) * 100)
+    if not lows:  # no grid point has a score in this suite: no figure rather than empty axes
+        plt.close(fig)
+        return None
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
     if baseline is not None:
-        bm = mean_std(run_columns(r, suite).get("Avg") for r in baseline.runs if suite in r.evals)[0]
+        bm = mean_std(run_average(r, suite) for r in baseline.runs if suite in r.evals)[0]
         if bm is not None:
             line = ax.axhline(bm * 100, color="black", linestyle="--", linewidth=1.2)
             uniq[f"{baseline.label} (baseline)"] = line
             lows.append(bm * 100)
     ax.set_xticks(range(len(clusters)))
     ax.set_xticklabels(list(clusters), fontsize=8)
-    ax.set_ylabel(f"{suite} Avg (x 100)")
+    ax.set_ylabel("Avg score (x 100)")
     if lows:
         top = ax.get_ylim()[1]
         ax.set_ylim(max(0.0, min(lows) - 0.15 * (top - min(lows)) - 0.5), top)
