@@ -32,7 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train_step.py
 	$(BIN)/python benchmarks/bench_token_head.py --quick
 
-# The CPU study of issue 8 (not part of `make test`; about 2 hours on 2 idle cores, 3 seeds): SFT vs SFT-GO on Alpaca slices,
+# The CPU study of issue 8 (not part of `make test`; 3 seeds: measured about 3 h at one thread beside other jobs): SFT vs SFT-GO on Alpaca slices,
 # then eta chosen from held-out data (alpaca_select.yaml). Re-running it continues where it stopped.
 cpu-study: $(STAMP)
 	$(BIN)/python scripts/slice_data.py ../shared/data/alpaca_5000.json runs/cpu/data/alpaca_train.json --start 0 --stop 1000
