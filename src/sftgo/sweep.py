@@ -707,7 +707,9 @@ class Sweep:
     def _run_select(self, runs, points, dry_run) -> int:
         s = self.spec
         seed0 = s.seeds[0]
-        sel_runs = [RunPlan(run_name(p["name"], seed0), self.out / "select" / run_name(p["name"], seed0), seed0,
+        # "select/<run>": the short run's record in sweep.json, its config and logs stay apart from the full-budget
+        # run of the same name (the chosen point's, or another sweep's sharing this folder).
+        sel_runs = [RunPlan(f"select/{run_name(p['name'], seed0)}", self.out / "select" / run_name(p["name"], seed0), seed0,
                             p["settings"], "select", p["name"], p["config"]) for p in points]
         chosen = (self.state.get("selection") or {}).get("chosen")
         if chosen not in {p["name"] for p in points}:

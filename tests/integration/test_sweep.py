@@ -176,6 +176,14 @@ def test_select_heldout_worst_continues_only_the_best(tmp_path, tiny_model_dir, 
     state = json.loads((sweep_dir / "sweep.json").read_text())
     sel = state["selection"]
     assert sel["chosen"] == "sft-go_tfidf_p50"
+    # The short runs keep their own records, configs and logs beside the full-budget run of the same point and seed.
+    recs = {r["name"]: r for r in state["runs"]}
+    assert recs["select/sft-go_tfidf_p50_s1"]["state"] == "selection-evaluated"
+    assert recs["select/sft-go_tfidf_p90_s1"]["dir"] == "select/sft-go_tfidf_p90_s1"
+    assert recs["sft-go_tfidf_p50_s1"]["state"] == "complete" and recs["sft-go_tfidf_p50_s1"]["dir"] == "sft-go_tfidf_p50_s1"
+    assert "stop_after_steps: 3" in (sweep_dir / "configs" / "select" / "sft-go_tfidf_p50_s1.yaml").read_text()
+    assert "stop_after_steps" not in (sweep_dir / "configs" / "sft-go_tfidf_p50_s1.yaml").read_text()
+    assert (sweep_dir / "logs" / "select" / "sft-go_tfidf_p50_s1.train.log").exists()
     assert {p["name"]: round(p["loss_worst"], 4) for p in sel["points"]} == {
         "sft-go_tfidf_p90": round(2.05 - 0.1 + 0.09, 4), "sft-go_tfidf_p50": round(2.05 - 0.1 + 0.05, 4)}
     names = sorted(p.name for p in sweep_dir.iterdir() if (p / "config.yaml").exists())
@@ -195,7 +203,7 @@ def test_select_heldout_worst_continues_only_the_best(tmp_path, tiny_model_dir, 
     paths = build_report([sweep_dir], tmp_path / "rep")
     md = paths["md"].read_text()
     assert "Selection by held-out worst-group loss" in md
-    # Beside each point's selection loss: its full-budget benchmark score (mean of the suite's columns, Avg left out),
+    # Beside each point's selection loss: its full-budget benchmark score (the suite's Avg column),
     # the full grid's verdict. Only the chosen point has full-budget runs here, so it is also the grid's best.
     e = fake_scores("sft-go", 1, 50.0)
     score = (e["MMLU-0"] + e["ARC-C"]) / 2 * 100
