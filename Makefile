@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_token_head.py --quick
 
 # The CPU study of issue 8 (not part of `make test`; 3 seeds: measured about 3 h at one thread beside other jobs): SFT vs SFT-GO on Alpaca slices,
-# then eta chosen from held-out data (alpaca_select.yaml). Re-running it continues where it stopped.
+# then eta chosen from held-out data (alpaca_select.yaml), then static vs decaying lambda (alpaca_lam.yaml). Re-running it continues where it stopped.
 cpu-study: $(STAMP)
 	$(BIN)/python scripts/slice_data.py ../shared/data/alpaca_5000.json runs/cpu/data/alpaca_train.json --start 0 --stop 1000
 	$(BIN)/python scripts/slice_data.py ../shared/data/alpaca_5000.json runs/cpu/data/alpaca_ref.json --start 2000 --stop 2400
@@ -43,10 +43,12 @@ cpu-study: $(STAMP)
 	    --dataset runs/cpu/data/alpaca_ref.json --seed 0 --output_dir runs/cpu/ref
 	$(BIN)/sftgo sweep configs/cpu/sweeps/alpaca_study.yaml
 	$(BIN)/sftgo sweep configs/cpu/sweeps/alpaca_select.yaml
+	$(BIN)/sftgo sweep configs/cpu/sweeps/alpaca_lam.yaml
 	# MMLU over all 57 subjects (2 rows each; the base model once, cached): the sweep's local MMLU subset is the
 	# file's first 50 rows, which are one subject (moral scenarios).
-	for d in runs/cpu/alpaca_study/*_s[0-9]*/; do $(BIN)/sftgo eval $$d --tasks mmlu --data_dir ../shared/data --limit 114 || exit 1; done
-	$(BIN)/sftgo report runs/cpu/alpaca_study --output_dir runs/cpu/alpaca_study/report
+	for d in runs/cpu/alpaca_study/*_s[0-9]*/ runs/cpu/alpaca_lam/*_s[0-9]*/; do \
+	    $(BIN)/sftgo eval $$d --tasks mmlu --data_dir ../shared/data --limit 114 || exit 1; done
+	$(BIN)/sftgo report runs/cpu/alpaca_study runs/cpu/alpaca_lam --output_dir runs/cpu/alpaca_study/report
 
 clean:
 	rm -rf runs .pytest_cache
