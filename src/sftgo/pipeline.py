@@ -265,23 +265,24 @@ def run_training(cfg: SFTGoConfig) -> dict:
     if trainer.is_world_process_zero():
         records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]  # training records (not eval_*)
         last = records[-1] if records else {}
+        wall_leg = time.time() - t0
+        whole = counters.whole_run(t_train, wall_leg)  # every leg of a resumed run; *_this_leg: this process alone
         summary = {
             "steps": int(trainer.state.global_step),
-            "supervised_tokens": int(trainer.tokens_seen),
+            "supervised_tokens": whole["supervised_tokens"],
             "examples": len(data),
             "examples_skipped_empty": data.num_empty,
             "examples_dropped_truncated": data.num_dropped,
-            # Whole-run totals (every leg of a resumed run); the *_this_leg figures are this process's alone.
-            "wall_time_s": round(prior.get("wall_time_s", 0.0) + time.time() - t0, 2),
-            "train_time_s": round(prior.get("train_time_s", 0.0) + t_train, 2),
+            "wall_time_s": whole["wall_time_s"],
+            "train_time_s": whole["train_time_s"],
             "prepare_time_s": round(t_prep, 2),
             "train_loss": result.training_loss,
             "final": {k: last.get(k) for k in ("loss", "loss_ce", "loss_important", "loss_unimportant", "lam")},
             "objective": cfg.objective,
             "scorer": cfg.scorer,
             "resumed_from": ckpt,
-            "legs": int(prior.get("legs", 0)) + 1,
-            **({"wall_time_s_this_leg": round(time.time() - t0, 2), "train_time_s_this_leg": round(t_train, 2),
+            "legs": whole["legs"],
+            **({"wall_time_s_this_leg": round(wall_leg, 2), "train_time_s_this_leg": round(t_train, 2),
                 "supervised_tokens_this_leg": int(trainer.tokens_seen) - int(prior.get("supervised_tokens", 0))}
                if ckpt else {}),
             # True when --stop_after_steps ended the run before its budget (a resume continues it).

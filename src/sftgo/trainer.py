@@ -391,12 +391,17 @@ class SFTGoStateCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.t_train = time.time()
 
+    def whole_run(self, train_s: float, wall_s: float) -> dict:
+        """This leg's training and wall seconds added to the totals it resumed from (tokens are restored into the
+        trainer's own counter by :func:`load_sftgo_state`)."""
+        return {"supervised_tokens": int(self.trainer.tokens_seen),
+                "train_time_s": round(self.prior.get("train_time_s", 0.0) + train_s, 2),
+                "wall_time_s": round(self.prior.get("wall_time_s", 0.0) + wall_s, 2),
+                "legs": int(self.prior.get("legs", 0)) + 1}
+
     def totals(self) -> dict:
         now = time.time()
-        return {"supervised_tokens": int(self.trainer.tokens_seen),
-                "train_time_s": round(self.prior.get("train_time_s", 0.0) + now - (self.t_train or now), 2),
-                "wall_time_s": round(self.prior.get("wall_time_s", 0.0) + now - self.t0, 2),
-                "legs": int(self.prior.get("legs", 0)) + 1}
+        return self.whole_run(now - (self.t_train or now), now - self.t0)
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
