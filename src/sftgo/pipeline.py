@@ -172,12 +172,11 @@ def _resolve_checkpoint(cfg: SFTGoConfig) -> str | None:
     if r in (None, "", "false", "False"):
         return None
     if r in ("last", "true", "True"):
-        from .checkpoints import last_complete_checkpoint
+        from .checkpoints import resolve_resume
 
-        last = last_complete_checkpoint(cfg.output_dir)  # skips (with a warning) checkpoints a kill left incomplete
-        if last is None:
-            logger.warning("resume_from_checkpoint=%s but %s has no complete checkpoint; starting fresh", r, cfg.output_dir)
-        return last
+        # The newest complete checkpoint (skipping, with a warning, those a kill left incomplete); an error when there
+        # are checkpoint folders but none complete.
+        return resolve_resume(cfg.output_dir, r)
     if not Path(r).exists():
         raise ValueError(f"resume_from_checkpoint: {r} does not exist; pass a checkpoint folder or 'last'")
     return r
@@ -191,7 +190,8 @@ def run_training(cfg: SFTGoConfig) -> dict:
     from .checkpoints import CompleteCheckpointCallback
     from .models import apply_lora, load_model, load_tokenizer, save_merged
     from .report import plot_loss_groups
-    from .trainer import MetricsJsonl, SFTGoStateCallback, SFTGoTrainer, load_sftgo_state
+    from .report.runs import read_metrics
+    from .trainer import COUNTERS_FILE, MetricsJsonl, SFTGoStateCallback, SFTGoTrainer, load_sftgo_state
 
     t0 = time.time()
     out = Path(cfg.output_dir)
@@ -214,7 +214,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
     if cfg.eval_dataset:
         # Held-out data gets the same token columns (scorer importance, reference log-probs) as the training data,
         # so its group losses are cut exactly as training cuts them.
-        eval_data = tokenize_cached(load_examples(cfg.eval_dataset), tokenizer, cfg.max_length,
+        eval_data = tokenize_cached(load_examples(cfg.eval_dataset, split=cfg.eval_split), tokenizer, cfg.max_length,
                                     cache_dir=tokenized_cache_dir(cfg.score_cache_dir))
         add_token_columns(cfg, eval_data, model, tokenizer)
     ref_model = None
@@ -250,7 +250,8 @@ def run_training(cfg: SFTGoConfig) -> dict:
     trainer.add_callback(counters)
     if cfg.stop_after_steps:
         trainer.add_callback(StopAfterSteps(cfg.stop_after_steps))
-    trainer.add_callback(CompleteCheckpointCallback())  # last: marks each checkpoint complete once all is written
+    # Last: marks each checkpoint complete once all is written (it checks sftgo's counters are there), then rotates.
+    trainer.add_callback(CompleteCheckpointCallback(required=(COUNTERS_FILE,)))
     t1 = time.time()
     result = trainer.train(resume_from_checkpoint=ckpt)
     t_train = time.time() - t1
@@ -263,7 +264,8 @@ def run_training(cfg: SFTGoConfig) -> dict:
             save_merged(final, final / "merged", dtype=cfg.model_dtype)
     summary = {}
     if trainer.is_world_process_zero():
-        records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]  # training records (not eval_*)
+        # Training records (not eval_*); a torn last line (a killed leg, and a resume with nothing left to log) is skipped.
+        records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
         last = records[-1] if records else {}
         wall_leg = time.time() - t0
         whole = counters.whole_run(t_train, wall_leg)  # every leg of a resumed run; *_this_leg: this process alone
@@ -306,9 +308,3 @@ class StopAfterSteps(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
         return control
-
-
-def read_metrics(path: Path) -> list[dict]:
-    if not Path(path).exists():
-        return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
