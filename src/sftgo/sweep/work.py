@@ -102,7 +102,8 @@ def _set_pdeathsig():  # pragma: no cover - runs in the child between fork and e
 def run_child(cmd: list, log_path: str, env: dict, children: Children | None = None, on_pid=None) -> int:
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as logf:
-        logf.write(f"\n$ {shlex.join(cmd)}\n")
+        # Start and end stamps (wall clock, to the millisecond) around each child: when each run trained.
+        logf.write(f"\n# start {_stamp()}\n$ {shlex.join(cmd)}\n")
         logf.flush()
         full_env = {**os.environ, **env}
         full_env.setdefault("PYTHONUNBUFFERED", "1")
@@ -115,7 +116,9 @@ def run_child(cmd: list, log_path: str, env: dict, children: Children | None = N
         if on_pid:
             on_pid(p.pid)
         try:
-            return p.wait()
+            rc = p.wait()
+            logf.write(f"\n# end {_stamp()} exit {rc}\n")
+            return rc
         finally:
             if p.poll() is None:  # interrupted while waiting: take the child down too
                 p.terminate()
@@ -126,6 +129,11 @@ def run_child(cmd: list, log_path: str, env: dict, children: Children | None = N
                     p.wait()
             if children is not None:
                 children.discard(p)
+
+
+def _stamp() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}"
 
 
 def run_work(work: RunWork, on_event=None, children: Children | None = None) -> dict:
