@@ -137,6 +137,22 @@ def short_state(slurm_state: str | None) -> str | None:
     return "running" if slurm_state in RUNNING_STATES else "queued"
 
 
+def sbatch_parameters(o: dict) -> dict:
+    """The sweep's SLURM options (sftgo.sweep.spec.SLURM_KEYS) -> submitit.SlurmExecutor parameters (each becomes an
+    ``#SBATCH`` line)."""
+    p = {"time": int(o.get("time_min", 24 * 60)), "nodes": 1, "ntasks_per_node": 1, "job_name": "sftgo",
+         # scontrol requeue / node failure / preemption put the job back in the queue (it resumes)
+         "additional_parameters": {"requeue": True}}
+    for key in ("partition", "cpus_per_task", "account", "qos", "array_parallelism", "setup"):
+        if o.get(key) not in (None, "", []):
+            p[key] = o[key]
+    if o.get("gpus_per_node"):
+        p["gpus_per_node"] = int(o["gpus_per_node"])
+    if o.get("mem_gb") is not None:
+        p["mem"] = f"{int(round(float(o['mem_gb']) * 1024))}M"  # sbatch --mem in MB: a fraction of a GB works
+    return p
+
+
 class SlurmExecutor:
     """Submits works as SLURM jobs through submitit. Each job is requeued when it is preempted or reaches its time
     limit (submitit signals it ahead of the limit and requeues it; :meth:`RunWork.checkpoint`), and ``--requeue``
@@ -155,28 +171,13 @@ class SlurmExecutor:
         self.options = dict(options)
         self.gpus_per_run = int(options.get("gpus_per_node") or 0) if gpus_per_run is None else gpus_per_run
 
-    def parameters(self) -> dict:
-        o = self.options
-        p = {"time": int(o.get("time_min", 24 * 60)), "nodes": 1, "ntasks_per_node": 1, "job_name": "sftgo",
-             # scontrol requeue / node failure / preemption: put the job back in the queue (it resumes)
-             "additional_parameters": {"requeue": True}}
-        for key, param in (("partition", "partition"), ("cpus_per_task", "cpus_per_task"), ("account", "account"),
-                           ("qos", "qos"), ("array_parallelism", "array_parallelism"), ("setup", "setup")):
-            if o.get(key) not in (None, "", []):
-                p[param] = o[key]
-        if o.get("gpus_per_node"):
-            p["gpus_per_node"] = int(o["gpus_per_node"])
-        if o.get("mem_gb") is not None:
-            p["mem"] = f"{int(round(float(o['mem_gb']) * 1024))}M"  # sbatch --mem (MB): a fraction of a GB works
-        return p
-
     def submit(self, works: list[RunWork]) -> list[str]:
         """Submits every work (one job array); returns their job ids, in order."""
         import submitit
 
         self.folder.mkdir(parents=True, exist_ok=True)
         ex = submitit.SlurmExecutor(folder=str(self.folder / "%j"), max_num_timeout=1000)
-        ex.update_parameters(**self.parameters())
+        ex.update_parameters(**sbatch_parameters(self.options))
         with ex.batch():
             jobs = [ex.submit(w) for w in works]
         return [str(j.job_id) for j in jobs]

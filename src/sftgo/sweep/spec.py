@@ -152,7 +152,7 @@ def load_spec(path: str | None, args) -> Spec:
             if sl is not None:
                 if not isinstance(sl, dict):
                     raise SweepError(f"{path}: slurm must be a mapping ({', '.join(sorted(SLURM_KEYS))})")
-                spec.slurm.update(parse_slurm(sl, f"{path}: slurm"))
+                spec.slurm.update(parse_slurm(sl, f"{path}: slurm.{{k}}"))
             if data.get("prune_checkpoints") is not None:
                 if not isinstance(data["prune_checkpoints"], bool):
                     raise SweepError(f"{path}: prune_checkpoints must be true or false, got {data['prune_checkpoints']!r}")
@@ -189,7 +189,7 @@ def load_spec(path: str | None, args) -> Spec:
         if getattr(args, k, None) is not None:
             setattr(spec, k, getattr(args, k))
     spec.slurm.update(parse_slurm({k: getattr(args, f"slurm_{k}") for k in SLURM_KEYS
-                                   if getattr(args, f"slurm_{k}", None) is not None}, "--slurm_"))
+                                   if getattr(args, f"slurm_{k}", None) is not None}, "--slurm_{k}"))
     if args.eval_args is not None:
         spec.eval_args = shlex.split(args.eval_args)
     if args.prune_checkpoints:
@@ -242,21 +242,23 @@ def validate_spec(spec: Spec, file_data: dict | None = None) -> None:
         raise SweepError("--eval_cmd must contain {run_dir} (where the run directory goes)")
 
 
-def parse_slurm(values: dict, source: str) -> dict:
-    """The SLURM options (sweep file `slurm:` or --slurm_KEY), each checked against its type."""
+def parse_slurm(values: dict, where: str) -> dict:
+    """The SLURM options (sweep file `slurm:` or --slurm_KEY), each checked against its type; ``where`` names an
+    option in messages, with {k} for its key."""
     out = {}
     for k, v in values.items():
+        source = where.format(k=k)
         if k not in SLURM_KEYS:
-            raise SweepError(f"{source}{k}: not a SLURM option; known: {', '.join(sorted(SLURM_KEYS))}")
+            raise SweepError(f"{source}: not a SLURM option; known: {', '.join(sorted(SLURM_KEYS))}")
         want = SLURM_KEYS[k]
         if want is list:
             v = [v] if isinstance(v, str) else v
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                raise SweepError(f"{source}{k}: shell lines, a string or a list of strings (e.g. 'module load cuda')")
+                raise SweepError(f"{source}: shell lines, a string or a list of strings (e.g. 'module load cuda')")
         else:
             try:
                 v = want(v)
             except (TypeError, ValueError):
-                raise SweepError(f"{source}{k} {v!r}: expected {want.__name__}") from None
+                raise SweepError(f"{source} {v!r}: expected {want.__name__}") from None
         out[k] = v
     return out
