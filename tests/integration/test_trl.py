@@ -230,3 +230,130 @@ def test_clear_errors(tmp_path, chat_tokenizer, data):
     with pytest.raises(ConfigError, match="compute_loss_func"):
         SFTGoSFTTrainer(model, args=SFTGoSFTConfig(**common_args(tmp_path)), train_dataset=data,
                         processing_class=chat_tokenizer, compute_loss_func=compute_loss_func("sft"))
+
+
+# ----------------------------------------------------------------------------------------------- state, precision, eval
+
+
+def test_resume_restores_the_objective_state(tmp_path, chat_tokenizer, data):
+    """sft-go-dro with accumulation 2, stopped after 2 of 4 steps and resumed, ends where the straight run ends:
+    Group-DRO's q (logged as dro_q*) and the weights (q saved in the checkpoint and restored by train())."""
+    from sftgo.pipeline import StopAfterSteps
+
+    kw = dict(objective="sft-go-dro", dro_eta=1.0, lam=0.9, num_groups=3, score_cache_dir=str(tmp_path / "cache"),
+              max_steps=4, per_device_train_batch_size=2, gradient_accumulation_steps=2)
+
+    def trainer(out, callbacks=(), **over):
+        args = SFTGoSFTConfig(**common_args(out, **{**kw, **over}))
+        return SFTGoSFTTrainer(build_tiny_model(len(chat_tokenizer), seed=0), args=args, train_dataset=data,
+                               processing_class=chat_tokenizer, callbacks=list(callbacks))
+
+    straight = trainer(tmp_path / "straight")
+    straight.train()
+    first = trainer(tmp_path / "resumed", callbacks=[StopAfterSteps(2)], save_strategy="steps", save_steps=2)
+    first.train()
+    assert first.state.global_step == 2
+    second = trainer(tmp_path / "resumed", save_strategy="steps", save_steps=2)
+    second.train(resume_from_checkpoint=True)
+    a = [r for r in straight.state.log_history if "loss" in r]
+    b = [r for r in second.state.log_history if "loss" in r]
+    assert a[-1]["step"] == b[-1]["step"] == 4
+    for g in range(3):
+        assert b[-1][f"dro_q{g}"] == pytest.approx(a[-1][f"dro_q{g}"], abs=1e-5), g
+    assert abs(a[-1]["dro_q0"] - 1 / 3) > 1e-3  # q did move (so equal q means it was restored)
+    wa, wb = straight.model.state_dict(), second.model.state_dict()
+    for name, w in wa.items():
+        assert torch.allclose(wb[name], w, atol=1e-5, rtol=0), name
+    with pytest.raises(ConfigError, match="no complete checkpoint"):
+        trainer(tmp_path / "empty").train(resume_from_checkpoint=True)
+
+
+def test_trl_default_bf16_autocast_runs(tmp_path, chat_tokenizer, data):
+    """TRL defaults to bf16 (accelerate's autocast around the forward): the per-token head's one-time logits check
+    must allow half-precision logits and training must run."""
+    args = SFTGoSFTConfig(**{**common_args(tmp_path, max_steps=1, objective="sft", scorer=""), "bf16": True})
+    trainer = SFTGoSFTTrainer(build_tiny_model(len(chat_tokenizer), seed=0), args=args, train_dataset=data,
+                              processing_class=chat_tokenizer)
+    trainer.train()
+    assert math.isfinite(trainer.state.log_history[0]["loss"])
+
+
+def test_evaluate_a_dataset_given_later(tmp_path, chat_tokenizer, data):
+    args = SFTGoSFTConfig(**common_args(tmp_path, max_steps=1, objective="sft-go", score_cache_dir=str(tmp_path / "c")))
+    trainer = SFTGoSFTTrainer(build_tiny_model(len(chat_tokenizer), seed=0), args=args, train_dataset=data,
+                              processing_class=chat_tokenizer)
+    trainer.train()
+    out = trainer.evaluate(eval_dataset=plain_text(data.select(range(5))))
+    assert math.isfinite(out["eval_loss_important"]) and out["eval_tokens"] > 20
+
+
+# ----------------------------------------------------------------------------------------------- a plain Trainer
+
+
+def _own_rows(tok, examples):
+    """What a transformers user has: their own tokenization, labels -100 on the prompt."""
+    rows = []
+    for e in examples:
+        p, r = tok(e["instruction"] + "\n")["input_ids"], tok(e["output"] + tok.eos_token)["input_ids"]
+        rows.append({"input_ids": p + r, "labels": [-100] * len(p) + r})
+    return rows
+
+
+def _own_collate(pad_id):
+    def collate(batch):
+        n = max(len(b["input_ids"]) for b in batch)
+
+        def pad(key, v, dtype=torch.long):
+            return torch.tensor([b[key] + [v] * (n - len(b[key])) for b in batch], dtype=dtype)
+
+        out = {"input_ids": pad("input_ids", pad_id), "labels": pad("labels", -100),
+               "attention_mask": torch.tensor([[1] * len(b["input_ids"]) + [0] * (n - len(b["input_ids"]))
+                                               for b in batch])}
+        if "importance" in batch[0]:  # the column an sftgo objective reads: [B, T] float, aligned with labels
+            out["importance"] = pad("importance", 0.0, torch.float32)
+        return out
+
+    return collate
+
+
+def test_plain_trainer_compute_loss_func_sft_equals_the_models_loss(tmp_path, chat_tokenizer):
+    """transformers.Trainer with the model's own loss vs with compute_loss_func("sft") (accumulation 2: the step's
+    token count normalizes both): same losses and weights — the README's drop-in claim for a plain Trainer."""
+    from transformers import Trainer, TrainingArguments
+
+    rows = _own_rows(chat_tokenizer, distinct_examples(8))
+
+    def go(out, **kw):
+        args = TrainingArguments(**{k: v for k, v in common_args(out, per_device_train_batch_size=2,
+                                                                   gradient_accumulation_steps=2,
+                                                                   train_sampling_strategy="sequential").items()
+                                    if k != "max_length"}, remove_unused_columns=False)
+        t = Trainer(build_tiny_model(len(chat_tokenizer), seed=0), args=args, train_dataset=rows,
+                    data_collator=_own_collate(chat_tokenizer.pad_token_id), **kw)
+        t.train()
+        return t, [r for r in t.state.log_history if "loss" in r], dict(t.model.state_dict())
+
+    assert_same_run(go(tmp_path / "model_loss"), go(tmp_path / "sftgo", compute_loss_func=compute_loss_func("sft")))
+
+
+def test_plain_trainer_user_runs_sft_go_with_own_collator(tmp_path, chat_tokenizer):
+    """The README's recipe: the user's collator passes an importance column (TF-IDF here); SFTGoTrainer trains
+    SFT-GO on it."""
+    from sftgo.config import SFTGoConfig
+    from sftgo.scorers import tfidf
+    from sftgo.trainer import SFTGoTrainer
+
+    rows = _own_rows(chat_tokenizer, distinct_examples(8))
+    scores = tfidf([[t for t in r["labels"] if t != -100] for r in rows])
+    for r, s in zip(rows, scores):
+        it = iter(s.tolist())
+        r["importance"] = [next(it) if t != -100 else 0.0 for t in r["labels"]]
+    args = SFTGoConfig(output_dir=str(tmp_path), objective="sft-go", lam=0.9, max_steps=2, per_device_train_batch_size=4,
+                       learning_rate=1e-3, report_to="none", use_cpu=True, disable_tqdm=True, save_strategy="no")
+    t = SFTGoTrainer(build_tiny_model(len(chat_tokenizer), seed=0), args=args, train_dataset=rows,
+                     data_collator=_own_collate(chat_tokenizer.pad_token_id))
+    t.train()
+    for r in [r for r in t.state.log_history if "loss" in r]:
+        worst = max(r["loss_important"], r["loss_unimportant"])
+        assert r["loss"] == pytest.approx(0.1 * r["loss_ce"] + 0.9 * worst, rel=1e-4)
+        assert 0.05 < r["frac_important"] < 0.3  # eta 90: about the top 10% of each example's tokens

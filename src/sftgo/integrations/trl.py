@@ -38,7 +38,7 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from ..config import ConfigError, ObjectiveArgs
 from ..data import IGNORE_INDEX
-from ..trainer import SFTGoTrainer
+from ..trainer import SFTGoStateCallback, SFTGoTrainer, load_sftgo_state
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +154,33 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
         if (self.args.objective == "target-sft" and self.args.target_residual == "reference"
                 and self.ref_model is None):
             self.ref_model = self._load_reference_model()
+        from ..checkpoints import CompleteCheckpointCallback
+
+        # Each checkpoint carries the objective's cross-step state (Group-DRO's q, lagged group means) and is marked
+        # complete last, as in `sftgo train`; train(resume_from_checkpoint=...) restores the state.
+        self.add_callback(SFTGoStateCallback(self))
+        self.add_callback(CompleteCheckpointCallback())
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """``trl.SFTTrainer.train``; ``resume_from_checkpoint=True`` (or ``"last"``) takes the newest *complete*
+        checkpoint of ``output_dir`` and, with any checkpoint, the objective's state saved in it is restored first."""
+        ckpt = resume_from_checkpoint
+        if ckpt is True or ckpt == "last":
+            from ..checkpoints import last_complete_checkpoint
+
+            ckpt = last_complete_checkpoint(self.args.output_dir)
+            if ckpt is None:
+                raise ConfigError(f"resume_from_checkpoint: {self.args.output_dir} has no complete checkpoint to resume "
+                                  "from; pass False to start over")
+        if ckpt:
+            load_sftgo_state(self, ckpt)
+        return super().train(ckpt or None, *args, **kwargs)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        # a dataset handed to evaluate() later (TRL has prepared it by now) gets its token columns here
+        if eval_dataset is not None and not isinstance(eval_dataset, str):
+            eval_dataset = self._add_token_columns(eval_dataset, "eval")
+        return super().get_eval_dataloader(eval_dataset)
 
     # ------------------------------------------------------------------------------------------------ columns
 
@@ -233,6 +260,10 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
                                                           batch_size=self.args.per_device_train_batch_size)
             else:  # the initial model: not cached (an in-memory model has no file identity to key a cache by)
                 from ..scorers.reference import reference_token_logp
+
+                if self.state.global_step > 0:
+                    raise ConfigError("ref_model_name_or_path: 'initial' is the model before training; pass this "
+                                      "dataset as eval_dataset when building the trainer, or give a reference path")
 
                 P.warn_initial_reference(getattr(self.model, "name_or_path", None))
                 out["ref_logp"] = reference_token_logp(self.model, data.input_ids, data.labels,
