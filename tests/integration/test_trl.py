@@ -42,7 +42,7 @@ def plain_text(ds):
 
 
 def train(trainer_cls, config_cls, tok, ds, out, **kw):
-    extra = {k: kw.pop(k) for k in ("compute_loss_func", "eval_dataset") if k in kw}
+    extra = {k: kw.pop(k) for k in ("compute_loss_func", "eval_dataset", "peft_config") if k in kw}
     trainer = trainer_cls(build_tiny_model(len(tok), seed=0), args=config_cls(**common_args(out, **kw)),
                           train_dataset=ds, processing_class=tok, **extra)
     trainer.train()
@@ -69,20 +69,28 @@ def moved(weights, tok):
 # ----------------------------------------------------------------------------------------------- against TRL itself
 
 
-@pytest.mark.parametrize("objective,loss_type,fmt,packing", [
-    ("sft", "nll", "conversational", False),
-    ("dft", "dft", "text", True),  # packed: bfd, so TRL's padding-free batches
+@pytest.mark.parametrize("objective,loss_type,fmt,packing,lora", [
+    ("sft", "nll", "conversational", False, False),
+    ("dft", "dft", "text", True, False),  # packed: bfd, so TRL's padding-free batches
+    ("sft", "nll", "conversational", False, True),  # TRL's PEFT (peft_config): LoRA on q_proj / v_proj
 ])
-def test_objective_equals_trl_loss_type(tmp_path, chat_tokenizer, data, objective, loss_type, fmt, packing):
+def test_objective_equals_trl_loss_type(tmp_path, chat_tokenizer, data, objective, loss_type, fmt, packing, lora):
     ds = data if fmt == "conversational" else plain_text(data)
     # micro-batch 2 x accumulation 2: the step's normalization (one token count over both micro-batches) matters
     kw = dict(train_sampling_strategy="sequential", packing=packing, per_device_train_batch_size=2,
               gradient_accumulation_steps=2)
+    if lora:
+        from peft import LoraConfig
+
+        kw["peft_config"] = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
     theirs = train(SFTTrainer, SFTConfig, chat_tokenizer, ds, tmp_path / "trl", loss_type=loss_type, **kw)
     mine = train(SFTGoSFTTrainer, SFTGoSFTConfig, chat_tokenizer, ds, tmp_path / "sftgo", objective=objective,
                  scorer="", **kw)
     assert_same_run(theirs, mine)
-    assert moved(mine[2], chat_tokenizer) > 1e-4  # the weights did change, so equal weights mean something
+    if lora:  # the adapters trained (lora_B starts at zero), identically in both
+        assert max(w.abs().max().item() for k, w in mine[2].items() if "lora_B" in k) > 1e-4
+    else:
+        assert moved(mine[2], chat_tokenizer) > 1e-4  # the weights did change, so equal weights mean something
 
 
 def test_sft_go_lam0_is_sft_and_lam09_logs_groups(tmp_path, chat_tokenizer, data):
