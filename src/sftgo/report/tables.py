@@ -27,6 +27,7 @@ class Table:
     bold: set = field(default_factory=set)  # (row, col) cells to emphasize
     notes: list[str] = field(default_factory=list)
     data: dict = field(default_factory=dict)  # the numbers behind the cells (report.json)
+    text: bool = False  # cells are prose (generated answers): wrapped, top-aligned, line breaks kept
 
 
 def pct(m, s, n, scale=100.0, digits=2) -> str:
