@@ -1143,3 +1143,6 @@ __all__ = [
     "sft_go_stats",
     "target_sft",
 ]
+
+from .loss_func import compute_loss_func  # noqa: E402 -- an objective as a transformers/TRL compute_loss_func
+__all__.append("compute_loss_func")
