@@ -532,8 +532,9 @@ def sweep_status(sweep_dir: str | Path) -> list[dict]:
         st = run_status(run_dir, doc.get("select_signature") if sel else doc.get("eval_signature"),
                         doc.get("select_steps") if sel else None)
         job = e.get("job_id")
-        if st.done:
-            state = "done"
+        chosen = (doc.get("selection") or {}).get("chosen")
+        if st.done or (sel and chosen == e.get("point") and not run_dir.exists()):
+            state = "done"  # (the chosen selection run was moved on to continue as the full-budget run)
         elif job and live is not None and job in live:
             state = short_state(live[job])
         elif job and live is None:
