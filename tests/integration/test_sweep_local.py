@@ -106,6 +106,10 @@ def test_killed_two_slot_sweep_leaves_no_child(tmp_path, tiny_model_dir, alpaca_
             continue
         pids = [r["pid"] for r in runs if r.get("state") == "training" and r.get("pid") and alive(r["pid"])]
     assert len(_processes_mentioning(str(d / "configs"))) >= 2  # the two training children, found by their config
+    from sftgo.sweep import sweep_status
+
+    assert {r["name"]: (r["state"], r["pid"]) for r in sweep_status(d)} == {
+        r["name"]: ("running", r["pid"]) for r in runs}
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 60
@@ -116,6 +120,7 @@ def test_killed_two_slot_sweep_leaves_no_child(tmp_path, tiny_model_dir, alpaca_
         os.kill(p, signal.SIGKILL)
     assert not _descendants_alive(pids), f"a training child outlived the killed sweep: {left}"
     assert not left, f"a process of the sweep is still running: {left}"
+    assert {r["state"] for r in sweep_status(d)} == {"interrupted"}
 
 
 def test_run_trained_again_after_evaluation_is_evaluated_again(tmp_path, tiny_model_dir, alpaca_file):
