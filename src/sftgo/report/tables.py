@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..sweep import point_of
+from ..naming import point_of
 from .runs import NON_METHOD_KEYS, Group, Run, baseline_group, fmt_value, is_static_lam, mean_std, varying_keys
 
 PAPER_COLUMNS = ["MMLU-0", "MMLU-5", "MathQA", "ARC-C", "OpenBookQA", "HellaSwag", "TruthfulQA", "IFEval"]
