@@ -32,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if cmd == "train":
             from .config import parse_config
+            from .launch import lone_process_warning
             from .pipeline import run_training
+
+            if warning := lone_process_warning():
+                logging.getLogger("sftgo").warning(warning)
 
             cfg = parse_config(rest)
             summary = run_training(cfg)

@@ -5,10 +5,10 @@ learn-vs-forget. Each builder returns a :class:`Table` or None when the runs hol
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..naming import point_of
 from .runs import NON_METHOD_KEYS, Group, Run, baseline_group, fmt_value, is_static_lam, mean_std, varying_keys
 
 PAPER_COLUMNS = ["MMLU-0", "MMLU-5", "MathQA", "ARC-C", "OpenBookQA", "HellaSwag", "TruthfulQA", "IFEval"]
@@ -334,12 +334,6 @@ def runs_table(runs: list[Run], groups: list[Group], pending: list[dict]) -> Tab
                      ", ".join(f"{k}={fmt_value(v)}" for k, v in (p.get("settings") or {}).items()) or "–",
                      "–", "–", "–", "none", f"{p.get('state', 'pending')} (sweep.json; no run directory yet)"])
     return Table("Runs", header, rows)
-
-
-def point_of(name: str) -> str:
-    """The grid point of a sweep run's directory name (``sft-go_tfidf_p70_s2`` -> ``sft-go_tfidf_p70``): the inverse of
-    ``sftgo.sweep.run_name``, restated here because the report reads run directories and never imports the sweep."""
-    return re.sub(r"_s\d+$", "", name)
 
 
 def fmt_time(seconds) -> str:
