@@ -549,7 +549,7 @@ def main(argv=None):
     ap.add_argument("--model", default=None, help="model for the training parts (default: SmolLM2-135M-Instruct; "
                     "with --quick: a tiny Llama from config)")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
-    ap.add_argument("--budget_s", type=float, default=450, help="overall time limit (parts past it print a row saying so)")
+    ap.add_argument("--budget_s", type=float, default=450, help="overall time limit from the start (parts past it print a row saying so)")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument("--_worker", help=argparse.SUPPRESS)
     ap.add_argument("--_cfg", help=argparse.SUPPRESS)
@@ -565,6 +565,7 @@ def main(argv=None):
         return 0
 
     t0 = time.time()
+    budget = Budget(a.budget_s)  # from the start: model conversion and data preparation count too
     import torch
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -585,7 +586,6 @@ def main(argv=None):
            "batch": 4 if quick else 8, "max_length": 64 if quick else 512, "k": 1 if quick else 3, "n": 2 if quick else 30,
            "acc_steps": 2 if quick else 4, "part_timeout": 240 if quick else 200,
            "bundled": str(default_dataset_path())}
-    budget = Budget(a.budget_s)
     rows = []
     header = (f"gpu_check: device {device}" + (f" ({torch.cuda.get_device_name(0)})" if device == "cuda" else "")
               + f", torch {torch.__version__}, transformers {package_version('transformers')}, trl {package_version('trl')}, "
