@@ -23,6 +23,8 @@ into the next, and under one overall ``--budget_s``):
   (fp32) and with flash-attention 2's varlen kernel (bf16) where ``flash_attn`` installs.
 * ``accumulation``: sft-go with ``--group_stats exact`` and ``lagged`` and sft-go-dro, each as (micro-batch 4) and
   (micro-batch 2 x gradient accumulation 2) in fp32: the same losses per step (the objective belongs to the step).
+* ``generate``: ``sftgo generate``'s greedy decoding on the device equals transformers' ``model.generate`` on the
+  same prompts, and how often a left-padded batch agrees with one prompt at a time.
 
 Every part or row that cannot run (no CUDA, a package not installed, the time budget spent) prints a row that says
 so; no figure is made up. ``--json FILE`` also writes the rows. Exit status 1 when a row says FAIL.
@@ -41,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PARTS = ("precision", "memory", "throughput", "packing", "accumulation")
+PARTS = ("precision", "memory", "throughput", "packing", "accumulation", "generate")
 
 
 def row(part, check, figure="", status="measured"):
@@ -386,6 +388,44 @@ def part_accumulation_worker(cfg):
     return out
 
 
+# ---------------------------------------------------------------------------------------------------------- generate
+
+
+def part_generate(cfg):
+    """``sftgo generate``'s decoding on the device: greedy answers equal transformers' own ``model.generate`` on the
+    same rendered prompt, token for token; and how often a left-padded batch of 4 gives the same answers as one
+    prompt at a time (measured: in bf16 a padded batch may flip a near-tie)."""
+    import torch
+
+    from sftgo.data import load_examples
+    from sftgo.generate import generate_answers, render_prompt, stop_ids
+    from sftgo.models import load_model, load_tokenizer
+
+    dev, n_new = cfg["device"], 8 if cfg["quick"] else 64
+    prompts = [{"id": i, "messages": e["messages"][:-1], "reference": None}
+               for i, e in enumerate(load_examples(cfg["bundled"], limit=8))]
+    tok = load_tokenizer(cfg["model"])
+    model = load_model(cfg["model"], device=dev).to(dev).eval()
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    one = generate_answers(model, tok, prompts, max_new_tokens=n_new)
+    eos = stop_ids(model, tok)
+    same = 0
+    for p, r in zip(prompts, one):
+        text, special = render_prompt(p["messages"], tok)
+        enc = tok(text, add_special_tokens=special, return_tensors="pt").to(dev)
+        with torch.no_grad():
+            out = model.generate(**enc, do_sample=False, max_new_tokens=n_new, eos_token_id=eos,
+                                 pad_token_id=tok.pad_token_id)
+        same += out[0, enc["input_ids"].shape[1]:].tolist() == r["answer_token_ids"]  # the whole answer, EOS included
+    batched = generate_answers(model, tok, prompts, max_new_tokens=n_new, batch_size=4)
+    agree = sum(a["answer_token_ids"] == b["answer_token_ids"] for a, b in zip(one, batched))
+    return [row("generate", f"greedy answers of {len(prompts)} bundled prompts ({n_new} new tokens, {dtype} on {dev}) "
+                "equal model.generate on the same prompt", f"{same} of {len(prompts)}",
+                "ok" if same == len(prompts) else "FAIL"),
+            row("generate", "left-padded batch of 4 vs one prompt at a time: identical greedy answers",
+                f"{agree} of {len(prompts)}")]
+
+
 # ------------------------------------------------------------------------------------------------------------ driver
 
 
@@ -421,7 +461,7 @@ def spawn(name, cfg, timeout):
 
 
 WORKERS = {"precision": part_precision, "memory": part_memory, "throughput": part_throughput_worker,
-           "packing": part_packing_worker, "accumulation": part_accumulation_worker}
+           "packing": part_packing_worker, "accumulation": part_accumulation_worker, "generate": part_generate}
 
 
 class Budget:
@@ -596,7 +636,7 @@ def main(argv=None):
         if budget.left() < 20:
             rows.append(not_run(part, "all rows of this part", f"time budget of {a.budget_s:.0f} s spent"))
             continue
-        if part in ("precision", "memory"):
+        if part in ("precision", "memory", "generate"):
             run_precision(cfg, budget, rows, part)
         elif part == "throughput":
             if "data" not in cfg:
