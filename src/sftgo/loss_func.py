@@ -25,8 +25,6 @@ from __future__ import annotations
 import difflib
 from dataclasses import fields
 
-import torch
-
 __all__ = ["compute_loss_func"]
 
 
@@ -73,6 +71,8 @@ def compute_loss_func(name: str, **settings):
     ctx = _Context(LogitsHead())
 
     def loss_func(outputs, labels, num_items_in_batch=None):
+        import torch  # here, not at the top: sftgo.objectives re-exports this module and stays torch-free to import
+
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
         if labels is None:
             raise ValueError("compute_loss_func: labels is None; the Trainer passes the batch's labels (a 'labels' column)")
