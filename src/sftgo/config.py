@@ -9,6 +9,7 @@ SmolLM2-135M-Instruct on the bundled data, SFT-GO with TF-IDF grouping (eta = 90
 from __future__ import annotations
 
 import difflib
+import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from transformers import TrainingArguments
 
 from .data import DEFAULT_DATASET
 from .models import DEFAULT_MODEL
-from .objectives import OBJECTIVES, TARGET_RESIDUALS
+from .objectives import OBJECTIVES, TARGET_RESIDUALS, ignored_settings
+
+logger = logging.getLogger(__name__)
 
 TOKEN_HEADS = ("auto", "fused", "chunked", "naive")
 GROUP_SCOPES = ("sequence", "batch")
@@ -190,8 +193,10 @@ class SFTGoConfig(TrainingArguments):
         if self.scorer and self.scorer not in SCORERS and self.scorer != "reference" and ":" not in self.scorer:
             # Fail before the model is loaded, not after.
             bad("scorer", f"{self.scorer!r} is not one of {', '.join([*SCORERS, 'reference'])}, or my_module:my_function")
-        if (self.objective == "rho1" or self.scorer == "reference") and not self.ref_model_name_or_path:
-            bad("ref_model_name_or_path", missing_reference("objective=rho1" if self.objective == "rho1" else "scorer=reference"))
+        obj = OBJECTIVES[self.objective]
+        if (obj.needs_ref_logp(self) or self.scorer == "reference") and not self.ref_model_name_or_path:
+            bad("ref_model_name_or_path", missing_reference(f"objective={self.objective}" if obj.needs_ref_logp(self)
+                                                            else "scorer=reference"))
         if self.token_head not in TOKEN_HEADS:
             bad("token_head", f"{self.token_head!r} is not one of {', '.join(TOKEN_HEADS)}")
         if self.group_scope not in GROUP_SCOPES:
@@ -251,13 +256,20 @@ class SFTGoConfig(TrainingArguments):
             bad("load_in_4bit" if self.load_in_4bit else "merge_lora",
                 "needs LoRA (--lora_r 16, say): 4-bit weights cannot be trained directly and there is nothing to merge")
         try:
-            OBJECTIVES[self.objective].check_args(self)
+            obj.check_args(self)
         except ValueError as e:
-            raise ConfigError(str(e)) from None
+            raise ConfigError(str(e)) from e
+        ignored = ignored_settings(self, _DEFAULTS)
+        if ignored:  # not an error: a sweep's baseline (objective=sft) inherits the base config's method settings
+            logger.warning("objective %s does not read %s; %s ignored", self.objective,
+                           ", ".join(f"{k}={getattr(self, k)!r}" for k in ignored), "it is" if len(ignored) == 1 else "they are")
 
     @property
     def gamma_value(self) -> float | str:
         return "p" if self.target_gamma == "p" else float(self.target_gamma)
+
+
+_DEFAULTS = {f.name: f.default for f in fields(SFTGoConfig) if f.init}
 
 
 def missing_reference(what: str) -> str:
