@@ -374,6 +374,7 @@ class SFTGoTrainer(Trainer):
                     imp, unimp = _mean(s["imp_sum"], s["imp_n"]), _mean(s["unimp_sum"], s["unimp_n"])
                     logs["eval_loss_important"], logs["eval_loss_unimportant"] = imp, unimp
                     logs["eval_loss_worst"] = max(x for x in (imp, unimp, -math.inf) if not math.isnan(x))
+                    logs["eval_tokens_important"] = int(s["imp_n"])
                 logs["eval_tokens"] = int(s["n"])
         super().log(logs, start_time)
 
