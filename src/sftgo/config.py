@@ -18,6 +18,7 @@ from transformers import TrainingArguments
 from .data import DEFAULT_DATASET
 from .models import DEFAULT_MODEL
 from .objectives import OBJECTIVES, TARGET_RESIDUALS, ignored_settings
+from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ GROUP_SCOPES = ("sequence", "batch")
 GROUP_STATS = ("exact", "lagged", "micro")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A bad setting; the message names the field and the fix."""
 
 
@@ -339,7 +340,12 @@ def parse_config(argv: list[str]) -> SFTGoConfig:
         argv = argv[1:]
     if yaml_values:
         parser.set_defaults(**yaml_values)
-    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        (cfg,) = parser.parse_args_into_dataclasses(args=argv)
+    except ConfigError:
+        raise
+    except ValueError as e:  # TrainingArguments' own validation of a setting: the user's input, cause kept
+        raise ConfigError(str(e)) from e
     flags = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
     cfg.explicit_fields = (set(yaml_values) | flags) & field_names()
     return cfg

@@ -32,9 +32,18 @@ from __future__ import annotations
 
 import math
 
-import torch
 
-from .token_head import GroupCoef
+class _Torch:
+    """torch, imported on first use: the declarations below are read by the report and the sweep planner, which must
+    not pay for (or depend on) importing torch; every tensor function here touches ``torch.<name>`` only when run."""
+
+    def __getattr__(self, name):
+        import torch as _t
+
+        return getattr(_t, name)
+
+
+torch = _Torch()
 
 # Logit clamp for InfoSFT: sigmoid(-80) ~ 1.8e-35, so anything beyond is "p = 0" or "p = 1" for all
 # practical purposes, and a finite clamp keeps 0 * inf = NaN out of the weight.
@@ -333,6 +342,8 @@ class Grouped(Objective):
         ids = self.group_ids(self.values(tokens, logp), self.segments(tokens))
         n, G = float(len(tokens)), self.num_groups
         if self.needs_means:  # the worst group needs the micro-batch's log p: decided inside the fused head
+            from .token_head import GroupCoef
+
             return GroupCoef(ids, G, lambda sums, counts: self.group_coef(
                 lam, self.group_weights(sums / counts.clamp(min=1), counts, state), counts, n)), ids
         counts = torch.zeros(G, device=ids.device).index_add_(0, ids, torch.ones(ids.shape[0], device=ids.device))

@@ -180,7 +180,9 @@ def _resolve_checkpoint(cfg: SFTGoConfig) -> str | None:
             logger.warning("resume_from_checkpoint=%s but %s has no complete checkpoint; starting fresh", r, cfg.output_dir)
         return last
     if not Path(r).exists():
-        raise ValueError(f"resume_from_checkpoint: {r} does not exist; pass a checkpoint folder or 'last'")
+        from .config import ConfigError
+
+        raise ConfigError(f"resume_from_checkpoint: {r} does not exist; pass a checkpoint folder or 'last'")
     return r
 
 

@@ -35,6 +35,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from .errors import UserError
 
 SWEEP_KEYS = {"config", "set", "grid", "variants", "baseline", "seeds", "eval", "heldout", "eval_args", "eval_cmd",
               "launcher", "select", "select_steps", "output_dir", "prune_checkpoints"}
@@ -45,7 +46,7 @@ ABBREV = {"percentile": "p", "lam": "lam", "lam_min": "lmin", "learning_rate": "
           "ref_model_name_or_path": "ref-"}
 
 
-class SweepError(ValueError):
+class SweepError(UserError):
     """A bad sweep specification or a sweep directory that does not match it; the message says what to change."""
 
 
