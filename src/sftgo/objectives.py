@@ -180,6 +180,8 @@ class Objective:
     step_stats = False  # whether --group_stats applies (the coefficients come from the step's statistics)
     metrics: tuple[str, ...] = ()  # what it logs beyond loss, loss_ce, mean_p, tokens (and the metric grouping)
     chunk_loss = False  # True: a per-chunk loss over whole logits rows (Target-SFT), not a coefficient on -log p
+    baseline = False  # the plain-SFT row tables compare against (the paper's baseline)
+    eta_ablation = False  # its runs form the eta figure (Figure 3: a grouping by importance percentile, with lambda)
 
     def __init__(self, args):
         self.args = args  # the run's config; never modified
@@ -242,7 +244,10 @@ class Objective:
         return state, {}
 
 
-SFT = Objective
+class SFT(Objective):
+    """Cross-entropy over response tokens: ``c_n = 1``."""
+
+    baseline = True
 
 
 class DFT(Objective):
@@ -387,6 +392,7 @@ class SFTGo(Grouped):
     settings = ("scorer", "percentile", "keep_ratio", "lam", "lam_min", "num_groups", "group_scope", "group_stats",
                 "llmlingua2_model", "ref_model_name_or_path")
     metrics = ("loss_important", "loss_unimportant", "frac_important", "worst_group", "worst_group_step")
+    eta_ablation = True
 
     def __init__(self, args):
         super().__init__(args)
@@ -425,6 +431,7 @@ class SFTGoDRO(SFTGo):
                 "ref_model_name_or_path", "dro_eta")
     metrics = ("loss_important", "loss_unimportant", "frac_important", "dro_q{g}")
     needs_means = False
+    eta_ablation = False
 
     def group_ids(self, values, segments):
         from .grouping import quantile_groups_flat

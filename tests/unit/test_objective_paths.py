@@ -120,6 +120,10 @@ def test_training_path_equals_reference(tmp_path, objective, over, micro_batches
         assert loss == pytest.approx(ref_loss, abs=1e-5, rel=1e-5), f"step {step}"
         for g, rg in zip(grads, ref_grads):
             torch.testing.assert_close(g, rg, atol=2e-5, rtol=1e-4)
+        if step == 0:  # lambda is logged only for the objectives it applies to (their declaration says)
+            logs = {"loss": loss}
+            trainer.log(logs)
+            assert ("lam" in logs) == trainer.objective.uses_lam, logs
         got = _state_lists(trainer.objective_state)
         assert set(got) == set(ref_state), f"step {step}: state keys {set(got)} vs {set(ref_state)}"
         for k in got:

@@ -19,6 +19,12 @@ from ..objectives import METHOD_SETTINGS, OBJECTIVES  # noqa: E402
 
 OBJECTIVE_KEYS = {name: set(obj.settings) for name, obj in OBJECTIVES.items()}
 METHOD_KEYS = set(METHOD_SETTINGS)
+
+
+def declared(objective, flag: str) -> bool:
+    """A declaration flag of the objective a run used (False for a name this version does not know)."""
+    obj = OBJECTIVES.get(str(objective))
+    return bool(getattr(obj, flag, False)) if obj is not None else False
 SHORT = {"percentile": "eta", "lam_min": "lam_min", "learning_rate": "lr", "model_name_or_path": "model",
          "num_train_epochs": "epochs", "per_device_train_batch_size": "batch", "ref_model_name_or_path": "ref",
          "llmlingua2_model": "encoder"}
@@ -179,7 +185,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
 def _group_order(g: "Group"):
     c = g.config
     obj = str(c.get("objective", ""))
-    return (obj != "sft", obj, str(c.get("scorer", "")), str(c.get("lam_min", "")),
+    return (not declared(obj, "baseline"), obj, str(c.get("scorer", "")), str(c.get("lam_min", "")),
             float(c.get("percentile") or 0), json.dumps(c, sort_keys=True, default=str))
 
 
@@ -238,7 +244,7 @@ def label_groups(groups: list[Group]) -> None:
 
 def baseline_group(groups: list[Group]) -> Group | None:
     """The plain-SFT configuration (the paper's baseline row), if exactly one kind of it is present."""
-    sft = [g for g in groups if g.objective == "sft"]
+    sft = [g for g in groups if declared(g.objective, "baseline")]
     return sft[0] if len(sft) >= 1 else None
 
 
