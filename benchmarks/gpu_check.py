@@ -23,6 +23,8 @@ into the next, and under one overall ``--budget_s``):
   (fp32) and with flash-attention 2's varlen kernel (bf16) where ``flash_attn`` installs.
 * ``accumulation``: sft-go with ``--group_stats exact`` and ``lagged`` and sft-go-dro, each as (micro-batch 4) and
   (micro-batch 2 x gradient accumulation 2) in fp32: the same losses per step (the objective belongs to the step).
+* ``generate``: ``sftgo generate``'s greedy decoding on the device equals transformers' ``model.generate`` on the
+  same prompts, and how often a left-padded batch agrees with one prompt at a time.
 
 Every part or row that cannot run (no CUDA, a package not installed, the time budget spent) prints a row that says
 so; no figure is made up. ``--json FILE`` also writes the rows. Exit status 1 when a row says FAIL.
@@ -34,6 +36,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,7 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PARTS = ("precision", "memory", "throughput", "packing", "accumulation")
+PARTS = ("precision", "memory", "throughput", "packing", "accumulation", "generate")
 
 
 def row(part, check, figure="", status="measured"):
@@ -236,6 +239,7 @@ def sftgo_run(cfg, out, data, steps, *extra):
         raise RuntimeError(f"sftgo train failed: {' '.join(args)}")
     summary = json.loads((Path(out) / "summary.json").read_text())
     metrics = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    shutil.rmtree(out, ignore_errors=True)  # its final/ model: ~0.5 GB per run of SmolLM2, dozens of runs
     return summary, [m for m in metrics if "loss" in m]
 
 
@@ -256,7 +260,7 @@ def part_throughput_worker(cfg):
     """One contender (cfg["contender"]) in this process."""
     import torch
 
-    tmp = Path(tempfile.mkdtemp(prefix="gpucheck_tp_"))
+    tmp = Path(tempfile.mkdtemp(prefix="tp_", dir=cfg["tmp"]))
     c = cfg["contender"]
     bf16 = ["--bf16", "true"] if cfg["device"] == "cuda" else []
     per_step = cfg["batch"] * cfg["max_length"]  # every row is max_length tokens long
@@ -301,7 +305,9 @@ def part_throughput_worker(cfg):
             trainer.train()
             if cfg["device"] == "cuda":
                 torch.cuda.synchronize()
-            return time.perf_counter() - t0, trainer.state.global_step * per_step
+            dt = time.perf_counter() - t0
+            shutil.rmtree(tmp / tag, ignore_errors=True)
+            return dt, trainer.state.global_step * per_step
 
     tps, sps = rate(cfg, runner)
     return [{"contender": c, "tokens_per_s": tps, "s_per_step": sps}]
@@ -346,7 +352,7 @@ def max_rel_diff(a, b, key="loss"):
 
 def part_packing_worker(cfg):
     attn = cfg["attn"]
-    tmp = Path(tempfile.mkdtemp(prefix="gpucheck_pack_"))
+    tmp = Path(tempfile.mkdtemp(prefix="pack_", dir=cfg["tmp"]))
     dtype = ["--model_dtype", "bfloat16"] if attn.startswith("flash") else ["--model_dtype", "float32"]
     common = ["--objective", "sft-go", "--attn_implementation", attn, *dtype]
     layouts = {"padded": [], "packed": ["--packing", "true"], "padding_free": ["--padding_free", "true"]}
@@ -371,7 +377,7 @@ ACCUM = {"sft-go exact": ["--objective", "sft-go", "--group_stats", "exact"],
 
 
 def part_accumulation_worker(cfg):
-    tmp = Path(tempfile.mkdtemp(prefix="gpucheck_acc_"))
+    tmp = Path(tempfile.mkdtemp(prefix="acc_", dir=cfg["tmp"]))
     out = []
     for name, flags in ACCUM.items():
         base = [*flags, "--lam", "0.9", "--model_dtype", "float32"]
@@ -384,6 +390,44 @@ def part_accumulation_worker(cfg):
         out.append({"objective": name, "loss_rel_diff": max_rel_diff(mb, ma), "steps": len(ma), "finite": finite,
                     "worst_diff": max_rel_diff(mb, ma, "loss_important")})
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------- generate
+
+
+def part_generate(cfg):
+    """``sftgo generate``'s decoding on the device: greedy answers equal transformers' own ``model.generate`` on the
+    same rendered prompt, token for token; and how often a left-padded batch of 4 gives the same answers as one
+    prompt at a time (measured: in bf16 a padded batch may flip a near-tie)."""
+    import torch
+
+    from sftgo.data import load_examples
+    from sftgo.generate import generate_answers, render_prompt, stop_ids
+    from sftgo.models import load_model, load_tokenizer
+
+    dev, n_new = cfg["device"], 8 if cfg["quick"] else 64
+    prompts = [{"id": i, "messages": e["messages"][:-1], "reference": None}
+               for i, e in enumerate(load_examples(cfg["bundled"], limit=8))]
+    tok = load_tokenizer(cfg["model"])
+    model = load_model(cfg["model"], device=dev).to(dev).eval()
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    one = generate_answers(model, tok, prompts, max_new_tokens=n_new)
+    eos = stop_ids(model, tok)
+    same = 0
+    for p, r in zip(prompts, one):
+        text, special = render_prompt(p["messages"], tok)
+        enc = tok(text, add_special_tokens=special, return_tensors="pt").to(dev)
+        with torch.no_grad():
+            out = model.generate(**enc, do_sample=False, max_new_tokens=n_new, eos_token_id=eos,
+                                 pad_token_id=tok.pad_token_id)
+        same += out[0, enc["input_ids"].shape[1]:].tolist() == r["answer_token_ids"]  # the whole answer, EOS included
+    batched = generate_answers(model, tok, prompts, max_new_tokens=n_new, batch_size=4)
+    agree = sum(a["answer_token_ids"] == b["answer_token_ids"] for a, b in zip(one, batched))
+    return [row("generate", f"greedy answers of {len(prompts)} bundled prompts ({n_new} new tokens, {dtype} on {dev}) "
+                "equal model.generate on the same prompt", f"{same} of {len(prompts)}",
+                "ok" if same == len(prompts) else "FAIL"),
+            row("generate", "left-padded batch of 4 vs one prompt at a time: identical greedy answers",
+                f"{agree} of {len(prompts)}")]
 
 
 # ------------------------------------------------------------------------------------------------------------ driver
@@ -414,14 +458,18 @@ def spawn(name, cfg, timeout):
                            capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return None, f"timed out after {timeout:.0f} s"
+    finally:
+        os.unlink(f.name)
     if p.returncode != 0 or not res.exists():
         tail = [line for line in (p.stderr or p.stdout).strip().splitlines() if line.strip()][-1:] or ["no output"]
         return None, f"worker failed (exit {p.returncode}): {tail[0][:200]}"
-    return json.loads(res.read_text()), None
+    out = json.loads(res.read_text())
+    res.unlink()
+    return out, None
 
 
 WORKERS = {"precision": part_precision, "memory": part_memory, "throughput": part_throughput_worker,
-           "packing": part_packing_worker, "accumulation": part_accumulation_worker}
+           "packing": part_packing_worker, "accumulation": part_accumulation_worker, "generate": part_generate}
 
 
 class Budget:
@@ -470,7 +518,8 @@ def run_throughput(cfg, budget, rows):
             rows.append(row("throughput", f"{c} / TRL tokens/s", f"{got[c]['tokens_per_s'] / got['trl']['tokens_per_s']:.2f}x"))
     rows.append(row("throughput", "setting", f"model {cfg['model_label']}, optimizer step {cfg['batch'] // 2} x 2 "
                     f"accumulation x {cfg['max_length']} tokens (every row full), {'bf16 autocast' if cfg['device'] == 'cuda' else 'fp32'} on "
-                    f"{cfg['device']}, steps K={cfg['k']} (twice) and K+N={cfg['k'] + cfg['n']}"))
+                    f"{cfg['device']}, " + (f"one run of {cfg['k'] + cfg['n']} steps (--quick)" if cfg["quick"] else
+                                      f"steps K={cfg['k']} (twice) and K+N={cfg['k'] + cfg['n']}")))
 
 
 def run_packing(cfg, budget, rows):
@@ -575,7 +624,16 @@ def main(argv=None):
     bad = [p for p in parts if p not in PARTS]
     if bad:
         raise SystemExit(f"gpu_check: unknown part(s) {bad}; choose from {', '.join(PARTS)}")
-    tmp = Path(tempfile.mkdtemp(prefix="gpucheck_"))
+    tmp = Path(tempfile.mkdtemp(prefix="gpucheck_"))  # every run directory, model and data file: removed at the end
+    try:
+        return check(a, device, parts, tmp, budget, t0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check(a, device, parts, tmp, budget, t0) -> int:
+    import torch
+
     model = a.model or (tiny_model(tmp / "tiny") if a.quick else None)
     from sftgo.data import default_dataset_path
     from sftgo.models import resolve_model_path
@@ -585,7 +643,7 @@ def main(argv=None):
     cfg = {"device": device, "quick": quick, "model": model, "model_label": a.model or ("tiny Llama" if quick else "SmolLM2-135M-Instruct"),
            "batch": 4 if quick else 8, "max_length": 64 if quick else 512, "k": 1 if quick else 3, "n": 2 if quick else 30,
            "acc_steps": 2 if quick else 4, "part_timeout": 240 if quick else 200,
-           "bundled": str(default_dataset_path())}
+           "bundled": str(default_dataset_path()), "tmp": str(tmp)}
     rows = []
     header = (f"gpu_check: device {device}" + (f" ({torch.cuda.get_device_name(0)})" if device == "cuda" else "")
               + f", torch {torch.__version__}, transformers {package_version('transformers')}, trl {package_version('trl')}, "
@@ -596,7 +654,7 @@ def main(argv=None):
         if budget.left() < 20:
             rows.append(not_run(part, "all rows of this part", f"time budget of {a.budget_s:.0f} s spent"))
             continue
-        if part in ("precision", "memory"):
+        if part in ("precision", "memory", "generate"):
             run_precision(cfg, budget, rows, part)
         elif part == "throughput":
             if "data" not in cfg:

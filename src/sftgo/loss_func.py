@@ -63,6 +63,8 @@ def compute_loss_func(name: str, **settings):
     import torch  # here, not at import: sftgo.objectives re-exports this module and must stay torch-free to import
 
     def loss_func(outputs, labels, num_items_in_batch=None):
+        import torch  # here, not at the top: sftgo.objectives re-exports this module and stays torch-free to import
+
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
         if labels is None:
             raise ValueError("compute_loss_func: labels is None; the Trainer passes the batch's labels (a 'labels' column)")

@@ -52,4 +52,7 @@ def test_gpu_check_cpu_quick_table(tmp_path, tiny_model_dir):
     acc = by("accumulation")
     assert [x["check"].split(":")[0] for x in acc] == ["sft-go exact", "sft-go lagged", "sft-go-dro"]
     assert all(x["status"].startswith("ok") for x in acc), acc
+    # generate: sftgo's greedy answers equal model.generate's on the same prompts.
+    gen = by("generate")
+    assert gen[0]["status"] == "ok" and gen[0]["figure"] == "8 of 8", gen
     assert not any(x["status"].startswith("FAIL") for x in rows)
