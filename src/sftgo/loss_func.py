@@ -60,8 +60,6 @@ def compute_loss_func(name: str, **settings):
                           "ref_model_name_or_path")
     head = LogitsHead()  # the logits the caller's forward already built: no model call here
 
-    import torch  # here, not at import: sftgo.objectives re-exports this module and must stay torch-free to import
-
     def loss_func(outputs, labels, num_items_in_batch=None):
         import torch  # here, not at the top: sftgo.objectives re-exports this module and stays torch-free to import
 
