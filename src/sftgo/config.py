@@ -118,8 +118,8 @@ class ObjectiveArgs:
             bad("scorer", f"{self.scorer!r} is not one of {', '.join([*SCORERS, 'reference'])}, or my_module:my_function")
         obj = OBJECTIVES[self.objective]
         if (obj.needs_ref_logp(self) or self.scorer == "reference") and not self.ref_model_name_or_path:
-            bad("ref_model_name_or_path", missing_reference(f"objective={self.objective}" if obj.needs_ref_logp(self)
-                                                            else "scorer=reference"))
+            bad("ref_model_name_or_path", missing_reference("scorer=reference" if self.scorer == "reference"
+                                                            else f"objective={self.objective}"))
         if self.token_head not in TOKEN_HEADS:
             bad("token_head", f"{self.token_head!r} is not one of {', '.join(TOKEN_HEADS)}")
         if self.group_scope not in GROUP_SCOPES:
