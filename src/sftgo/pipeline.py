@@ -23,9 +23,10 @@ logger = logging.getLogger(__name__)
 
 
 def needs_reference(cfg: SFTGoConfig) -> bool:
-    from .objectives import OBJECTIVES
+    """Reference log-probs are computed when the objective reads them, or when they are the (logged) grouping."""
+    from .objectives import objective_class
 
-    return "ref_logp" in getattr(OBJECTIVES[cfg.objective], "columns", ()) or cfg.scorer == "reference"
+    return objective_class(cfg.objective).needs_ref_logp(cfg) or cfg.scorer == "reference"
 
 
 def scorer_settings(name: str, tokenizer, *, seed: int = 0, llmlingua2_model: str | None = None) -> dict:
@@ -179,7 +180,9 @@ def _resolve_checkpoint(cfg: SFTGoConfig) -> str | None:
             logger.warning("resume_from_checkpoint=%s but %s has no complete checkpoint; starting fresh", r, cfg.output_dir)
         return last
     if not Path(r).exists():
-        raise ValueError(f"resume_from_checkpoint: {r} does not exist; pass a checkpoint folder or 'last'")
+        from .config import ConfigError
+
+        raise ConfigError(f"resume_from_checkpoint: {r} does not exist; pass a checkpoint folder or 'last'")
     return r
 
 
@@ -190,6 +193,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
 
     from .checkpoints import CompleteCheckpointCallback
     from .models import apply_lora, load_model, load_tokenizer, save_merged
+    from .objectives import objective_class
     from .report import plot_loss_groups
     from .trainer import MetricsJsonl, SFTGoStateCallback, SFTGoTrainer, load_sftgo_state
 
@@ -218,7 +222,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
                                     cache_dir=tokenized_cache_dir(cfg.score_cache_dir))
         add_token_columns(cfg, eval_data, model, tokenizer)
     ref_model = None
-    if cfg.objective == "target-sft" and cfg.target_residual == "reference":
+    if objective_class(cfg.objective).needs_ref_model(cfg):
         import copy
 
         ref_model = (load_model(reference_path(cfg), dtype=cfg.model_dtype) if reference_path(cfg)

@@ -8,6 +8,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import UserError
+
 SWEEP_KEYS = {"config", "set", "grid", "variants", "baseline", "seeds", "eval", "heldout", "eval_args", "eval_cmd",
               "launcher", "select", "select_steps", "output_dir", "prune_checkpoints", "executor", "slots",
               "gpus_per_run", "slurm"}
@@ -22,7 +24,7 @@ ABBREV = {"percentile": "p", "lam": "lam", "lam_min": "lmin", "learning_rate": "
           "ref_model_name_or_path": "ref-"}
 
 
-class SweepError(ValueError):
+class SweepError(UserError):
     """A bad sweep specification or a sweep directory that does not match it; the message says what to change."""
 
 
