@@ -7,7 +7,8 @@ Parts (``--parts`` picks some; each runs in its own subprocess so one crash, han
 into the next, and under one overall ``--budget_s``):
 
 * ``precision``: the fused per-token head in fp32 and bf16 vs a float64 reference (loss and gradient max error) for
-  sft, sft-go (``sftgo.fused_linear_loss``) and target-sft (``objectives.chunked_target_sft``). The reference runs
+  sft, sft-go and target-sft through the training path's head (``token_head.weighted_nll`` with the objectives'
+  coefficients, ``token_head.chunked_loss`` with ``objectives.target_sft_chunk_loss``). The reference runs
   the pure objective functions on full float64 logits built from the *same* (already rounded) inputs, so the error
   is the head's arithmetic, not the input rounding.
 * ``memory`` (CUDA): peak memory of one head forward + backward (``torch.cuda.max_memory_allocated`` above the
@@ -77,11 +78,26 @@ def vtuple(v):
 # --------------------------------------------------------------------------------------------------------- precision
 
 
+def fused_loss(kind, hd, wd, t, imp, *, lam=0.9, gamma=0.8):
+    """The training path's head for one objective, normalized by the supervised count: sft (c = 1), sft-go (a
+    worst-group GroupCoef, as sftgo.objectives.SFTGo builds it) or target-sft (the chunked soft-target loss)."""
+    from sftgo.objectives import target_sft_chunk_loss, worst_onehot
+    from sftgo.token_head import GroupCoef, chunked_loss, weighted_nll
+
+    n = float((t != -100).sum())
+    if kind == "sft":
+        return weighted_nll(hd, wd, t, 1.0, chunk_size=512)[0] / n
+    if kind == "sft-go":
+        coef = GroupCoef(imp.long(), 2, lambda s, c: (1 - lam) + lam * worst_onehot(s / c.clamp(min=1), c) * n
+                         / c.clamp(min=1))
+        return weighted_nll(hd, wd, t, coef, chunk_size=512)[0] / n
+    return chunked_loss(hd, wd, t, lambda z, y, e: target_sft_chunk_loss(z, y, gamma=gamma, residual="uniform"),
+                        chunk_size=512) / n
+
+
 def part_precision(cfg):
     import torch
 
-    import sftgo
-    from sftgo import objectives as O
     from sftgo.token_head import naive_token_logp
 
     dev = cfg["device"]
@@ -98,18 +114,22 @@ def part_precision(cfg):
     rows = []
 
     def run(kind, hd, wd, t, imp):
-        if kind == "sft":
-            return sftgo.fused_linear_loss(hd, wd, t, "sft", chunk_size=512)[0]
-        if kind == "sft-go":
-            return sftgo.fused_linear_loss(hd, wd, t, "sft_go", important=imp, lam=lam, chunk_size=512)[0]
-        return O.chunked_target_sft(hd, wd, t, gamma=gamma, residual="uniform", chunk_size=512)
+        return fused_loss(kind, hd, wd, t, imp, lam=lam, gamma=gamma)
 
     def reference(kind, hd, wd, t, imp):
+        from sftgo.objectives import target_sft_chunk_loss
+
         m = t != -100
-        if kind == "target-sft":
-            return O.target_sft(hd @ wd.T, t, m, gamma=gamma, residual="uniform")
-        logp = naive_token_logp(hd, wd, t)
-        return O.sft(logp, m) if kind == "sft" else O.sft_go(logp, m, imp, lam)
+        n = m.sum().to(hd.dtype)
+        if kind == "target-sft":  # the same per-row formula on the whole [N, V] logits at once
+            return target_sft_chunk_loss(hd[m] @ wd.T, t[m], gamma=gamma, residual="uniform") / n
+        ce = -naive_token_logp(hd, wd, t)[m]
+        if kind == "sft":
+            return ce.sum() / n
+        i = imp[m]
+        means = [ce[~i].mean(), ce[i].mean()]  # unimportant first: ties go to it, as in the training path
+        worst = means[1] if means[1] > means[0] else means[0]
+        return (1 - lam) * ce.mean() + lam * worst
 
     for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         limit = 1e-5 if dtype == torch.float32 else 2e-2
@@ -144,8 +164,6 @@ def part_precision(cfg):
 def part_memory(cfg):
     import torch
 
-    import sftgo
-
     if cfg["device"] != "cuda":
         return [not_run("memory", "head peak memory: naive vs fused vs Liger", "peak memory is read from the CUDA "
                         "allocator; on CPU see benchmarks/bench_token_head.py (ru_maxrss)")]
@@ -166,9 +184,8 @@ def part_memory(cfg):
         return -(lp * (targets != -100)).sum() / n_sup
 
     methods = {"naive": naive,
-               "fused sft": lambda hd, wd: sftgo.fused_linear_loss(hd, wd, targets, "sft")[0],
-               "fused sft-go": lambda hd, wd: sftgo.fused_linear_loss(hd, wd, targets, "sft_go", important=important,
-                                                                      lam=0.9)[0]}
+               "fused sft": lambda hd, wd: fused_loss("sft", hd, wd, targets, important),
+               "fused sft-go": lambda hd, wd: fused_loss("sft-go", hd, wd, targets, important, lam=0.9)}
     rows = []
     lv = package_version("liger-kernel")
     if lv is None:
