@@ -12,9 +12,11 @@ measured honestly from the OS:
 
 Peak extra includes the gradients themselves (hidden.grad [N, H], weight.grad [V, H]) for every method.
 
-Methods: naive (``lm_head`` + ``log_softmax`` + gather + ``objectives.sft``), ``token_logp`` + ``objectives.sft``,
-``fused_linear_loss`` for sft / dft / infosft / sft_go (10% important tokens, lam = 0.5), and TRL's
-``trl.kernels.chunked_logprob.ChunkedLogProbFunction`` + sft (skipped with a note if trl is not importable).
+Methods: naive (``lm_head`` + ``log_softmax`` + gather + mean CE), ``token_logp`` + mean CE, ``token_head.weighted_nll``
+with the coefficients of sft / dft / infosft / sft_go (10% important tokens, lam = 0.5; built from
+``sftgo.objectives``' weights and ``worst_onehot``), and TRL's ``trl.kernels.chunked_logprob.ChunkedLogProbFunction``
++ mean CE (skipped with a note if trl is not importable). Every loss is divided by the supervised count, as training
+does once per step.
 
     python benchmarks/bench_token_head.py --quick             # N=4096, H=512, V=49152
     python benchmarks/bench_token_head.py                      # N=8192, H=2048, V=128256 (slow on CPU)
@@ -46,23 +48,40 @@ def _maxrss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
+def _coef(objective, important, lam=0.5):
+    """The per-token coefficient the objective gives the fused head (as in ``sftgo.objectives``)."""
+    from sftgo.objectives import dft_weights, infosft_weights, worst_onehot
+    from sftgo.token_head import GroupCoef
+
+    if objective == "sft":
+        return 1.0
+    if objective == "dft":
+        return lambda lp, s, e: dft_weights(lp)
+    if objective == "infosft":
+        return lambda lp, s, e: infosft_weights(lp)
+
+    def resolve(sums, counts):  # SFT-GO: (1 - lam) + lam * [g worst] * n / C_g, from the group means
+        c = counts.clamp(min=1)
+        return (1 - lam) + lam * worst_onehot(sums / c, counts) * counts.sum() / c
+
+    return GroupCoef(important.long(), 2, resolve)  # group 1 = important
+
+
 def _step(method, hidden, weight, targets, important, chunk):
     """One forward + backward; returns the loss (float)."""
     import torch
 
-    from sftgo import objectives
-    from sftgo.objectives import fused_linear_loss
-    from sftgo.token_head import naive_token_logp, token_logp
+    from sftgo.token_head import naive_token_logp, token_logp, weighted_nll
 
     mask = targets != -100
+    k = max(int(mask.sum()), 1)  # the loss is a mean over supervised tokens, as in training
     if method == "naive":
-        loss = objectives.sft(naive_token_logp(hidden, weight, targets), mask)
+        loss = -(naive_token_logp(hidden, weight, targets) * mask).sum() / k
     elif method == "token_logp":
-        loss = objectives.sft(token_logp(hidden, weight, targets, chunk_size=chunk), mask)
+        loss = -(token_logp(hidden, weight, targets, chunk_size=chunk) * mask).sum() / k
     elif method.startswith("fused_"):
-        obj = method[len("fused_"):]
-        kw = {"important": important, "lam": 0.5} if obj == "sft_go" else {}
-        loss, _ = fused_linear_loss(hidden, weight, targets, obj, chunk_size=chunk, **kw)
+        loss, _ = weighted_nll(hidden, weight, targets, _coef(method[len("fused_"):], important), chunk_size=chunk)
+        loss = loss / k
     elif method == "trl":
         from trl.kernels.chunked_logprob import ChunkedLogProbFunction
 
@@ -70,7 +89,7 @@ def _step(method, hidden, weight, targets, important, chunk):
         lp, *_ = ChunkedLogProbFunction.apply(
             hidden, weight, None, targets.clamp(min=0), 1.0, TRL_VOCAB_CHUNK, None, 1.0, ()
         )
-        loss = objectives.sft(lp.masked_fill(~mask, 0.0), mask)
+        loss = -lp.masked_fill(~mask, 0.0).sum() / k
     else:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     loss.backward()

@@ -7,7 +7,8 @@ Parts (``--parts`` picks some; each runs in its own subprocess so one crash, han
 into the next, and under one overall ``--budget_s``):
 
 * ``precision``: the fused per-token head in fp32 and bf16 vs a float64 reference (loss and gradient max error) for
-  sft, sft-go (``sftgo.fused_linear_loss``) and target-sft (``objectives.chunked_target_sft``). The reference runs
+  sft, sft-go and target-sft through the training path's head (``token_head.weighted_nll`` with the objectives'
+  coefficients, ``token_head.chunked_loss`` with ``objectives.target_sft_chunk_loss``). The reference runs
   the pure objective functions on full float64 logits built from the *same* (already rounded) inputs, so the error
   is the head's arithmetic, not the input rounding.
 * ``memory`` (CUDA): peak memory of one head forward + backward (``torch.cuda.max_memory_allocated`` above the
@@ -23,6 +24,8 @@ into the next, and under one overall ``--budget_s``):
   (fp32) and with flash-attention 2's varlen kernel (bf16) where ``flash_attn`` installs.
 * ``accumulation``: sft-go with ``--group_stats exact`` and ``lagged`` and sft-go-dro, each as (micro-batch 4) and
   (micro-batch 2 x gradient accumulation 2) in fp32: the same losses per step (the objective belongs to the step).
+* ``generate``: ``sftgo generate``'s greedy decoding on the device equals transformers' ``model.generate`` on the
+  same prompts, and how often a left-padded batch agrees with one prompt at a time.
 
 Every part or row that cannot run (no CUDA, a package not installed, the time budget spent) prints a row that says
 so; no figure is made up. ``--json FILE`` also writes the rows. Exit status 1 when a row says FAIL.
@@ -34,6 +37,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,7 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PARTS = ("precision", "memory", "throughput", "packing", "accumulation")
+PARTS = ("precision", "memory", "throughput", "packing", "accumulation", "generate")
 
 
 def row(part, check, figure="", status="measured"):
@@ -74,11 +78,26 @@ def vtuple(v):
 # --------------------------------------------------------------------------------------------------------- precision
 
 
+def fused_loss(kind, hd, wd, t, imp, *, lam=0.9, gamma=0.8):
+    """The training path's head for one objective, normalized by the supervised count: sft (c = 1), sft-go (a
+    worst-group GroupCoef, as sftgo.objectives.SFTGo builds it) or target-sft (the chunked soft-target loss)."""
+    from sftgo.objectives import target_sft_chunk_loss, worst_onehot
+    from sftgo.token_head import GroupCoef, chunked_loss, weighted_nll
+
+    n = float((t != -100).sum())
+    if kind == "sft":
+        return weighted_nll(hd, wd, t, 1.0, chunk_size=512)[0] / n
+    if kind == "sft-go":
+        coef = GroupCoef(imp.long(), 2, lambda s, c: (1 - lam) + lam * worst_onehot(s / c.clamp(min=1), c) * n
+                         / c.clamp(min=1))
+        return weighted_nll(hd, wd, t, coef, chunk_size=512)[0] / n
+    return chunked_loss(hd, wd, t, lambda z, y, e: target_sft_chunk_loss(z, y, gamma=gamma, residual="uniform"),
+                        chunk_size=512) / n
+
+
 def part_precision(cfg):
     import torch
 
-    import sftgo
-    from sftgo import objectives as O
     from sftgo.token_head import naive_token_logp
 
     dev = cfg["device"]
@@ -95,18 +114,22 @@ def part_precision(cfg):
     rows = []
 
     def run(kind, hd, wd, t, imp):
-        if kind == "sft":
-            return sftgo.fused_linear_loss(hd, wd, t, "sft", chunk_size=512)[0]
-        if kind == "sft-go":
-            return sftgo.fused_linear_loss(hd, wd, t, "sft_go", important=imp, lam=lam, chunk_size=512)[0]
-        return O.chunked_target_sft(hd, wd, t, gamma=gamma, residual="uniform", chunk_size=512)
+        return fused_loss(kind, hd, wd, t, imp, lam=lam, gamma=gamma)
 
     def reference(kind, hd, wd, t, imp):
+        from sftgo.objectives import target_sft_chunk_loss
+
         m = t != -100
-        if kind == "target-sft":
-            return O.target_sft(hd @ wd.T, t, m, gamma=gamma, residual="uniform")
-        logp = naive_token_logp(hd, wd, t)
-        return O.sft(logp, m) if kind == "sft" else O.sft_go(logp, m, imp, lam)
+        n = m.sum().to(hd.dtype)
+        if kind == "target-sft":  # the same per-row formula on the whole [N, V] logits at once
+            return target_sft_chunk_loss(hd[m] @ wd.T, t[m], gamma=gamma, residual="uniform") / n
+        ce = -naive_token_logp(hd, wd, t)[m]
+        if kind == "sft":
+            return ce.sum() / n
+        i = imp[m]
+        means = [ce[~i].mean(), ce[i].mean()]  # unimportant first: ties go to it, as in the training path
+        worst = means[1] if means[1] > means[0] else means[0]
+        return (1 - lam) * ce.mean() + lam * worst
 
     for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         limit = 1e-5 if dtype == torch.float32 else 2e-2
@@ -141,8 +164,6 @@ def part_precision(cfg):
 def part_memory(cfg):
     import torch
 
-    import sftgo
-
     if cfg["device"] != "cuda":
         return [not_run("memory", "head peak memory: naive vs fused vs Liger", "peak memory is read from the CUDA "
                         "allocator; on CPU see benchmarks/bench_token_head.py (ru_maxrss)")]
@@ -163,9 +184,8 @@ def part_memory(cfg):
         return -(lp * (targets != -100)).sum() / n_sup
 
     methods = {"naive": naive,
-               "fused sft": lambda hd, wd: sftgo.fused_linear_loss(hd, wd, targets, "sft")[0],
-               "fused sft-go": lambda hd, wd: sftgo.fused_linear_loss(hd, wd, targets, "sft_go", important=important,
-                                                                      lam=0.9)[0]}
+               "fused sft": lambda hd, wd: fused_loss("sft", hd, wd, targets, important),
+               "fused sft-go": lambda hd, wd: fused_loss("sft-go", hd, wd, targets, important, lam=0.9)}
     rows = []
     lv = package_version("liger-kernel")
     if lv is None:
@@ -236,6 +256,7 @@ def sftgo_run(cfg, out, data, steps, *extra):
         raise RuntimeError(f"sftgo train failed: {' '.join(args)}")
     summary = json.loads((Path(out) / "summary.json").read_text())
     metrics = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    shutil.rmtree(out, ignore_errors=True)  # its final/ model: ~0.5 GB per run of SmolLM2, dozens of runs
     return summary, [m for m in metrics if "loss" in m]
 
 
@@ -256,7 +277,7 @@ def part_throughput_worker(cfg):
     """One contender (cfg["contender"]) in this process."""
     import torch
 
-    tmp = Path(tempfile.mkdtemp(prefix="gpucheck_tp_"))
+    tmp = Path(tempfile.mkdtemp(prefix="tp_", dir=cfg["tmp"]))
     c = cfg["contender"]
     bf16 = ["--bf16", "true"] if cfg["device"] == "cuda" else []
     per_step = cfg["batch"] * cfg["max_length"]  # every row is max_length tokens long
@@ -301,7 +322,9 @@ def part_throughput_worker(cfg):
             trainer.train()
             if cfg["device"] == "cuda":
                 torch.cuda.synchronize()
-            return time.perf_counter() - t0, trainer.state.global_step * per_step
+            dt = time.perf_counter() - t0
+            shutil.rmtree(tmp / tag, ignore_errors=True)
+            return dt, trainer.state.global_step * per_step
 
     tps, sps = rate(cfg, runner)
     return [{"contender": c, "tokens_per_s": tps, "s_per_step": sps}]
@@ -346,7 +369,7 @@ def max_rel_diff(a, b, key="loss"):
 
 def part_packing_worker(cfg):
     attn = cfg["attn"]
-    tmp = Path(tempfile.mkdtemp(prefix="gpucheck_pack_"))
+    tmp = Path(tempfile.mkdtemp(prefix="pack_", dir=cfg["tmp"]))
     dtype = ["--model_dtype", "bfloat16"] if attn.startswith("flash") else ["--model_dtype", "float32"]
     common = ["--objective", "sft-go", "--attn_implementation", attn, *dtype]
     layouts = {"padded": [], "packed": ["--packing", "true"], "padding_free": ["--padding_free", "true"]}
@@ -371,7 +394,7 @@ ACCUM = {"sft-go exact": ["--objective", "sft-go", "--group_stats", "exact"],
 
 
 def part_accumulation_worker(cfg):
-    tmp = Path(tempfile.mkdtemp(prefix="gpucheck_acc_"))
+    tmp = Path(tempfile.mkdtemp(prefix="acc_", dir=cfg["tmp"]))
     out = []
     for name, flags in ACCUM.items():
         base = [*flags, "--lam", "0.9", "--model_dtype", "float32"]
@@ -384,6 +407,44 @@ def part_accumulation_worker(cfg):
         out.append({"objective": name, "loss_rel_diff": max_rel_diff(mb, ma), "steps": len(ma), "finite": finite,
                     "worst_diff": max_rel_diff(mb, ma, "loss_important")})
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------- generate
+
+
+def part_generate(cfg):
+    """``sftgo generate``'s decoding on the device: greedy answers equal transformers' own ``model.generate`` on the
+    same rendered prompt, token for token; and how often a left-padded batch of 4 gives the same answers as one
+    prompt at a time (measured: in bf16 a padded batch may flip a near-tie)."""
+    import torch
+
+    from sftgo.data import load_examples
+    from sftgo.generate import generate_answers, render_prompt, stop_ids
+    from sftgo.models import load_model, load_tokenizer
+
+    dev, n_new = cfg["device"], 8 if cfg["quick"] else 64
+    prompts = [{"id": i, "messages": e["messages"][:-1], "reference": None}
+               for i, e in enumerate(load_examples(cfg["bundled"], limit=8))]
+    tok = load_tokenizer(cfg["model"])
+    model = load_model(cfg["model"], device=dev).to(dev).eval()
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    one = generate_answers(model, tok, prompts, max_new_tokens=n_new)
+    eos = stop_ids(model, tok)
+    same = 0
+    for p, r in zip(prompts, one):
+        text, special = render_prompt(p["messages"], tok)
+        enc = tok(text, add_special_tokens=special, return_tensors="pt").to(dev)
+        with torch.no_grad():
+            out = model.generate(**enc, do_sample=False, max_new_tokens=n_new, eos_token_id=eos,
+                                 pad_token_id=tok.pad_token_id)
+        same += out[0, enc["input_ids"].shape[1]:].tolist() == r["answer_token_ids"]  # the whole answer, EOS included
+    batched = generate_answers(model, tok, prompts, max_new_tokens=n_new, batch_size=4)
+    agree = sum(a["answer_token_ids"] == b["answer_token_ids"] for a, b in zip(one, batched))
+    return [row("generate", f"greedy answers of {len(prompts)} bundled prompts ({n_new} new tokens, {dtype} on {dev}) "
+                "equal model.generate on the same prompt", f"{same} of {len(prompts)}",
+                "ok" if same == len(prompts) else "FAIL"),
+            row("generate", "left-padded batch of 4 vs one prompt at a time: identical greedy answers",
+                f"{agree} of {len(prompts)}")]
 
 
 # ------------------------------------------------------------------------------------------------------------ driver
@@ -414,14 +475,18 @@ def spawn(name, cfg, timeout):
                            capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return None, f"timed out after {timeout:.0f} s"
+    finally:
+        os.unlink(f.name)
     if p.returncode != 0 or not res.exists():
         tail = [line for line in (p.stderr or p.stdout).strip().splitlines() if line.strip()][-1:] or ["no output"]
         return None, f"worker failed (exit {p.returncode}): {tail[0][:200]}"
-    return json.loads(res.read_text()), None
+    out = json.loads(res.read_text())
+    res.unlink()
+    return out, None
 
 
 WORKERS = {"precision": part_precision, "memory": part_memory, "throughput": part_throughput_worker,
-           "packing": part_packing_worker, "accumulation": part_accumulation_worker}
+           "packing": part_packing_worker, "accumulation": part_accumulation_worker, "generate": part_generate}
 
 
 class Budget:
@@ -470,7 +535,8 @@ def run_throughput(cfg, budget, rows):
             rows.append(row("throughput", f"{c} / TRL tokens/s", f"{got[c]['tokens_per_s'] / got['trl']['tokens_per_s']:.2f}x"))
     rows.append(row("throughput", "setting", f"model {cfg['model_label']}, optimizer step {cfg['batch'] // 2} x 2 "
                     f"accumulation x {cfg['max_length']} tokens (every row full), {'bf16 autocast' if cfg['device'] == 'cuda' else 'fp32'} on "
-                    f"{cfg['device']}, steps K={cfg['k']} (twice) and K+N={cfg['k'] + cfg['n']}"))
+                    f"{cfg['device']}, " + (f"one run of {cfg['k'] + cfg['n']} steps (--quick)" if cfg["quick"] else
+                                      f"steps K={cfg['k']} (twice) and K+N={cfg['k'] + cfg['n']}")))
 
 
 def run_packing(cfg, budget, rows):
@@ -549,7 +615,7 @@ def main(argv=None):
     ap.add_argument("--model", default=None, help="model for the training parts (default: SmolLM2-135M-Instruct; "
                     "with --quick: a tiny Llama from config)")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
-    ap.add_argument("--budget_s", type=float, default=450, help="overall time limit (parts past it print a row saying so)")
+    ap.add_argument("--budget_s", type=float, default=450, help="overall time limit from the start (parts past it print a row saying so)")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument("--_worker", help=argparse.SUPPRESS)
     ap.add_argument("--_cfg", help=argparse.SUPPRESS)
@@ -565,6 +631,7 @@ def main(argv=None):
         return 0
 
     t0 = time.time()
+    budget = Budget(a.budget_s)  # from the start: model conversion and data preparation count too
     import torch
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -574,7 +641,16 @@ def main(argv=None):
     bad = [p for p in parts if p not in PARTS]
     if bad:
         raise SystemExit(f"gpu_check: unknown part(s) {bad}; choose from {', '.join(PARTS)}")
-    tmp = Path(tempfile.mkdtemp(prefix="gpucheck_"))
+    tmp = Path(tempfile.mkdtemp(prefix="gpucheck_"))  # every run directory, model and data file: removed at the end
+    try:
+        return check(a, device, parts, tmp, budget, t0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check(a, device, parts, tmp, budget, t0) -> int:
+    import torch
+
     model = a.model or (tiny_model(tmp / "tiny") if a.quick else None)
     from sftgo.data import default_dataset_path
     from sftgo.models import resolve_model_path
@@ -584,8 +660,7 @@ def main(argv=None):
     cfg = {"device": device, "quick": quick, "model": model, "model_label": a.model or ("tiny Llama" if quick else "SmolLM2-135M-Instruct"),
            "batch": 4 if quick else 8, "max_length": 64 if quick else 512, "k": 1 if quick else 3, "n": 2 if quick else 30,
            "acc_steps": 2 if quick else 4, "part_timeout": 240 if quick else 200,
-           "bundled": str(default_dataset_path())}
-    budget = Budget(a.budget_s)
+           "bundled": str(default_dataset_path()), "tmp": str(tmp)}
     rows = []
     header = (f"gpu_check: device {device}" + (f" ({torch.cuda.get_device_name(0)})" if device == "cuda" else "")
               + f", torch {torch.__version__}, transformers {package_version('transformers')}, trl {package_version('trl')}, "
@@ -596,7 +671,7 @@ def main(argv=None):
         if budget.left() < 20:
             rows.append(not_run(part, "all rows of this part", f"time budget of {a.budget_s:.0f} s spent"))
             continue
-        if part in ("precision", "memory"):
+        if part in ("precision", "memory", "generate"):
             run_precision(cfg, budget, rows, part)
         elif part == "throughput":
             if "data" not in cfg:

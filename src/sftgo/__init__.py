@@ -1,6 +1,6 @@
 """sftgo: token-aware supervised fine-tuning (SFT-GO, Rho-1, DFT, InfoSFT, Target-SFT).
 
-Submodules: ``objectives`` (pure loss functions), ``token_head`` (chunked / fused per-token log-probs),
+Submodules: ``objectives`` (each objective's declaration and pure functions), ``token_head`` (chunked / fused per-token log-probs),
 ``scorers`` (token importance), ``grouping``, ``data``, ``models``, ``config``, ``trainer``, ``pipeline``, ``report``.
 Attributes below are imported lazily so that ``sftgo --help`` does not pay for importing torch.
 """
@@ -21,16 +21,12 @@ _EXPORTS = {
     "load_tokenizer": "sftgo.models",
     "SCORERS": "sftgo.scorers",
     "percentile_groups": "sftgo.grouping",
+    "percentile_groups_flat": "sftgo.grouping",
     "token_logp": "sftgo.token_head",
-    "fused_linear_loss": "sftgo.objectives",
     "weighted_nll": "sftgo.token_head",
     "OBJECTIVES": "sftgo.objectives",
-    "sft": "sftgo.objectives",
-    "sft_go": "sftgo.objectives",
-    "rho1": "sftgo.objectives",
-    "dft": "sftgo.objectives",
-    "infosft": "sftgo.objectives",
-    "target_sft": "sftgo.objectives",
+    "dft_weights": "sftgo.objectives",
+    "infosft_weights": "sftgo.objectives",
     "lambda_schedule": "sftgo.objectives",
 }
 

@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 
+from .errors import UserError
+
 USAGE = """usage: sftgo <command> [options]
 
 commands:
@@ -66,9 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             return sweep_main(rest)
         if cmd == "report":
             return report_main(rest)
-    except (ValueError, FileNotFoundError) as e:
-        # ConfigError, DataError and ModelLoadError are ValueErrors; so are TrainingArguments' validation errors.
-        # A user mistake gets one line naming the field/file and the fix; SFTGO_DEBUG=1 shows the traceback.
+    except (UserError, FileNotFoundError) as e:
+        # ConfigError, DataError, ModelLoadError, SweepError, TaskError (and TrainingArguments' validation errors,
+        # turned into ConfigError by parse_config): one line naming the field/file and the fix; SFTGO_DEBUG=1 shows
+        # the traceback. Anything else is a bug and keeps its traceback and cause.
         if os.environ.get("SFTGO_DEBUG"):
             raise
         print(f"sftgo {cmd}: error: {e}", file=sys.stderr)

@@ -9,6 +9,7 @@ SmolLM2-135M-Instruct on the bundled data, SFT-GO with TF-IDF grouping (eta = 90
 from __future__ import annotations
 
 import difflib
+import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -16,14 +17,17 @@ from transformers import TrainingArguments
 
 from .data import DEFAULT_DATASET
 from .models import DEFAULT_MODEL
-from .objectives import OBJECTIVES, TARGET_RESIDUALS
+from .objectives import OBJECTIVES, TARGET_RESIDUALS, ignored_settings
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
 
 TOKEN_HEADS = ("auto", "fused", "chunked", "naive")
 GROUP_SCOPES = ("sequence", "batch")
 GROUP_STATS = ("exact", "lagged", "micro")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A bad setting; the message names the field and the fix."""
 
 
@@ -112,8 +116,10 @@ class ObjectiveArgs:
         if self.scorer and self.scorer not in SCORERS and self.scorer != "reference" and ":" not in self.scorer:
             # Fail before the model is loaded, not after.
             bad("scorer", f"{self.scorer!r} is not one of {', '.join([*SCORERS, 'reference'])}, or my_module:my_function")
-        if (self.objective == "rho1" or self.scorer == "reference") and not self.ref_model_name_or_path:
-            bad("ref_model_name_or_path", missing_reference("objective=rho1" if self.objective == "rho1" else "scorer=reference"))
+        obj = OBJECTIVES[self.objective]
+        if (obj.needs_ref_logp(self) or self.scorer == "reference") and not self.ref_model_name_or_path:
+            bad("ref_model_name_or_path", missing_reference("scorer=reference" if self.scorer == "reference"
+                                                            else f"objective={self.objective}"))
         if self.token_head not in TOKEN_HEADS:
             bad("token_head", f"{self.token_head!r} is not one of {', '.join(TOKEN_HEADS)}")
         if self.group_scope not in GROUP_SCOPES:
@@ -144,9 +150,14 @@ class ObjectiveArgs:
         if self.head_chunk_size < 1:
             bad("head_chunk_size", f"{self.head_chunk_size} must be positive")
         try:
-            OBJECTIVES[self.objective].check_args(self)
+            obj.check_args(self)
         except ValueError as e:
-            raise ConfigError(str(e)) from None
+            raise ConfigError(str(e)) from e
+        defaults = {f.name: f.default for f in fields(type(self)) if f.init}
+        ignored = ignored_settings(self, defaults)
+        if ignored:  # not an error: a sweep's baseline (objective=sft) inherits the base config's method settings
+            logger.warning("objective %s does not read %s; %s ignored", self.objective,
+                           ", ".join(f"{k}={getattr(self, k)!r}" for k in ignored), "it is" if len(ignored) == 1 else "they are")
 
     @property
     def gamma_value(self) -> float | str:
@@ -351,7 +362,12 @@ def parse_config(argv: list[str]) -> SFTGoConfig:
         argv = argv[1:]
     if yaml_values:
         parser.set_defaults(**yaml_values)
-    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        (cfg,) = parser.parse_args_into_dataclasses(args=argv)
+    except ConfigError:
+        raise
+    except ValueError as e:  # TrainingArguments' own validation of a setting: the user's input, cause kept
+        raise ConfigError(str(e)) from e
     flags = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
     cfg.explicit_fields = (set(yaml_values) | flags) & field_names()
     return cfg

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ ALPACA_TEMPLATE_USER = "### Instruction:\n{content}\n\n### Response:\n"
 ALPACA_TEMPLATE_SYSTEM = "{content}\n\n"
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad input data; the message names the file, line or field and the fix."""
 
 

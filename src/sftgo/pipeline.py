@@ -24,9 +24,10 @@ logger = logging.getLogger(__name__)
 
 
 def needs_reference(cfg: SFTGoConfig) -> bool:
-    from .objectives import OBJECTIVES
+    """Reference log-probs are computed when the objective reads them, or when they are the (logged) grouping."""
+    from .objectives import objective_class
 
-    return "ref_logp" in getattr(OBJECTIVES[cfg.objective], "columns", ()) or cfg.scorer == "reference"
+    return objective_class(cfg.objective).needs_ref_logp(cfg) or cfg.scorer == "reference"
 
 
 def scorer_settings(name: str, tokenizer, *, seed: int = 0, llmlingua2_model: str | None = None) -> dict:
@@ -224,7 +225,9 @@ def _resolve_checkpoint(cfg: SFTGoConfig) -> str | None:
         # are checkpoint folders but none complete.
         return resolve_resume(cfg.output_dir, r)
     if not Path(r).exists():
-        raise ValueError(f"resume_from_checkpoint: {r} does not exist; pass a checkpoint folder or 'last'")
+        from .config import ConfigError
+
+        raise ConfigError(f"resume_from_checkpoint: {r} does not exist; pass a checkpoint folder or 'last'")
     return r
 
 
@@ -236,6 +239,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
     from .checkpoints import CompleteCheckpointCallback
     from .distributed import on_main
     from .models import apply_lora, load_model, load_tokenizer, resolve_model_path, save_merged
+    from .objectives import objective_class
     from .report import plot_loss_groups
     from .report.runs import read_metrics
     from .trainer import COUNTERS_FILE, MetricsJsonl, SFTGoStateCallback, SFTGoTrainer, load_sftgo_state
@@ -269,7 +273,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
                                                     cfg.max_length, cache_dir=tokenized_cache_dir(cfg.score_cache_dir)))
         add_token_columns(cfg, eval_data, model, tokenizer)
     ref_model = None
-    if cfg.objective == "target-sft" and cfg.target_residual == "reference":
+    if objective_class(cfg.objective).needs_ref_model(cfg):
         import copy
 
         ref_model = (load_model(reference_path(cfg), dtype=cfg.model_dtype) if reference_path(cfg)

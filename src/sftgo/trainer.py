@@ -4,7 +4,8 @@ The loss path, once per micro-batch (``compute_loss``):
 
     tokens = TokenBatch.from_inputs(inputs)                 # supervised tokens as flat [N] columns (sftgo.tokens)
     x      = tokens.select(head.features(model, inputs))    # [N, H] final hidden states (or [N, V] logits, naive head)
-    loss_sum, logp, groups = objective.loss(ctx, x, tokens) # unnormalized sum (sftgo.objectives.OBJECTIVES)
+    coef, groups = plan or objective.coefficient(tokens, lam, state)   # pure (sftgo.objectives.OBJECTIVES)
+    loss_sum, logp = head.weighted_nll(model, x, targets, coef)          # or head.chunk_loss (Target-SFT)
     metrics[mode] += sums of logp per group                 # mode = train | eval, reduced over ranks when logged
     return loss_sum / K * dp_scale                          # the one normalization
 
@@ -15,8 +16,10 @@ ranks, so ``dp_scale = world_size`` turns that average back into the step's sum.
 
 Once per optimizer step, before any forward (``get_batch_samples``, which sees all of the step's micro-batches): the
 objectives with group statistics (``--group_stats exact|lagged``) decide their per-token coefficients from the step's
-global statistics (``objective.plan_step``; a no-grad pre-pass when they need the step's losses); after the optimizer
-step (``_StepEnd``), Group-DRO's weights and the lagged group means are updated from the step's all-reduced group sums.
+global statistics (``_plan_step`` gathers them, with a no-grad pre-pass when they need the step's losses, and the
+objective's pure ``decide`` turns them into coefficients); after the optimizer step (``_StepEnd``) the objective's pure
+``next_state`` gives the new ``objective_state`` (Group-DRO's q, the lagged group means) from the step's all-reduced
+group sums. The trainer owns that state, on the training device, and checkpoints it (``sftgo_state.json``).
 Evaluation goes through the same head and objective but only into the ``eval`` metrics: it never moves DRO's ``q``,
 the lagged means or the training metrics.
 """
@@ -72,69 +75,12 @@ class StepOrderSampler(torch.utils.data.Sampler):
         return iter(torch.randperm(self.num_examples, generator=g).tolist())
 
 
-class _Context:
-    """What an objective sees for one micro-batch."""
+class Plan:
+    """Fixed per-token coefficients of one micro-batch, decided from the optimizer step's statistics; travels with the
+    micro-batch (not a tensor, so the Trainer moves it untouched) into ``compute_loss``."""
 
-    def __init__(self, trainer, model, inputs, tokens, lam, plan):
-        self.head, self.model, self.lam, self.plan = trainer.head, model, lam, plan
-        self._trainer, self._inputs, self._tokens = trainer, inputs, tokens
-
-    def reference(self):
-        """(reference model's final hidden states of the supervised tokens [N, H_ref], its LM-head weight)."""
-        t = self._trainer
-        if t.ref_model is None:
-            raise RuntimeError("target_residual=reference needs a reference model")
-        with torch.no_grad():
-            rows = self._tokens.select(t.ref_head.features(t.ref_model, self._inputs))
-            return rows, t.ref_head.weight(t.ref_model).detach()
-
-
-class _Step:
-    """The optimizer step as an objective's ``plan_step`` sees it: this rank's micro-batches as TokenBatches, their
-    log p from a no-grad pre-pass (computed on first use), and SUM / gather across ranks."""
-
-    def __init__(self, trainer, batches, num_tokens, lam):
-        self.t = trainer
-        self.inputs = [trainer._prepare_inputs(b) for b in batches]
-        self.tokens = [TokenBatch.from_inputs(b) for b in self.inputs]
-        self.num_tokens = float(num_tokens)
-        self.lam = lam
-        self.mode = trainer.args.group_stats
-        self.device = trainer.args.device
-        self._logp = {}
-
-    def logp(self, i: int) -> torch.Tensor:
-        if i not in self._logp:
-            t = self.t
-            model = t.model_wrapped if t.model_wrapped is not None else t.model
-            model.train()  # as in the real forward (dropout, if any, draws differently: then exact is approximate)
-            with torch.no_grad():
-                x = self.tokens[i].select(t.head.features(model, self.inputs[i]))
-                self._logp[i] = t.head.logp(model, x, self.tokens[i].targets).float()
-        return self._logp[i]
-
-    def sum(self, x: torch.Tensor) -> torch.Tensor:
-        if self.t.args.world_size > 1:
-            x = self.t.accelerator.reduce(x.contiguous(), reduction="sum")
-        return x
-
-    def gather(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Concatenation of every rank's ``x`` (rank order) and where this rank's part starts."""
-        if self.t.args.world_size <= 1:
-            return x, 0
-        import torch.distributed as dist
-
-        x = x.to(self.device).float().contiguous()
-        n = torch.tensor([x.shape[0]], device=self.device)
-        sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
-        dist.all_gather(sizes, n)
-        sizes = [int(s) for s in sizes]
-        padded = torch.zeros(max(sizes), device=self.device)
-        padded[: x.shape[0]] = x
-        parts = [torch.zeros_like(padded) for _ in sizes]
-        dist.all_gather(parts, padded)
-        rank = dist.get_rank()
-        return torch.cat([p[:s] for p, s in zip(parts, sizes)]), sum(sizes[:rank])
+    def __init__(self, coef: torch.Tensor, ids: torch.Tensor):
+        self.coef, self.ids = coef, ids
 
 
 class SFTGoTrainer(RotateAfterCompletion, Trainer):
@@ -151,7 +97,18 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         self.model_accepts_loss_kwargs = True
         self.loss_is_scaled_for_ga = True
         self.ref_model = ref_model
-        self.objective = O.OBJECTIVES[self.args.objective](self.args)  # the one lookup of the objective's name
+        self.objective = O.objective_class(self.args.objective)(self.args)  # the one lookup of the objective's name
+        # What lives across optimizer steps (Group-DRO's q, the lagged group means): tensors on the device where the
+        # step's statistics are (the training device), updated by the objective's pure next_state, checkpointed.
+        self.objective_state: dict[str, torch.Tensor] = {}
+        self._picked = None  # the group the step's weights picked (logged as worst_group)
+        if self.args.world_size > 1 and not self.args.average_tokens_across_devices:
+            from .config import ConfigError
+
+            # K would be each process's own count while the group statistics are the step's: the group term would
+            # silently weigh 1/world_size. sftgo normalizes over the whole step or not at all.
+            raise ConfigError("average_tokens_across_devices: false is not supported with several processes (the loss "
+                              "is normalized by the optimizer step's token count over all processes); leave it true")
         self.head = H.make_head(self._token_head_kind(), self.args.head_chunk_size)
         self.head.check_tol = 3e-2 if (self.args.bf16 or self.args.fp16) else 1e-3  # half-precision logits (autocast)
         self.ref_head = H.LinearHead(self.args.head_chunk_size)
@@ -198,8 +155,8 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
     # ------------------------------------------------------------------------------------------------ the step
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """All micro-batches of one optimizer step: count the step's tokens, and let the objective decide its
-        coefficients from the step's statistics (--group_stats exact / lagged) before any backward."""
+        """All micro-batches of one optimizer step: count the step's tokens, and decide the objective's coefficients
+        from the step's statistics (--group_stats exact / lagged) before any backward."""
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         if num_items is not None:
             self._tokens_seen += float(num_items)
@@ -207,24 +164,98 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         single = len(batches) == 1 and self.args.world_size == 1
         if not batches or not self.objective.step_stats or mode == "micro" or num_items is None:
             return batches, num_items
-        if single and (mode == "exact" or getattr(self.objective, "lagged_means", None) is None):
+        if single and (mode == "exact" or "lagged_means" not in self.objective_state):
             return batches, num_items  # one micro-batch on one process: its own statistics are the step's
-        plans = self.objective.plan_step(_Step(self, batches, num_items, self.current_lam()))
-        for b, p in zip(batches, plans):
-            b["sftgo_plan"] = p  # not a tensor: travels with the micro-batch untouched into compute_loss
+        for b, p in zip(batches, self._plan_step(batches, num_items)):
+            b["sftgo_plan"] = p
         return batches, num_items
 
+    def _plan_step(self, batches, num_items) -> list[Plan]:
+        """The step's statistics: group ids of every micro-batch (a no-grad pre-pass when the groups or the worst group
+        need the step's log p), their counts and CE sums summed over micro-batches and processes; the objective turns
+        them into coefficients (``decide``, pure)."""
+        obj, state = self.objective, self.objective_state
+        inputs = [self._prepare_inputs(b) for b in batches]
+        tokens = [TokenBatch.from_inputs(b) for b in inputs]
+        lagged = self.args.group_stats == "lagged" and "lagged_means" in state
+        need_sums = obj.needs_means and not lagged
+        lps = [self._logp_nograd(i, t) for i, t in zip(inputs, tokens)] if obj.dynamic() or need_sums else None
+        vals = [obj.values(t, None if lps is None else lps[i]) for i, t in enumerate(tokens)]
+        if obj.batch_scope():  # one ranking over the step's tokens, all micro-batches and processes
+            sizes = [v.shape[0] for v in vals]
+            local = torch.cat(vals) if vals else torch.zeros(0)
+            everything, offset = self._gather(local)
+            ids_all = obj.group_ids(everything, torch.zeros(everything.shape[0], dtype=torch.long, device=everything.device))
+            ids = list(ids_all[offset:offset + local.shape[0]].split(sizes))
+        else:
+            ids = [obj.group_ids(v, obj.segments(t)) for v, t in zip(vals, tokens)]
+        dev = self.args.device
+        G = obj.num_groups
+        counts = torch.zeros(G, device=dev)
+        sums = torch.zeros(G, device=dev) if need_sums else None
+        for i, g in enumerate(ids):
+            s_i, c_i = O.group_stats(g, (-lps[i] if need_sums else torch.zeros(g.shape[0])).to(dev).float(), G)
+            counts += c_i
+            if need_sums:
+                sums += s_i
+        counts = self._sum(counts)
+        sums = self._sum(sums) if need_sums else None
+        coefs, self._picked = obj.decide(ids, sums, counts, state, self.current_lam(), num_items)
+        return [Plan(c, g) for c, g in zip(coefs, ids)]
+
+    def _logp_nograd(self, inputs, tokens) -> torch.Tensor:
+        model = self.model_wrapped if self.model_wrapped is not None else self.model
+        model.train()  # as in the real forward (dropout, if any, draws differently: then exact is approximate)
+        with torch.no_grad():
+            x = tokens.select(self.head.features(model, inputs))
+            return self.head.logp(model, x, tokens.targets).float()
+
+    def _sum(self, x: torch.Tensor) -> torch.Tensor:
+        if self.args.world_size > 1:
+            x = self.accelerator.reduce(x.contiguous(), reduction="sum")
+        return x
+
+    def _gather(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Concatenation of every process's ``x`` (rank order) and where this process's part starts."""
+        if self.args.world_size <= 1:
+            return x, 0
+        import torch.distributed as dist
+
+        device = self.args.device
+        x = x.to(device).float().contiguous()
+        n = torch.tensor([x.shape[0]], device=device)
+        sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+        dist.all_gather(sizes, n)
+        sizes = [int(s) for s in sizes]
+        padded = torch.zeros(max(sizes), device=device)
+        padded[: x.shape[0]] = x
+        parts = [torch.zeros_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        rank = dist.get_rank()
+        return torch.cat([p[:s] for p, s in zip(parts, sizes)]), sum(sizes[:rank])
+
     def _end_step(self):
-        """After each optimizer step: the step's group sums (all micro-batches and ranks) update the objective."""
+        """After each optimizer step: the step's group sums (all micro-batches and processes) give the objective's
+        next state. Everything stays on the device the statistics were accumulated on."""
         if self._step_groups is None:
             return
         sums, counts = self._step_groups
         self._step_groups = None
-        vec = torch.cat([sums, counts]).to(self.args.device)
-        if self.args.world_size > 1:
-            vec = self.accelerator.reduce(vec, reduction="sum")
+        vec = self._sum(torch.cat([sums, counts]))
         G = sums.shape[0]
-        self._step_info = self.objective.end_step(vec[:G].cpu(), vec[G:].cpu())
+        self.objective_state, info = self.objective.next_state(self.objective_state, vec[:G], vec[G:])
+        if self._picked is not None:
+            info["worst_group"] = self._picked
+            self._picked = None
+        self._step_info = info
+
+    def _reference(self, inputs, tokens):
+        """(reference model's final hidden states of the supervised tokens [N, H_ref], its LM-head weight)."""
+        if self.ref_model is None:
+            raise RuntimeError("target_residual=reference needs a reference model")
+        with torch.no_grad():
+            rows = tokens.select(self.ref_head.features(self.ref_model, inputs))
+            return rows, self.ref_head.weight(self.ref_model).detach()
 
     # ------------------------------------------------------------------------------------------------ loss
 
@@ -236,8 +267,25 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
             self._targets_checked = True
         x = tokens.select(self.head.features(model, inputs))
         lam = self.current_lam()
-        plan = inputs.get("sftgo_plan") if mode == "train" else None
-        loss_sum, logp, ids = self.objective.loss(_Context(self, model, inputs, tokens, lam, plan), x, tokens)
+        obj = self.objective
+        t = tokens.targets
+        if obj.chunk_loss:  # Target-SFT: a loss over whole logits rows, chunk by chunk
+            ref_rows, ref_w = self._reference(inputs, tokens) if obj.needs_ref_model(self.args) else (None, None)
+            loss_sum = self.head.chunk_loss(model, x, t, obj.chunk_fn(ref_w), extra=ref_rows)
+            with torch.no_grad():  # for the metrics (one forward-only GEMM per chunk)
+                logp = self.head.logp(model, x.detach(), t)
+            ids = None
+        else:
+            plan = inputs.get("sftgo_plan") if mode == "train" else None
+            if plan is not None:  # --group_stats exact / lagged: coefficients fixed from the step's statistics
+                coef, ids = plan.coef, plan.ids
+            else:  # the micro-batch's own statistics (micro, one micro-batch per step, or evaluation)
+                lp = None
+                if obj.dynamic():
+                    with torch.no_grad():
+                        lp = self.head.logp(model, x.detach(), t)
+                coef, ids = obj.coefficient(tokens, lam, self.objective_state, lp)
+            loss_sum, logp = self.head.weighted_nll(model, x, t, coef)
 
         n_local = torch.tensor(float(len(tokens)), device=x.device)
         if mode == "train" and num_items_in_batch is not None:
@@ -280,9 +328,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         if mode == "train":
             self._last_lam = lam
             if ids is not None and self.objective.step_stats:
-                G = self.objective.num_groups
-                sums = torch.zeros(G, device=ce.device).index_add_(0, ids.to(ce.device), ce)
-                counts = torch.zeros(G, device=ce.device).index_add_(0, ids.to(ce.device), torch.ones_like(ce))
+                sums, counts = O.group_stats(ids, ce, self.objective.num_groups)
                 if self._step_groups is None:
                     self._step_groups = (sums, counts)
                 else:
@@ -317,10 +363,11 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                     logs["frac_important"] = s["imp_n"] / n
                 if "w_sum" in s:
                     logs["mean_weight"] = s["w_sum"] / n
-                logs.update(self.objective.extra_metrics(s))
-                logs["lam"] = self._last_lam
+                logs.update(self.objective.extra_metrics(s, self.objective_state))
+                if self.objective.uses_lam:
+                    logs["lam"] = self._last_lam
                 logs["tokens"] = int(s["n"])
-            logs.update(self._step_info)
+            logs.update({k: int(v) if torch.is_tensor(v) else v for k, v in self._step_info.items()})
             self._step_info = {}
         elif any(k.startswith("eval_") for k in logs):
             s = self._reduced("eval")
@@ -330,6 +377,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                     imp, unimp = _mean(s["imp_sum"], s["imp_n"]), _mean(s["unimp_sum"], s["unimp_n"])
                     logs["eval_loss_important"], logs["eval_loss_unimportant"] = imp, unimp
                     logs["eval_loss_worst"] = max(x for x in (imp, unimp, -math.inf) if not math.isnan(x))
+                    logs["eval_tokens_important"] = int(s["imp_n"])
                 logs["eval_tokens"] = int(s["n"])
         super().log(logs, start_time)
 
@@ -412,7 +460,7 @@ class SFTGoStateCallback(TrainerCallback):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if not ckpt.exists():
             return
-        st = self.trainer.objective.state_dict()
+        st = state_to_json(self.trainer.objective_state)
         if st:
             (ckpt / STATE_FILE).write_text(json.dumps(st))
         (ckpt / COUNTERS_FILE).write_text(json.dumps(self.totals()))
@@ -425,11 +473,21 @@ def load_sftgo_state(trainer: SFTGoTrainer, checkpoint: str | None) -> dict:
         return {}
     f = Path(checkpoint) / STATE_FILE
     if f.exists():
-        trainer.objective.load_state_dict(json.loads(f.read_text()))
+        trainer.objective_state = state_from_json(json.loads(f.read_text()), trainer.args.device)
     c = Path(checkpoint) / COUNTERS_FILE
     prior = json.loads(c.read_text()) if c.exists() else {}
     trainer._tokens_seen = float(prior.get("supervised_tokens", 0))
     return prior
+
+
+def state_to_json(state: dict) -> dict:
+    """The trainer's objective state as JSON: values and dtype per tensor (float32 / float64 round-trip exactly)."""
+    return {k: {"dtype": str(v.dtype).removeprefix("torch."), "values": v.detach().cpu().tolist()} for k, v in state.items()}
+
+
+def state_from_json(data: dict, device) -> dict:
+    """Inverse of :func:`state_to_json`, the tensors placed on the training ``device``."""
+    return {k: torch.tensor(v["values"], dtype=getattr(torch, v["dtype"]), device=device) for k, v in data.items()}
 
 
 def _jsonable(v):

@@ -271,19 +271,23 @@ HELDOUT = [
 ]
 
 
-def test_heldout_group_losses_match_full_logits(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("packing", [False, True])
+def test_heldout_group_losses_match_full_logits(tiny_model_dir, tmp_path, packing):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sftgo.data import load_examples, tokenize_examples
-    from sftgo.evaluation.heldout import heldout_losses
+    from sftgo.evaluation.heldout import heldout_config, heldout_losses
     from sftgo.grouping import percentile_groups
     from sftgo.scorers import tfidf
 
     data_path = _jsonl(tmp_path / "heldout.jsonl", HELDOUT)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    got = heldout_losses(model, tok, str(data_path), scorer="tfidf", percentile=70, max_length=64, batch_size=3,
-                         score_cache_dir=str(tmp_path / "sc"), chunk_size=7)
+    # the training path: packed rows of 3 examples' micro-batches, chunked head (the run's layout must not change it)
+    cfg = heldout_config({"objective": "sft-go", "packing": packing, "head_chunk_size": 7, "use_cpu": True},
+                         scorer="tfidf", percentile=70, max_length=64, per_device_eval_batch_size=3,
+                         score_cache_dir=str(tmp_path / "sc"))
+    got = heldout_losses(model, tok, str(data_path), cfg)
     # Direct: one example at a time, full [T, V] logits, numpy grouping.
     data = tokenize_examples(load_examples(str(data_path)), tok, 64)
     scores = tfidf(data.supervised_ids(), texts=data.texts, offsets=[data.supervised(i)[1] for i in range(len(data))])
@@ -304,6 +308,10 @@ def test_heldout_group_losses_match_full_logits(tiny_model_dir, tmp_path):
     assert got["loss_important"] == pytest.approx(np.mean(nll_imp), rel=1e-5)
     assert got["loss_unimportant"] == pytest.approx(np.mean(nll_unimp), rel=1e-5)
     assert got["loss_worst"] == pytest.approx(max(np.mean(nll_imp), np.mean(nll_unimp)), rel=1e-5)
+    # --max_examples limits the held-out set: the first 2 examples' tokens exactly
+    two = heldout_losses(model, tok, str(data_path), cfg, max_examples=2)
+    n2 = sum(int((torch.tensor(data.labels[i])[1:] != -100).sum()) for i in range(2))
+    assert two["n_examples"] == 2 and two["n_tokens"] == n2 < got["n_tokens"]
 
 
 # ------------------------------------------------------------------------------------- run dirs, base cache, bad input

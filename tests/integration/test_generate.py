@@ -100,6 +100,19 @@ def test_generate_same_settings_not_recomputed_overwrite_and_sampling(two_runs, 
                                                                          (json.loads(l) for l in before.splitlines()[1:])]
 
 
+def test_generate_on_a_sweep_directory_answers_with_its_finished_runs(two_runs, capsys):
+    root, runs, prompts = two_runs
+    (root / "pending_s1").mkdir()
+    (root / "pending_s1" / "config.yaml").write_text("objective: sft\n")  # a run of the sweep still training
+    capsys.readouterr()
+    assert main(["generate", str(root), "--prompts", str(prompts), "--max_new_tokens", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "skipping" in out and "pending_s1" in out
+    assert out.count("up to date") == 2  # both finished runs already answered these prompts with these settings
+    assert main(["generate", str(root / "pending_s1"), "--prompts", str(prompts)]) == 2  # named directly: an error
+    assert "no final/ model" in capsys.readouterr().err
+
+
 def test_generate_continues_an_interrupted_call(two_runs):
     """A killed call leaves <stem>.jsonl.partial; the next call keeps its answers and generates only the rest."""
     root, runs, prompts = two_runs

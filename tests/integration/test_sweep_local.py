@@ -50,7 +50,7 @@ def test_two_slots_overlap_and_equal_one_slot(tmp_path, tiny_model_dir, alpaca_f
     for slots in (2, 1):
         d = tmp_path / f"slots{slots}"
         out = subprocess.run(_cmd(d, tiny_model_dir, alpaca_file, tmp_path / "cache", fake_eval, "--slots", str(slots),
-                                  "--max_steps", "30", "--save_steps", "10"),
+                                  "--max_steps", "12", "--save_steps", "6"),
                              capture_output=True, text=True, env=_env(), timeout=900)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         (a0, a1), = _intervals(d / "logs" / f"{names[0]}.train.log")
@@ -106,6 +106,10 @@ def test_killed_two_slot_sweep_leaves_no_child(tmp_path, tiny_model_dir, alpaca_
             continue
         pids = [r["pid"] for r in runs if r.get("state") == "training" and r.get("pid") and alive(r["pid"])]
     assert len(_processes_mentioning(str(d / "configs"))) >= 2  # the two training children, found by their config
+    from sftgo.sweep import sweep_status
+
+    assert {r["name"]: (r["state"], r["pid"]) for r in sweep_status(d)} == {
+        r["name"]: ("running", r["pid"]) for r in runs}
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 60
@@ -116,6 +120,7 @@ def test_killed_two_slot_sweep_leaves_no_child(tmp_path, tiny_model_dir, alpaca_
         os.kill(p, signal.SIGKILL)
     assert not _descendants_alive(pids), f"a training child outlived the killed sweep: {left}"
     assert not left, f"a process of the sweep is still running: {left}"
+    assert {r["state"] for r in sweep_status(d)} == {"interrupted"}
 
 
 def test_run_trained_again_after_evaluation_is_evaluated_again(tmp_path, tiny_model_dir, alpaca_file):

@@ -365,3 +365,19 @@ def test_plain_trainer_user_runs_sft_go_with_own_collator(tmp_path, chat_tokeniz
         worst = max(r["loss_important"], r["loss_unimportant"])
         assert r["loss"] == pytest.approx(0.1 * r["loss_ce"] + 0.9 * worst, rel=1e-4)
         assert 0.05 < r["frac_important"] < 0.3  # eta 90: about the top 10% of each example's tokens
+
+
+def test_config_takes_sftgo_train_flags(tmp_path):
+    """The objective settings are sftgo train's flags, under the same names, in TRL's own argument parser."""
+    from dataclasses import fields
+
+    from trl import TrlParser
+
+    from sftgo.config import ObjectiveArgs, SFTGoConfig
+
+    mine = {f.name for f in fields(ObjectiveArgs)}
+    assert mine <= {f.name for f in fields(SFTGoSFTConfig)} and mine <= {f.name for f in fields(SFTGoConfig)}
+    (cfg,) = TrlParser(SFTGoSFTConfig).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--objective", "sft-go", "--lam", "0.5", "--lam_min", "0.1", "--keep_ratio", "0.3",
+         "--group_stats", "lagged", "--use_cpu", "true"])
+    assert (cfg.objective, cfg.lam, cfg.lam_min, cfg.percentile, cfg.group_stats) == ("sft-go", 0.5, 0.1, 70.0, "lagged")

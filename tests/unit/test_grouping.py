@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sftgo.grouping import batch_groups, num_important, percentile_groups, percentile_groups_torch
+from sftgo.grouping import num_important, percentile_groups, percentile_groups_flat, quantile_groups_flat
 
 
 def expected_k(n, eta):
@@ -76,66 +76,57 @@ def test_bad_percentile(bad):
     with pytest.raises(ValueError, match="percentile"):
         percentile_groups([np.zeros(3)], bad)
     with pytest.raises(ValueError, match="percentile"):
-        percentile_groups_torch(torch.zeros(1, 3), torch.ones(1, 3, dtype=torch.bool), bad)
+        percentile_groups_flat(torch.zeros(3), torch.zeros(3, dtype=torch.long), bad)
 
 
-@pytest.mark.parametrize("eta", [0, 50, 90, 100])
-def test_batch_groups(eta):
-    rng = np.random.default_rng(1)
-    flat = rng.integers(0, 5, size=101).astype(np.float64)
-    g = batch_groups(flat, eta)
-    assert int(g.sum()) == expected_k(101, eta)
-    if g.any() and (~g).any():
-        assert flat[g].min() >= flat[~g].max()
+def ref_flat(scores, segments, eta):
+    """Slow and obvious: per segment, sort positions by (-score, position) with NaN last, mark the first k."""
+    out = [False] * len(scores)
+    for seg in set(segments):
+        pos = [i for i in range(len(scores)) if segments[i] == seg]
+        key = lambda i: (1, 0.0, i) if math.isnan(scores[i]) else (0, -scores[i], i)  # noqa: E731
+        for i in sorted(pos, key=key)[: expected_k(len(pos), eta)]:
+            out[i] = True
+    return out
 
 
-def to_padded(seqs, T):
-    scores = torch.full((len(seqs), T), 123.0, dtype=torch.float64)  # padding carries a high score on purpose
-    mask = torch.zeros((len(seqs), T), dtype=torch.bool)
-    for b, s in enumerate(seqs):
-        scores[b, : len(s)] = torch.from_numpy(s)
-        mask[b, : len(s)] = True
-    return scores, mask
+@pytest.mark.parametrize("eta", [0, 50, 90, 100, 12.5, 33.3])
+def test_flat_matches_reference_interleaved_segments(eta):
+    # segments interleaved and out of order (packing / padding-free layouts), many ties, NaN
+    rng = np.random.default_rng(int(eta * 7) + 1)
+    n = 157
+    scores = rng.integers(0, 4, size=n).astype(np.float64)
+    scores[rng.random(n) < 0.1] = np.nan
+    segments = rng.integers(0, 9, size=n)
+    out = percentile_groups_flat(torch.from_numpy(scores), torch.from_numpy(segments), eta)
+    assert out.dtype == torch.bool
+    assert out.tolist() == ref_flat(scores.tolist(), segments.tolist(), eta)
 
 
-@pytest.mark.parametrize("eta", [0, 50, 90, 100, 12.5])
-def test_torch_sequence_equals_numpy(eta):
-    rng = np.random.default_rng(7)
-    seqs = random_sequences(rng, 64) + [np.array([np.nan, 3.0, np.nan])]
-    T = max(len(s) for s in seqs) + 3
-    scores, mask = to_padded(seqs, T)
-    out = percentile_groups_torch(scores, mask, eta, scope="sequence")
-    ref = percentile_groups(seqs, eta)
-    assert out.dtype == torch.bool and out.shape == (len(seqs), T)
-    assert not out[~mask].any()
-    for b, g in enumerate(ref):
-        assert out[b, : len(g)].numpy().tolist() == g.tolist()
+@pytest.mark.parametrize("n,eta,k", [(5, 90, 1), (15, 90, 2), (25, 90, 3), (45, 90, 5), (2, 75, 1), (6, 75, 2)])
+def test_flat_k_is_half_up_at_every_tie_of_rounding(n, eta, k):
+    # (100 - eta) * n / 100 lands exactly on x.5: half-up gives x + 1 (half-to-even would give 2 for 2.5, 4 for 4.5)
+    scores = torch.arange(n, dtype=torch.float32)
+    assert int(percentile_groups_flat(scores, torch.zeros(n, dtype=torch.long), eta).sum()) == k
+    assert k == expected_k(n, eta)
 
 
-def test_torch_mask_in_middle_and_float32():
-    # supervised tokens need not be a prefix (multi-turn): mask holes are never important
-    scores = torch.tensor([[9.0, 1.0, 8.0, 2.0, 7.0, 3.0]], dtype=torch.float32)
-    mask = torch.tensor([[False, True, False, True, False, True]])
-    out = percentile_groups_torch(scores, mask, 50)  # n = 3 -> k = 2: scores 3 and 2
-    assert out.tolist() == [[False, False, False, True, False, True]]
-
-
-@pytest.mark.parametrize("eta", [0, 50, 90, 100])
-def test_torch_batch_scope_equals_numpy(eta):
+def test_batch_scope_is_one_segment():
     rng = np.random.default_rng(3)
-    seqs = random_sequences(rng, 20)
-    T = max(len(s) for s in seqs)
-    scores, mask = to_padded(seqs, T)
-    out = percentile_groups_torch(scores, mask, eta, scope="batch")
-    # flatten row-major over supervised positions: ties broken by (row, position)
-    flat = scores[mask].numpy()
-    ref = batch_groups(flat, eta)
-    assert out[mask].numpy().tolist() == ref.tolist()
-    assert not out[~mask].any()
+    flat = rng.integers(0, 5, size=101).astype(np.float64)
+    out = percentile_groups_flat(torch.from_numpy(flat), torch.zeros(101, dtype=torch.long), 90)
+    assert out.tolist() == ref_flat(flat.tolist(), [0] * 101, 90)
 
 
-def test_torch_bad_scope_and_shapes():
-    with pytest.raises(ValueError, match="scope"):
-        percentile_groups_torch(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool), 90, scope="token")
-    with pytest.raises(ValueError, match=r"\[B, T\]"):
-        percentile_groups_torch(torch.zeros(2, 3), torch.ones(2, 4, dtype=torch.bool), 90)
+def test_quantile_groups_match_reference():
+    rng = np.random.default_rng(5)
+    n = 90
+    scores = rng.normal(size=n)
+    scores[::7] = scores[1]  # ties
+    segments = rng.integers(0, 4, size=n)
+    for G in (2, 3, 5):
+        out = quantile_groups_flat(torch.from_numpy(scores), torch.from_numpy(segments), G).tolist()
+        for seg in set(segments.tolist()):
+            pos = [i for i in range(n) if segments[i] == seg]
+            for r, i in enumerate(sorted(pos, key=lambda i: (scores[i], i))):
+                assert out[i] == r * G // len(pos)

@@ -1,12 +1,16 @@
-"""Chunked token head vs the naive full-logits path: values and gradients (fp32 and fp64)."""
+"""Per-token head (token_logp, weighted_nll, chunked_loss) vs the naive full-logits path: values and gradients (fp32
+and fp64). The coefficients and chunk losses are the objectives' pieces (sftgo.objectives); the references are slow
+loops over the supervised tokens of the full logits, written here."""
+
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from sftgo import objectives
-from sftgo.objectives import chunked_target_sft, fused_linear_loss  # the named objectives over the generic head
-from sftgo.token_head import naive_token_logp, token_logp
+from sftgo.objectives import dft_weights, infosft_weights, target_sft_chunk_loss, worst_onehot
+from sftgo.token_head import GroupCoef, chunked_loss, naive_token_logp, token_logp, weighted_nll
+from tests.reference_objectives import infosft_weight
 
 N, H, V = 37, 16, 101
 ATOL = 1e-5
@@ -112,26 +116,72 @@ def test_token_logp_bfloat16_close_to_fp32():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# fused_linear_loss vs objectives.<name>(naive logp)
+# weighted_nll (gradients computed in the forward) vs slow loops over the naive full logits
 # ---------------------------------------------------------------------------------------------------------
 
 
-def reference_loss(objective, logp, mask, important, lam, num_items, P=0.93):
-    if objective == "sft":
-        return objectives.sft(logp, mask, num_items=num_items)
-    if objective == "dft":
-        return objectives.dft(logp, mask, num_items=num_items)
-    if objective == "infosft":
-        return objectives.infosft(logp, mask, P=P, num_items=num_items)
-    return objectives.sft_go(logp, mask, important, lam, num_items=num_items)
+def ref_rows(hidden, weight, targets):
+    """``[(position, differentiable log p)]`` of the supervised positions, from the full ``[N, V]`` logits."""
+    logprobs = torch.log_softmax(hidden.reshape(-1, hidden.shape[-1]) @ weight.T, dim=-1)
+    flat = targets.reshape(-1).tolist()
+    return [(n, logprobs[n, y]) for n, y in enumerate(flat) if y != -100]
 
 
-def check_fused(objective, hidden, weight, targets, important=None, lam=0.0, num_items=None, chunk_size=6):
-    mask = targets != -100
-    ref = reference_loss(objective, naive_token_logp(hidden, weight, targets), mask, important, lam, num_items)
-    loss, logp = fused_linear_loss(
-        hidden, weight, targets, objective, important=important, lam=lam, num_items=num_items, chunk_size=chunk_size
-    )
+def ref_weighted(hidden, weight, targets, w_of):
+    """``sum_n -w_n * log p_n`` over supervised positions; ``w_of(n, p)`` a Python float (so no gradient through it)."""
+    total = hidden.new_zeros(())
+    for n, lp in ref_rows(hidden, weight, targets):
+        total = total - w_of(n, math.exp(lp.item())) * lp
+    return total
+
+
+REF_W = {
+    "sft": lambda n, p: 1.0,
+    "dft": lambda n, p: p,
+    "infosft": lambda n, p: infosft_weight(p, 0.93),
+    "infosft_p07": lambda n, p: infosft_weight(p, 0.7),
+}
+
+
+def ref_worst_group(hidden, weight, targets, ids, G, lam):
+    """SFT-GO (Eq. 3-4) times the supervised count n: ``(1 - lam) sum_n CE_n + lam n max_g mean_{n in g} CE_n``, the
+    max over non-empty groups, ties to the lowest id."""
+    rows = ref_rows(hidden, weight, targets)
+    groups = [[] for _ in range(G)]
+    for n, lp in rows:
+        groups[int(ids.reshape(-1)[n])].append(-lp)
+    total = hidden.new_zeros(()) + 0.0 * weight.sum()  # connected to both inputs even with no supervised row
+    if not rows:
+        return total
+    worst = None
+    for g in groups:  # ascending ids: a later group needs a strictly larger mean
+        if g and (worst is None or (sum(g) / len(g)).item() > worst.item()):
+            worst = sum(g) / len(g)
+    return total + (1 - lam) * sum(-lp for _, lp in rows) + lam * len(rows) * worst
+
+
+# The head coefficients of the objectives, built from sftgo.objectives' pieces as the objectives do.
+def pointwise_coef(name):
+    if name == "sft":
+        return 1.0
+    if name == "dft":
+        return lambda lp, s, e: dft_weights(lp)
+    P = 0.7 if name == "infosft_p07" else 0.93
+    return lambda lp, s, e: infosft_weights(lp, P)
+
+
+def worst_group_coef(ids, G, lam):
+    """``c_g = (1 - lam) + lam * [g worst] * n / C_g``, decided inside the head from the micro-batch's group means."""
+
+    def resolve(sums, counts):
+        c = counts.clamp(min=1)
+        return (1 - lam) + lam * worst_onehot(sums / c, counts) * counts.sum() / c
+
+    return GroupCoef(ids, G, resolve)
+
+
+def check_head(hidden, weight, targets, coef, ref, chunk_size=6):
+    loss, logp = weighted_nll(hidden, weight, targets, coef, chunk_size=chunk_size)
     assert loss.dim() == 0
     assert not logp.requires_grad
     assert_close(logp, naive_token_logp(hidden, weight, targets).detach())
@@ -141,15 +191,16 @@ def check_fused(objective, hidden, weight, targets, important=None, lam=0.0, num
     return loss
 
 
-@pytest.mark.parametrize("objective", ["sft", "dft", "infosft"])
-@pytest.mark.parametrize("num_items", [None, 50, torch.tensor(19.0)])
-@pytest.mark.parametrize("chunk_size", [5, 1024])
-def test_fused_pointwise_objectives(objective, num_items, chunk_size):
-    hidden, weight, targets = make()
-    check_fused(objective, hidden, weight, targets, num_items=num_items, chunk_size=chunk_size)
+@pytest.mark.parametrize("name", ["sft", "dft", "infosft", "infosft_p07"])
+@pytest.mark.parametrize("chunk_size", [1, 5, 1024])
+@pytest.mark.parametrize("ignore_every", [0, 4])
+def test_weighted_nll_pointwise_coefficients(name, chunk_size, ignore_every):
+    hidden, weight, targets = make(ignore_every=ignore_every)
+    ref = ref_weighted(hidden, weight, targets, REF_W[name])
+    check_head(hidden, weight, targets, pointwise_coef(name), ref, chunk_size=chunk_size)
 
 
-def test_fused_infosft_weights_not_trivial():
+def test_weighted_nll_infosft_weights_not_trivial():
     # make sure the InfoSFT case exercises both the zero (p >= P) and the positive branch of the weight
     hidden, weight, targets = make()
     with torch.no_grad():
@@ -157,10 +208,18 @@ def test_fused_infosft_weights_not_trivial():
         targets[confident] = 7
         weight[7] = hidden[confident] * 4.0  # logit of token 7 dominates at row 3 -> p ~ 1 > 0.93
     logp = naive_token_logp(hidden, weight, targets)
-    w = objectives.infosft_weights(logp)
+    w = infosft_weights(logp)
     sup = targets != -100
     assert bool((w[sup] == 0).any()) and bool((w[sup] > 0).any())
-    check_fused("infosft", hidden, weight, targets)
+    check_head(hidden, weight, targets, pointwise_coef("infosft"), ref_weighted(hidden, weight, targets, REF_W["infosft"]))
+
+
+def test_weighted_nll_tensor_coefficient_ignores_unsupervised_positions():
+    hidden, weight, targets = make()
+    c = torch.rand(N, generator=torch.Generator().manual_seed(4)) * 2
+    c[targets == -100] = math.nan  # a coefficient at an ignored position must never be read
+    ref = ref_weighted(hidden, weight, targets, lambda n, p: c[n].item())
+    check_head(hidden, weight, targets, c, ref)
 
 
 def imp_mask(n=N, seed=3, frac=0.3):
@@ -168,22 +227,26 @@ def imp_mask(n=N, seed=3, frac=0.3):
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.4, 1.0])
-@pytest.mark.parametrize("num_items", [None, 50])
 @pytest.mark.parametrize("frac", [0.3, 0.8])  # important is the smaller / the larger group
-def test_fused_sft_go(lam, num_items, frac):
+@pytest.mark.parametrize("chunk_size", [5, 1024])
+def test_weighted_nll_worst_group(lam, frac, chunk_size):
     hidden, weight, targets = make()
-    check_fused("sft_go", hidden, weight, targets, important=imp_mask(frac=frac), lam=lam, num_items=num_items)
+    ids = imp_mask(frac=frac).long()
+    ref = ref_worst_group(hidden, weight, targets, ids, 2, lam)
+    check_head(hidden, weight, targets, worst_group_coef(ids, 2, lam), ref, chunk_size=chunk_size)
 
 
-@pytest.mark.parametrize("num_items", [None, 50])
 @pytest.mark.parametrize("which", ["none_important", "all_important"])
-def test_fused_sft_go_single_group(num_items, which):
+def test_weighted_nll_worst_group_single_group_is_plain_sft(which):
     hidden, weight, targets = make()
-    important = torch.zeros(N, dtype=torch.bool) if which == "none_important" else torch.ones(N, dtype=torch.bool)
-    check_fused("sft_go", hidden, weight, targets, important=important, lam=0.6, num_items=num_items)
+    ids = torch.zeros(N, dtype=torch.long) if which == "none_important" else torch.ones(N, dtype=torch.long)
+    loss = check_head(hidden, weight, targets, worst_group_coef(ids, 2, 0.6),
+                      ref_worst_group(hidden, weight, targets, ids, 2, 0.6))
+    # one non-empty group: its mean is the overall mean, so any lam gives the plain CE sum
+    assert_close(loss, ref_weighted(hidden, weight, targets, REF_W["sft"]))
 
 
-def test_fused_sft_go_both_worst_choices_covered():
+def test_weighted_nll_worst_group_both_choices_covered():
     # the gradient path differs with which group is worse; find seeds giving each and check both
     seen = set()
     for seed in range(20):
@@ -195,11 +258,13 @@ def test_fused_sft_go_both_worst_choices_covered():
         if worst_g1 in seen:
             continue
         seen.add(worst_g1)
-        check_fused("sft_go", hidden, weight, targets, important=important, lam=0.7)
+        ids = important.long()
+        check_head(hidden, weight, targets, worst_group_coef(ids, 2, 0.7),
+                   ref_worst_group(hidden, weight, targets, ids, 2, 0.7))
     assert seen == {True, False}
 
 
-def test_fused_sft_go_tie_goes_to_unimportant_like_objectives():
+def test_weighted_nll_worst_group_tie_goes_to_the_lowest_id():
     # exact tie: integer-valued fp64 inputs, row 1 duplicates row 0 with the same target, one per group
     g = torch.Generator().manual_seed(5)
     hidden = torch.randint(-2, 3, (2, 4), generator=g).double().requires_grad_()
@@ -207,79 +272,123 @@ def test_fused_sft_go_tie_goes_to_unimportant_like_objectives():
     with torch.no_grad():
         hidden[1] = hidden[0]
     targets = torch.tensor([3, 3])
-    important = torch.tensor([True, False])
-    check_fused("sft_go", hidden, weight, targets, important=important, lam=0.5, chunk_size=1)
+    ids = torch.tensor([1, 0])
+    loss, _ = weighted_nll(hidden, weight, targets, worst_group_coef(ids, 2, 1.0), chunk_size=1)
+    gh, _ = grads(loss, hidden, weight)
+    # lam = 1: only the worst group (id 0 = row 1) gets a gradient
+    assert bool((gh[0] == 0).all()) and bool((gh[1] != 0).any())
+    check_head(hidden, weight, targets, worst_group_coef(ids, 2, 0.5),
+               ref_worst_group(hidden, weight, targets, ids, 2, 0.5), chunk_size=1)
 
 
-def test_fused_all_ignored():
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_weighted_nll_many_groups_with_an_empty_one(seed):
+    # G = 4, group 3 empty; the largest group (the head's unit-coefficient pass) is not always group 0
+    hidden, weight, targets = make(seed=seed)
+    ids = torch.randint(0, 3, (N,), generator=torch.Generator().manual_seed(seed + 10))
+    ref = ref_worst_group(hidden, weight, targets, ids, 4, 0.35)
+    check_head(hidden, weight, targets, worst_group_coef(ids, 4, 0.35), ref, chunk_size=4)
+
+
+def test_weighted_nll_all_ignored():
     hidden, weight, _ = make()
     targets = torch.full((N,), -100)
-    for objective in ["sft", "dft", "infosft", "sft_go"]:
-        imp = imp_mask() if objective == "sft_go" else None
-        loss, logp = fused_linear_loss(hidden, weight, targets, objective, important=imp, lam=0.5)
+    coefs = [1.0, pointwise_coef("dft"), pointwise_coef("infosft"), torch.ones(N),
+             worst_group_coef(imp_mask().long(), 2, 0.5)]
+    for coef in coefs:
+        loss, logp = weighted_nll(hidden, weight, targets, coef)
         assert loss.item() == 0.0 and bool((logp == 0).all())
         gh, gw = grads(loss, hidden, weight)
         assert bool((gh == 0).all()) and bool((gw == 0).all())
 
 
-def test_fused_scales_by_upstream_grad_and_batched_shape():
+def test_weighted_nll_scales_by_upstream_grad_and_batched_shape():
     hidden, weight, targets = make(n=36)
-    loss, logp = fused_linear_loss(hidden.reshape(4, 9, H), weight, targets.reshape(4, 9), "dft", chunk_size=7)
-    assert logp.shape == (4, 9)
-    ref = objectives.dft(naive_token_logp(hidden, weight, targets), targets != -100)
-    for a, b in zip(grads(3.0 * loss, hidden, weight), grads(3.0 * ref, hidden, weight)):
-        assert_close(a, b)
+    ids = imp_mask(n=36).long()
+    for coef, ref in [
+        (pointwise_coef("dft"), ref_weighted(hidden, weight, targets, REF_W["dft"])),
+        (worst_group_coef(ids.reshape(4, 9), 2, 0.5), ref_worst_group(hidden, weight, targets, ids, 2, 0.5)),
+    ]:
+        loss, logp = weighted_nll(hidden.reshape(4, 9, H), weight, targets.reshape(4, 9), coef, chunk_size=7)
+        assert logp.shape == (4, 9)
+        assert_close(loss, ref)
+        for a, b in zip(grads(3.0 * loss, hidden, weight), grads(3.0 * ref, hidden, weight)):
+            assert_close(a, b)
 
 
-def test_fused_backward_twice_is_a_clear_error():
+def test_weighted_nll_backward_twice_is_a_clear_error():
     hidden, weight, targets = make()
-    loss, _ = fused_linear_loss(hidden, weight, targets, "sft")
+    loss, _ = weighted_nll(hidden, weight, targets, 1.0)
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="only once"):
         loss.backward()
 
 
-def test_fused_frozen_weight_and_hidden_grads_accumulate():
+def test_weighted_nll_frozen_weight_and_hidden_grads_accumulate():
     hidden, weight, targets = make()
     w = weight.detach()
-    loss, _ = fused_linear_loss(hidden, w, targets, "sft", chunk_size=4)
+    loss, _ = weighted_nll(hidden, w, targets, 1.0, chunk_size=4)
     loss.backward()
-    (gh_ref,) = torch.autograd.grad(objectives.sft(naive_token_logp(hidden, w, targets), targets != -100), hidden)
+    (gh_ref,) = torch.autograd.grad(-naive_token_logp(hidden, w, targets).sum(), hidden)
     assert_close(hidden.grad, gh_ref)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# chunked Target-SFT vs objectives.target_sft on the full logits
+# chunked_loss (Target-SFT per chunk, activation-checkpointed) vs the same loss on the full logits at once.
+# target_sft_chunk_loss itself is checked against a slow reference in test_objectives.py.
 # ---------------------------------------------------------------------------------------------------------
+
+
+def target_fn(gamma, residual, ref_weight=None, topk=5):
+    """The head's per-chunk fn, as TargetSFT builds it: reference logits from the extra rows, never differentiated."""
+
+    def fn(z, y, rh):
+        ref = None
+        if rh is not None:
+            with torch.no_grad():
+                ref = rh @ ref_weight.T
+        return target_sft_chunk_loss(z, y, gamma=gamma, residual=residual, topk=topk, ref_logits=ref)
+
+    return fn
+
+
+def ref_inputs(n=N, shape=None):
+    g = torch.Generator().manual_seed(9)
+    rh, rw = torch.randn(n, 8, generator=g), torch.randn(V, 8, generator=g)
+    return rh if shape is None else rh.reshape(*shape, 8), rw
 
 
 @pytest.mark.parametrize("residual", ["uniform", "model", "topk", "reference"])
 @pytest.mark.parametrize("gamma", [0.7, "p"])
-@pytest.mark.parametrize("num_items", [None, 60])
-def test_chunked_target_sft(residual, gamma, num_items):
+@pytest.mark.parametrize("chunk_size", [6, 1024])
+def test_chunked_target_sft(residual, gamma, chunk_size):
     hidden, weight, targets = make()
-    mask = targets != -100
-    extra, ref_logits = {}, None
-    if residual == "reference":
-        g = torch.Generator().manual_seed(9)
-        rh, rw = torch.randn(N, 8, generator=g), torch.randn(V, 8, generator=g)
-        extra = {"ref_hidden": rh, "ref_weight": rw}
-        ref_logits = rh @ rw.T
-    got = chunked_target_sft(
-        hidden, weight, targets, gamma=gamma, residual=residual, topk=5, num_items=num_items, chunk_size=6, **extra
-    )
-    ref = objectives.target_sft(
-        hidden @ weight.T, targets, mask, gamma=gamma, residual=residual, topk=5, ref_logits=ref_logits,
-        num_items=num_items,
-    )
+    sup = targets != -100
+    rh, rw = ref_inputs() if residual == "reference" else (None, None)
+    got = chunked_loss(hidden, weight, targets, target_fn(gamma, residual, rw), extra=rh, chunk_size=chunk_size)
+    # the naive path: the full [N, V] logits of the supervised rows in one call
+    ref = target_sft_chunk_loss((hidden @ weight.T)[sup], targets[sup], gamma=gamma, residual=residual, topk=5,
+                                ref_logits=None if rh is None else rh[sup] @ rw.T)
     assert_close(got, ref)
     for a, b in zip(grads(got, hidden, weight), grads(ref, hidden, weight)):
         assert_close(a, b)
 
 
-def test_chunked_target_sft_all_ignored():
+def test_chunked_loss_batched_shape_slices_extra_like_the_rows():
+    hidden, weight, targets = make(n=36)
+    rh, rw = ref_inputs(n=36)
+    fn = target_fn(0.6, "reference", rw)
+    flat = chunked_loss(hidden, weight, targets, fn, extra=rh, chunk_size=7)
+    batched = chunked_loss(hidden.reshape(4, 9, H), weight, targets.reshape(4, 9), fn, extra=rh.reshape(4, 9, 8),
+                           chunk_size=7)
+    assert_close(batched, flat)
+    # the reference rows matter: other rows give another loss
+    assert (chunked_loss(hidden, weight, targets, fn, extra=rh.flip(0), chunk_size=7) - flat).abs() > 1e-3
+
+
+def test_chunked_loss_all_ignored():
     hidden, weight, _ = make()
-    loss = chunked_target_sft(hidden, weight, torch.full((N,), -100), gamma=0.5, residual="uniform")
+    loss = chunked_loss(hidden, weight, torch.full((N,), -100), target_fn(0.5, "uniform"))
     assert loss.item() == 0.0
     gh, gw = grads(loss, hidden, weight)
     assert bool((gh == 0).all()) and bool((gw == 0).all())
@@ -292,8 +401,6 @@ def test_chunked_target_sft_all_ignored():
 
 def test_bad_inputs_raise_value_error():
     hidden, weight, targets = make()
-    with pytest.raises(ValueError, match="objective"):
-        fused_linear_loss(hidden, weight, targets, "ce")
     with pytest.raises(ValueError, match="weight"):
         token_logp(hidden, weight.T, targets)
     with pytest.raises(ValueError, match="shape"):
@@ -304,16 +411,18 @@ def test_bad_inputs_raise_value_error():
         token_logp(hidden, weight, bad)
     with pytest.raises(ValueError, match="chunk_size"):
         token_logp(hidden, weight, targets, chunk_size=0)
-    with pytest.raises(ValueError, match="important"):
-        fused_linear_loss(hidden, weight, targets, "sft_go", lam=0.5)
-    with pytest.raises(ValueError, match="lam"):
-        fused_linear_loss(hidden, weight, targets, "sft_go", important=imp_mask(), lam=1.5)
-    with pytest.raises(ValueError, match="num_items"):
-        fused_linear_loss(hidden, weight, targets, "sft", num_items=-1)
-    with pytest.raises(ValueError, match="ref_hidden"):
-        chunked_target_sft(hidden, weight, targets, gamma=0.5, residual="reference")
+    with pytest.raises(ValueError, match="outside"):
+        weighted_nll(hidden, weight, bad, 1.0)
+    with pytest.raises(ValueError, match="coef must be"):
+        weighted_nll(hidden, weight, targets, "dft")
+    with pytest.raises(ValueError, match="coef must be"):
+        weighted_nll(hidden, weight, targets, torch.ones(N - 1))
+    with pytest.raises(ValueError, match="GroupCoef ids"):
+        weighted_nll(hidden, weight, targets, worst_group_coef(torch.zeros(N - 1, dtype=torch.long), 2, 0.5))
+    with pytest.raises(ValueError, match="backend"):
+        weighted_nll(hidden, weight, targets, 1.0, backend="triton")
     with pytest.raises(ValueError, match="liger"):
-        fused_linear_loss(hidden, weight, targets, "sft", backend="liger")  # CPU tensors / not installed
+        weighted_nll(hidden, weight, targets, 1.0, backend="liger")  # CPU tensors / not installed
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -343,11 +452,11 @@ def largest_tensor_created(fn):
     "run",
     [
         lambda h, w, t: token_logp(h, w, t, chunk_size=8).sum().backward(),
-        lambda h, w, t: fused_linear_loss(h, w, t, "infosft", chunk_size=8)[0].backward(),
-        lambda h, w, t: fused_linear_loss(h, w, t, "sft_go", important=imp_mask(), lam=0.5, chunk_size=8)[0].backward(),
-        lambda h, w, t: chunked_target_sft(h, w, t, gamma=0.5, residual="topk", topk=5, chunk_size=8).backward(),
+        lambda h, w, t: weighted_nll(h, w, t, pointwise_coef("infosft"), chunk_size=8)[0].backward(),
+        lambda h, w, t: weighted_nll(h, w, t, worst_group_coef(imp_mask().long(), 2, 0.5), chunk_size=8)[0].backward(),
+        lambda h, w, t: chunked_loss(h, w, t, target_fn(0.5, "topk"), chunk_size=8).backward(),
     ],
-    ids=["token_logp", "fused_infosft", "fused_sft_go", "chunked_target_sft"],
+    ids=["token_logp", "weighted_nll_infosft", "weighted_nll_worst_group", "chunked_target_sft"],
 )
 def test_no_full_logits_tensor(run):
     hidden, weight, targets = make()

@@ -483,18 +483,14 @@ def run_suite(target: EvalTarget, spec: str, args, data_file: dict, sftgo_versio
 
 def run_heldout(target: EvalTarget, args) -> dict:
     from ..models import load_model, load_tokenizer
-    from .heldout import heldout_losses
+    from .heldout import heldout_config, heldout_losses
 
-    cfg = target.config
-    scorer = args.scorer or cfg.get("scorer") or "tfidf"
-    percentile = args.percentile if args.percentile is not None else float(cfg.get("percentile", 90.0))
-    max_length = args.max_length or int(cfg.get("max_length", 512))
+    hcfg = heldout_config(target.config, scorer=args.scorer, percentile=args.percentile, max_length=args.max_length,
+                          per_device_eval_batch_size=args.batch_size if isinstance(args.batch_size, int) else None)
+    scorer, percentile, max_length = hcfg.scorer, hcfg.percentile, hcfg.max_length
     tokenizer = load_tokenizer(target.model)
     model = load_model(target.model, dtype=args.model_dtype)
-    res = heldout_losses(model, tokenizer, args.heldout, scorer=scorer, percentile=percentile, max_length=max_length,
-                         batch_size=args.batch_size, max_examples=args.max_examples, seed=int(cfg.get("seed", 0)),
-                         llmlingua2_model=cfg.get("llmlingua2_model"), score_cache_dir=cfg.get("score_cache_dir"),
-                         chunk_size=int(cfg.get("head_chunk_size", 512) or 512))
+    res = heldout_losses(model, tokenizer, args.heldout, hcfg, max_examples=args.max_examples)
     out = {"format": RESULT_FORMAT, "suite": "heldout", "dataset": args.heldout, "scorer": scorer,
            "percentile": percentile, "max_length": max_length, **res, "model": target.model,
            "run_dir": str(target.run_dir) if target.run_dir else None, "checkpoint": target.checkpoint,

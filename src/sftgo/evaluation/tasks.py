@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data import DataError
+from ..errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ COLUMNS = {
 SUITES = {"paper": PAPER_COLUMNS, "math": MATH_COLUMNS}
 
 
-class TaskError(ValueError):
+class TaskError(UserError):
     """An unknown task or suite name, or a missing local file; the message says what exists."""
 
 

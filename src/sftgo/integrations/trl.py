@@ -134,7 +134,7 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
         super().__init__(model, args=args, data_collator=data_collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, ref_model=ref_model, **kwargs)
         self._columns = _wanted(self.args)
-        missing = [c for c in self.objective.columns if c not in self._columns]
+        missing = [c for c in self.objective.columns(self.args) if c not in self._columns]
         if missing:  # cannot happen through the config's checks; a guard against a new objective row
             raise ConfigError(f"objective {self.args.objective!r} reads {', '.join(missing)}, which no setting computes")
         if isinstance(self.data_collator, DataCollatorForLanguageModeling):
@@ -151,8 +151,7 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
             self.eval_dataset = {k: self._add_token_columns(v, k) for k, v in self.eval_dataset.items()}
         else:
             self.eval_dataset = self._add_token_columns(self.eval_dataset, "eval")
-        if (self.args.objective == "target-sft" and self.args.target_residual == "reference"
-                and self.ref_model is None):
+        if self.objective.needs_ref_model(self.args) and self.ref_model is None:
             self.ref_model = self._load_reference_model()
         from ..checkpoints import CompleteCheckpointCallback
 
@@ -291,7 +290,7 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
                                    *[c for c in self._columns if c not in self._signature_columns]]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        missing = [c for c in self.objective.columns if c not in inputs]
+        missing = [c for c in self.objective.columns(self.args) if c not in inputs]
         if missing:
             raise ValueError(f"the batch has no {', '.join(missing)} column, which objective {self.args.objective!r} "
                              "reads; a custom data_collator must pass it through ([B, T] float, aligned with labels)")

@@ -141,10 +141,10 @@ def eval_loss_series(groups) -> list[tuple[str, str, str]]:
 
 def plot_eta_bars(groups, suite, baseline=None) -> bytes | None:
     """Figure 3 style: average score per eta (percentile), bars grouped by grouping function; baseline as a line."""
-    from .runs import mean_std, method_label, varying_keys
+    from .runs import declared, mean_std, method_label, varying_keys
     from .tables import run_average
 
-    cand = [g for g in groups if g.objective in ("sft-go", "sft-go-dro") and "percentile" in g.config
+    cand = [g for g in groups if declared(g.objective, "eta_ablation") and "percentile" in g.config
             and any(suite in r.evals for r in g.runs)]
     if len({g.config.get("percentile") for g in cand}) < 2:
         return None

@@ -13,19 +13,18 @@ NON_METHOD_KEYS = {"seed", "data_seed", "output_dir", "run_name", "logging_dir",
                    "stop_after_steps", "save_steps", "save_total_limit", "logging_steps", "report_to",
                    "score_cache_dir", "dataloader_num_workers", "overwrite_output_dir"}
 
-# Method settings, and which objective reads each one (a label shows a setting only where the objective uses it).
-OBJECTIVE_KEYS = {
-    "sft": set(),
-    "dft": set(),
-    "sft-go": {"scorer", "percentile", "lam", "lam_min", "num_groups", "group_scope", "llmlingua2_model",
-               "ref_model_name_or_path"},
-    "sft-go-dro": {"scorer", "percentile", "lam", "lam_min", "num_groups", "group_scope", "llmlingua2_model",
-                   "ref_model_name_or_path", "dro_eta"},
-    "rho1": {"keep_ratio", "percentile", "ref_model_name_or_path", "group_scope"},
-    "infosft": {"infosft_p"},
-    "target-sft": {"target_gamma", "target_residual", "target_topk", "ref_model_name_or_path"},
-}
-METHOD_KEYS = set().union(*OBJECTIVE_KEYS.values())
+# Method settings, and which objective reads each one (a label shows a setting only where the objective uses it):
+# the objectives' own declarations (sftgo.objectives; importing it does not import torch).
+from ..objectives import METHOD_SETTINGS, OBJECTIVES  # noqa: E402
+
+OBJECTIVE_KEYS = {name: set(obj.settings) for name, obj in OBJECTIVES.items()}
+METHOD_KEYS = set(METHOD_SETTINGS)
+
+
+def declared(objective, flag: str) -> bool:
+    """A declaration flag of the objective a run used (False for a name this version does not know)."""
+    obj = OBJECTIVES.get(str(objective))
+    return bool(getattr(obj, flag, False)) if obj is not None else False
 SHORT = {"percentile": "eta", "lam_min": "lam_min", "learning_rate": "lr", "model_name_or_path": "model",
          "num_train_epochs": "epochs", "per_device_train_batch_size": "batch", "ref_model_name_or_path": "ref",
          "llmlingua2_model": "encoder"}
@@ -198,7 +197,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
 def _group_order(g: "Group"):
     c = g.config
     obj = str(c.get("objective", ""))
-    return (obj != "sft", obj, str(c.get("scorer", "")), str(c.get("lam_min", "")),
+    return (not declared(obj, "baseline"), obj, str(c.get("scorer", "")), str(c.get("lam_min", "")),
             float(c.get("percentile") or 0), json.dumps(c, sort_keys=True, default=str))
 
 
@@ -223,7 +222,7 @@ def method_label(config: dict, varying: list[str], exclude=()) -> str:
     obj = str(config.get("objective", "?"))
     used = OBJECTIVE_KEYS.get(obj)
     parts = [obj]
-    if obj in ("sft-go", "sft-go-dro") and "scorer" not in exclude:
+    if used and "scorer" in used and "scorer" not in exclude:  # grouped objectives: the scorer names the method
         parts.append(fmt_value(config.get("scorer")))
     for k in varying:
         if k in ("objective", "scorer") or k in exclude:
@@ -257,7 +256,7 @@ def label_groups(groups: list[Group]) -> None:
 
 def baseline_group(groups: list[Group]) -> Group | None:
     """The plain-SFT configuration (the paper's baseline row), if exactly one kind of it is present."""
-    sft = [g for g in groups if g.objective == "sft"]
+    sft = [g for g in groups if declared(g.objective, "baseline")]
     return sft[0] if len(sft) >= 1 else None
 
 

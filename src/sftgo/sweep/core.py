@@ -516,8 +516,8 @@ def _tail(path: Path, n=15) -> str:
 
 
 def sweep_status(sweep_dir: str | Path) -> list[dict]:
-    """Every run of a sweep directory: name, state (done / running / queued / failed / pending), SLURM job id, pid,
-    last step. From the run directories, squeue, and what sweep.json recorded."""
+    """Every run of a sweep directory: name, state (done / running / queued / failed; interrupted or pending when
+    its sweep is not running), SLURM job id or local pid, last step. From the run directories, squeue, and what sweep.json recorded."""
     d = Path(sweep_dir)
     doc = read_json(d / "sweep.json")
     if not isinstance(doc, dict) or not isinstance(doc.get("runs"), list):
@@ -532,8 +532,9 @@ def sweep_status(sweep_dir: str | Path) -> list[dict]:
         st = run_status(run_dir, doc.get("select_signature") if sel else doc.get("eval_signature"),
                         doc.get("select_steps") if sel else None)
         job = e.get("job_id")
-        if st.done:
-            state = "done"
+        chosen = (doc.get("selection") or {}).get("chosen")
+        if st.done or (sel and chosen == e.get("point") and not run_dir.exists()):
+            state = "done"  # (the chosen selection run was moved on to continue as the full-budget run)
         elif job and live is not None and job in live:
             state = short_state(live[job])
         elif job and live is None:
@@ -542,6 +543,8 @@ def sweep_status(sweep_dir: str | Path) -> list[dict]:
             state = "running"
         elif e.get("state") in ("failed", "eval-failed") or job:
             state = "failed"  # a job that left SLURM without finishing its run
+        elif e.get("state") in ("training", "evaluating", "interrupted") and not sweep_alive:
+            state = "interrupted"  # its sweep was stopped: the same command resumes it
         elif sweep_alive:
             state = "queued"  # waiting for a slot of the running sweep
         else:
@@ -554,9 +557,10 @@ def sweep_status(sweep_dir: str | Path) -> list[dict]:
 def print_status(sweep_dir: str | Path, log=print) -> int:
     rows = sweep_status(sweep_dir)
     w = max([len(r["name"]) for r in rows] + [4])
-    log(f"{'RUN'.ljust(w)}  {'STATE':8}  {'JOB':12}  LAST STEP")
+    log(f"{'RUN'.ljust(w)}  {'STATE':11}  {'JOB':12}  LAST STEP")
     for r in rows:
-        log(f"{r['name'].ljust(w)}  {r['state']:8}  {(r['job_id'] or '–'):12}  "
+        job = r["job_id"] or (f"pid-{r['pid']}" if r["pid"] and r["state"] == "running" else "–")
+        log(f"{r['name'].ljust(w)}  {r['state']:11}  {job:12}  "
             f"{r['last_step'] if r['last_step'] is not None else '–'}")
     counts = {}
     for r in rows:

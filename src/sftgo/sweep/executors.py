@@ -86,6 +86,8 @@ class LocalExecutor:
                     res = run_work(w, event, self.children)
                 except Exception as e:  # noqa: BLE001 - one broken run must not stop the other slots
                     res = {"ok": False, "stage": "sweep", "rc": None, "log": None, "error": f"{type(e).__name__}: {e}"}
+                if self.children.stopping:  # interrupted: its child was stopped, not failed
+                    return
                 with lock:
                     results[w.name] = res
                 event(w, "done", **res)

@@ -46,17 +46,17 @@ def fmt_name_value(v) -> str:
 
 
 def point_name(cfg: dict, name_keys: list[str]) -> str:
-    from ..report.runs import METHOD_KEYS, OBJECTIVE_KEYS
+    from ..objectives import METHOD_SETTINGS, settings_of
 
     obj = str(cfg.get("objective", "sft-go"))
-    used = OBJECTIVE_KEYS.get(obj)
+    used = settings_of(obj)
     parts = [obj]
-    if obj in ("sft-go", "sft-go-dro"):
+    if used and "scorer" in used:  # grouped objectives: the grouping function names the method
         parts.append(fmt_name_value(cfg.get("scorer", "tfidf")))
     for k in name_keys:
         if k in ("objective", "scorer"):
             continue
-        if k in METHOD_KEYS and used is not None and k not in used:
+        if k in METHOD_SETTINGS and used is not None and k not in used:
             continue
         ab = ABBREV.get(k, k)
         if k == "lam_min" and cfg.get(k) is None:
@@ -79,11 +79,11 @@ def plan_runs(spec: Spec) -> tuple[list[RunPlan], list[dict]]:
             label = {("config" if k == "__config__" else k): (Path(x).name if k == "__config__" else x)
                      for k, x in v.items()}
             shown.append({**label, **c})
-    from ..report.runs import METHOD_KEYS, OBJECTIVE_KEYS
+    from ..objectives import METHOD_SETTINGS, settings_of
 
     def uses(c, k):  # a method setting only counts where the point's objective reads it
-        used = OBJECTIVE_KEYS.get(str(c.get("objective", "sft-go")))
-        return k not in METHOD_KEYS or used is None or k in used
+        used = settings_of(c.get("objective", "sft-go"))
+        return k not in METHOD_SETTINGS or used is None or k in used
 
     ignore = {"seed", "output_dir", "run_name", "logging_dir"}
     varying = [k for k in sorted(set().union(*points)) if k not in ignore

@@ -8,6 +8,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import UserError
+
 SWEEP_KEYS = {"config", "set", "grid", "variants", "baseline", "seeds", "eval", "heldout", "eval_args", "eval_cmd",
               "launcher", "select", "select_steps", "output_dir", "prune_checkpoints", "executor", "slots",
               "gpus_per_run", "slurm"}
@@ -22,7 +24,7 @@ ABBREV = {"percentile": "p", "lam": "lam", "lam_min": "lmin", "learning_rate": "
           "ref_model_name_or_path": "ref-"}
 
 
-class SweepError(ValueError):
+class SweepError(UserError):
     """A bad sweep specification or a sweep directory that does not match it; the message says what to change."""
 
 
@@ -235,6 +237,8 @@ def validate_spec(spec: Spec, file_data: dict | None = None) -> None:
         v = getattr(spec, k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (1 if k == "slots" else 0)):
             raise SweepError(f"{k} {v!r}: a whole number >= {1 if k == 'slots' else 0}")
+    if spec.executor == "slurm" and spec.gpus_per_run is not None:
+        raise SweepError("--gpus_per_run is for --executor local; with slurm pass --slurm_gpus_per_node K")
     if spec.executor == "slurm" and spec.slots != 1:
         raise SweepError("--slots is for --executor local; with slurm every run is its own job "
                          "(--slurm_array_parallelism caps how many run at once)")

@@ -1,0 +1,136 @@
+"""Slow, obvious references of every objective over one optimizer step (Python loops over tokens and groups).
+
+The inputs are what the formulas talk about: the step's supervised tokens, each with its log p (differentiable, from
+the model's full logits), its full logits row (Target-SFT), the example it belongs to, its importance and its
+reference log p. Written from the papers' formulas, independently of ``sftgo.objectives`` (nothing imported from it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Tok:
+    logp: torch.Tensor  # 0-dim, differentiable
+    logits: torch.Tensor  # [V], differentiable
+    target: int
+    example: tuple  # (micro-batch, row): distinct examples never share a segment
+    importance: float
+    ref_logp: float
+
+
+def k_half_up(n: int, eta: float) -> int:
+    from fractions import Fraction
+
+    return math.floor((Fraction(100) - Fraction(str(eta))) * n / 100 + Fraction(1, 2))
+
+
+def top_k(values: list[float], k: int) -> set[int]:
+    """Indices of the k largest values; ties -> earlier index; NaN lowest."""
+    key = lambda i: (1, 0.0, i) if math.isnan(values[i]) else (0, -values[i], i)  # noqa: E731
+    return set(sorted(range(len(values)), key=key)[:k])
+
+
+def quantile_ids(values: list[float], G: int) -> list[int]:
+    order = sorted(range(len(values)), key=lambda i: (0.0 if math.isnan(values[i]) else values[i], i))
+    out = [0] * len(values)
+    for r, i in enumerate(order):
+        out[i] = r * G // len(values)
+    return out
+
+
+def groups_of(toks: list[Tok], values: list[float], *, eta: float, num_groups: int, batch_scope: bool,
+              quantiles: bool) -> list[int]:
+    """Group id per token: 1 = important (top (100 - eta)% per example, or over the step), or quantile ids."""
+    segs: dict = {}
+    for i, t in enumerate(toks):
+        segs.setdefault(0 if batch_scope else t.example, []).append(i)
+    ids = [0] * len(toks)
+    for members in segs.values():
+        vals = [values[i] for i in members]
+        if quantiles:
+            for i, g in zip(members, quantile_ids(vals, num_groups)):
+                ids[i] = g
+        else:
+            for j in top_k(vals, k_half_up(len(vals), eta)):
+                ids[members[j]] = 1
+    return ids
+
+
+def infosft_weight(p: float, P: float) -> float:
+    if p <= 0.0 or p >= 1.0:
+        return 0.0
+    return p * max(0.0, 1.0 - math.log(p / (1 - p)) / math.log(P / (1 - P)))
+
+
+def target_sft_token(t: Tok, gamma, residual: str, topk: int) -> torch.Tensor:
+    logq = torch.log_softmax(t.logits.double(), dim=-1)
+    probs = logq.exp().tolist()
+    V = len(probs)
+    y = t.target
+    g = probs[y] if gamma == "p" else float(gamma)
+    if residual == "uniform":
+        pi = [1.0 / V] * V
+    elif residual == "model":
+        pi = probs
+    else:  # topk among the other classes, renormalized
+        others = sorted((k for k in range(V) if k != y), key=lambda k: -probs[k])[:topk]
+        s = sum(probs[k] for k in others)
+        pi = [probs[k] / s if k in others else 0.0 for k in range(V)]
+    Q = torch.tensor([g * (k == y) + (1 - g) * pi[k] for k in range(V)], dtype=torch.float64)
+    return -(Q * logq).sum()
+
+
+def step_loss(objective: str, toks: list[Tok], a, *, lam: float, state: dict) -> tuple[torch.Tensor, dict]:
+    """(the step's loss, the state after the step) for one optimizer step on one process. ``a``: the run's settings
+    (a namespace with sftgo train's names); ``state``: ``dro_q`` (list) / ``lagged_means`` (list) from the step before."""
+    K = len(toks)
+    ce = [-t.logp for t in toks]
+    if objective == "sft":
+        return sum(ce) / K, state
+    if objective == "dft":
+        return sum(math.exp(t.logp.item()) * c for t, c in zip(toks, ce)) / K, state
+    if objective == "infosft":
+        return sum(infosft_weight(math.exp(t.logp.item()), a.infosft_p) * c for t, c in zip(toks, ce)) / K, state
+    if objective == "target-sft":
+        gamma = "p" if a.target_gamma == "p" else float(a.target_gamma)
+        return sum(target_sft_token(t, gamma, a.target_residual, a.target_topk) for t in toks) / K, state
+
+    dynamic = objective == "rho1" or a.scorer == "reference"
+    values = [t.ref_logp - t.logp.item() if dynamic else t.importance for t in toks]
+    if objective == "rho1":
+        keep = top_k(values, max(k_half_up(K, a.percentile), 1))  # the whole step, at least one token
+        return sum(ce[i] for i in keep) / len(keep), state
+    G = a.num_groups
+    quantiles = objective == "sft-go-dro" or G > 2
+    ids = groups_of(toks, values, eta=a.percentile, num_groups=G, batch_scope=a.group_scope == "batch",
+                    quantiles=quantiles)
+    members = [[i for i in range(K) if ids[i] == g] for g in range(G)]
+    group_mean = [sum(ce[i] for i in m) / len(m) if m else None for m in members]
+    means_now = [None if m is None else m.item() for m in group_mean]
+    base = (1 - lam) * sum(ce) / K
+    if objective == "sft-go":
+        lagged = state.get("lagged_means")
+        pick_from = lagged if (a.group_stats == "lagged" and lagged is not None) else means_now
+        candidates = [g for g in range(G) if members[g]]
+        worst = max(candidates, key=lambda g: (pick_from[g], -g))  # ties -> lowest id
+        new_state = dict(state)
+        if a.group_stats == "lagged":
+            new_state["lagged_means"] = [m if m is not None else 0.0 for m in means_now]
+        return base + lam * group_mean[worst], new_state
+    # sft-go-dro: q renormalized over the non-empty groups; then q_g <- q_g exp(eta * mean_g) over the active groups,
+    # their total mass kept, empty groups unchanged
+    q = state.get("dro_q") or [1.0 / G] * G
+    active = [g for g in range(G) if members[g]]
+    z = sum(q[g] for g in active)
+    loss = base + lam * sum(q[g] / z * group_mean[g] for g in active)
+    mass = sum(q[g] for g in active)
+    raw = {g: q[g] * math.exp(a.dro_eta * means_now[g]) for g in active}
+    tot = sum(raw.values())
+    new_q = [raw[g] / tot * mass if g in raw else q[g] for g in range(G)]
+    s = sum(new_q)
+    return loss, {**state, "dro_q": [v / s for v in new_q]}
