@@ -571,9 +571,9 @@ OBJECTIVES = {
     "rho1": Rho1,
     "dft": DFT,
     "infosft": InfoSFT,
-    "eaft": EAFT,
     "target-sft": TargetSFT,
     "sft-go-dro": SFTGoDRO,
+    "eaft": EAFT,
 }
 
 # Every setting that changes some objective's loss: what tells two methods apart (sweep names, report labels).
