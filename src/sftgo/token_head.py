@@ -30,6 +30,7 @@ measurable cost in time on CPU (see benchmarks/README.md).
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -124,11 +125,13 @@ def _chunk_logsumexp_(logits: torch.Tensor) -> torch.Tensor:
     return (m + s.log()).squeeze(-1), s.squeeze(-1)
 
 
-# Rows per block of the entropy reduction below: a [rows, V] scratch of about 2M floats (8 MB fp32), small next to the
-# [chunk, V] logits tile, so recording the metrics does not raise the head's peak memory by another tile.
-_SCRATCH_ELEMS = 1 << 21
-
-
+# Rows per block of the entropy reduction below: a [rows, V] scratch of about 8M floats (32 MB fp32), a third of a
+# 512-row tile at V = 49K, so recording the metrics never adds a second [chunk, V] tile to the head's peak memory; few
+# blocks per chunk, since every torch call costs a thread-pool round on a busy CPU.
+_SCRATCH_ELEMS = 1 << 23
+# A coefficient below this is a zero gradient for the fused pass's entropy (see _fused_pass): its row is scaled by 1 in
+# the tile (so the GEMM still gives the row's expected logit) and masked out of both gradients.
+_TINY_COEF = 1e-30
 class RowCoef:
     """A per-token coefficient computed from the token's whole logits row (EAFT's top-k entropy), treated as a constant:
     ``fn(z [c, V] fp32 logits of one chunk) -> [c]``. The fused head calls it on each chunk's logits tile before the tile
@@ -160,40 +163,57 @@ class _Rec:
                 mine[idx] = getattr(other, name)
 
 
-def _chunk_forward_(z: torch.Tensor, tc: torch.Tensor, rec: _Rec | None, s: int, e: int):
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[n]`` row-wise dot products of ``a, b [n, V]`` without an ``[n, V]`` temporary: a batched GEMM over groups of
+    up to 8 rows whose diagonal is kept (8x the flops of the dot products, still ~1% of the head's GEMMs)."""
+    n = a.shape[0]
+    g = math.gcd(n, 8)
+    prod = torch.bmm(a.reshape(n // g, g, -1), b.reshape(n // g, g, -1).transpose(1, 2))  # [n/g, g, g]
+    return prod.diagonal(dim1=1, dim2=2).reshape(n)
+
+
+def _chunk_forward_(z: torch.Tensor, tc: torch.Tensor, rec: _Rec | None, s: int, e: int, *, entropy: bool = True,
+                    keep: bool = True):
     """One chunk: ``z [c, V]`` logits (accumulation dtype) and targets ``tc [c, 1]`` -> ``(logp [c], lse [c], sumexp [c])``,
     with ``z`` overwritten by ``exp(z - max)`` (see :func:`_chunk_logsumexp_`). With a record, rows ``s:e`` also get:
 
     * the RowCoef's values, from the logits before they are overwritten;
-    * ``correct = argmax(z) == target`` (torch's argmax: the first maximum; the max and its index come from the one
-      reduction that also gives the logsumexp's shift);
-    * the entropy ``H = -sum_v p_v log p_v = log S - sum_v e_v log e_v / S`` with ``e = exp(z - max)``, ``S = sum e``:
-      one extra reduction over the tile already in hand, in row blocks through a small scratch (no second tile).
+    * ``correct``: the target's logit is the largest (``argmax == target``; a tie for the largest counts as correct),
+      read off the max the logsumexp needs anyway;
+    * unless ``entropy=False`` (the fused pass gets it from its gradient GEMM), the entropy
+      ``H = -sum_v p_v log p_v = log S - sum_v e_v d_v / S`` with ``d = z - max``, ``e = exp(d)``, ``S = sum e``:
+      ``e`` goes to a small scratch a block of rows at a time, is dotted with ``d`` (:func:`_rowdot`) and copied back
+      (``keep=False``: not copied back, for callers that do not read the tile afterwards).
     """
     tgt = z.gather(1, tc).squeeze(1)
-    if rec is None:
-        lse, sumexp = _chunk_logsumexp_(z)
-        return tgt - lse, lse, sumexp
-    if rec.row_fn is not None:
+    if rec is not None and rec.row_fn is not None:
         rec.row[s:e] = rec.row_fn(z).to(rec.row.dtype)
-    if rec.entropy is None:
+    if rec is None or rec.correct is None:
         lse, sumexp = _chunk_logsumexp_(z)
         return tgt - lse, lse, sumexp
-    m, arg = z.max(dim=-1, keepdim=True)
-    z.sub_(m).exp_()
-    sumexp = z.sum(dim=-1)
+    m = z.amax(dim=-1, keepdim=True)
+    rec.correct[s:e] = tgt >= m.squeeze(-1)
+    z.sub_(m)
+    if not entropy:
+        z.exp_()
+        sumexp = z.sum(dim=-1)
+    else:
+        c, V = z.shape
+        rows = max(1, min(c, _SCRATCH_ELEMS // max(V, 1)))
+        scratch = torch.empty(rows, V, dtype=z.dtype, device=z.device)
+        sumexp = torch.empty(c, dtype=z.dtype, device=z.device)
+        dot = torch.empty(c, dtype=z.dtype, device=z.device)
+        for r in range(0, c, rows):
+            d = z[r:r + rows]
+            n = d.shape[0]
+            ex = scratch[:n]
+            torch.exp(d, out=ex)
+            torch.sum(ex, dim=-1, out=sumexp[r:r + n])
+            dot[r:r + n] = _rowdot(ex, d)
+            if keep:
+                d.copy_(ex)
+        rec.entropy[s:e] = (sumexp.log() - dot / sumexp).to(rec.entropy.dtype)
     lse = m.squeeze(-1) + sumexp.log()
-    c, V = z.shape
-    rows = max(1, min(c, _SCRATCH_ELEMS // max(V, 1)))
-    scratch = torch.empty(rows, V, dtype=z.dtype, device=z.device)
-    elogs = torch.empty(c, dtype=z.dtype, device=z.device)
-    for r in range(0, c, rows):
-        blk = z[r:r + rows]
-        out = scratch[: blk.shape[0]]
-        torch.special.xlogy(blk, blk, out=out)  # e log e, 0 where e underflowed to 0
-        torch.sum(out, dim=-1, out=elogs[r:r + rows])
-    rec.entropy[s:e] = (sumexp.log() - elogs / sumexp).to(rec.entropy.dtype)
-    rec.correct[s:e] = arg.squeeze(-1) == tc.squeeze(-1)
     return tgt - lse, lse, sumexp
 
 
@@ -239,7 +259,7 @@ class _ChunkedLogp(torch.autograd.Function):
         for s in range(0, m, chunk_size):
             e = min(s + chunk_size, m)
             z = _chunk_logits(h[s:e], weight, buf)  # [c, V]
-            logp[s:e], lse[s:e], _ = _chunk_forward_(z, t[s:e, None], rec, s, e)
+            logp[s:e], lse[s:e], _ = _chunk_forward_(z, t[s:e, None], rec, s, e, keep=False)
             del z
         ctx.save_for_backward(h, weight, t, lse)
         ctx.chunk_size = chunk_size
@@ -346,23 +366,38 @@ def _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, buf=None, rec=No
     used = torch.empty(m, dtype=acc, device=h.device)
     grad_h = torch.empty_like(h) if want_h else None
     buf = _tile_buffer(h, weight, chunk_size) if buf is None else buf
+    # With a record and want_h, the entropy comes from the grad_h GEMM itself: G @ W = c (P @ W - W_y) with P the
+    # softmax rows, so h . (G @ W) / c = sum_v p_v (z_v - z_y) and H = -log p_y - sum_v p_v (z_v - z_y). No pass over
+    # the tile beyond today's; rows whose c is (numerically) zero are scaled by 1 in the tile and masked out of both
+    # gradients afterwards, so the division is always by a usable number.
+    gemm_entropy = rec is not None and rec.entropy is not None and want_h
     for s in range(0, m, chunk_size):
         e = min(s + chunk_size, m)
         hc, tc = h[s:e], t[s:e, None]
         z = _chunk_logits(hc, weight, buf)  # [c, V]
         row = coef.fn(z).to(acc) if isinstance(coef, RowCoef) else None  # from the logits, before they are overwritten
-        lp, _, sumexp = _chunk_forward_(z, tc, rec, s, e)  # z <- exp(z - max)
+        lp, _, sumexp = _chunk_forward_(z, tc, rec, s, e, entropy=not gemm_entropy)  # z <- exp(z - max)
         logp[s:e] = lp
         c = row if row is not None else _coef_chunk(coef, lp, s, e)
         used[s:e] = c
+        keep = None
+        if gemm_entropy:
+            keep = c.abs() >= _TINY_COEF
+            c = torch.where(keep, c, torch.ones_like(c))
         # softmax = exp(z - max) / sumexp; G = c * softmax - c * onehot, all in the one tile
         z.mul_((c / sumexp)[:, None])
         z.scatter_add_(1, tc, -c[:, None])
         gz = z.to(h.dtype)
+        hw = hc
         if want_h:
-            grad_h[s:e] = gz @ weight
+            gh = gz @ weight
+            if keep is not None:
+                rec.entropy[s:e] = (-lp - (hc.to(acc) * gh.to(acc)).sum(dim=-1) / c).to(rec.entropy.dtype)
+                gh.mul_(keep[:, None].to(gh.dtype))
+                hw = hc * keep[:, None].to(hc.dtype)  # [c, H]: the zero-coefficient rows out of grad_w too
+            grad_h[s:e] = gh
         if grad_w is not None:
-            grad_w.addmm_(gz.T.to(acc), hc.to(acc))  # no-op casts for fp32
+            grad_w.addmm_(gz.T.to(acc), hw.to(acc))  # no-op casts for fp32
         del z, gz
     return logp, grad_h, used
 
@@ -377,7 +412,7 @@ def _logp_pass(h, t, weight, chunk_size, buf=None, rec=None):
         for s in range(0, m, chunk_size):
             e = min(s + chunk_size, m)
             z = _chunk_logits(h[s:e], weight, buf)
-            logp[s:e], _, _ = _chunk_forward_(z, t[s:e, None], rec, s, e)
+            logp[s:e], _, _ = _chunk_forward_(z, t[s:e, None], rec, s, e, keep=False)
             del z
     return logp
 

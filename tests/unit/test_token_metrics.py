@@ -65,20 +65,48 @@ def test_head_records_entropy_and_accuracy_of_the_full_distribution(kind, coef, 
     if kind == "naive":
         feats = feats @ model.lm.weight.T  # the naive head's features are the full logits
     ids = (torch.arange(N) % 3 == 0).long()
-    c = {"one": 1.0, "tensor": torch.rand(N), "callable": lambda lp, s, e: lp.exp(),
+    zeros = torch.rand(N, generator=torch.Generator().manual_seed(5))
+    zeros[::4] = 0.0  # zero-coefficient rows (InfoSFT's confident tokens, Rho-1's dropped ones): no gradient, entropy kept
+    c = {"one": 1.0, "tensor": zeros, "callable": lambda lp, s, e: lp.exp(),
          "group": GroupCoef(ids, 2, lambda sums, counts: torch.tensor([0.5, 2.0])),
          "row": RowCoef(lambda z: z.amax(-1).sigmoid())}[coef]
     stats: dict = {}
     with torch.set_grad_enabled(grad):
-        head.weighted_nll(model, feats, t, c, stats)
+        loss, logp = head.weighted_nll(model, feats, t, c, stats)
     torch.testing.assert_close(stats["entropy"].double(), ent, atol=1e-5, rtol=0)
     assert torch.equal(stats["correct"], cor)
     assert stats["coef"].shape == (N,)
+    if grad:  # recording changes nothing else: same loss, log p and gradients as the head without it
+        got = torch.autograd.grad(loss, [x_ for x_ in (feats, model.lm.weight) if x_.requires_grad],
+                                  retain_graph=kind == "naive")  # the naive head's logits graph is used twice
+        loss0, logp0 = HEADS[kind]().weighted_nll(model, feats, t, c)
+        want = torch.autograd.grad(loss0, [x_ for x_ in (feats, model.lm.weight) if x_.requires_grad])
+        torch.testing.assert_close(loss, loss0)
+        torch.testing.assert_close(logp, logp0)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b)
     stats = {}
     with torch.no_grad():  # the metrics pass of Target-SFT's chunk-loss path
         head.logp(model, feats.detach(), t, stats)
     torch.testing.assert_close(stats["entropy"].double(), ent, atol=1e-5, rtol=0)
     assert torch.equal(stats["correct"], cor)
+
+
+def test_fused_head_without_hidden_gradient_records_the_same():
+    """Only the LM head trains (hidden states without grad): the fused pass has no grad_h GEMM to read the entropy
+    from and computes it from the tile; the weight's gradient is unchanged."""
+    from sftgo.token_head import weighted_nll_rows
+
+    x, W, t = _inputs(2)
+    ent, cor = _full(x, W, t)
+    c = lambda lp, s, e: lp.exp()  # noqa: E731
+    w1, w2 = W.clone().requires_grad_(), W.clone().requires_grad_()
+    stats: dict = {}
+    weighted_nll_rows(x, w1, t, c, 7, stats=stats)[0].backward()
+    weighted_nll_rows(x, w2, t, c, 7)[0].backward()
+    torch.testing.assert_close(stats["entropy"].double(), ent, atol=1e-5, rtol=0)
+    assert torch.equal(stats["correct"], cor)
+    torch.testing.assert_close(w1.grad, w2.grad)
 
 
 def test_row_coefficient_is_computed_from_the_logits_row():
