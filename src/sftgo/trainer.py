@@ -5,8 +5,8 @@ The loss path, once per micro-batch (``compute_loss``):
     tokens = TokenBatch.from_inputs(inputs)                 # supervised tokens as flat [N] columns (sftgo.tokens)
     x      = tokens.select(head.features(model, inputs))    # [N, H] final hidden states (or [N, V] logits, naive head)
     coef, groups = plan or objective.coefficient(tokens, lam, state)   # pure (sftgo.objectives.OBJECTIVES)
-    loss_sum, logp = head.weighted_nll(model, x, targets, coef)          # or head.chunk_loss (Target-SFT)
-    metrics[mode] += sums of logp per group                 # mode = train | eval, reduced over ranks when logged
+    loss_sum, logp = head.weighted_nll(model, x, targets, coef, stats)   # or head.chunk_loss (Target-SFT)
+    metrics[mode] += sums of logp, entropy, accuracy (per group)  # mode = train | eval, reduced over ranks when logged
     return loss_sum / K * dp_scale                          # the one normalization
 
 ``objective`` is looked up once in ``OBJECTIVES`` when the trainer is built (nothing here tests its name) and ``head``
