@@ -1,4 +1,4 @@
-"""Command line: ``sftgo train | score | eval | sweep | report``. Heavy imports happen inside the commands."""
+"""Command line: ``sftgo train | score | eval | generate | sweep | report``. Heavy imports happen inside the commands."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ commands:
   score --dataset D --scorer tfidf,...     token-importance heatmap (importance.html) and stats.json
   eval RUN_DIR|MODEL [--tasks paper|math|local:PATH|names] [--data_dir DIR] [--heldout DATA]
                                            benchmarks through lm-evaluation-harness, held-out group losses
+  generate RUN... --prompts FILE           each run's answers to the same prompts (side by side in `sftgo report`)
   sweep CONFIG.yaml --grid k=v1,v2 --seeds 1,2,3 --output_dir SWEEP   train (and evaluate) a grid x seeds
   report RUN_OR_SWEEP... --output_dir OUT  tables and figures (report.md, report.html) over runs, mean ± std
   report RUN_DIR                           redraw loss_groups.png from a run's metrics.jsonl
@@ -33,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if cmd == "train":
             from .config import parse_config
+            from .launch import lone_process_warning
             from .pipeline import run_training
+
+            if warning := lone_process_warning():
+                logging.getLogger("sftgo").warning(warning)
 
             cfg = parse_config(rest)
             summary = run_training(cfg)
@@ -53,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             from .evaluation.run import main as eval_main
 
             return eval_main(rest)
+        if cmd == "generate":
+            from .generate import main as generate_main
+
+            return generate_main(rest)
         if cmd == "sweep":
             from .sweep import main as sweep_main
 

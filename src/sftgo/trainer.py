@@ -109,8 +109,10 @@ class SFTGoTrainer(Trainer):
             raise ConfigError("average_tokens_across_devices: false is not supported with several processes (the loss "
                               "is normalized by the optimizer step's token count over all processes); leave it true")
         self.head = H.make_head(self._token_head_kind(), self.args.head_chunk_size)
+        self.head.check_tol = 3e-2 if (self.args.bf16 or self.args.fp16) else 1e-3  # half-precision logits (autocast)
         self.ref_head = H.LinearHead(self.args.head_chunk_size)
-        self._metrics: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
+        # metric sums per mode (not "_metrics": trl.SFTTrainer, a base of SFTGoSFTTrainer, owns that name)
+        self._sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._step_groups = None  # this optimizer step's (group CE sums, counts), training forwards only
         self._step_info: dict = {}
         self._tokens_seen = 0.0
@@ -332,7 +334,7 @@ class SFTGoTrainer(Trainer):
         w = self.objective.metric_weight(logp, stats.get("coef"))
         if w is not None:
             vals["w_sum"] = w.float().sum()
-        d = self._metrics[mode]
+        d = self._sums[mode]
         for k, v in vals.items():
             d[k] = d.get(k, 0) + v
         if mode == "train":
@@ -345,8 +347,8 @@ class SFTGoTrainer(Trainer):
                     self._step_groups = (self._step_groups[0] + sums, self._step_groups[1] + counts)
 
     def _reduced(self, mode) -> dict[str, float]:
-        d = self._metrics[mode]
-        self._metrics[mode] = {}
+        d = self._sums[mode]
+        self._sums[mode] = {}
         if not d:
             return {}
         keys = sorted(d)

@@ -156,15 +156,21 @@ def test_report_html_renders_in_headless_chromium(tmp_path):
 
 
 def test_report_never_imports_torch_or_the_trainer(tmp_path):
-    """The report reads files only: building one does not import torch, transformers or sftgo's trainer."""
+    """The report reads files only: building one does not import torch, transformers, sftgo's trainer or the sweep."""
     import subprocess
     import sys
 
     root = tmp_path / "runs"
     for seed in (1, 2):
         make_run(root, f"go_s{seed}", seed, scores(0.3, seed), 1.5)
+    (root / "go_s1" / "generations").mkdir()  # answers from `sftgo generate` are read too
+    (root / "go_s1" / "generations" / "p.jsonl").write_text(
+        json.dumps({"kind": "sftgo.generations", "format": 1, "settings": {"max_new_tokens": 4}}) + "\n"
+        + json.dumps({"index": 0, "messages": [{"role": "user", "content": "Hi?"}], "answer": "Hello."}) + "\n")
     code = ("import sys; from sftgo.report import build_report; build_report([sys.argv[1]], sys.argv[2]); "
-            "bad = [m for m in ('torch', 'transformers', 'sftgo.trainer', 'sftgo.models') if m in sys.modules]; "
+            "assert 'Hello.' in open(sys.argv[2] + '/report.md').read(); "
+            "bad = [m for m in ('torch', 'transformers', 'sftgo.trainer', 'sftgo.models', 'sftgo.sweep') "
+            "if m in sys.modules]; "
             "print('IMPORTED', bad)")
     r = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path / "out")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -2,7 +2,8 @@
 
 ``report_run(RUN)`` redraws one run's ``loss_groups.png``; ``build_report([RUN_OR_SWEEP, ...], OUT)`` writes
 ``OUT/report.md`` (+ figure PNGs), a self-contained ``OUT/report.html`` and ``OUT/report.json``, grouping runs that
-differ only in their seed (the SFT-GO paper's Tables 1-4 and Figures 2-3, held-out group losses, learn vs forget).
+differ only in their seed (the SFT-GO paper's Tables 1-4 and Figures 2-3, held-out group losses, learn vs forget, and
+the runs' answers to the same prompts side by side as in its Appendix I).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def build_report(paths, output_dir: str | Path, domain_suite: str | None = None)
     """Write the multi-run report; returns ``{"md": path, "html": path, "json": path, "figures": [...]}``."""
     from . import figures as F
     from . import tables as T
+    from .generations import generation_tables
     from .render import Figure, Section, to_html, to_markdown
     from .runs import baseline_group, find_runs, group_runs
 
@@ -92,6 +94,9 @@ def build_report(paths, output_dir: str | Path, domain_suite: str | None = None)
                 figure=Figure("fig3_eta.png", png, f"{primary}: Avg per eta (its Avg column, or the mean of its "
                               "columns where it has none), grouped by grouping function (error bars: std over seeds); "
                               "dashed line: the plain-SFT baseline."))
+
+    for table in generation_tables(groups):
+        add(f"{table.title} (Appendix I style)", table)
 
     no_eval = [r for r in runs if not r.evals and not r.heldout]
     if no_eval:

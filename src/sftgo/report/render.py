@@ -25,7 +25,8 @@ class Section:
 
 
 def _md_cell(s: str) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
+    # A line break inside a table cell is <br> (GitHub / CommonMark tables are one line per row).
+    return str(s).replace("|", "\\|").replace("\r\n", "\n").replace("\n", "<br>")
 
 
 def to_markdown(title: str, intro: list[str], sections: list[Section]) -> str:
@@ -41,6 +42,8 @@ def to_markdown(title: str, intro: list[str], sections: list[Section]) -> str:
             out.append("| " + " | ".join(_md_cell(h) for h in t.header) + " |")
             out.append("|" + "|".join("---" for _ in t.header) + "|")
             for i, row in enumerate(t.rows):
+                # Generated text may hold markup: escaped, so a model's "<b>" shows as text, not as formatting.
+                row = [html.escape(str(c), quote=False) for c in row] if t.text else row
                 cells = [f"**{_md_cell(c)}**" if (i, j) in t.bold else _md_cell(c) for j, c in enumerate(row)]
                 out.append("| " + " | ".join(cells) + " |")
             out.append("")
@@ -58,6 +61,9 @@ table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.86em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.55em; text-align: right; white-space: nowrap; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 td.wrap { white-space: normal; text-align: left; }
+/* generated answers side by side: prose cells that wrap, keep their line breaks and line up at the top */
+table.text td { white-space: pre-wrap; text-align: left; vertical-align: top; min-width: 12em; max-width: 34em; }
+table.text th { text-align: left; }
 .tw { overflow-x: auto; }
 .caption { font-weight: 600; margin: 0.5em 0 0.2em; }
 .note { color: #555; font-size: 0.85em; margin: 0.2em 0; }
@@ -77,12 +83,12 @@ def to_html(title: str, intro: list[str], sections: list[Section]) -> str:
         if sec.table is not None:
             t = sec.table
             out.append(f"<p class='caption'>{e(t.title)}</p>")
-            out.append("<div class='tw'><table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in t.header) + "</tr></thead><tbody>")
+            out.append(f"<div class='tw'><table{' class=text' if t.text else ''}><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in t.header) + "</tr></thead><tbody>")
             for i, row in enumerate(t.rows):
                 cells = []
                 for j, c in enumerate(row):
                     txt = f"<b>{e(str(c))}</b>" if (i, j) in t.bold else e(str(c))
-                    cls = " class='wrap'" if len(str(c)) > 60 else ""
+                    cls = " class='wrap'" if len(str(c)) > 60 and not t.text else ""
                     cells.append(f"<td{cls}>{txt}</td>")
                 out.append("<tr>" + "".join(cells) + "</tr>")
             out.append("</tbody></table></div>")

@@ -39,6 +39,8 @@ class Run:
     evals: dict[str, dict] = field(default_factory=dict)  # suite -> eval result (benchmarks)
     heldout: dict | None = None  # eval/heldout.json (the latest held-out set evaluated)
     heldout_sets: dict[str, dict] = field(default_factory=dict)  # eval/heldout-<stem>.json: every held-out set
+    # generations/<prompts stem>.jsonl (sftgo generate): stem -> {"header": {...}, "rows": [...]}
+    generations: dict[str, dict] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -117,6 +119,16 @@ def load_run(path: str | Path) -> Run:
                 run.heldout = data
             elif "results" in data or "columns" in data:
                 run.evals[suite] = data
+    gen_dir = path / "generations"
+    if gen_dir.is_dir():
+        from ..generate import read_generations  # plain JSON reading: no torch, no model
+
+        for f in sorted(gen_dir.glob("*.jsonl")):  # complete files only: a call in progress writes *.jsonl.partial
+            header, rows = read_generations(f)
+            if header is None:
+                run.problems.append(f"{f}: not an sftgo generations file (no header line); ignored")
+                continue
+            run.generations[f.stem] = {"header": header, "rows": rows}
     return run
 
 

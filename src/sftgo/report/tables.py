@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..sweep import point_of
+from ..naming import point_of
 from .runs import NON_METHOD_KEYS, Group, Run, baseline_group, fmt_value, is_static_lam, mean_std, varying_keys
 
 PAPER_COLUMNS = ["MMLU-0", "MMLU-5", "MathQA", "ARC-C", "OpenBookQA", "HellaSwag", "TruthfulQA", "IFEval"]
@@ -27,6 +27,7 @@ class Table:
     bold: set = field(default_factory=set)  # (row, col) cells to emphasize
     notes: list[str] = field(default_factory=list)
     data: dict = field(default_factory=dict)  # the numbers behind the cells (report.json)
+    text: bool = False  # cells are prose (generated answers): wrapped, top-aligned, line breaks kept
 
 
 def pct(m, s, n, scale=100.0, digits=2) -> str:
