@@ -1,6 +1,7 @@
 """Step-time cost of recording ``entropy`` / ``token_accuracy`` in the per-token head: the same head call with and
 without the record, side by side in one process, alternating (A B B A ...) so load from other processes on a shared
-machine hits both alike.
+machine hits both alike. Two clocks: wall time, and this process's CPU time (all its threads; on a machine shared with
+other jobs it counts the work done, not the waits for a core, so it resolves a few percent where wall time cannot).
 
 Pairs (one forward + backward each, fp32; supervised rows only, as the trainer calls the head):
 
@@ -64,14 +65,15 @@ def main(argv=None) -> None:
 
     def timed(kind, on):
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         call(kind, on)
         sync()
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     print(f"token metrics cost: N={args.n} H={args.h} V={args.v} chunk={args.chunk} fp32 device={dev} "
           f"threads={torch.get_num_threads()}; {args.pairs} alternating (off, on) pairs per kind", flush=True)
-    print(f"{'kind':<8} {'off (median)':>12} {'on (median)':>12} {'on/off median':>14} {'on/off min':>11}  pair ratios")
+    print(f"{'kind':<8} {'clock':<5} {'off (median)':>12} {'on (median)':>12} {'on/off median':>14} {'on/off min':>11}"
+          "  pair ratios")
     for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
         call(kind, False)  # warm-up (allocator, thread pools)
         call(kind, True)
@@ -80,10 +82,12 @@ def main(argv=None) -> None:
             order = (False, True) if i % 2 == 0 else (True, False)  # A B, then B A
             for flag in order:
                 (on if flag else off).append(timed(kind, flag))
-        ratios = [b / a for a, b in zip(off, on)]
-        print(f"{kind:<8} {statistics.median(off):11.3f}s {statistics.median(on):11.3f}s "
-              f"{statistics.median(on) / statistics.median(off):13.3f}x {min(on) / min(off):10.3f}x  "
-              f"{' '.join(f'{r:.3f}' for r in ratios)}", flush=True)
+        for j, clock in enumerate(("wall", "cpu")):
+            a, b = [x[j] for x in off], [x[j] for x in on]
+            ratios = [y / x for x, y in zip(a, b)]
+            print(f"{kind:<8} {clock:<5} {statistics.median(a):11.3f}s {statistics.median(b):11.3f}s "
+                  f"{statistics.median(b) / statistics.median(a):13.3f}x {min(b) / min(a):10.3f}x  "
+                  f"{' '.join(f'{r:.3f}' for r in ratios)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -303,13 +303,16 @@ class EAFT(Objective):
     sure of (low entropy), right or wrong ("confident conflicts"), get little gradient; uncertain ones learn as in SFT.
     Computed in the fused head from each chunk's logits (top-k per chunk, no ``[N, V]`` tensor).
 
-    Paper vs peers (read January 2026 versions; figures in benchmarks/README.md, from dev/eaft_peer_check.py):
-    the paper multiplies the CE by a *normalized* top-k entropy, K = 20. LLaMA-Factory's ``use_eaft_loss``
-    (``_eaft_cross_entropy``, the authors' merge) hard-codes k = 20 and divides by the constant 3.0 (~ ln 20 = 2.9957;
-    weights 0.14% smaller per unit alpha than ours), with an exact log-softmax over the top-k. axolotl's ``eaft_loss``
-    (``eaft_k``) does not normalize (weights ``ln k`` times ours at alpha = 1) and puts an epsilon inside the log,
-    ``log(q + 1e-10)``. sftgo: ``--eaft_normalize true`` (default, the paper's normalized entropy, divided by ln k
-    exactly so any k is in [0, 1]) or ``false`` (axolotl's raw entropy, without its epsilon).
+    Paper vs peers (measured differences in benchmarks/README.md, from dev/eaft_peer_check.py): the paper (and the
+    PRIS-CV/EAFT README) multiplies the CE by a *normalized* top-K entropy with K = 20, no gradient through it.
+    LLaMA-Factory's ``use_eaft_loss`` (``_eaft_cross_entropy`` in hiyouga/LlamaFactory@38a6312, the authors' merge)
+    fixes k = 20 (no setting) and divides by the constant 3.0, not ln 20 = 2.9957: its weights are ours times
+    (ln 20 / 3)^alpha, 0.14% smaller per unit of alpha; its log-softmax over the top-k is exact (no epsilon). axolotl's
+    ``eaft_loss`` (axolotl-ai-cloud/axolotl@ce4154b, ``eaft_alpha`` / ``eaft_k``, written from the authors' earlier
+    fork) does not normalize at all (weights ln k times ours at alpha = 1: a 3x larger loss at k = 20) and puts an
+    epsilon inside the log, ``-sum q log(q + 1e-10)`` (differences ~1e-6). sftgo: ``--eaft_normalize true`` (default,
+    the paper's normalized entropy, divided by ln k exactly, so any k gives weights in [0, 1]) or ``false`` (axolotl's
+    raw entropy, without its epsilon).
     """
 
     settings = ("eaft_alpha", "eaft_k", "eaft_normalize")
