@@ -13,7 +13,7 @@
 #   whole node, so the sweep always passes --mem (--slurm_mem_gb).
 # - AuthInfo cred_expire=30: a requeued job becomes eligible again after cred_expire seconds (120 by default).
 # - KillWait=5: a requeued / cancelled job gets SIGKILL 5 s after SIGTERM (30 s by default).
-# - proctrack/linuxproc, task/none: no cgroups needed (containers, CI machines).
+# - proctrack/linuxproc, task/none: no cgroups needed (containers, CI machines); addresses 127.0.0.1: no DNS needed.
 set -euo pipefail
 
 CONF_DIR=/etc/slurm
@@ -53,7 +53,7 @@ if [ ! -f "$CONF" ] || head -1 "$CONF" | grep -qF "$MARK"; then
     cat > "$tmp" <<EOF
 $MARK
 ClusterName=sftgo
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -79,7 +79,7 @@ ReturnToService=2
 KillWait=5
 InactiveLimit=0
 MinJobAge=300
-NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
     if [ -f "$CONF" ] && cmp -s "$tmp" "$CONF"; then rm -f "$tmp"; else mv "$tmp" "$CONF"; changed=1; fi

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["fingerprint", "cached_scores", "default_cache_dir", "arrays_checksum"]
+__all__ = ["fingerprint", "cached_scores", "default_cache_dir", "arrays_checksum", "atomic_write_text", "publish_dir",
+           "lookup_scores", "store_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,47 @@ def _atomic_write(path: Path, write: Callable) -> None:
         raise
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a unique temporary file in the same folder and a rename: a reader (another
+    process, a resumed run) sees the old file or the new one, never a torn one, and two writers never share a
+    temporary file."""
+    _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
+
+
+def unique_temp_dir(target: Path) -> Path:
+    """A new, empty folder beside ``target`` with a name no other process gets (for :func:`publish_dir`)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+
+
+def publish_dir(tmp: Path, target: Path, is_complete: Callable[[Path], bool]) -> bool:
+    """Move the finished folder ``tmp`` (from :func:`unique_temp_dir`) to ``target`` in one rename.
+
+    Several processes may build the same folder at once (ranks converting the default model on a fresh node): the
+    first rename wins; a later one finds ``target`` complete and drops its own copy (-> False), so nobody ever deletes
+    files another process is reading or writing. A ``target`` that is not complete (left by an older sftgo) is first
+    renamed aside under a unique name, then removed."""
+    import shutil
+
+    for _ in range(5):
+        try:
+            os.rename(tmp, target)  # fails when target exists and is not empty
+            return True
+        except OSError:
+            if not target.exists():
+                continue  # moved aside by another process meanwhile: try again
+            if is_complete(target):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return False
+            aside = unique_temp_dir(target)
+            try:
+                os.rename(target, aside / "old")
+            except OSError:
+                pass  # another process moved or replaced it first
+            shutil.rmtree(aside, ignore_errors=True)
+    raise OSError(f"could not move {tmp} to {target}: the folder keeps changing under concurrent writers")
+
+
 def _load(npz_path: Path, json_path: Path, key_json, expected_lengths) -> list[np.ndarray] | None:
     """The entry's arrays, or None (with a log line saying why) when missing, stale or corrupted."""
     if not npz_path.exists() and not json_path.exists():
@@ -135,6 +177,60 @@ def _load(npz_path: Path, json_path: Path, key_json, expected_lengths) -> list[n
     return _split(flat, lengths)
 
 
+def _entry(key: dict, cache_dir) -> tuple[object, Path, Path]:
+    if not isinstance(key, dict):
+        raise ValueError(f"cache key must be a dict, got {type(key).__name__}")
+    key_json = json.loads(json.dumps(_canonical(key), sort_keys=True))
+    digest = fingerprint(key)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return key_json, root / f"{digest}.npz", root / f"{digest}.json"
+
+
+def _lengths(expected_lengths) -> np.ndarray | None:
+    return None if expected_lengths is None else np.asarray(expected_lengths, dtype=np.int64)
+
+
+def lookup_scores(key: dict, cache_dir: str | os.PathLike | None = None, *,
+                  expected_lengths: Sequence[int] | None = None) -> list[np.ndarray] | None:
+    """The cached entry for ``key`` (N arrays), or None when it is missing, stale or corrupted (logged)."""
+    key_json, npz_path, json_path = _entry(key, cache_dir)
+    hit = _load(npz_path, json_path, key_json, _lengths(expected_lengths))
+    if hit is not None:
+        log.info("score cache hit: %s", npz_path)
+    return hit
+
+
+def store_scores(key: dict, scores: Sequence, cache_dir: str | os.PathLike | None = None, *,
+                 expected_lengths: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Check ``scores`` (N 1-D arrays) against ``expected_lengths``, write them as the entry for ``key`` and return
+    them as stored (float32/64 views of one flat array)."""
+    key_json, npz_path, json_path = _entry(key, cache_dir)
+    exp = _lengths(expected_lengths)
+    lengths = np.fromiter((len(s) for s in scores), dtype=np.int64, count=len(scores))
+    if exp is not None and not np.array_equal(lengths, exp):
+        raise ValueError(
+            f"scorer returned {lengths.size} sequences / {int(lengths.sum())} tokens, expected "
+            f"{exp.size} / {int(exp.sum())}: a scorer must return one score per supervised token"
+        )
+    parts = [np.asarray(s).reshape(-1) for s in scores]
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+    if not np.issubdtype(flat.dtype, np.floating):
+        flat = flat.astype(np.float64)
+    npz_path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(npz_path, lambda f: np.savez(f, flat=flat, lengths=lengths))
+    meta = {
+        "format": FORMAT_VERSION,
+        "key": key_json,
+        "checksum": arrays_checksum(flat, lengths),
+        "num_sequences": int(lengths.size),
+        "num_tokens": int(flat.size),
+        "dtype": str(flat.dtype),
+    }
+    _atomic_write(json_path, lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True).encode()))
+    log.info("score cache write: %s", npz_path)
+    return _split(flat, lengths)
+
+
 def cached_scores(
     key: dict,
     compute: Callable[[], list[np.ndarray]],
@@ -148,40 +244,7 @@ def cached_scores(
     compute: returns N 1-D float arrays (one per example). expected_lengths: optional [N] token counts; an
     entry whose lengths differ is treated as corrupted. Returns N arrays (the cached dtype, float32/64).
     """
-    if not isinstance(key, dict):
-        raise ValueError(f"cache key must be a dict, got {type(key).__name__}")
-    key_json = json.loads(json.dumps(_canonical(key), sort_keys=True))
-    digest = fingerprint(key)
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    npz_path, json_path = root / f"{digest}.npz", root / f"{digest}.json"
-    exp = None if expected_lengths is None else np.asarray(expected_lengths, dtype=np.int64)
-
-    hit = _load(npz_path, json_path, key_json, exp)
+    hit = lookup_scores(key, cache_dir, expected_lengths=expected_lengths)
     if hit is not None:
-        log.info("score cache hit: %s", npz_path)
         return hit
-
-    scores = compute()
-    lengths = np.fromiter((len(s) for s in scores), dtype=np.int64, count=len(scores))
-    if exp is not None and not np.array_equal(lengths, exp):
-        raise ValueError(
-            f"scorer returned {lengths.size} sequences / {int(lengths.sum())} tokens, expected "
-            f"{exp.size} / {int(exp.sum())}: a scorer must return one score per supervised token"
-        )
-    parts = [np.asarray(s).reshape(-1) for s in scores]
-    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-    if not np.issubdtype(flat.dtype, np.floating):
-        flat = flat.astype(np.float64)
-    root.mkdir(parents=True, exist_ok=True)
-    _atomic_write(npz_path, lambda f: np.savez(f, flat=flat, lengths=lengths))
-    meta = {
-        "format": FORMAT_VERSION,
-        "key": key_json,
-        "checksum": arrays_checksum(flat, lengths),
-        "num_sequences": int(lengths.size),
-        "num_tokens": int(flat.size),
-        "dtype": str(flat.dtype),
-    }
-    _atomic_write(json_path, lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True).encode()))
-    log.info("score cache write: %s", npz_path)
-    return _split(flat, lengths)
+    return store_scores(key, compute(), cache_dir, expected_lengths=expected_lengths)

@@ -1,11 +1,20 @@
-"""Crash-safe checkpoints: a checkpoint counts only once every file of it is written.
+"""Crash-safe checkpoints: a checkpoint counts only once every file of it is written, and an older one is deleted
+only after a newer one counts.
 
 The Trainer writes ``checkpoint-N/`` file by file (weights, optimizer, scheduler, RNG state, ``trainer_state.json``,
 then sftgo's own state in ``on_save`` callbacks). A process killed in between leaves a partial folder. The last
-``on_save`` callback (:class:`CompleteCheckpointCallback`, registered after every other one) writes the marker
-``sftgo_complete.json`` into the folder, through a temporary file and a rename, once all processes have finished
-their part. Resuming (``--resume_from_checkpoint true`` / ``last``) takes the newest folder that has the marker and
-warns about each newer one it skips; the Trainer later saves over the skipped folder when it reaches that step again.
+``on_save`` callback (:class:`CompleteCheckpointCallback`, registered after every other one) checks that the files
+written by the callbacks before it are there, then writes the marker ``sftgo_complete.json`` into the folder, through
+a temporary file and a rename, once all processes have finished their part. Resuming (``--resume_from_checkpoint
+true`` / ``last``) takes the folder with the marker and the highest step number (``checkpoint-10`` after
+``checkpoint-9``) and warns about each newer one it skips; the Trainer later saves over the skipped folder when it
+reaches that step again. Checkpoint folders without any complete one are an error, not a silent fresh start
+(:func:`resolve_resume`).
+
+Rotation (``save_total_limit``): transformers deletes old checkpoints at the end of ``_save_checkpoint``, *before* the
+``on_save`` callbacks run, so a kill right after that deletion (with ``save_total_limit 1``) left no complete
+checkpoint at all. :class:`RotateAfterCompletion` turns transformers' rotation off and
+:class:`CompleteCheckpointCallback` rotates itself, right after the new marker is written (:func:`rotate_checkpoints`).
 """
 
 from __future__ import annotations
@@ -14,13 +23,17 @@ import json
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
 from transformers import TrainerCallback
 
+from .config import ConfigError
+
 logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "sftgo_complete.json"
+TRAINER_STATE = "trainer_state.json"  # transformers' TRAINER_STATE_NAME: the last file _save_checkpoint writes
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -28,14 +41,18 @@ def is_complete(checkpoint: str | os.PathLike) -> bool:
     return (Path(checkpoint) / COMPLETE_MARKER).is_file()
 
 
-def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
-    """Newest ``checkpoint-N`` folder of ``output_dir`` that holds the completion marker, or None."""
+def checkpoint_folders(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of every ``checkpoint-N`` folder of ``output_dir``, oldest step first (numeric order:
+    ``checkpoint-9`` before ``checkpoint-10``)."""
     out = Path(output_dir)
     if not out.is_dir():
-        return None
-    found = sorted(((int(m.group(1)), p) for p in out.iterdir() if p.is_dir() and (m := _CKPT.match(p.name))),
-                   reverse=True)
-    for _, path in found:
+        return []
+    return sorted((int(m.group(1)), p) for p in out.iterdir() if p.is_dir() and (m := _CKPT.match(p.name)))
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """Newest ``checkpoint-N`` folder (by step number) of ``output_dir`` that holds the completion marker, or None."""
+    for _, path in reversed(checkpoint_folders(output_dir)):
         if is_complete(path):
             return str(path)
         logger.warning("skipping %s: incomplete (no %s; the run was probably killed while saving it)",
@@ -43,8 +60,74 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return None
 
 
+class NoCompleteCheckpoint(ConfigError):
+    """``--resume_from_checkpoint last|true`` found checkpoint folders but none complete (a user decision is needed)."""
+
+
+def resolve_resume(output_dir: str | os.PathLike, value: str) -> str | None:
+    """The checkpoint ``--resume_from_checkpoint last|true`` continues from: the newest complete one; None (a fresh
+    start) when ``output_dir`` has no checkpoint folder at all (a first launch, or a requeued job that never saved).
+    Folders without a complete one raise :class:`NoCompleteCheckpoint`: starting over silently would throw away the
+    run's progress and rewrite its ``metrics.jsonl``, so that stays the user's explicit choice."""
+    last = last_complete_checkpoint(output_dir)
+    if last is not None:
+        return last
+    found = checkpoint_folders(output_dir)
+    if found:
+        names = ", ".join(p.name for _, p in found)
+        raise NoCompleteCheckpoint(
+            f"resume_from_checkpoint={value}: {output_dir} has checkpoint folders ({names}) but none is complete (no "
+            f"{COMPLETE_MARKER}: killed while saving?). To start over from step 0, delete them or pass "
+            f"--resume_from_checkpoint false (metrics.jsonl is then rewritten from step 1)")
+    logger.warning("resume_from_checkpoint=%s but %s has no checkpoint yet; starting from step 0", value, output_dir)
+    return None
+
+
+def rotate_checkpoints(output_dir: str | os.PathLike, keep: int, newest_step: int, protect=()) -> list[Path]:
+    """Delete the checkpoint folders older than ``checkpoint-<newest_step>`` (just marked complete) beyond the ``keep``
+    newest complete ones (``checkpoint-<newest_step>`` counts as one) and ``protect`` (e.g. the best model's);
+    incomplete folders older than it go too (resuming never uses them). Folders newer than ``newest_step`` (left by a
+    leg that ran further before a resume from an older checkpoint) are not touched: the run saves over them.
+
+    Oldest first, and each folder loses its marker before its files, so a kill in the middle of a deletion never
+    leaves a folder that looks complete. Returns the deleted folders."""
+    protected = {Path(p).resolve() for p in protect if p}
+    older = [(s, p) for s, p in checkpoint_folders(output_dir) if s < newest_step]
+    kept_complete = [p for _, p in older if is_complete(p)][-(keep - 1):] if keep > 1 else []
+    deleted = []
+    for _, path in older:
+        if path in kept_complete or path.resolve() in protected:
+            continue
+        logger.info("deleting older checkpoint %s (save_total_limit %d)", path, keep)
+        (path / COMPLETE_MARKER).unlink(missing_ok=True)
+        shutil.rmtree(path, ignore_errors=True)
+        deleted.append(path)
+    return deleted
+
+
+class RotateAfterCompletion:
+    """Trainer mixin: transformers' own checkpoint rotation off (it deletes before the new checkpoint is complete);
+    :class:`CompleteCheckpointCallback` rotates after marking. Put it before ``Trainer`` in the bases."""
+
+    def _save_checkpoint(self, model, trial):
+        # transformers 5 rotates inside _save_checkpoint through a module function reading args.save_total_limit (no
+        # method to override): hide the limit for this call only. The callback reads it again in on_save.
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            return super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+
+
 class CompleteCheckpointCallback(TrainerCallback):
-    """Marks ``checkpoint-{global_step}`` complete at the end of each save (register it after every other callback)."""
+    """Marks ``checkpoint-{global_step}`` complete at the end of each save, then rotates old checkpoints
+    (``save_total_limit``; the trainer must use :class:`RotateAfterCompletion`). Register it after every other callback
+    that writes into checkpoints; ``required`` names the files those write: a checkpoint missing one is never marked
+    (an error: the callbacks are in the wrong order)."""
+
+    def __init__(self, required: tuple[str, ...] = ()):
+        self.required = (TRAINER_STATE, *required)
 
     def on_save(self, args, state, control, **kwargs):
         import torch.distributed as dist
@@ -56,6 +139,13 @@ class CompleteCheckpointCallback(TrainerCallback):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if not ckpt.is_dir():
             return
+        missing = [f for f in self.required if not (ckpt / f).is_file()]
+        if missing:
+            raise RuntimeError(f"{ckpt} lacks {', '.join(missing)} when it is to be marked complete: "
+                               "CompleteCheckpointCallback must be registered after the callbacks that write them")
         tmp = ckpt / (COMPLETE_MARKER + ".tmp")
         tmp.write_text(json.dumps({"step": int(state.global_step)}))
         os.replace(tmp, ckpt / COMPLETE_MARKER)
+        if args.save_total_limit is not None and args.save_total_limit > 0:
+            rotate_checkpoints(args.output_dir, args.save_total_limit, int(state.global_step),
+                               protect=[state.best_model_checkpoint])

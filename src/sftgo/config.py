@@ -194,11 +194,16 @@ class SFTGoConfig(ObjectiveArgs, TrainingArguments):
         metadata={"help": "A .json/.jsonl file (Alpaca instruction/input/output, chat messages, or prompt/completion), a Hub "
                           "dataset id, or builtin:default (a small instruction set shipped with sftgo)."},
     )
-    dataset_split: str = field(default="train", metadata={"help": "Split to read when --dataset is a Hub id."})
+    dataset_split: str = field(default="train", metadata={"help": "Split to read when --dataset is a Hub id or a save_to_disk folder."})
     eval_dataset: str | None = field(
         default=None,
         metadata={"help": "Held-out data (same formats as --dataset): every --eval_steps steps its CE overall, over the "
                           "important and unimportant groups and the worst group go to metrics.jsonl (eval_loss_*)."},
+    )
+    eval_split: str | None = field(
+        default=None,
+        metadata={"help": "Split of --eval_dataset when it is a Hub id or a save_to_disk folder (default: its validation "
+                          "split, else its test split; an error when it has neither)."},
     )
     max_examples: int | None = field(default=None, metadata={"help": "Use at most this many examples (after skipping empty ones)."})
     max_length: int = field(default=128, metadata={"help": "Truncate each tokenized example to this many tokens."})
@@ -248,7 +253,9 @@ class SFTGoConfig(ObjectiveArgs, TrainingArguments):
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: sftgo's per-token columns must reach the loss."})
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "A checkpoint folder, or 'last' for the newest checkpoint in output_dir."}
+        default=None, metadata={"help": "A checkpoint folder, or 'last' (= 'true') for the newest complete checkpoint in "
+                                        "output_dir (an error if it has checkpoint folders but none complete; "
+                                        "'false' starts over at step 0)."}
     )
     stop_after_steps: int | None = field(
         default=None,

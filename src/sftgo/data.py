@@ -146,17 +146,49 @@ def _normalize(rec, where: str) -> dict:
     )
 
 
-def load_examples(path_or_id: str | None = None, *, split: str = "train", limit: int | None = None) -> Examples:
-    """Read and normalize examples from a local JSON/JSONL file, the built-in default, or a Hub dataset id.
+HELDOUT_SPLITS = ("validation", "valid", "val", "dev", "test")
+"""Split names taken, in this order, as a dataset's held-out split when none is named (``--eval_split``)."""
+
+
+def choose_split(dataset: str, splits: list[str], requested: str | None) -> str:
+    """The split to read: ``requested`` when given (it must exist), else the held-out one (validation / test)."""
+    have = ", ".join(splits) or "none"
+    if requested:
+        if requested not in splits:
+            raise DataError(f"dataset {dataset!r} has no split {requested!r} (its splits: {have})")
+        return requested
+    for name in HELDOUT_SPLITS:
+        if name in splits:
+            return name
+    raise DataError(f"dataset {dataset!r} has no validation or test split (its splits: {have}): name one with "
+                    f"--eval_split, or pass a held-out .json/.jsonl file as --eval_dataset")
+
+
+def _is_saved_dataset(p: Path) -> bool:
+    """A folder written by ``datasets``' ``save_to_disk`` (a DatasetDict or a single Dataset)."""
+    return (p / "dataset_dict.json").is_file() or (p / "state.json").is_file()
+
+
+def load_examples(path_or_id: str | None = None, *, split: str | None = "train", limit: int | None = None) -> Examples:
+    """Read and normalize examples from a local JSON/JSONL file, the built-in default, a Hub dataset id or a folder
+    written by ``datasets``' ``save_to_disk``. ``split`` picks a split of the last two; ``None`` picks the held-out one
+    (validation, else test: :func:`choose_split`) and is an error when there is none.
 
     Examples whose assistant turns are all empty are skipped and counted in ``Examples.num_empty``.
     """
     if path_or_id in (None, "", DEFAULT_DATASET):
         path_or_id = str(default_dataset_path())
     p = Path(path_or_id).expanduser()
-    if p.exists():
+    if p.is_dir() and _is_saved_dataset(p):
+        import datasets
+
+        ds = datasets.load_from_disk(str(p))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[choose_split(path_or_id, list(ds), split)]
+        records = [(f"{path_or_id}[{i}]", dict(r)) for i, r in enumerate(ds)]
+    elif p.exists():
         if p.is_dir():
-            raise DataError(f"dataset {path_or_id!r} is a folder; pass a .json or .jsonl file")
+            raise DataError(f"dataset {path_or_id!r} is a folder; pass a .json or .jsonl file (or a save_to_disk folder)")
         records = _read_records(p)
     elif path_or_id.endswith((".json", ".jsonl")) or path_or_id.startswith((".", "/", "~")):
         raise DataError(f"dataset file {path_or_id!r} does not exist; pass an existing .json/.jsonl file or a Hub dataset id")
@@ -164,7 +196,11 @@ def load_examples(path_or_id: str | None = None, *, split: str = "train", limit:
         import datasets
 
         try:
+            if split is None:  # the held-out split: from the dataset's split names (metadata only)
+                split = choose_split(path_or_id, list(datasets.get_dataset_split_names(path_or_id)), None)
             ds = datasets.load_dataset(path_or_id, split=split)
+        except DataError:
+            raise
         except Exception as e:  # offline / unknown id / no such split: one line instead of a network traceback
             msg = (str(e).strip().splitlines() or [""])[0][:200]
             raise DataError(f"could not load the Hub dataset {path_or_id!r} ({type(e).__name__}: {msg}); without Hub "

@@ -44,10 +44,20 @@ def _smollm2_package_dir() -> Path:
     return Path(spec.origin).parent
 
 
+def _converted(folder: Path) -> bool:
+    return (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+
+
 def default_model_dir() -> Path:
-    """Return the plain safetensors folder of SmolLM2-135M-Instruct, converting the GGUF once if needed."""
+    """Return the plain safetensors folder of SmolLM2-135M-Instruct, converting the GGUF once if needed.
+
+    Several processes on an empty cache (the ranks of a multi-GPU job, two runs started together) may all convert;
+    each writes its own temporary folder and the first to finish publishes it with one rename (the others drop their
+    copy): nobody deletes another's files and nobody sees a half-written folder."""
+    from .cache import publish_dir, unique_temp_dir
+
     target = cache_root() / "models" / "SmolLM2-135M-Instruct"
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+    if _converted(target):
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -62,16 +72,16 @@ def default_model_dir() -> Path:
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(gguf_model.state_dict())
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    plain.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    # Atomic publish: a crash mid-conversion leaves only the .tmp folder, never a half-written target.
-    if target.exists():
-        import shutil
+    tmp = unique_temp_dir(target)
+    try:
+        plain.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        publish_dir(tmp, target, _converted)
+    finally:
+        if tmp.exists():  # a failed conversion, or another process published first
+            import shutil
 
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

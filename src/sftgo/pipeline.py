@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from transformers import TrainerCallback
 
+from .cache import atomic_write_text
 from .config import SFTGoConfig, config_to_dict
 from .data import TokenDataset, TokenizedData, Collator, load_examples, tokenize_cached, tokenized_cache_dir
 
@@ -79,9 +80,12 @@ def score_tokens(name: str, data: TokenizedData, tokenizer, settings: dict, cach
 
 
 def compute_importance(cfg: SFTGoConfig, data: TokenizedData, tokenizer) -> list[np.ndarray]:
-    """Static importance per supervised token (scorer g), cached per (data, tokenizer, scorer settings)."""
+    """Static importance per supervised token (scorer g), cached per (data, tokenizer, scorer settings); computed by
+    process 0 only in a multi-process run, every process gets the result."""
+    from .distributed import on_main
+
     settings = scorer_settings(cfg.scorer, tokenizer, seed=cfg.seed, llmlingua2_model=cfg.llmlingua2_model)
-    scores, _ = score_tokens(cfg.scorer, data, tokenizer, settings, cfg.score_cache_dir)
+    scores, _ = on_main(lambda: score_tokens(cfg.scorer, data, tokenizer, settings, cfg.score_cache_dir))
     return [np.asarray(s, dtype=np.float32) for s in scores]
 
 
@@ -106,32 +110,73 @@ def _model_fingerprint(name_or_path: str | None) -> list:
                                        for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".pt", ".json"))
 
 
+def _placed(model) -> bool:
+    """A model its loader put on devices itself (a device map, 4/8-bit weights): it must not be moved."""
+    return bool(getattr(model, "hf_device_map", None) or getattr(model, "is_loaded_in_4bit", False)
+                or getattr(model, "is_loaded_in_8bit", False))
+
+
 def cached_token_logp(name_or_path: str | None, data: TokenizedData, tokenizer, *, dtype: str = "auto",
-                      cache_dir=None, batch_size: int = 8, model=None) -> tuple[list[np.ndarray], str]:
+                      cache_dir=None, batch_size: int = 8, model=None, device=None,
+                      progress: bool = False) -> tuple[list[np.ndarray], str]:
     """``log p`` of every supervised token under the causal LM ``name_or_path`` (or the already-loaded ``model`` with
     those weights), computed once and cached per (model files, dtype, data) -> (N float arrays [n_i], "hit" | "miss").
 
-    ``sftgo train`` (Rho-1 reference) and ``sftgo score`` (the ``reference`` scorer) share these cache entries."""
-    from .cache import cached_scores
+    ``sftgo train`` (Rho-1 reference) and ``sftgo score`` (the ``reference`` scorer) share these cache entries. The
+    pass runs on ``device`` (default: the GPU when there is one) through the chunked per-token head. In a
+    multi-process run, process 0 looks the entry up and shares it; on a miss the length-sorted batches are dealt out
+    over the processes (each scores its share: the job does the pass once, not once per process), every process gets
+    all of them, and process 0 stores the entry. The batches are the same whatever the number of processes, and so
+    is the key."""
+    import torch
+
+    from .cache import lookup_scores, store_scores
+    from .distributed import gather_shards, on_main, world
     from .models import load_model
     from .scorers.reference import reference_token_logp
 
     key = {"scorer": "reference", "ref_model": _model_fingerprint(name_or_path), "dtype": dtype, "data": data.fingerprint()}
-    missed = []
+    lengths = data.supervised_lengths()
+    hit = on_main(lambda: lookup_scores(key, cache_dir, expected_lengths=lengths))
+    if hit is not None:
+        return hit, "hit"
+    rank, _ = world()
+    order = sorted(range(len(data)), key=lambda i: -len(data.input_ids[i]))  # reference_token_logp's own order
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
-    def compute():
-        missed.append(True)
+    def score(my_batches: list[list[int]]) -> list[list[np.ndarray]]:
+        if not my_batches:  # more processes than batches: nothing to load
+            return []
         m = model if model is not None else load_model(name_or_path, dtype=dtype)
+        home = next(m.parameters()).device
+        dev = home if _placed(m) else torch.device(device or ("cuda" if torch.cuda.is_available() else home))
         was_training = m.training
-        m.eval()
+        m.to(dev).eval()
         try:
-            return reference_token_logp(m, data.input_ids, data.labels, batch_size=batch_size,
-                                        pad_token_id=tokenizer.pad_token_id)
+            idx = [i for b in my_batches for i in b]
+            logp = reference_token_logp(m, [data.input_ids[i] for i in idx], [data.labels[i] for i in idx],
+                                        batch_size=batch_size, device=dev, pad_token_id=tokenizer.pad_token_id,
+                                        progress=progress and rank == 0)
         finally:
             m.train(was_training)
+            if model is not None:
+                m.to(home)  # the caller's model goes back where it was
+        del m
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        parts, k = [], 0
+        for b in my_batches:
+            parts.append(logp[k:k + len(b)])
+            k += len(b)
+        return parts
 
-    out = cached_scores(key, compute, cache_dir, expected_lengths=data.supervised_lengths())
-    return out, "miss" if missed else "hit"
+    out: list = [None] * len(data)
+    for b, vals in zip(batches, gather_shards(score, batches)):
+        for i, v in zip(b, vals):
+            out[i] = v
+    if rank == 0:
+        out = store_scores(key, out, cache_dir, expected_lengths=lengths)
+    return out, "miss"
 
 
 def warn_initial_reference(model_name) -> None:
@@ -148,7 +193,8 @@ def compute_reference(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -
         warn_initial_reference(cfg.model_name_or_path)
     out, _ = cached_token_logp(ref_path or cfg.model_name_or_path, data, tokenizer, dtype=cfg.model_dtype,
                                cache_dir=cfg.score_cache_dir, batch_size=cfg.per_device_train_batch_size,
-                               model=model if ref_path is None else None)
+                               model=model if ref_path is None else None, device=cfg.device,
+                               progress=not cfg.disable_tqdm)
     return out
 
 
@@ -173,12 +219,11 @@ def _resolve_checkpoint(cfg: SFTGoConfig) -> str | None:
     if r in (None, "", "false", "False"):
         return None
     if r in ("last", "true", "True"):
-        from .checkpoints import last_complete_checkpoint
+        from .checkpoints import resolve_resume
 
-        last = last_complete_checkpoint(cfg.output_dir)  # skips (with a warning) checkpoints a kill left incomplete
-        if last is None:
-            logger.warning("resume_from_checkpoint=%s but %s has no complete checkpoint; starting fresh", r, cfg.output_dir)
-        return last
+        # The newest complete checkpoint (skipping, with a warning, those a kill left incomplete); an error when there
+        # are checkpoint folders but none complete.
+        return resolve_resume(cfg.output_dir, r)
     if not Path(r).exists():
         from .config import ConfigError
 
@@ -192,22 +237,28 @@ def run_training(cfg: SFTGoConfig) -> dict:
     from transformers import set_seed
 
     from .checkpoints import CompleteCheckpointCallback
-    from .models import apply_lora, load_model, load_tokenizer, save_merged
+    from .distributed import on_main
+    from .models import apply_lora, load_model, load_tokenizer, resolve_model_path, save_merged
     from .objectives import objective_class
     from .report import plot_loss_groups
-    from .trainer import MetricsJsonl, SFTGoStateCallback, SFTGoTrainer, load_sftgo_state
+    from .report.runs import read_metrics
+    from .trainer import COUNTERS_FILE, MetricsJsonl, SFTGoStateCallback, SFTGoTrainer, load_sftgo_state
 
     t0 = time.time()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)
     if cfg.process_index == 0:
-        (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
+    # The default model is converted once into the cache: process 0 first, the others wait and then find it (on a
+    # filesystem they do not share they convert their own copy; concurrent conversions are safe, see models.py).
+    on_main(lambda: resolve_model_path(cfg.model_name_or_path))
     tokenizer = load_tokenizer(cfg.model_name_or_path)
-    examples = load_examples(cfg.dataset, split=cfg.dataset_split, limit=cfg.max_examples)
     # Cached next to the scores (<score_cache_dir>/tokenized, default ~/.cache/sftgo/tokenized): a rerun skips rendering.
-    data = tokenize_cached(examples, tokenizer, cfg.max_length, cache_dir=tokenized_cache_dir(cfg.score_cache_dir))
+    # Read and tokenized by process 0 only; every process gets the same data.
+    data = on_main(lambda: tokenize_cached(load_examples(cfg.dataset, split=cfg.dataset_split, limit=cfg.max_examples),
+                                           tokenizer, cfg.max_length, cache_dir=tokenized_cache_dir(cfg.score_cache_dir)))
     logger.info("%d examples (%d skipped: empty response, %d dropped: response truncated), %d supervised tokens",
                 len(data), data.num_empty, data.num_dropped, data.num_supervised())
 
@@ -218,8 +269,8 @@ def run_training(cfg: SFTGoConfig) -> dict:
     if cfg.eval_dataset:
         # Held-out data gets the same token columns (scorer importance, reference log-probs) as the training data,
         # so its group losses are cut exactly as training cuts them.
-        eval_data = tokenize_cached(load_examples(cfg.eval_dataset), tokenizer, cfg.max_length,
-                                    cache_dir=tokenized_cache_dir(cfg.score_cache_dir))
+        eval_data = on_main(lambda: tokenize_cached(load_examples(cfg.eval_dataset, split=cfg.eval_split), tokenizer,
+                                                    cfg.max_length, cache_dir=tokenized_cache_dir(cfg.score_cache_dir)))
         add_token_columns(cfg, eval_data, model, tokenizer)
     ref_model = None
     if objective_class(cfg.objective).needs_ref_model(cfg):
@@ -254,7 +305,8 @@ def run_training(cfg: SFTGoConfig) -> dict:
     trainer.add_callback(counters)
     if cfg.stop_after_steps:
         trainer.add_callback(StopAfterSteps(cfg.stop_after_steps))
-    trainer.add_callback(CompleteCheckpointCallback())  # last: marks each checkpoint complete once all is written
+    # Last: marks each checkpoint complete once all is written (it checks sftgo's counters are there), then rotates.
+    trainer.add_callback(CompleteCheckpointCallback(required=(COUNTERS_FILE,)))
     t1 = time.time()
     result = trainer.train(resume_from_checkpoint=ckpt)
     t_train = time.time() - t1
@@ -267,7 +319,8 @@ def run_training(cfg: SFTGoConfig) -> dict:
             save_merged(final, final / "merged", dtype=cfg.model_dtype)
     summary = {}
     if trainer.is_world_process_zero():
-        records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]  # training records (not eval_*)
+        # Training records (not eval_*); a torn last line (a killed leg, and a resume with nothing left to log) is skipped.
+        records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
         last = records[-1] if records else {}
         wall_leg = time.time() - t0
         whole = counters.whole_run(t_train, wall_leg)  # every leg of a resumed run; *_this_leg: this process alone
@@ -292,7 +345,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
             # True when --stop_after_steps ended the run before its budget (a resume continues it).
             "stopped_early": bool(trainer.state.max_steps and trainer.state.global_step < trainer.state.max_steps),
         }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))  # a sweep reads it to decide "done"
         if records:
             plot_loss_groups(records, out / "loss_groups.png", title=f"{cfg.objective} / {cfg.scorer}")
     return summary
@@ -310,9 +363,3 @@ class StopAfterSteps(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
         return control
-
-
-def read_metrics(path: Path) -> list[dict]:
-    if not Path(path).exists():
-        return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -38,6 +38,7 @@ from transformers import Trainer, TrainerCallback
 
 from . import objectives as O
 from . import token_head as H
+from .checkpoints import RotateAfterCompletion  # old checkpoints deleted only after the new one is complete
 from .tokens import TokenBatch
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class Plan:
         self.coef, self.ids = coef, ids
 
 
-class SFTGoTrainer(Trainer):
+class SFTGoTrainer(RotateAfterCompletion, Trainer):
     """Trainer for the objectives in :data:`sftgo.objectives.OBJECTIVES`. ``args`` is an :class:`sftgo.config.SFTGoConfig`.
 
     ``ref_model`` (optional, frozen) is used only by Target-SFT with ``target_residual="reference"``; Rho-1 and the

@@ -316,6 +316,14 @@ def test_heldout_group_losses_match_full_logits(tiny_model_dir, tmp_path, packin
     two = heldout_losses(model, tok, str(data_path), cfg, max_examples=2)
     n2 = sum(int((torch.tensor(data.labels[i])[1:] != -100).sum()) for i in range(2))
     assert two["n_examples"] == 2 and two["n_tokens"] == n2 < got["n_tokens"]
+    # a dataset with splits (Hub id, or a save_to_disk folder standing in for one): its held-out split, not train
+    import datasets
+
+    saved = tmp_path / "saved"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(HELDOUT * 3),
+                          "validation": datasets.Dataset.from_list(HELDOUT[:2])}).save_to_disk(str(saved))
+    val = heldout_losses(model, tok, str(saved), cfg)
+    assert val["n_examples"] == 2 and val["n_tokens"] == n2
 
 
 # ------------------------------------------------------------------------------------- run dirs, base cache, bad input

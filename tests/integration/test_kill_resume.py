@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from sftgo.checkpoints import COMPLETE_MARKER
+from sftgo.trainer import COUNTERS_FILE, STATE_FILE
 
 LAUNCHER = textwrap.dedent('''
     import os, signal, sys
@@ -54,13 +55,29 @@ LAUNCHER = textwrap.dedent('''
                 die()
             return orig_mark(self, args, state, control, **kw)
         ck.CompleteCheckpointCallback.on_save = on_save
+    elif where == "after_rmtree":  # right after checkpoint-<at> was deleted (rotation under save_total_limit)
+        import shutil
+        orig_rmtree = shutil.rmtree
+        def rmtree(path, *a, **kw):
+            orig_rmtree(path, *a, **kw)
+            if os.path.basename(os.path.normpath(str(path))) == f"checkpoint-{at}":
+                die()
+        shutil.rmtree = rmtree
+    elif where == "after_marker":  # right after checkpoint-<at> got its completion marker
+        orig_replace = os.replace
+        def replace(src, dst, *a, **kw):
+            orig_replace(src, dst, *a, **kw)
+            d = os.path.dirname(str(dst))
+            if os.path.basename(str(dst)) == ck.COMPLETE_MARKER and os.path.basename(d) == f"checkpoint-{at}":
+                die()
+        os.replace = replace
 
     from sftgo.cli import main
     sys.exit(main(sys.argv[1:]))
 ''')
 
 
-def _run(tmp_path, model_dir, data, out, kill_at=None, resume=None):
+def _run(tmp_path, model_dir, data, out, kill_at=None, resume=None, extra=()):
     launcher = tmp_path / "launch.py"
     launcher.write_text(LAUNCHER)
     args = [sys.executable, str(launcher), "train", "--model_name_or_path", model_dir, "--dataset", data,
@@ -70,6 +87,7 @@ def _run(tmp_path, model_dir, data, out, kill_at=None, resume=None):
             "--disable_tqdm", "true", "--use_cpu", "true"]
     if resume:
         args += ["--resume_from_checkpoint", resume]
+    args += list(extra)
     env = {**os.environ, "KILL_AT": kill_at or "never:0", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
 
@@ -78,10 +96,33 @@ def _records(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_sigkill_at_any_moment_then_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir, alpaca_file):
-    full = tmp_path / "full"
-    r = _run(tmp_path, tiny_model_dir, alpaca_file, full)
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, tiny_model_dir):
+    """The uninterrupted run both tests compare with (checkpoint rotation does not change what is trained)."""
+    from tests.conftest import EXAMPLES
+
+    tmp = tmp_path_factory.mktemp("full")
+    data = tmp / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in EXAMPLES))
+    r = _run(tmp, tiny_model_dir, str(data), tmp / "full")
     assert r.returncode == 0, r.stderr[-3000:]
+    return tmp / "full"
+
+
+def _same_as_full(full, run):
+    a, b = _records(full), _records(run)
+    assert [x["step"] for x in b] == list(range(1, 9))  # every step exactly once
+    for x, y in zip(a, b):
+        for k in ("loss", "loss_ce", "loss_important", "dro_q0", "lam", "learning_rate"):
+            assert y[k] == pytest.approx(x[k], rel=1e-6, abs=1e-9), (x["step"], k)
+    wa, wb = load_file(full / "final" / "model.safetensors"), load_file(run / "final" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-6, atol=1e-7)
+
+
+def test_sigkill_at_any_moment_then_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir, alpaca_file, full_run):
+    full = full_run
 
     run = tmp_path / "killed"
     # 1. killed between checkpoints, right after step 3 was logged
@@ -114,12 +155,26 @@ def test_sigkill_at_any_moment_then_resume_matches_uninterrupted_run(tmp_path, t
     assert summary["legs"] == 3 and whole["legs"] == 1 and "wall_time_s_this_leg" not in whole
     assert summary["train_time_s"] > summary["train_time_s_this_leg"] and summary["wall_time_s"] > summary["wall_time_s_this_leg"]
 
-    a, b = _records(full), _records(run)
-    assert [x["step"] for x in b] == list(range(1, 9))  # every step exactly once
-    for x, y in zip(a, b):
-        for k in ("loss", "loss_ce", "loss_important", "dro_q0", "lam", "learning_rate"):
-            assert y[k] == pytest.approx(x[k], rel=1e-6, abs=1e-9), (x["step"], k)
-    wa, wb = load_file(full / "final" / "model.safetensors"), load_file(run / "final" / "model.safetensors")
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], rtol=1e-6, atol=1e-7)
+    _same_as_full(full, run)
+
+
+def test_killed_right_after_rotation_with_save_total_limit_1_resumes_from_a_complete_checkpoint(
+        tmp_path, tiny_model_dir, alpaca_file, full_run):
+    """transformers deletes the older checkpoints before the new one is marked complete; sftgo rotates only after the
+    marker. Killed right after checkpoint-2 is deleted (while checkpoint-4 is saved, keeping 1), the run must still
+    have a complete checkpoint, and the resumed run must equal the uninterrupted one."""
+    run = tmp_path / "killed"
+    keep1 = ["--save_total_limit", "1"]
+    r = _run(tmp_path, tiny_model_dir, alpaca_file, run, kill_at="after_rmtree:2", extra=keep1)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
+    assert not (run / "checkpoint-2").exists()
+    assert (run / "checkpoint-4" / COMPLETE_MARKER).exists()
+    # resumed from checkpoint-4, killed right after checkpoint-6 was marked: sftgo's own files are already in it
+    r = _run(tmp_path, tiny_model_dir, alpaca_file, run, kill_at="after_marker:6", resume="true", extra=keep1)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
+    assert {COUNTERS_FILE, STATE_FILE, "trainer_state.json"} <= {p.name for p in (run / "checkpoint-6").iterdir()}
+    r = _run(tmp_path, tiny_model_dir, alpaca_file, run, resume="true", extra=keep1)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["resumed_from"].endswith("checkpoint-6")
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-8"]
+    _same_as_full(full_run, run)

@@ -242,3 +242,47 @@ def test_rho1_two_stage_reference(tmp_path, tiny_model_dir, alpaca_file, caplog,
            name="ref")  # retrain the reference in place: new weights
     _train(tmp_path, tiny_model_dir, alpaca_file, *args, name="rho1_new_ref")
     assert len(calls) == 3
+
+
+def test_resume_with_nothing_left_tolerates_a_torn_last_metrics_line(tmp_path, tiny_model_dir, alpaca_file):
+    # A leg killed while appending to metrics.jsonl, then resumed from the last checkpoint with no step left to train:
+    # nothing rewrites the file, and the summary must still be written from the records before the torn line.
+    run = _train(tmp_path, tiny_model_dir, alpaca_file, "--save_steps", "2")
+    (run / "summary.json").unlink()
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "loss": 0.1')
+    _train(tmp_path, tiny_model_dir, alpaca_file, "--save_steps", "2", "--resume_from_checkpoint", "last")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["final"]["loss"] == _records_before_torn(run)
+
+
+def _records_before_torn(run):
+    return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()[:-1]][-1]["loss"]
+
+
+def test_resume_with_only_incomplete_checkpoints_stops_and_names_them(tmp_path, tiny_model_dir, alpaca_file, capsys):
+    run = _train(tmp_path, tiny_model_dir, alpaca_file, "--save_steps", "1")
+    for d in run.glob("checkpoint-*"):
+        (d / "sftgo_complete.json").unlink()  # as if killed while saving each of them
+    before = (run / "metrics.jsonl").read_text()
+    rc = main(["train", str(run / "config.yaml"), "--resume_from_checkpoint", "true"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "checkpoint-1, checkpoint-2" in err and "--resume_from_checkpoint false" in err
+    assert (run / "metrics.jsonl").read_text() == before  # nothing truncated
+
+
+def test_eval_dataset_from_a_dataset_dict_reads_its_validation_split(tmp_path, tiny_model_dir, alpaca_file):
+    # A save_to_disk DatasetDict stands in for a Hub dataset (same split logic); Hub loading needs the network.
+    import datasets
+    from transformers import AutoTokenizer
+
+    from tests.conftest import EXAMPLES
+
+    d = str(tmp_path / "heldout")
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(EXAMPLES),
+                          "validation": datasets.Dataset.from_list(EXAMPLES[:1])}).save_to_disk(d)
+    run = _train(tmp_path, tiny_model_dir, alpaca_file, "--eval_dataset", d, "--eval_steps", "2")
+    evals = [r for r in _records(run) if "eval_tokens" in r]
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    want = tokenize_examples(load_examples(d, split="validation"), tok, 64).num_supervised()
+    assert evals and evals[-1]["eval_tokens"] == want < tokenize_examples(load_examples(d), tok, 64).num_supervised()

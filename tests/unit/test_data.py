@@ -168,3 +168,33 @@ def test_builtin_dataset_loads_and_is_varied():
     assert len(ex) >= 200
     instructions = {e["messages"][0]["content"] for e in ex}
     assert len(instructions) == len(ex), "duplicate prompts in the bundled data"
+
+
+def _saved_dict(tmp_path, **splits):
+    """A DatasetDict saved to disk: the stand-in for a Hub dataset (same object, same split names)."""
+    import datasets
+
+    d = tmp_path / "ds"
+    datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()}).save_to_disk(str(d))
+    return str(d)
+
+
+def _ex(text):
+    return {"instruction": f"Say {text}.", "input": "", "output": text}
+
+
+def test_eval_split_defaults_to_validation_then_test_else_a_clear_error(tmp_path):
+    from sftgo.data import DataError, load_examples
+
+    train, val, test = [_ex("a"), _ex("b")], [_ex("v")], [_ex("t")]
+    both = _saved_dict(tmp_path / "1", train=train, validation=val, test=test)
+    assert load_examples(both, split=None)[0]["messages"][1]["content"] == "v"
+    assert load_examples(both, split="test")[0]["messages"][1]["content"] == "t"
+    assert len(load_examples(both)) == 2  # --dataset keeps reading "train" (--dataset_split)
+    only_test = _saved_dict(tmp_path / "2", train=train, test=test)
+    assert load_examples(only_test, split=None)[0]["messages"][1]["content"] == "t"
+    only_train = _saved_dict(tmp_path / "3", train=train)
+    with pytest.raises(DataError, match=r"no validation or test split \(its splits: train\).*--eval_split"):
+        load_examples(only_train, split=None)
+    with pytest.raises(DataError, match=r"no split 'dev' \(its splits: train, validation, test\)"):
+        load_examples(both, split="dev")

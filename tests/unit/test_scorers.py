@@ -287,26 +287,59 @@ def tiny_llama():
     return LlamaForCausalLM(cfg).eval()
 
 
-def test_reference_token_logp_matches_manual_forward():
-    model = tiny_llama()
-    rng = np.random.default_rng(0)
+def _ref_data(n_examples=(7, 12, 3, 9, 12, 1, 5), vocab=50, seed=0):
+    rng = np.random.default_rng(seed)
     input_ids, labels = [], []
-    for n in [7, 12, 3, 9, 12]:
-        x = rng.integers(1, 50, size=n).tolist()
+    for n in n_examples:
+        x = rng.integers(1, vocab, size=n).tolist()
         y = [-100] * n
         for t in range(1, n):
             if rng.random() < 0.6:
                 y[t] = x[t]
         input_ids.append(x)
         labels.append(y)
-    got = reference_token_logp(model, input_ids, labels, batch_size=2)
-    for x, y, g in zip(input_ids, labels, got):
+    return input_ids, labels
+
+
+def _full_logits_logp(model, input_ids, labels):
+    """The slow, obvious computation: each sequence's full [T, V] logits, log-softmax, read at the labels."""
+    out = []
+    for x, y in zip(input_ids, labels):
         with torch.no_grad():
-            logits = model(torch.tensor([x])).logits[0]
+            logits = model(torch.tensor([x])).logits[0]  # [T, V]
         logp = torch.log_softmax(logits.double(), -1)
-        want = [logp[t - 1, y[t]].item() for t in range(1, len(y)) if y[t] != -100]
-        assert g.shape == (len(want),)
-        np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-4)
+        out.append(np.array([logp[t - 1, y[t]].item() for t in range(1, len(y)) if y[t] != -100]))
+    return out
+
+
+@pytest.mark.parametrize("batch_size,chunk_size", [(2, 512), (3, 1), (7, 4), (1, 2)])
+def test_reference_token_logp_equals_the_full_logits_computation(batch_size, chunk_size):
+    model = tiny_llama()
+    input_ids, labels = _ref_data()
+    got = reference_token_logp(model, input_ids, labels, batch_size=batch_size, chunk_size=chunk_size)
+    for g, want in zip(got, _full_logits_logp(model, input_ids, labels)):
+        assert g.shape == want.shape
+        np.testing.assert_allclose(g, want, rtol=0, atol=1e-5)
+
+
+def test_reference_token_logp_falls_back_to_the_models_logits_when_they_are_not_lm_head_of_hidden():
+    # Gemma-2 softcaps its logits: lm_head(hidden) is not what the model predicts, so the chunked head must not be used.
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    model = Gemma2ForCausalLM(Gemma2Config(
+        vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=64, final_logit_softcapping=0.5)).eval()
+    input_ids, labels = _ref_data()
+    got = reference_token_logp(model, input_ids, labels, batch_size=3, chunk_size=2)
+    for g, want in zip(got, _full_logits_logp(model, input_ids, labels)):
+        np.testing.assert_allclose(g, want, rtol=0, atol=1e-5)
+
+
+def test_reference_token_logp_matches_manual_forward():
+    model = tiny_llama()
+    input_ids, labels = _ref_data((7, 12, 3, 9, 12))
+    got = reference_token_logp(model, input_ids, labels, batch_size=2)
     # Rho-1 excess loss = current loss - reference loss
     current = [g - 0.5 for g in got]
     ex = excess_loss(current, got)

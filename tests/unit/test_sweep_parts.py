@@ -86,6 +86,7 @@ def _sweep(*args, tmp_path, capsys):
     (["--slots", "0"], "slots 0: a whole number >= 1"),
     (["--detach"], "--detach needs --executor slurm"),
     (["--executor", "slurm", "--slots", "2"], "--slots is for --executor local"),
+    (["--executor", "slurm", "--gpus_per_run", "2"], "with slurm pass --slurm_gpus_per_node K"),
 ])
 def test_bad_options_are_one_line(args, message, tmp_path, capsys):
     rc, err = _sweep(*args, tmp_path=tmp_path, capsys=capsys)

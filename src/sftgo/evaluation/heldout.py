@@ -48,7 +48,7 @@ def heldout_losses(model, tokenizer, dataset: str, cfg, *, max_examples: int | N
     from ..trainer import SFTGoTrainer
 
     t0 = time.time()
-    examples = load_examples(dataset, limit=max_examples)
+    examples = load_examples(dataset, split=None, limit=max_examples)  # a Hub / saved dataset: its held-out split
     data = tokenize_cached(examples, tokenizer, cfg.max_length, cache_dir=tokenized_cache_dir(cfg.score_cache_dir))
     add_token_columns(cfg, data, model, tokenizer)
     trainer = SFTGoTrainer(model=model, args=cfg, data_collator=make_collator(cfg, tokenizer, model),

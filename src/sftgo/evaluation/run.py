@@ -15,10 +15,10 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
+from ..cache import atomic_write_text
 from .tasks import COLUMNS, PAPER_COLUMNS, TaskError, TaskPlan, c_tasks, limit_coverage_note, plan_tasks
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def model_fingerprint(path: str) -> str:
     known[key] = h.hexdigest()
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(json.dumps(known))
+        atomic_write_text(memo, json.dumps(known))  # shared by every evaluation: never a torn file
     except OSError:
         pass
     return known[key]
@@ -466,7 +466,7 @@ def run_suite(target: EvalTarget, spec: str, args, data_file: dict, sftgo_versio
             base = {"model": target.base, "model_fingerprint": base_fp, "rows": base_rows,
                     "wall_time_s": round(time.time() - tb, 2)}
             bpath.parent.mkdir(parents=True, exist_ok=True)
-            bpath.write_text(json.dumps(base, indent=1))
+            atomic_write_text(bpath, json.dumps(base, indent=1))  # shared by the runs of a suite
         _attach_base(rows, base["rows"])
     columns, columns_se = columns_of(rows)
     result = {"format": RESULT_FORMAT, "suite": plan.suite, "model": target.model,
@@ -475,9 +475,7 @@ def run_suite(target: EvalTarget, spec: str, args, data_file: dict, sftgo_versio
               "lm_eval_version": lm_eval.__version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "settings": settings, "wall_time_s": round(wall, 2), "results": rows, "columns": columns,
               "columns_stderr": columns_se}
-    tmp = out_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out_path)
+    atomic_write_text(out_path, json.dumps(result, indent=1))
     _print_result(result)
     print(f"wrote {out_path}")
     return result

@@ -498,24 +498,29 @@ def prepare_local(chosen: dict[str, Path], extra: dict[str, Path], local_files: 
         meta = json.loads(meta_path.read_text())
         prepared.data_notes, prepared.local_names = meta["data_notes"], meta["local_names"]
         return prepared
-    tmp = out.with_name(out.name + ".tmp")
-    import shutil
+    from ..cache import publish_dir, unique_temp_dir
 
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    # Processes preparing the same folder at once (two evaluations started together) each write their own
+    # temporary folder; the first rename publishes, the others drop theirs (same content: the key is the files').
+    tmp = unique_temp_dir(out)
     notes: dict[str, str] = {}
-    for k, p in sorted(chosen.items()):
-        _write_source(SOURCES[k], p, tmp, extra, notes)
-    for p in local_files:
-        name = local_task_name(p)
-        write_local_task(p, tmp, name)
-        prepared.local_names[name] = str(p)
-    # Paths inside the YAMLs point at tmp/: rewrite them to the final folder before publishing it.
-    for y in tmp.glob("*.yaml"):
-        y.write_text(y.read_text().replace(str(tmp), str(out)))
-    (tmp / "sftgo_tasks.json").write_text(json.dumps({"key": key, "data_notes": notes, "local_names": prepared.local_names}, indent=1))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    try:
+        for k, p in sorted(chosen.items()):
+            _write_source(SOURCES[k], p, tmp, extra, notes)
+        for p in local_files:
+            name = local_task_name(p)
+            write_local_task(p, tmp, name)
+            prepared.local_names[name] = str(p)
+        # Paths inside the YAMLs point at tmp/: rewrite them to the final folder before publishing it.
+        for y in tmp.glob("*.yaml"):
+            y.write_text(y.read_text().replace(str(tmp), str(out)))
+        (tmp / "sftgo_tasks.json").write_text(json.dumps({"key": key, "data_notes": notes, "local_names": prepared.local_names}, indent=1))
+        publish_dir(tmp, out, lambda d: (d / "sftgo_tasks.json").exists())
+    finally:
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
     prepared.data_notes = notes
     return prepared
 

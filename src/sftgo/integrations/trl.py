@@ -226,8 +226,10 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
                 data.offsets.append(np.stack([ends - np.asarray([len(p) for p in pieces], dtype=np.int64), ends], 1)
                                     if s_ids else np.zeros((0, 2), dtype=np.int64))
             rows.append(parts)
-        with self.args.main_process_first(desc=f"sftgo token columns ({name})"):  # rank 0 fills the score cache
-            values = self._token_values(data, todo, tok)
+        # Called by every process together, not under main_process_first: sftgo.pipeline's scoring functions do the work
+        # once per job themselves (process 0 computes and broadcasts; the reference pass is sharded), through
+        # collectives that a process waiting at main_process_first's barrier would never join.
+        values = self._token_values(data, todo, tok)
         k = 0
         full = {c: [] for c in todo}
         for ids, parts in zip(dataset["input_ids"], rows):

@@ -11,6 +11,7 @@ supervised ids.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +19,25 @@ import numpy as np
 from sftgo.data import IGNORE_INDEX
 
 __all__ = ["reference_token_logp", "excess_loss"]
+
+logger = logging.getLogger(__name__)
+
+
+def _final_hidden_fn(model):
+    """``f(input_ids, attention_mask) -> [B, T, H]``: the hidden states the LM head reads, without the logits.
+
+    A transformers causal LM keeps its decoder as ``base_model`` (``model.model`` for Llama, SmolLM2, Qwen, ...), whose
+    ``last_hidden_state`` is what ``lm_head`` turns into logits; calling it directly keeps only one layer's activations
+    alive, where ``output_hidden_states=True`` would keep every layer's. Returns None when the model has no separate
+    decoder (the caller then takes the training head's forward)."""
+    base = getattr(model, "base_model", None)
+    if base is None or base is model or not callable(base):
+        return None
+
+    def hidden(x, attn):
+        return base(input_ids=x, attention_mask=attn, use_cache=False).last_hidden_state
+
+    return hidden
 
 
 def reference_token_logp(
@@ -28,6 +48,8 @@ def reference_token_logp(
     batch_size: int = 8,
     device=None,
     pad_token_id: int = 0,
+    chunk_size: int = 512,
+    progress: bool = False,
 ) -> list[np.ndarray]:
     """Per-token ``log p_ref`` of every supervised label.
 
@@ -36,11 +58,17 @@ def reference_token_logp(
     causal shift). Position 0 has no context and is never scored, so ``labels[i][0]`` must be -100.
 
     input_ids, labels: N sequences of equal per-example length L_i. Returns N float32 arrays [n_i].
-    Runs under ``torch.inference_mode`` in batches of ``batch_size`` right-padded sequences (sorted by length to
-    minimise padding); only the [M, V] logit rows of supervised positions are turned into log-softmax,
-    never a second [B, T, V] tensor.
+    Runs under ``torch.inference_mode`` on ``device`` (default: where the model is) in batches of ``batch_size``
+    right-padded sequences (sorted by length to minimise padding). The logits never exist as ``[B, T, V]``: the
+    decoder's final hidden states of the supervised positions go through the chunked per-token head that training
+    uses (:class:`sftgo.token_head.LinearHead`; one ``[chunk_size, V]`` tile at a time). A model whose logits are not
+    ``lm_head(last hidden state)`` (a bias, logit scaling or softcapping; checked on the first batch) falls back to its
+    own logits, batch by batch. ``progress``: a progress bar over the batches.
     """
     import torch
+
+    from sftgo.token_head import LinearHead, LogitsHead
+    from sftgo.tokens import TokenBatch
 
     if len(input_ids) != len(labels):
         raise ValueError(f"input_ids has {len(input_ids)} sequences but labels has {len(labels)}")
@@ -60,10 +88,14 @@ def reference_token_logp(
     model.eval()
     out: list[np.ndarray | None] = [None] * len(input_ids)
     order = sorted(range(len(input_ids)), key=lambda i: -len(input_ids[i]))
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    head, hidden = LinearHead(chunk_size), _final_hidden_fn(model)
+    checked = False
     try:
+        from tqdm.auto import tqdm
+
         with torch.inference_mode():
-            for s in range(0, len(order), batch_size):
-                idx = order[s : s + batch_size]
+            for idx in tqdm(batches, desc="reference log-probs", unit="batch", disable=not progress):
                 length = max(len(input_ids[i]) for i in idx)
                 if length == 0:
                     for i in idx:
@@ -77,18 +109,47 @@ def reference_token_logp(
                     x[r, :n] = torch.as_tensor(input_ids[i], dtype=torch.long)
                     y[r, :n] = torch.as_tensor(labels[i], dtype=torch.long)
                     attn[r, :n] = 1
-                x, y, attn = x.to(device), y.to(device), attn.to(device)
-                logits = model(input_ids=x, attention_mask=attn).logits  # [B, T, V]
-                target = y[:, 1:]  # [B, T-1]: label predicted by logits[:, :-1]
-                sel = target != IGNORE_INDEX
-                rows = logits[:, :-1][sel].float()  # [M, V], fp32 for a stable log-softmax
-                logp = rows.gather(-1, target[sel].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(rows, dim=-1)
-                counts = sel.sum(dim=1).tolist()
+                inputs = {"input_ids": x.to(device), "attention_mask": attn.to(device), "labels": y.to(device)}
+                tokens = TokenBatch.from_inputs(inputs, names=())  # supervised positions, row by row
+                if not checked:
+                    if hidden is not None and not _head_reads_last_hidden(model, head, hidden, inputs):
+                        hidden = None
+                    if hidden is None:  # LinearHead.features checks lm_head(hidden) itself and raises if not
+                        try:
+                            head.features(model, {k: v[:1] for k, v in inputs.items()})
+                        except RuntimeError:
+                            head = LogitsHead()
+                    checked = True
+                feats = (hidden(inputs["input_ids"], inputs["attention_mask"])[:, :-1] if hidden is not None
+                         else head.features(model, inputs))  # [B, T-1, H] (or [B, T-1, V] for the logits fallback)
+                logp = head.logp(model, tokens.select(feats), tokens.targets).float()  # [N] fp32
+                counts = torch.bincount(tokens.example, minlength=len(idx)).tolist()
                 for i, part in zip(idx, torch.split(logp.cpu(), counts)):
                     out[i] = part.numpy().astype(np.float32)
     finally:
         model.train(was_training)
+    # One line per call and process: a multi-process run's lines add up to the dataset once (tests count them).
+    logger.info("reference log-probs: %d examples, %d supervised tokens scored in this process", len(out),
+                sum(len(o) for o in out))
     return out  # type: ignore[return-value]
+
+
+def _head_reads_last_hidden(model, head, hidden, inputs) -> bool:
+    """Whether the model's own logits are ``lm_head(decoder output)`` (no bias, scaling or softcapping): compared on the
+    first row's last position, the one logit row the model computes with ``logits_to_keep=1``."""
+    import torch
+
+    one = {k: inputs[k][:1] for k in ("input_ids", "attention_mask")}
+    try:
+        theirs = model(**one, logits_to_keep=1, use_cache=False).logits[:, -1].float()
+    except TypeError:  # a forward without logits_to_keep: the full logits of one row
+        theirs = model(**one, use_cache=False).logits[:, -1].float()
+    try:
+        W = head.weight(model)
+    except RuntimeError:  # a biased LM head
+        return False
+    mine = hidden(one["input_ids"], one["attention_mask"])[:, -1].float() @ W.float().T
+    return bool(torch.allclose(mine, theirs, atol=1e-3, rtol=1e-3))
 
 
 def excess_loss(current_logp, ref_logp):

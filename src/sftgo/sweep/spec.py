@@ -237,6 +237,8 @@ def validate_spec(spec: Spec, file_data: dict | None = None) -> None:
         v = getattr(spec, k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (1 if k == "slots" else 0)):
             raise SweepError(f"{k} {v!r}: a whole number >= {1 if k == 'slots' else 0}")
+    if spec.executor == "slurm" and spec.gpus_per_run is not None:
+        raise SweepError("--gpus_per_run is for --executor local; with slurm pass --slurm_gpus_per_node K")
     if spec.executor == "slurm" and spec.slots != 1:
         raise SweepError("--slots is for --executor local; with slurm every run is its own job "
                          "(--slurm_array_parallelism caps how many run at once)")

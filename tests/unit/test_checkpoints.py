@@ -1,0 +1,68 @@
+"""Which checkpoint a resume takes, and which ones rotation deletes (sftgo.checkpoints)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from sftgo.checkpoints import (COMPLETE_MARKER, CompleteCheckpointCallback, NoCompleteCheckpoint, TRAINER_STATE,
+                               last_complete_checkpoint, resolve_resume, rotate_checkpoints)
+
+
+def _ckpt(out, step, complete=True):
+    d = out / f"checkpoint-{step}"
+    d.mkdir(parents=True)
+    (d / "model.safetensors").write_text("w")
+    (d / TRAINER_STATE).write_text("{}")
+    if complete:
+        (d / COMPLETE_MARKER).write_text(json.dumps({"step": step}))
+    return d
+
+
+def test_newest_complete_checkpoint_by_step_number_not_by_name(tmp_path):
+    # "checkpoint-9" > "checkpoint-10" as strings: a name sort would resume 1 step back (and 91 steps back at 100).
+    _ckpt(tmp_path, 9)
+    _ckpt(tmp_path, 10)
+    _ckpt(tmp_path, 2)
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    assert resolve_resume(tmp_path, "last") == str(tmp_path / "checkpoint-10")
+    (tmp_path / "checkpoint-10" / COMPLETE_MARKER).unlink()
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-9")
+
+
+def test_resume_with_only_incomplete_checkpoints_is_an_error_naming_them(tmp_path):
+    assert resolve_resume(tmp_path, "true") is None  # no checkpoint folder at all: a first launch starts at step 0
+    _ckpt(tmp_path, 4, complete=False)
+    _ckpt(tmp_path, 10, complete=False)
+    with pytest.raises(NoCompleteCheckpoint) as e:
+        resolve_resume(tmp_path, "true")
+    msg = str(e.value)
+    assert "checkpoint-4, checkpoint-10" in msg and "--resume_from_checkpoint false" in msg and "\n" not in msg
+
+
+def test_rotation_keeps_the_newest_complete_ones_and_never_a_newer_leg(tmp_path):
+    for s, done in ((2, True), (4, True), (6, False), (8, True), (10, True), (12, True)):
+        _ckpt(tmp_path, s, done)
+    deleted = rotate_checkpoints(tmp_path, keep=2, newest_step=10)
+    assert sorted(p.name for p in deleted) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    # checkpoint-8: the other kept complete one; checkpoint-12 (newer than the one just marked) is not touched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-12", "checkpoint-8"]
+    rotate_checkpoints(tmp_path, keep=1, newest_step=10, protect=[str(tmp_path / "checkpoint-8")])  # best model
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-12", "checkpoint-8"]
+    rotate_checkpoints(tmp_path, keep=1, newest_step=10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-12"]
+
+
+def test_marker_refused_while_a_required_file_is_missing(tmp_path):
+    d = _ckpt(tmp_path, 3, complete=False)
+    args = SimpleNamespace(output_dir=str(tmp_path), save_total_limit=None)
+    state = SimpleNamespace(is_world_process_zero=True, global_step=3, best_model_checkpoint=None)
+    cb = CompleteCheckpointCallback(required=("sftgo_counters.json",))
+    with pytest.raises(RuntimeError, match="sftgo_counters.json"):
+        cb.on_save(args, state, None)
+    assert not (d / COMPLETE_MARKER).exists()
+    (d / "sftgo_counters.json").write_text("{}")
+    cb.on_save(args, state, None)
+    assert (d / COMPLETE_MARKER).exists()
