@@ -33,7 +33,8 @@ import subprocess
 import sys
 import time
 
-METHODS = ["naive", "token_logp", "fused_sft", "fused_dft", "fused_infosft", "fused_sft_go", "trl"]
+METHODS = ["naive", "token_logp", "fused_sft", "fused_dft", "fused_infosft", "fused_sft_go", "fused_eaft", "trl",
+           "token_logp_metrics", "fused_sft_metrics", "fused_sft_go_metrics"]
 TRL_VOCAB_CHUNK = 32768  # TRL's own default vocabulary chunk (_CHUNKED_LOGPROB_CHUNK_SIZE in trl 1.16)
 
 
@@ -59,6 +60,11 @@ def _coef(objective, important, lam=0.5):
         return lambda lp, s, e: dft_weights(lp)
     if objective == "infosft":
         return lambda lp, s, e: infosft_weights(lp)
+    if objective == "eaft":  # top-20 entropy of each chunk's logits, normalized, alpha = 1
+        from sftgo.objectives import eaft_weights
+        from sftgo.token_head import RowCoef
+
+        return RowCoef(lambda z: eaft_weights(z, 20, 1.0, True))
 
     def resolve(sums, counts):  # SFT-GO: (1 - lam) + lam * [g worst] * n / C_g, from the group means
         c = counts.clamp(min=1)
@@ -71,11 +77,21 @@ def _step(method, hidden, weight, targets, important, chunk):
     """One forward + backward; returns the loss (float)."""
     import torch
 
-    from sftgo.token_head import naive_token_logp, token_logp, weighted_nll
+    from sftgo.token_head import _ChunkedLogp, _Rec, naive_token_logp, token_logp, weighted_nll, weighted_nll_rows
 
     mask = targets != -100
     k = max(int(mask.sum()), 1)  # the loss is a mean over supervised tokens, as in training
-    if method == "naive":
+    if method.endswith("_metrics"):  # the head as the trainer runs it: entropy / token accuracy recorded in its chunks
+        rows = mask.nonzero().squeeze(1)
+        h, t = hidden[rows], targets[rows]
+        if method == "token_logp_metrics":
+            rec = _Rec(h.shape[0], h.device, True)
+            loss = -_ChunkedLogp.apply(h, weight, t, chunk, rec).sum() / k
+        else:
+            stats: dict = {}
+            coef = _coef(method[len("fused_"):-len("_metrics")], important[rows])
+            loss = weighted_nll_rows(h, weight, t, coef, chunk, stats=stats)[0] / k
+    elif method == "naive":
         loss = -(naive_token_logp(hidden, weight, targets) * mask).sum() / k
     elif method == "token_logp":
         loss = -(token_logp(hidden, weight, targets, chunk_size=chunk) * mask).sum() / k

@@ -67,6 +67,19 @@ def infosft_weight(p: float, P: float) -> float:
     return p * max(0.0, 1.0 - math.log(p / (1 - p)) / math.log(P / (1 - P)))
 
 
+def eaft_weight(logits: list[float], k: int, alpha: float, normalize: bool) -> float:
+    """EAFT (arXiv 2601.02151): the entropy of the softmax over the k largest logits, divided by log k when
+    normalized, to the power alpha."""
+    top = sorted(logits, reverse=True)[:k]
+    m = top[0]
+    ex = [math.exp(v - m) for v in top]
+    z = sum(ex)
+    H = -sum(e / z * math.log(e / z) for e in ex if e > 0)
+    if normalize:
+        H = H / math.log(len(top))
+    return max(H, 0.0) ** alpha
+
+
 def target_sft_token(t: Tok, gamma, residual: str, topk: int) -> torch.Tensor:
     logq = torch.log_softmax(t.logits.double(), dim=-1)
     probs = logq.exp().tolist()
@@ -96,6 +109,9 @@ def step_loss(objective: str, toks: list[Tok], a, *, lam: float, state: dict) ->
         return sum(math.exp(t.logp.item()) * c for t, c in zip(toks, ce)) / K, state
     if objective == "infosft":
         return sum(infosft_weight(math.exp(t.logp.item()), a.infosft_p) * c for t, c in zip(toks, ce)) / K, state
+    if objective == "eaft":
+        return sum(eaft_weight(t.logits.tolist(), a.eaft_k, a.eaft_alpha, a.eaft_normalize) * c
+                   for t, c in zip(toks, ce)) / K, state
     if objective == "target-sft":
         gamma = "p" if a.target_gamma == "p" else float(a.target_gamma)
         return sum(target_sft_token(t, gamma, a.target_residual, a.target_topk) for t in toks) / K, state

@@ -52,6 +52,16 @@ class ObjectiveArgs:
                           "tokens kept). Give one of the two."},
     )
     infosft_p: float = field(default=0.93, metadata={"help": "InfoSFT P: tokens with p >= P get zero weight; C = log(P/(1-P))."})
+    eaft_alpha: float = field(
+        default=1.0,
+        metadata={"help": "EAFT: exponent alpha of the token weight (H_k / ln k) ** alpha (0 = plain SFT; >= 0)."},
+    )
+    eaft_k: int = field(default=20, metadata={"help": "EAFT: the entropy is over the softmax of each token's k largest logits (>= 2)."})
+    eaft_normalize: bool = field(
+        default=True,
+        metadata={"help": "EAFT: divide the top-k entropy by ln k (the paper's normalized entropy, in [0, 1]); false: the "
+                          "raw entropy, as axolotl's eaft_loss."},
+    )
     target_gamma: str = field(default="0.9", metadata={"help": "Target-SFT gamma: a float in [0, 1] or 'p' for sg(p_y)."})
     target_residual: str = field(default="uniform", metadata={"help": "Target-SFT residual: uniform, model, topk or reference."})
     target_topk: int = field(default=10, metadata={"help": "Target-SFT: k for residual=topk."})
@@ -136,6 +146,12 @@ class ObjectiveArgs:
             bad("group_stats", f"{self.group_stats!r} is not one of {', '.join(GROUP_STATS)}")
         if not 0.5 < self.infosft_p < 1.0:
             bad("infosft_p", f"{self.infosft_p} must be in (0.5, 1) so that C = log(P/(1-P)) > 0")
+        if isinstance(self.eaft_alpha, bool) or not isinstance(self.eaft_alpha, (int, float)) \
+                or not 0.0 <= float(self.eaft_alpha) < float("inf"):
+            bad("eaft_alpha", f"{self.eaft_alpha!r} must be a finite number >= 0 (1.0 is the paper's)")
+        if isinstance(self.eaft_k, bool) or not isinstance(self.eaft_k, int) or self.eaft_k < 2:
+            bad("eaft_k", f"{self.eaft_k!r} must be an integer >= 2 (the entropy of fewer than 2 logits is 0; 20 is the "
+                          "paper's)")
         if self.target_gamma != "p":
             try:
                 g = float(self.target_gamma)

@@ -12,7 +12,7 @@ the naive head over ``outputs.logits``. It returns ``sum_n c_n * (-log p_n) / nu
 every process), does not divide a ``compute_loss_func`` loss by the accumulation steps, and multiplies it by the number
 of processes (DDP then averages the gradients back to the step's sum) — checked against transformers 5.25 and TRL 1.16.
 So the step's loss is exact per micro-batch for the objectives whose per-token coefficient depends only on the token
-itself: ``sft``, ``dft``, ``infosft`` and ``target-sft`` with a ``uniform``, ``model`` or ``topk`` residual.
+itself: ``sft``, ``dft``, ``infosft``, ``eaft`` and ``target-sft`` with a ``uniform``, ``model`` or ``topk`` residual.
 
 Not here: the group objectives (``sft-go``, ``sft-go-dro``, ``rho1``) need per-token columns (importance, reference
 log-probs) and statistics of the whole optimizer step, which a ``compute_loss_func`` never sees — use

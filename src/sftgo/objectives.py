@@ -89,6 +89,26 @@ def infosft_weights(logp: torch.Tensor, P: float = 0.93) -> torch.Tensor:
 
 
 
+def eaft_weights(logits: torch.Tensor, k: int = 20, alpha: float = 1.0, normalize: bool = True) -> torch.Tensor:
+    """EAFT token weight ``w = (H_k / log k) ** alpha`` (``normalize=False``: ``H_k ** alpha``), detached.
+
+    ``H_k = -sum_j q_j log q_j`` is the entropy of ``q = softmax`` over the row's ``k`` largest logits (the top-k
+    approximation of the full entropy, EAFT's choice for speed); ``log k`` is its largest value, so the normalized
+    weight lies in ``[0, 1]`` and ``alpha = 0`` gives plain SFT (``0 ** 0 = 1``). ``k`` is capped at the vocabulary.
+    The log-softmax over the top-k is exact (no epsilon inside the log).
+
+    logits: ``[c, V]`` float (one chunk of rows; upcast to fp32 at least). Returns ``[c]``.
+    """
+    z = logits.detach()
+    z = z.to(torch.promote_types(z.dtype, torch.float32))
+    k = min(int(k), z.shape[-1])
+    logq = torch.log_softmax(z.topk(k, dim=-1).values, dim=-1)  # [c, k]
+    H = (-(logq.exp() * logq).sum(dim=-1)).clamp(min=0.0)  # rounding can leave a -1e-8 for a one-hot row
+    if normalize:
+        H = H / math.log(k) if k > 1 else torch.zeros_like(H)  # one class: no uncertainty to measure
+    return H.pow(float(alpha))
+
+
 def lambda_schedule(step: int, total_steps: int, lam_max: float, lam_min: float) -> float:
     """Lambda at optimizer step ``step`` (Eq. 5): ``max(lam_max * (1 - step / total_steps), lam_min)``.
 
@@ -218,8 +238,9 @@ class Objective:
         head) or a :class:`sftgo.token_head.GroupCoef`; ids ``[N]`` group ids or None."""
         return 1.0, None
 
-    def metric_weight(self, logp: torch.Tensor) -> torch.Tensor | None:
-        """The per-token weight logged as ``mean_weight`` (None: not logged)."""
+    def metric_weight(self, logp: torch.Tensor, used: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The per-token weight logged as ``mean_weight`` (None: not logged); ``used``: the coefficients the head
+        applied (None on the chunk-loss path)."""
         return None
 
     def important(self, tokens, logp: torch.Tensor, ids) -> torch.Tensor | None:
@@ -258,7 +279,7 @@ class DFT(Objective):
     def coefficient(self, tokens, lam, state, logp=None):
         return (lambda lp, s, e: dft_weights(lp)), None
 
-    def metric_weight(self, logp):
+    def metric_weight(self, logp, used=None):
         return dft_weights(logp)
 
 
@@ -272,8 +293,40 @@ class InfoSFT(Objective):
         P = self.args.infosft_p
         return (lambda lp, s, e: infosft_weights(lp, P)), None
 
-    def metric_weight(self, logp):
+    def metric_weight(self, logp, used=None):
         return infosft_weights(logp, self.args.infosft_p)
+
+
+class EAFT(Objective):
+    """EAFT, entropy-adaptive fine-tuning (Diao et al. 2026, arXiv 2601.02151): ``c_n = sg(H_k(z_n) / log k) ** alpha``,
+    ``H_k`` the entropy of the softmax over the token's ``k`` largest logits (:func:`eaft_weights`). Tokens the model is
+    sure of (low entropy), right or wrong ("confident conflicts"), get little gradient; uncertain ones learn as in SFT.
+    Computed in the fused head from each chunk's logits (top-k per chunk, no ``[N, V]`` tensor).
+
+    Paper vs peers (measured differences in benchmarks/README.md, from dev/eaft_peer_check.py): the paper (and the
+    PRIS-CV/EAFT README) multiplies the CE by a *normalized* top-K entropy with K = 20, no gradient through it.
+    LLaMA-Factory's ``use_eaft_loss`` (``_eaft_cross_entropy`` in hiyouga/LlamaFactory@38a6312, the authors' merge)
+    fixes k = 20 (no setting) and divides by the constant 3.0, not ln 20 = 2.9957: its weights are ours times
+    (ln 20 / 3)^alpha, 0.14% smaller per unit of alpha; its log-softmax over the top-k is exact (no epsilon). axolotl's
+    ``eaft_loss`` (axolotl-ai-cloud/axolotl@ce4154b, ``eaft_alpha`` / ``eaft_k``, written from the authors' earlier
+    fork) does not normalize at all (weights ln k times ours at alpha = 1: a 3x larger loss at k = 20) and puts an
+    epsilon inside the log, ``-sum q log(q + 1e-10)`` (differences ~1e-6). sftgo: ``--eaft_normalize true`` (default,
+    the paper's normalized entropy, divided by ln k exactly, so any k gives weights in [0, 1]) or ``false`` (axolotl's
+    raw entropy, without its epsilon).
+    """
+
+    settings = ("eaft_alpha", "eaft_k", "eaft_normalize")
+    metrics = ("mean_weight",)
+
+    def coefficient(self, tokens, lam, state, logp=None):
+        from .token_head import RowCoef
+
+        a = self.args
+        k, alpha, norm = int(a.eaft_k), float(a.eaft_alpha), bool(a.eaft_normalize)
+        return RowCoef(lambda z: eaft_weights(z, k, alpha, norm)), None
+
+    def metric_weight(self, logp, used=None):
+        return used
 
 
 class TargetSFT(Objective):
@@ -523,6 +576,7 @@ OBJECTIVES = {
     "infosft": InfoSFT,
     "target-sft": TargetSFT,
     "sft-go-dro": SFTGoDRO,
+    "eaft": EAFT,
 }
 
 # Every setting that changes some objective's loss: what tells two methods apart (sweep names, report labels).
@@ -557,6 +611,7 @@ __all__ = [
     "TARGET_RESIDUALS",
     "Objective",
     "dft_weights",
+    "eaft_weights",
     "infosft_weights",
     "lambda_schedule",
     "objective_class",

@@ -30,6 +30,7 @@ measurable cost in time on CPU (see benchmarks/README.md).
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -42,6 +43,7 @@ __all__ = [
     "GroupCoef",
     "LinearHead",
     "LogitsHead",
+    "RowCoef",
     "chunked_loss",
     "make_head",
     "naive_token_logp",
@@ -123,6 +125,98 @@ def _chunk_logsumexp_(logits: torch.Tensor) -> torch.Tensor:
     return (m + s.log()).squeeze(-1), s.squeeze(-1)
 
 
+# Rows per block of the entropy reduction below: a [rows, V] scratch of about 8M floats (32 MB fp32), a third of a
+# 512-row tile at V = 49K, so recording the metrics never adds a second [chunk, V] tile to the head's peak memory; few
+# blocks per chunk, since every torch call costs a thread-pool round on a busy CPU.
+_SCRATCH_ELEMS = 1 << 23
+# A coefficient below this is a zero gradient for the fused pass's entropy (see _fused_pass): its row is scaled by 1 in
+# the tile (so the GEMM still gives the row's expected logit) and masked out of both gradients.
+_TINY_COEF = 1e-30
+class RowCoef:
+    """A per-token coefficient computed from the token's whole logits row (EAFT's top-k entropy), treated as a constant:
+    ``fn(z [c, V] fp32 logits of one chunk) -> [c]``. The fused head calls it on each chunk's logits tile before the tile
+    is overwritten; the chunked and naive heads call it in their forward passes. No ``[N, V]`` tensor is kept."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]):
+        self.fn = fn
+
+
+class _Rec:
+    """What a chunk loop records on its way, per row: the full-vocabulary entropy of the next-token distribution and
+    whether its argmax is the target (``metrics``), and a :class:`RowCoef`'s values (``row_fn``). ``[M]`` tensors."""
+
+    def __init__(self, m: int, device, metrics: bool, row_fn=None):
+        self.entropy = torch.empty(m, dtype=torch.float32, device=device) if metrics else None
+        self.correct = torch.empty(m, dtype=torch.bool, device=device) if metrics else None
+        self.row_fn = row_fn
+        self.row = torch.empty(m, dtype=torch.float32, device=device) if row_fn is not None else None
+
+    def into(self, stats: dict | None) -> None:
+        if stats is not None and self.entropy is not None:
+            stats["entropy"], stats["correct"] = self.entropy, self.correct
+
+    def take(self, other: "_Rec", idx: torch.Tensor) -> None:
+        """Rows ``idx`` of this record are ``other``'s rows (the grouped forward's passes over row subsets)."""
+        for name in ("entropy", "correct", "row"):
+            mine = getattr(self, name)
+            if mine is not None:
+                mine[idx] = getattr(other, name)
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[n]`` row-wise dot products of ``a, b [n, V]`` without an ``[n, V]`` temporary: a batched GEMM over groups of
+    up to 8 rows whose diagonal is kept (8x the flops of the dot products, still ~1% of the head's GEMMs)."""
+    n = a.shape[0]
+    g = math.gcd(n, 8)
+    prod = torch.bmm(a.reshape(n // g, g, -1), b.reshape(n // g, g, -1).transpose(1, 2))  # [n/g, g, g]
+    return prod.diagonal(dim1=1, dim2=2).reshape(n)
+
+
+def _chunk_forward_(z: torch.Tensor, tc: torch.Tensor, rec: _Rec | None, s: int, e: int, *, entropy: bool = True,
+                    keep: bool = True):
+    """One chunk: ``z [c, V]`` logits (accumulation dtype) and targets ``tc [c, 1]`` -> ``(logp [c], lse [c], sumexp [c])``,
+    with ``z`` overwritten by ``exp(z - max)`` (see :func:`_chunk_logsumexp_`). With a record, rows ``s:e`` also get:
+
+    * the RowCoef's values, from the logits before they are overwritten;
+    * ``correct``: the target's logit is the largest (``argmax == target``; a tie for the largest counts as correct),
+      read off the max the logsumexp needs anyway;
+    * unless ``entropy=False`` (the fused pass gets it from its gradient GEMM), the entropy
+      ``H = -sum_v p_v log p_v = log S - sum_v e_v d_v / S`` with ``d = z - max``, ``e = exp(d)``, ``S = sum e``:
+      ``e`` goes to a small scratch a block of rows at a time, is dotted with ``d`` (:func:`_rowdot`) and copied back
+      (``keep=False``: not copied back, for callers that do not read the tile afterwards).
+    """
+    tgt = z.gather(1, tc).squeeze(1)
+    if rec is not None and rec.row_fn is not None:
+        rec.row[s:e] = rec.row_fn(z).to(rec.row.dtype)
+    if rec is None or rec.correct is None:
+        lse, sumexp = _chunk_logsumexp_(z)
+        return tgt - lse, lse, sumexp
+    m = z.amax(dim=-1, keepdim=True)
+    rec.correct[s:e] = tgt >= m.squeeze(-1)
+    z.sub_(m)
+    if not entropy:
+        z.exp_()
+        sumexp = z.sum(dim=-1)
+    else:
+        c, V = z.shape
+        rows = max(1, min(c, _SCRATCH_ELEMS // max(V, 1)))
+        scratch = torch.empty(rows, V, dtype=z.dtype, device=z.device)
+        sumexp = torch.empty(c, dtype=z.dtype, device=z.device)
+        dot = torch.empty(c, dtype=z.dtype, device=z.device)
+        for r in range(0, c, rows):
+            d = z[r:r + rows]
+            n = d.shape[0]
+            ex = scratch[:n]
+            torch.exp(d, out=ex)
+            torch.sum(ex, dim=-1, out=sumexp[r:r + n])
+            dot[r:r + n] = _rowdot(ex, d)
+            if keep:
+                d.copy_(ex)
+        rec.entropy[s:e] = (sumexp.log() - dot / sumexp).to(rec.entropy.dtype)
+    lse = m.squeeze(-1) + sumexp.log()
+    return tgt - lse, lse, sumexp
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 1. the obvious reference
 # ----------------------------------------------------------------------------------------------------------
@@ -155,8 +249,8 @@ class _ChunkedLogp(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, weight, t, chunk_size):
-        # h: [M, H] supervised rows only; t: [M]
+    def forward(ctx, h, weight, t, chunk_size, rec=None):
+        # h: [M, H] supervised rows only; t: [M]; rec: a _Rec to fill on the way (or None)
         m = h.shape[0]
         acc = _acc(h.dtype)
         lse = torch.empty(m, dtype=acc, device=h.device)
@@ -165,9 +259,7 @@ class _ChunkedLogp(torch.autograd.Function):
         for s in range(0, m, chunk_size):
             e = min(s + chunk_size, m)
             z = _chunk_logits(h[s:e], weight, buf)  # [c, V]
-            tgt = z.gather(1, t[s:e, None]).squeeze(1)
-            lse[s:e], _ = _chunk_logsumexp_(z)
-            logp[s:e] = tgt - lse[s:e]
+            logp[s:e], lse[s:e], _ = _chunk_forward_(z, t[s:e, None], rec, s, e, keep=False)
             del z
         ctx.save_for_backward(h, weight, t, lse)
         ctx.chunk_size = chunk_size
@@ -199,7 +291,7 @@ class _ChunkedLogp(torch.autograd.Function):
             if need_w:
                 grad_w.addmm_(gz.T.to(acc), hc.to(acc))  # no-op casts for fp32
             del z, gz
-        return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None
+        return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None, None
 
 
 def token_logp(
@@ -260,7 +352,7 @@ def _coef_chunk(coef, lp: torch.Tensor, s: int, e: int) -> torch.Tensor:
     return torch.full_like(lp, float(coef))
 
 
-def _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, buf=None):
+def _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, buf=None, rec=None):
     """One pass over rows ``h [M, H]``, ``t [M]``, computing the gradient of ``sum_n -c_n logp_n`` in place.
 
     coef: see :func:`_coef_chunk` (detached). For each chunk, ``d(-c_n logp_n)/dz_n = c_n (softmax(z_n) - onehot(y_n))``
@@ -274,30 +366,44 @@ def _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, buf=None):
     used = torch.empty(m, dtype=acc, device=h.device)
     grad_h = torch.empty_like(h) if want_h else None
     buf = _tile_buffer(h, weight, chunk_size) if buf is None else buf
+    # With a record and want_h, the entropy comes from the grad_h GEMM itself: G @ W = c (P @ W - W_y) with P the
+    # softmax rows, so h . (G @ W) / c = sum_v p_v (z_v - z_y) and H = -log p_y - sum_v p_v (z_v - z_y). No pass over
+    # the tile beyond today's; rows whose c is (numerically) zero are scaled by 1 in the tile and masked out of both
+    # gradients afterwards, so the division is always by a usable number.
+    gemm_entropy = rec is not None and rec.entropy is not None and want_h
     for s in range(0, m, chunk_size):
         e = min(s + chunk_size, m)
         hc, tc = h[s:e], t[s:e, None]
         z = _chunk_logits(hc, weight, buf)  # [c, V]
-        tgt = z.gather(1, tc).squeeze(1)
-        lse, sumexp = _chunk_logsumexp_(z)  # z <- exp(z - max)
-        lp = tgt - lse
+        row = coef.fn(z).to(acc) if isinstance(coef, RowCoef) else None  # from the logits, before they are overwritten
+        lp, _, sumexp = _chunk_forward_(z, tc, rec, s, e, entropy=not gemm_entropy)  # z <- exp(z - max)
         logp[s:e] = lp
-        c = _coef_chunk(coef, lp, s, e)
+        c = row if row is not None else _coef_chunk(coef, lp, s, e)
         used[s:e] = c
+        keep = None
+        if gemm_entropy:
+            keep = c.abs() >= _TINY_COEF
+            c = torch.where(keep, c, torch.ones_like(c))
         # softmax = exp(z - max) / sumexp; G = c * softmax - c * onehot, all in the one tile
         z.mul_((c / sumexp)[:, None])
         z.scatter_add_(1, tc, -c[:, None])
         gz = z.to(h.dtype)
+        hw = hc
         if want_h:
-            grad_h[s:e] = gz @ weight
+            gh = gz @ weight
+            if keep is not None:
+                rec.entropy[s:e] = (-lp - (hc.to(acc) * gh.to(acc)).sum(dim=-1) / c).to(rec.entropy.dtype)
+                gh.mul_(keep[:, None].to(gh.dtype))
+                hw = hc * keep[:, None].to(hc.dtype)  # [c, H]: the zero-coefficient rows out of grad_w too
+            grad_h[s:e] = gh
         if grad_w is not None:
-            grad_w.addmm_(gz.T.to(acc), hc.to(acc))  # no-op casts for fp32
+            grad_w.addmm_(gz.T.to(acc), hw.to(acc))  # no-op casts for fp32
         del z, gz
     return logp, grad_h, used
 
 
-def _logp_pass(h, t, weight, chunk_size, buf=None):
-    """Forward-only chunked logp over rows ``h [M, H]`` (1 GEMM per chunk). Returns [M] fp32."""
+def _logp_pass(h, t, weight, chunk_size, buf=None, rec=None):
+    """Forward-only chunked logp over rows ``h [M, H]`` (1 GEMM per chunk), filling ``rec`` if given. Returns [M] fp32."""
     m = h.shape[0]
     acc = _acc(h.dtype)
     logp = torch.empty(m, dtype=acc, device=h.device)
@@ -306,14 +412,12 @@ def _logp_pass(h, t, weight, chunk_size, buf=None):
         for s in range(0, m, chunk_size):
             e = min(s + chunk_size, m)
             z = _chunk_logits(h[s:e], weight, buf)
-            tgt = z.gather(1, t[s:e, None]).squeeze(1)
-            lse, _ = _chunk_logsumexp_(z)
-            logp[s:e] = tgt - lse
+            logp[s:e], _, _ = _chunk_forward_(z, t[s:e, None], rec, s, e, keep=False)
             del z
     return logp
 
 
-def _grouped_forward(h, t, weight, gc: GroupCoef, grad_w, want_h, chunk_size):
+def _grouped_forward(h, t, weight, gc: GroupCoef, grad_w, want_h, chunk_size, rec=None):
     """Fused weighted NLL whose coefficients are constant per group but depend on the group means, with one
     ``[V, H]`` gradient buffer.
 
@@ -337,16 +441,22 @@ def _grouped_forward(h, t, weight, gc: GroupCoef, grad_w, want_h, chunk_size):
     ids_o = ids.index_select(0, idx_o)
     buf = _tile_buffer(h, weight, chunk_size)  # one logits tile shared by the three passes
     lp_o = _logp_pass(h_o, t_o, weight, chunk_size, buf)  # pass A
-    lp_l, gh_l, _ = _fused_pass(h_l, t_l, weight, 1.0, grad_w, want_h, chunk_size, buf)  # pass B, unit coefficient
+    rec_l, rec_o = (None, None) if rec is None else (_Rec(idx_l.numel(), h.device, rec.entropy is not None),
+                                                     _Rec(idx_o.numel(), h.device, rec.entropy is not None))
+    lp_l, gh_l, _ = _fused_pass(h_l, t_l, weight, 1.0, grad_w, want_h, chunk_size, buf, rec_l)  # pass B, unit coefficient
     sums = torch.zeros(gc.num_groups, dtype=acc, device=h.device).index_add_(0, ids_o, -lp_o)
     sums[largest] = -lp_l.sum()
     c = gc.resolve(sums, counts).to(acc)  # [G]
     c_l = c[largest]
     if grad_w is not None:
         grad_w.mul_(c_l)
-    lp_o, gh_o, _ = _fused_pass(h_o, t_o, weight, c.index_select(0, ids_o), grad_w, want_h, chunk_size, buf)  # pass C
+    lp_o, gh_o, _ = _fused_pass(h_o, t_o, weight, c.index_select(0, ids_o), grad_w, want_h, chunk_size, buf,
+                                rec_o)  # pass C
     logp = torch.empty(m, dtype=acc, device=h.device)
     logp[idx_l], logp[idx_o] = lp_l, lp_o
+    if rec is not None:
+        rec.take(rec_l, idx_l)
+        rec.take(rec_o, idx_o)
     grad_h = None
     if want_h:
         grad_h = torch.empty_like(h)
@@ -359,14 +469,16 @@ class _FusedNLL(torch.autograd.Function):
     """``sum_n c_n * (-logp_n)`` whose gradients wrt (h, weight) are computed in the forward; backward scales them."""
 
     @staticmethod
-    def forward(ctx, h, weight, t, coef, chunk_size):
+    def forward(ctx, h, weight, t, coef, chunk_size, rec=None):
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         # fp32 accumulator: the sum over N tokens of rank-1 updates loses bits in bf16
         grad_w = torch.zeros(weight.shape, dtype=_acc(weight.dtype), device=weight.device) if want_w else None
         if isinstance(coef, GroupCoef):
-            logp, grad_h, used = _grouped_forward(h, t, weight, coef, grad_w, want_h, chunk_size)
+            logp, grad_h, used = _grouped_forward(h, t, weight, coef, grad_w, want_h, chunk_size, rec)
         else:
-            logp, grad_h, used = _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size)
+            logp, grad_h, used = _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, rec=rec)
+        if rec is not None:
+            rec.used = used  # the coefficients applied (a logged mean weight reads them)
         loss = -(used * logp).sum()
         # Kept as attributes (not save_for_backward) so backward can drop ctx's reference and hand the
         # tensors to autograd without a copy: AccumulateGrad clones a tensor someone else still holds,
@@ -389,7 +501,7 @@ class _FusedNLL(torch.autograd.Function):
                 grad_h.mul_(grad_loss.to(grad_h.dtype))
             if grad_w is not None:
                 grad_w.mul_(grad_loss.to(grad_w.dtype))
-        return grad_h, grad_w, None, None, None
+        return grad_h, grad_w, None, None, None, None
 
 
 def _check_coef(coef, targets):
@@ -399,8 +511,9 @@ def _check_coef(coef, targets):
     elif isinstance(coef, torch.Tensor):
         if tuple(coef.shape) != tuple(targets.shape):
             raise ValueError(f"coef must be a float, a callable or a tensor of targets' shape {tuple(targets.shape)}")
-    elif not callable(coef) and (isinstance(coef, bool) or not isinstance(coef, (int, float))):
-        raise ValueError(f"coef must be a float, a tensor, a callable or a GroupCoef; got {type(coef).__name__}")
+    elif not callable(coef) and not isinstance(coef, RowCoef) and (isinstance(coef, bool)
+                                                                   or not isinstance(coef, (int, float))):
+        raise ValueError(f"coef must be a float, a tensor, a callable, a RowCoef or a GroupCoef; got {type(coef).__name__}")
 
 
 def _rows(x, coef, idx):
@@ -460,13 +573,25 @@ def weighted_nll(
     return loss, out.reshape(shape)
 
 
-def weighted_nll_rows(h, weight, t, coef, chunk_size: int = 512):
+def weighted_nll_rows(h, weight, t, coef, chunk_size: int = 512, stats: dict | None = None):
     """:func:`weighted_nll` on supervised rows only (``h [M, H]``, ``t [M]`` all valid), without input checks:
-    the per-step path of the trainer, whose inputs were validated once at the boundary."""
+    the per-step path of the trainer, whose inputs were validated once at the boundary.
+
+    stats: a dict to fill, from the chunk loop itself, with ``entropy`` ``[M]`` (full-vocabulary entropy of each row's
+    next-token distribution), ``correct`` ``[M]`` bool (argmax == target) and ``coef`` ``[M]`` (the coefficients
+    applied); None (the default) records nothing and costs nothing."""
+    rec = None if stats is None else _Rec(h.shape[0], h.device, True)
     if h.shape[0] == 0:
+        rec.into(stats) if rec is not None else None
+        if stats is not None:
+            stats["coef"] = torch.zeros(0, dtype=_acc(h.dtype), device=h.device)
         # still connected to the inputs (zero gradients)
         return (h.sum() * 0.0 + weight.sum() * 0.0).to(_acc(h.dtype)), torch.zeros(0, dtype=_acc(h.dtype), device=h.device)
-    return _FusedNLL.apply(h, weight, t, coef, chunk_size)
+    out = _FusedNLL.apply(h, weight, t, coef, chunk_size, rec)
+    if rec is not None:
+        rec.into(stats)
+        stats["coef"] = rec.used
+    return out
 
 
 def _liger_fused(hidden, weight, targets, coef, chunk_size):
@@ -647,20 +772,35 @@ class LinearHead:
             raise ValueError(f"labels hold token ids outside [0, {vocab}); the tokenizer and the model do not match")
 
     # -- per-token quantities over supervised rows x [N, H], t [N]
-    def logp(self, model, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Differentiable ``log p`` [N] (chunked; the backward recomputes each chunk's logits)."""
+    def logp(self, model, x: torch.Tensor, t: torch.Tensor, stats: dict | None = None) -> torch.Tensor:
+        """Differentiable ``log p`` [N] (chunked; the backward recomputes each chunk's logits). ``stats``: a dict to
+        fill with ``entropy`` / ``correct`` [N] from the same chunk loop (see :func:`weighted_nll_rows`)."""
+        return self._logp(model, x, t, _Rec(x.shape[0], x.device, True) if stats is not None else None, stats)
+
+    def _logp(self, model, x, t, rec: _Rec | None, stats: dict | None) -> torch.Tensor:
         W = self.weight(model)
         if x.shape[0] == 0:
-            return torch.zeros(0, dtype=_acc(x.dtype), device=x.device)
-        if not torch.is_grad_enabled() or not (x.requires_grad or W.requires_grad):
-            return _logp_pass(x, t, W, self.chunk_size)
-        return _ChunkedLogp.apply(x, W, t, self.chunk_size)
+            lp = torch.zeros(0, dtype=_acc(x.dtype), device=x.device)
+        elif not torch.is_grad_enabled() or not (x.requires_grad or W.requires_grad):
+            lp = _logp_pass(x, t, W, self.chunk_size, rec=rec)
+        else:
+            lp = _ChunkedLogp.apply(x, W, t, self.chunk_size, rec)
+        if rec is not None:
+            rec.into(stats)
+        return lp
 
-    def weighted_nll(self, model, x, t, coef) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(sum_n c_n * (-log p_n), log p detached)``; coef as in :func:`weighted_nll`."""
+    def weighted_nll(self, model, x, t, coef, stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sum_n c_n * (-log p_n), log p detached)``; coef as in :func:`weighted_nll`; stats as in :meth:`logp`
+        (plus ``coef``, the coefficients applied)."""
         if self.fused and torch.is_grad_enabled():
-            return weighted_nll_rows(x, self.weight(model), t, coef, self.chunk_size)
-        return _weighted_from_logp(self.logp(model, x, t), coef)
+            return weighted_nll_rows(x, self.weight(model), t, coef, self.chunk_size, stats=stats)
+        if isinstance(coef, RowCoef):  # the coefficient from each row's logits, computed in the logp pass's chunks
+            rec = _Rec(x.shape[0], x.device, stats is not None, coef.fn)
+            logp = self._logp(model, x, t, rec, stats)
+            coef = rec.row
+        else:
+            logp = self.logp(model, x, t, stats)
+        return _weighted_from_logp(logp, coef, stats)
 
     def chunk_loss(self, model, x, t, fn, extra=None) -> torch.Tensor:
         return chunked_loss_rows(x, self.weight(model), t, fn, extra=extra, chunk_size=self.chunk_size)
@@ -682,15 +822,27 @@ class LogitsHead(LinearHead):
         if vocab and targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= vocab):
             raise ValueError(f"labels hold token ids outside [0, {vocab}); the tokenizer and the model do not match")
 
-    def logp(self, model, x, t):
-        return torch.log_softmax(x.float(), dim=-1).gather(-1, t[:, None]).squeeze(-1)
+    def _logp(self, model, x, t, rec, stats):
+        logq = torch.log_softmax(x.float(), dim=-1)  # [N, V]: this head has the full logits anyway
+        if rec is not None:
+            with torch.no_grad():
+                z = x.detach().float()
+                if rec.row_fn is not None:
+                    rec.row = rec.row_fn(z).float()
+                if rec.entropy is not None:
+                    q = logq.detach()
+                    rec.entropy = -(q.exp() * q).sum(dim=-1)
+                    rec.correct = z.argmax(dim=-1) == t
+            rec.into(stats)
+        return logq.gather(-1, t[:, None]).squeeze(-1)
 
     def chunk_loss(self, model, x, t, fn, extra=None):
         return fn(x.float(), t, extra)
 
 
-def _weighted_from_logp(logp: torch.Tensor, coef) -> tuple[torch.Tensor, torch.Tensor]:
-    """The weighted NLL by autograd through a differentiable ``logp`` (chunked / naive heads)."""
+def _weighted_from_logp(logp: torch.Tensor, coef, stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weighted NLL by autograd through a differentiable ``logp`` (chunked / naive heads); ``stats["coef"]`` gets
+    the coefficients applied."""
     lp = logp.detach()
     if isinstance(coef, GroupCoef):
         G = coef.num_groups
@@ -699,6 +851,8 @@ def _weighted_from_logp(logp: torch.Tensor, coef) -> tuple[torch.Tensor, torch.T
         c = coef.resolve(sums, counts).to(lp.dtype).index_select(0, coef.ids)
     else:
         c = _coef_chunk(coef, lp, 0, lp.shape[0])
+    if stats is not None:
+        stats["coef"] = c.detach()
     return -(c * logp).sum(), lp
 
 

@@ -5,8 +5,8 @@ The loss path, once per micro-batch (``compute_loss``):
     tokens = TokenBatch.from_inputs(inputs)                 # supervised tokens as flat [N] columns (sftgo.tokens)
     x      = tokens.select(head.features(model, inputs))    # [N, H] final hidden states (or [N, V] logits, naive head)
     coef, groups = plan or objective.coefficient(tokens, lam, state)   # pure (sftgo.objectives.OBJECTIVES)
-    loss_sum, logp = head.weighted_nll(model, x, targets, coef)          # or head.chunk_loss (Target-SFT)
-    metrics[mode] += sums of logp per group                 # mode = train | eval, reduced over ranks when logged
+    loss_sum, logp = head.weighted_nll(model, x, targets, coef, stats)   # or head.chunk_loss (Target-SFT)
+    metrics[mode] += sums of logp, entropy, accuracy (per group)  # mode = train | eval, reduced over ranks when logged
     return loss_sum / K * dp_scale                          # the one normalization
 
 ``objective`` is looked up once in ``OBJECTIVES`` when the trainer is built (nothing here tests its name) and ``head``
@@ -269,11 +269,14 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         lam = self.current_lam()
         obj = self.objective
         t = tokens.targets
+        # Filled by the head's chunk loop on its way: per-token full-vocabulary entropy, argmax == target, and the
+        # coefficients applied ([N] each; no [N, V] tensor kept), for the metrics.
+        stats: dict = {}
         if obj.chunk_loss:  # Target-SFT: a loss over whole logits rows, chunk by chunk
             ref_rows, ref_w = self._reference(inputs, tokens) if obj.needs_ref_model(self.args) else (None, None)
             loss_sum = self.head.chunk_loss(model, x, t, obj.chunk_fn(ref_w), extra=ref_rows)
-            with torch.no_grad():  # for the metrics (one forward-only GEMM per chunk)
-                logp = self.head.logp(model, x.detach(), t)
+            with torch.no_grad():  # for the metrics (one forward-only GEMM per chunk, which also gives the entropy)
+                logp = self.head.logp(model, x.detach(), t, stats)
             ids = None
         else:
             plan = inputs.get("sftgo_plan") if mode == "train" else None
@@ -285,7 +288,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                     with torch.no_grad():
                         lp = self.head.logp(model, x.detach(), t)
                 coef, ids = obj.coefficient(tokens, lam, self.objective_state, lp)
-            loss_sum, logp = self.head.weighted_nll(model, x, t, coef)
+            loss_sum, logp = self.head.weighted_nll(model, x, t, coef, stats)
 
         n_local = torch.tensor(float(len(tokens)), device=x.device)
         if mode == "train" and num_items_in_batch is not None:
@@ -296,7 +299,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         if mode == "train" and self.args.average_tokens_across_devices and self.args.world_size > 1 \
                 and num_items_in_batch is not None:
             loss = loss * self.args.world_size  # K is the global count and DDP averages gradients over ranks
-        self._accumulate(mode, tokens, logp.detach(), ids, lam)
+        self._accumulate(mode, tokens, logp.detach(), ids, lam, stats)
         return (loss, None) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -309,17 +312,27 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
     # ------------------------------------------------------------------------------------------------ metrics
 
     @torch.no_grad()
-    def _accumulate(self, mode, tokens, logp, ids, lam):
+    def _accumulate(self, mode, tokens, logp, ids, lam, stats=None):
+        """Additive sums of the micro-batch (``+`` over micro-batches here, SUM over processes when logged), so every
+        logged mean is exact over the optimizer step (or the whole evaluation)."""
+        stats = stats or {}
         ce = -logp.float()
         vals = {"ce_sum": ce.sum(), "n": torch.tensor(float(ce.numel()), device=ce.device), "p_sum": logp.float().exp().sum()}
+        per_token = {"": ce}
+        if "entropy" in stats:
+            per_token["ent_"] = stats["entropy"].float()
+            per_token["acc_"] = stats["correct"].float()
+            vals["ent_sum"] = per_token["ent_"].sum()
+            vals["acc_sum"] = per_token["acc_"].sum()
         imp = self.objective.important(tokens, logp, ids)
         if imp is not None:
             imp = imp.bool()
-            vals["imp_sum"] = ce[imp].sum()
+            for pre, v in per_token.items():
+                vals[f"{pre}imp_sum"] = v[imp].sum()
+                vals[f"{pre}unimp_sum"] = v[~imp].sum()
             vals["imp_n"] = imp.sum().float()
-            vals["unimp_sum"] = ce[~imp].sum()
             vals["unimp_n"] = (~imp).sum().float()
-        w = self.objective.metric_weight(logp)
+        w = self.objective.metric_weight(logp, stats.get("coef"))
         if w is not None:
             vals["w_sum"] = w.float().sum()
         d = self._sums[mode]
@@ -363,6 +376,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                     logs["frac_important"] = s["imp_n"] / n
                 if "w_sum" in s:
                     logs["mean_weight"] = s["w_sum"] / n
+                logs.update(_readable(s, ""))
                 logs.update(self.objective.extra_metrics(s, self.objective_state))
                 if self.objective.uses_lam:
                     logs["lam"] = self._last_lam
@@ -378,8 +392,23 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                     logs["eval_loss_important"], logs["eval_loss_unimportant"] = imp, unimp
                     logs["eval_loss_worst"] = max(x for x in (imp, unimp, -math.inf) if not math.isnan(x))
                     logs["eval_tokens_important"] = int(s["imp_n"])
+                logs.update(_readable(s, "eval_"))
                 logs["eval_tokens"] = int(s["n"])
         super().log(logs, start_time)
+
+
+def _readable(s: dict, prefix: str) -> dict:
+    """``entropy`` and ``token_accuracy`` (means over the supervised tokens) and, where the run logs groups, their
+    ``_important`` / ``_unimportant`` means, from the reduced sums ``s``."""
+    if "ent_sum" not in s:
+        return {}
+    n = max(s["n"], 1.0)
+    out = {f"{prefix}entropy": s["ent_sum"] / n, f"{prefix}token_accuracy": s["acc_sum"] / n}
+    if "imp_n" in s:
+        for pre, name in (("ent_", "entropy"), ("acc_", "token_accuracy")):
+            out[f"{prefix}{name}_important"] = _mean(s[f"{pre}imp_sum"], s["imp_n"])
+            out[f"{prefix}{name}_unimportant"] = _mean(s[f"{pre}unimp_sum"], s["unimp_n"])
+    return out
 
 
 def _mean(total: float, count: float) -> float:

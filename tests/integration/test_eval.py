@@ -292,7 +292,7 @@ def test_heldout_group_losses_match_full_logits(tiny_model_dir, tmp_path, packin
     data = tokenize_examples(load_examples(str(data_path)), tok, 64)
     scores = tfidf(data.supervised_ids(), texts=data.texts, offsets=[data.supervised(i)[1] for i in range(len(data))])
     groups = percentile_groups(scores, 70)
-    nll_all, nll_imp, nll_unimp = [], [], []
+    nll_all, nll_imp, nll_unimp, ents, hits = [], [], [], [], []
     for i in range(len(data)):
         ids = torch.tensor([data.input_ids[i]])
         lab = torch.tensor(data.labels[i])
@@ -300,6 +300,8 @@ def test_heldout_group_losses_match_full_logits(tiny_model_dir, tmp_path, packin
             logp = torch.log_softmax(model(ids).logits[0].double(), -1)
         pos = (lab[1:] != -100).nonzero().squeeze(1)
         nll = [-float(logp[p, lab[p + 1]]) for p in pos.tolist()]
+        ents += [-float((logp[p].exp() * logp[p]).sum()) for p in pos.tolist()]
+        hits += [float(int(logp[p].argmax()) == int(lab[p + 1])) for p in pos.tolist()]
         nll_all += nll
         nll_imp += [x for x, g in zip(nll, groups[i]) if g]
         nll_unimp += [x for x, g in zip(nll, groups[i]) if not g]
@@ -308,6 +310,8 @@ def test_heldout_group_losses_match_full_logits(tiny_model_dir, tmp_path, packin
     assert got["loss_important"] == pytest.approx(np.mean(nll_imp), rel=1e-5)
     assert got["loss_unimportant"] == pytest.approx(np.mean(nll_unimp), rel=1e-5)
     assert got["loss_worst"] == pytest.approx(max(np.mean(nll_imp), np.mean(nll_unimp)), rel=1e-5)
+    assert got["entropy"] == pytest.approx(np.mean(ents), rel=1e-5)
+    assert got["token_accuracy"] == pytest.approx(np.mean(hits), abs=1e-9)
     # --max_examples limits the held-out set: the first 2 examples' tokens exactly
     two = heldout_losses(model, tok, str(data_path), cfg, max_examples=2)
     n2 = sum(int((torch.tensor(data.labels[i])[1:] != -100).sum()) for i in range(2))

@@ -41,7 +41,8 @@ OBJECTIVES = {
     "infosft": [],
     "target-sft": ["--target_gamma", "0.8", "--target_residual", "topk", "--target_topk", "5"],
 }
-KEYS = ("loss", "loss_ce", "loss_important", "loss_unimportant", "tokens", "dro_q0", "frac_kept")
+KEYS = ("loss", "loss_ce", "loss_important", "loss_unimportant", "tokens", "dro_q0", "frac_kept", "entropy",
+        "token_accuracy", "entropy_important", "token_accuracy_unimportant")
 
 
 @pytest.fixture(scope="module")

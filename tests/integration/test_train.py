@@ -133,6 +133,7 @@ def test_resume_appends_without_duplicates(tmp_path, tiny_model_dir, alpaca_file
     ("rho1", ["--keep_ratio", "0.5", "--ref_model_name_or_path", "initial"]),
     ("dft", []),
     ("infosft", []),
+    ("eaft", ["--eaft_k", "5", "--eaft_alpha", "2"]),
     ("target-sft", ["--target_gamma", "0.8", "--target_residual", "uniform"]),
     ("target-sft", ["--target_gamma", "p", "--target_residual", "model"]),
     ("target-sft", ["--target_residual", "topk", "--target_topk", "5"]),
@@ -150,8 +151,9 @@ def test_every_objective_and_scorer_trains(tmp_path, tiny_model_dir, alpaca_file
         assert math.isfinite(r["loss"]) and math.isfinite(r["loss_ce"])
     if objective == "rho1":  # the logged group is the kept set: keep_ratio of the batch's tokens (rounded)
         assert recs[0]["frac_kept"] == pytest.approx(0.5, abs=1 / recs[0]["tokens"] + 1e-9)
-    if objective in ("dft", "infosft"):
+    if objective in ("dft", "infosft", "eaft"):
         assert 0 < recs[0]["mean_weight"] < 1
+    assert 0 < recs[0]["entropy"] and 0 <= recs[0]["token_accuracy"] <= 1
 
 
 def test_user_scorer_module_function(tmp_path, tiny_model_dir, alpaca_file, monkeypatch):

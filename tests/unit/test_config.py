@@ -108,6 +108,8 @@ def test_defaults_are_the_demo(tmp_path):
 @pytest.mark.parametrize("kw,field", [
     ({"objective": "nope"}, "objective"), ({"lam": 1.5}, "lam"), ({"percentile": 101}, "percentile"),
     ({"target_gamma": "x"}, "target_gamma"), ({"token_head": "gpu"}, "token_head"), ({"infosft_p": 0.4}, "infosft_p"),
+    ({"objective": "eaft", "eaft_k": 1}, "eaft_k"), ({"objective": "eaft", "eaft_alpha": -0.5}, "eaft_alpha"),
+    ({"objective": "eaft", "eaft_alpha": float("nan")}, "eaft_alpha"),
 ])
 def test_validation_names_the_field(kw, field, tmp_path):
     with pytest.raises(ConfigError, match=field):

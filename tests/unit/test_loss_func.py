@@ -60,11 +60,22 @@ def ref_target_uniform(logits, labels, gamma, num_items=None):
     return -(q * lsm).sum() / (num_items if num_items is not None else y.numel())
 
 
+def ref_eaft(logits, labels, num_items=None, k=20, alpha=1.0):
+    """EAFT as published: w = sg(H_k / ln k) ** alpha, H_k the entropy of the softmax over the k largest logits."""
+    z, y = _shifted(logits, labels)
+    lp = torch.log_softmax(z.double(), -1).gather(-1, y[:, None]).squeeze(-1)
+    k = min(k, z.shape[-1])
+    q = torch.softmax(z.double().sort(-1, descending=True).values[:, :k], -1)
+    w = ((-(q * q.log()).sum(-1)) / math.log(k)) ** alpha
+    return (-(w.detach() * lp).sum() / (num_items if num_items is not None else y.numel())).float()
+
+
 CASES = [
     ("sft", {}, ref_sft),
     ("dft", {}, ref_dft),
     ("infosft", {}, ref_infosft),
     ("infosft", {"infosft_p": 0.8}, lambda l, y, n=None: ref_infosft(l, y, n, P=0.8)),
+    ("eaft", {"eaft_k": 4, "eaft_alpha": 1.5}, lambda l, y, n=None: ref_eaft(l, y, n, k=4, alpha=1.5)),
     ("target-sft", {"target_gamma": "0.7", "target_residual": "uniform"},
      lambda l, y, n=None: ref_target_uniform(l, y, 0.7, n)),
 ]

@@ -17,7 +17,7 @@ def cfg(tmp_path, **kw):
 
 def test_declared_settings_are_config_fields():
     assert set(METHOD_SETTINGS) | set(METRIC_SETTINGS) <= field_names()
-    assert set(OBJECTIVES) == {"sft", "sft-go", "rho1", "dft", "infosft", "target-sft", "sft-go-dro"}
+    assert set(OBJECTIVES) == {"sft", "sft-go", "rho1", "dft", "infosft", "target-sft", "sft-go-dro", "eaft"}
     assert [n for n, o in OBJECTIVES.items() if o.baseline] == ["sft"]
 
 
@@ -29,6 +29,8 @@ def test_declared_settings_are_config_fields():
     ("sft-go-dro", "dro_eta", 0.3, False),
     ("sft-go", "dro_eta", 0.3, True),
     ("infosft", "target_topk", 3, True),
+    ("eaft", "eaft_k", 5, False),
+    ("sft", "eaft_alpha", 2.0, True),
 ])
 def test_a_setting_the_objective_ignores_is_warned_about(tmp_path, caplog, objective, setting, value, warned):
     extra = {"ref_model_name_or_path": "initial"} if objective == "rho1" else {}

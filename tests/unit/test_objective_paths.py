@@ -78,7 +78,7 @@ def reference_path(model, batches, objective, cfg, state):
                                     float(b["ref_logp"][r, t + 1])))
     a = SimpleNamespace(**{k: getattr(cfg, k) for k in (
         "infosft_p", "target_gamma", "target_residual", "target_topk", "scorer", "percentile", "num_groups",
-        "group_scope", "group_stats", "dro_eta")})
+        "group_scope", "group_stats", "dro_eta", "eaft_k", "eaft_alpha", "eaft_normalize")})
     loss, new_state = step_loss(objective, toks, a, lam=0.7, state=state)
     loss.backward()
     return loss.item(), [p.grad.detach().clone() for p in model.parameters()], new_state
@@ -88,6 +88,8 @@ CASES = [
     ("sft", {}),
     ("dft", {}),
     ("infosft", {"infosft_p": 0.9}),
+    ("eaft", {}),
+    ("eaft", {"eaft_k": 5, "eaft_alpha": 1.7, "eaft_normalize": False}),
     ("target-sft", {"target_residual": "uniform", "target_gamma": "0.8"}),
     ("target-sft", {"target_residual": "model", "target_gamma": "p"}),
     ("target-sft", {"target_residual": "topk", "target_gamma": "0.6", "target_topk": 3}),

@@ -10,6 +10,8 @@ the whole dataset:
     loss_important   = the same over the important tokens (the objective's logged split: top (100 - eta)% by importance)
     loss_unimportant = the same over the others
     loss_worst       = max(loss_important, loss_unimportant)
+    entropy          = mean full-vocabulary entropy of the next-token distribution over the supervised tokens
+    token_accuracy   = fraction of supervised tokens whose target has the largest logit
 """
 
 from __future__ import annotations
@@ -62,4 +64,5 @@ def heldout_losses(model, tokenizer, dataset: str, cfg, *, max_examples: int | N
             "n_examples": len(data), "objective": cfg.objective, "loss_ce": value("loss_ce"),
             "loss_important": li, "loss_unimportant": lu,
             "loss_worst": max(x for x in (li, lu) if x is not None) if (li is not None or lu is not None) else None,
+            "entropy": value("entropy"), "token_accuracy": value("token_accuracy"),
             "wall_time_s": round(time.time() - t0, 3)}
