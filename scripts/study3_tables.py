@@ -28,8 +28,11 @@ def runs_by_method(root: Path) -> dict[str, dict[int, Path]]:
 
 
 def held(run: Path, name: str) -> dict | None:
-    f = run / "eval" / f"heldout-{name}.json"
-    return json.loads(f.read_text()) if f.is_file() else None
+    """A run's `eval/heldout-<name>.json`; for a model evaluated with --output_dir DIR, `DIR/heldout-<name>.json`."""
+    for f in (run / "eval" / f"heldout-{name}.json", run / f"heldout-{name}.json"):
+        if f.is_file():
+            return json.loads(f.read_text())
+    return None
 
 
 def fmt(values: list[float], digits: int = 4) -> str:

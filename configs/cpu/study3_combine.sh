@@ -23,12 +23,11 @@ mkdir -p "$OUT/logs"
 HELD=(--scorer tfidf --percentile 90 --max_length 256)
 GO=(--objective sft-go --scorer tfidf --percentile 90 --lam 0.9)
 
-evaluate() {  # $1 = run directory or model, $2 = log name, then extra eval flags
-  local run=$1 name=$2; shift 2
+evaluate() {  # $1 = run directory or model, $2 = log name, $3 = where the results land, then extra eval flags
+  local run=$1 name=$2 results=$3; shift 3
   for set in alpaca gsm8k; do   # forget, learn
     local file="$OUT/heldout_$set.json"; [ "$set" = gsm8k ] && file="$OUT/heldout_gsm8k.jsonl"
-    local done_dir=$run; [ $# -gt 0 ] && done_dir=$2   # the base model: --output_dir DIR
-    if [ ! -f "$done_dir/eval/heldout-heldout_$set.json" ]; then
+    if [ ! -f "$results/heldout-heldout_$set.json" ]; then
       echo "$(date -u +%FT%TZ) eval $name on $set"
       "$BIN/sftgo" eval "$run" --heldout "$file" "${HELD[@]}" "$@" > "$OUT/logs/$name.eval-$set.log" 2>&1
     fi
@@ -44,10 +43,11 @@ train() {  # $1 = run name, $2 = seed, then the objective's flags
     "$BIN/sftgo" train configs/cpu/gsm8k_learn_forget.yaml "$@" --seed "$seed" --output_dir "$run" \
         --save_total_limit 1 --resume_from_checkpoint false > "$OUT/logs/${name}_s${seed}.train.log" 2>&1
   fi
-  evaluate "$run" "${name}_s${seed}"
+  evaluate "$run" "${name}_s${seed}" "$run/eval"
 }
 
-evaluate smollm2-135m-instruct base --output_dir "$OUT/base"   # the "before" of learn and forget
+# The "before" of learn and forget; a model (not a run directory) writes its results into --output_dir itself.
+evaluate smollm2-135m-instruct base "$OUT/base" --output_dir "$OUT/base"
 for seed in $SEEDS; do
   train sft-go "$seed" "${GO[@]}"
   train infosft "$seed" --objective infosft
