@@ -179,7 +179,9 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         tokens = [TokenBatch.from_inputs(b) for b in inputs]
         lagged = self.args.group_stats == "lagged" and "lagged_means" in state
         need_sums = obj.needs_means and not lagged
-        lps = [self._logp_nograd(i, t) for i, t in zip(inputs, tokens)] if obj.dynamic() or need_sums else None
+        lps, bases = None, None  # the pre-pass's log p and base coefficients b_n = w_n t_n (None when 1)
+        if obj.dynamic() or need_sums:
+            lps, bases = map(list, zip(*[self._logp_nograd(i, t, obj.base(t)) for i, t in zip(inputs, tokens)]))
         vals = [obj.values(t, None if lps is None else lps[i]) for i, t in enumerate(tokens)]
         if obj.batch_scope():  # one ranking over the step's tokens, all micro-batches and processes
             sizes = [v.shape[0] for v in vals]
@@ -194,7 +196,8 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         counts = torch.zeros(G, device=dev)
         sums = torch.zeros(G, device=dev) if need_sums else None
         for i, g in enumerate(ids):
-            s_i, c_i = O.group_stats(g, (-lps[i] if need_sums else torch.zeros(g.shape[0])).to(dev).float(), G)
+            ce = (-lps[i] if need_sums else torch.zeros(g.shape[0])).to(dev).float()
+            s_i, c_i = O.group_stats(g, ce, G, bases[i] if need_sums else None, tokens[i].columns.get("loss_weight"))
             counts += c_i
             if need_sums:
                 sums += s_i
@@ -203,12 +206,17 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         coefs, self._picked = obj.decide(ids, sums, counts, state, self.current_lam(), num_items)
         return [Plan(c, g) for c, g in zip(coefs, ids)]
 
-    def _logp_nograd(self, inputs, tokens) -> torch.Tensor:
+    def _logp_nograd(self, inputs, tokens, base=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(log p, b)`` of a micro-batch without gradient: ``b`` the values of the head coefficient ``base`` (the data
+        and token weights, ``w_n t_n``; None when ``base`` is a plain number: 1)."""
         model = self.model_wrapped if self.model_wrapped is not None else self.model
         model.train()  # as in the real forward (dropout, if any, draws differently: then exact is approximate)
         with torch.no_grad():
             x = tokens.select(self.head.features(model, inputs))
-            return self.head.logp(model, x, tokens.targets).float()
+            if isinstance(base, H.TokenCoef):
+                lp, b = self.head.coefficients(model, x, tokens.targets, base)
+                return lp.float(), b.float()
+            return self.head.logp(model, x, tokens.targets).float(), None
 
     def _sum(self, x: torch.Tensor) -> torch.Tensor:
         if self.args.world_size > 1:
@@ -280,8 +288,8 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
             ids = None
         else:
             plan = inputs.get("sftgo_plan") if mode == "train" else None
-            if plan is not None:  # --group_stats exact / lagged: coefficients fixed from the step's statistics
-                coef, ids = plan.coef, plan.ids
+            if plan is not None:  # --group_stats exact / lagged: group factors fixed from the step's statistics
+                coef, ids = obj.base(tokens, plan.coef), plan.ids
             else:  # the micro-batch's own statistics (micro, one micro-batch per step, or evaluation)
                 lp = None
                 if obj.dynamic():
@@ -332,16 +340,17 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                 vals[f"{pre}unimp_sum"] = v[~imp].sum()
             vals["imp_n"] = imp.sum().float()
             vals["unimp_n"] = (~imp).sum().float()
-        w = self.objective.metric_weight(logp, stats.get("coef"))
-        if w is not None:
-            vals["w_sum"] = w.float().sum()
+        tw = stats.get("token_weight")  # the token weighting t_n the head applied (logged as mean_weight)
+        if tw is not None:
+            vals["w_sum"] = tw.float().sum()
         d = self._sums[mode]
         for k, v in vals.items():
             d[k] = d.get(k, 0) + v
         if mode == "train":
             self._last_lam = lam
             if ids is not None and self.objective.step_stats:
-                sums, counts = O.group_stats(ids, ce, self.objective.num_groups)
+                sums, counts = O.group_stats(ids, ce, self.objective.num_groups,
+                                             *self.objective.stat_weights(tokens, None if tw is None else tw.float()))
                 if self._step_groups is None:
                     self._step_groups = (sums, counts)
                 else:
