@@ -208,8 +208,9 @@ class SFTGoConfig(ObjectiveArgs, TrainingArguments):
     model_dtype: str = field(default="auto", metadata={"help": "auto (fp32 on CPU, checkpoint dtype on GPU), float32, bfloat16, float16."})
     dataset: str = field(
         default=DEFAULT_DATASET,
-        metadata={"help": "A .json/.jsonl file (Alpaca instruction/input/output, chat messages, or prompt/completion), a Hub "
-                          "dataset id, or builtin:default (a small instruction set shipped with sftgo)."},
+        metadata={"help": "A .json/.jsonl/.csv/.parquet file (Alpaca instruction/input/output, chat messages, or "
+                          "prompt/completion; optional per-example 'weight', per-message 'loss_weight', 'channel'), a Hub "
+                          "dataset id, a save_to_disk folder, or builtin:default (a small instruction set shipped with sftgo)."},
     )
     dataset_split: str = field(default="train", metadata={"help": "Split to read when --dataset is a Hub id or a save_to_disk folder."})
     eval_dataset: str | None = field(
@@ -223,6 +224,17 @@ class SFTGoConfig(ObjectiveArgs, TrainingArguments):
                           "split, else its test split; an error when it has neither)."},
     )
     max_examples: int | None = field(default=None, metadata={"help": "Use at most this many examples (after skipping empty ones)."})
+    channel_field: str | None = field(
+        default=None,
+        metadata={"help": "The example field naming its channel (source), for per-channel loss curves loss/<channel> and "
+                          "eval_loss/<channel> (default: the field 'channel' when the data has one). Examples without it "
+                          "form the channel 'default'."},
+    )
+    max_channels: int = field(
+        default=32,
+        metadata={"help": "At most this many channels are logged: with more, the largest (max_channels - 1) by supervised "
+                          "tokens keep their own and the rest are merged into 'other' (with a warning)."},
+    )
     max_length: int = field(default=128, metadata={"help": "Truncate each tokenized example to this many tokens."})
 
     # ----- batching: packing and padding-free rows
@@ -299,6 +311,10 @@ class SFTGoConfig(ObjectiveArgs, TrainingArguments):
         self.check_objective()
         if self.max_length < 2:
             bad("max_length", f"{self.max_length} must be at least 2")
+        if self.max_channels < 1:
+            bad("max_channels", f"{self.max_channels} must be at least 1")
+        if self.channel_field is not None and not str(self.channel_field).strip():
+            bad("channel_field", "must name a field of the examples (or be left unset)")
         if self.stop_after_steps is not None and self.stop_after_steps < 1:
             bad("stop_after_steps", f"{self.stop_after_steps} must be at least 1")
         if self.packing and self.padding_free:
