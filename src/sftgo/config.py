@@ -17,7 +17,7 @@ from transformers import TrainingArguments
 
 from .data import DEFAULT_DATASET
 from .models import DEFAULT_MODEL
-from .objectives import OBJECTIVES, TARGET_RESIDUALS, ignored_settings
+from .objectives import ASFT_KL, OBJECTIVES, TARGET_RESIDUALS, TOKEN_WEIGHTS, ignored_settings
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,13 @@ class ObjectiveArgs:
         metadata={"help": "Alias that sets eta: --keep_ratio r is --percentile 100*(1-r) (Rho-1's habit: the fraction of "
                           "tokens kept). Give one of the two."},
     )
+    token_weight: str = field(
+        default="none",
+        metadata={"help": f"Token weighting t_n ({', '.join(TOKEN_WEIGHTS)}) multiplying each token's loss inside sft, "
+                          "sft-go (2 or k groups), sft-go-dro and rho1: dft sg(p), infosft InfoSFT's weight (--infosft_p), "
+                          "eaft the normalized top-k entropy ** alpha (--eaft_*). --objective dft|infosft|eaft is sft "
+                          "with that weighting. The formula: README, 'Token weights compose'."},
+    )
     infosft_p: float = field(default=0.93, metadata={"help": "InfoSFT P: tokens with p >= P get zero weight; C = log(P/(1-P))."})
     eaft_alpha: float = field(
         default=1.0,
@@ -61,6 +68,17 @@ class ObjectiveArgs:
         default=True,
         metadata={"help": "EAFT: divide the top-k entropy by ln k (the paper's normalized entropy, in [0, 1]); false: the "
                           "raw entropy, as axolotl's eaft_loss."},
+    )
+    asft_alpha: float = field(
+        default=0.1,
+        metadata={"help": "ASFT: weight of the KL anchor to the reference model (>= 0; 0 = DFT; 0.1 is LLaMA-Factory's and "
+                          "the authors' code's default, the paper's runs use 0.05). Needs --ref_model_name_or_path "
+                          "(initial = the model before training)."},
+    )
+    asft_kl: str = field(
+        default="forward",
+        metadata={"help": "ASFT: KL direction, forward = KL(reference || model) as the authors' code and LLaMA-Factory "
+                          "compute, reverse = KL(model || reference) as the paper's Eq. 6 writes."},
     )
     target_gamma: str = field(default="0.9", metadata={"help": "Target-SFT gamma: a float in [0, 1] or 'p' for sg(p_y)."})
     target_residual: str = field(default="uniform", metadata={"help": "Target-SFT residual: uniform, model, topk or reference."})
@@ -91,7 +109,8 @@ class ObjectiveArgs:
         default=None,
         metadata={"help": "Reference model for objective=rho1 / scorer=reference (required: a model trained on in-domain data, "
                           "e.g. runs/ref/final from `sftgo train --objective sft --output_dir runs/ref`; 'initial' uses the "
-                          "initial model) and for target_residual=reference (default: the initial model)."},
+                          "initial model), for objective=asft (required; 'initial' = the model before training) and for "
+                          "target_residual=reference (default: the initial model)."},
     )
     llmlingua2_model: str = field(
         default="microsoft/llmlingua-2-xlm-roberta-large-meetingbank",
@@ -152,6 +171,11 @@ class ObjectiveArgs:
         if isinstance(self.eaft_k, bool) or not isinstance(self.eaft_k, int) or self.eaft_k < 2:
             bad("eaft_k", f"{self.eaft_k!r} must be an integer >= 2 (the entropy of fewer than 2 logits is 0; 20 is the "
                           "paper's)")
+        if isinstance(self.asft_alpha, bool) or not isinstance(self.asft_alpha, (int, float)) \
+                or not 0.0 <= float(self.asft_alpha) < float("inf"):
+            bad("asft_alpha", f"{self.asft_alpha!r} must be a finite number >= 0 (0.1 is the default; 0 gives DFT)")
+        if self.asft_kl not in ASFT_KL:
+            bad("asft_kl", f"{self.asft_kl!r} is not one of {', '.join(ASFT_KL)}")
         if self.target_gamma != "p":
             try:
                 g = float(self.target_gamma)
@@ -166,6 +190,7 @@ class ObjectiveArgs:
         if self.head_chunk_size < 1:
             bad("head_chunk_size", f"{self.head_chunk_size} must be positive")
         try:
+            obj.check_token_weight(self)
             obj.check_args(self)
         except ValueError as e:
             raise ConfigError(str(e)) from e
@@ -191,8 +216,9 @@ class SFTGoConfig(ObjectiveArgs, TrainingArguments):
     model_dtype: str = field(default="auto", metadata={"help": "auto (fp32 on CPU, checkpoint dtype on GPU), float32, bfloat16, float16."})
     dataset: str = field(
         default=DEFAULT_DATASET,
-        metadata={"help": "A .json/.jsonl file (Alpaca instruction/input/output, chat messages, or prompt/completion), a Hub "
-                          "dataset id, or builtin:default (a small instruction set shipped with sftgo)."},
+        metadata={"help": "A .json/.jsonl/.csv/.parquet file (Alpaca instruction/input/output, chat messages, or "
+                          "prompt/completion; optional per-example 'weight', per-message 'loss_weight', 'channel'), a Hub "
+                          "dataset id, a save_to_disk folder, or builtin:default (a small instruction set shipped with sftgo)."},
     )
     dataset_split: str = field(default="train", metadata={"help": "Split to read when --dataset is a Hub id or a save_to_disk folder."})
     eval_dataset: str | None = field(
@@ -206,6 +232,17 @@ class SFTGoConfig(ObjectiveArgs, TrainingArguments):
                           "split, else its test split; an error when it has neither)."},
     )
     max_examples: int | None = field(default=None, metadata={"help": "Use at most this many examples (after skipping empty ones)."})
+    channel_field: str | None = field(
+        default=None,
+        metadata={"help": "The example field naming its channel (source), for per-channel loss curves loss/<channel> and "
+                          "eval_loss/<channel> (default: the field 'channel' when the data has one). Examples without it "
+                          "form the channel 'default'."},
+    )
+    max_channels: int = field(
+        default=32,
+        metadata={"help": "At most this many channels are logged: with more, the largest (max_channels - 1) by supervised "
+                          "tokens keep their own and the rest are merged into 'other' (with a warning)."},
+    )
     max_length: int = field(default=128, metadata={"help": "Truncate each tokenized example to this many tokens."})
 
     # ----- batching: packing and padding-free rows
@@ -282,6 +319,10 @@ class SFTGoConfig(ObjectiveArgs, TrainingArguments):
         self.check_objective()
         if self.max_length < 2:
             bad("max_length", f"{self.max_length} must be at least 2")
+        if self.max_channels < 1:
+            bad("max_channels", f"{self.max_channels} must be at least 1")
+        if self.channel_field is not None and not str(self.channel_field).strip():
+            bad("channel_field", "must name a field of the examples (or be left unset)")
         if self.stop_after_steps is not None and self.stop_after_steps < 1:
             bad("stop_after_steps", f"{self.stop_after_steps} must be at least 1")
         if self.packing and self.padding_free:

@@ -7,7 +7,17 @@ Formats (detected per record):
 - LIMA (GAIR/lima): ``{"conversations": [user, assistant, user, ...]}`` (strings, alternating, user first)
 - question/answer: ``{"question", "answer"}`` with a string answer (GSM8K's train/test JSONL as they are)
 
-Every record is normalized to ``{"messages": [...]}``. Rendering uses the tokenizer's chat template when it has one,
+Optional fields on any of these formats (JSON / JSONL / CSV / Parquet files, Hub and ``save_to_disk`` datasets):
+
+- ``weight``: the example's weight (a finite number >= 0, default 1; 0 = not trained on);
+- ``loss_weight`` on a chat message (assistant messages only): that message's weight, multiplied by the example's;
+- ``channel`` (or the field named by ``--channel_field``): a string naming the example's source, for per-channel
+  loss curves.
+
+A token's weight is ``weight x loss_weight`` of the assistant message it belongs to; tokens of weight 0 are not
+supervised at all (label -100). ``null`` / a missing value means "not set".
+
+Every record is normalized to ``{"messages": [...]}`` (plus ``weight``, ``loss_weights`` and ``channel`` when set). Rendering uses the tokenizer's chat template when it has one,
 else an Alpaca-style template. Labels are the assistant tokens only (``-100`` elsewhere): the response text and the
 end-of-turn marker that follows it (so the model learns to stop). Supervised tokens are found by character offsets
 into the rendered text, so the tokens are exactly those the model sees at inference (no per-segment tokenization).
@@ -15,8 +25,11 @@ into the rendered text, so the tokens are exactly those the model sees at infere
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,10 +51,17 @@ class DataError(UserError):
     """Bad input data; the message names the file, line or field and the fix."""
 
 
+DEFAULT_CHANNEL = "default"
+"""The channel of an example without a channel field in a dataset where other examples have one."""
+
+
 class Examples(list):
-    """A list of normalized examples that also remembers how many records were skipped and why."""
+    """A list of normalized examples that also remembers how many records were skipped and why, and whether the
+    dataset sets weights (``weight`` / ``loss_weight``: then its batches carry a ``loss_weight`` column)."""
 
     num_empty: int = 0
+    num_zero_weight: int = 0  # skipped: every assistant token has weight 0
+    weighted: bool = False
 
 
 # --------------------------------------------------------------------------------------------------------------- reading
@@ -53,8 +73,12 @@ def default_dataset_path() -> Path:
 
 def _read_records(path: Path) -> list[tuple[str, dict]]:
     """Return (location, record) pairs; the location ("file:line" or "file[index]") is used in error messages."""
-    text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _read_csv(path)
+    if suffix == ".parquet":
+        return _read_parquet(path)
+    text = path.read_text(encoding="utf-8")
     stripped = text.lstrip()
     if suffix == ".json" or (suffix != ".jsonl" and stripped.startswith("[")):
         try:
@@ -82,6 +106,35 @@ def _read_records(path: Path) -> list[tuple[str, dict]]:
     return out
 
 
+def _read_csv(path: Path) -> list[tuple[str, dict]]:
+    """CSV with a header row (Alpaca / prompt-completion / question-answer columns, plus ``weight`` and ``channel``).
+    Every cell is a string: an empty cell is "not set", and ``weight`` is read as a number (a cell that is not one
+    stays a string, which the weight check reports). Locations are ``file:line`` of the record's last line."""
+    out = []
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        for rec in reader:
+            rec = {k: v for k, v in rec.items() if k is not None and v not in (None, "")}
+            if "weight" in rec:
+                try:
+                    rec["weight"] = float(rec["weight"])
+                except ValueError:
+                    pass
+            out.append((f"{path}:{reader.line_num}", rec))
+    return out
+
+
+def _read_parquet(path: Path) -> list[tuple[str, dict]]:
+    """Parquet rows as records (``file[row]``); nested chat messages come back as lists of dicts."""
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as e:  # not a parquet file, truncated, ...
+        raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: {str(e)[:200]})") from None
+    return [(f"{path}[{i}]", r) for i, r in enumerate(rows)]
+
+
 def check_messages(msgs, where: str) -> list[dict]:
     """A ``messages`` field checked and copied as ``[{"role", "content"}, ...]``; errors name ``where``."""
     if not isinstance(msgs, list) or not msgs:
@@ -98,7 +151,60 @@ def check_messages(msgs, where: str) -> list[dict]:
     return clean
 
 
-def _normalize(rec, where: str) -> dict:
+def _weight_value(v, where: str, name: str) -> float:
+    """A weight field's value: a finite number >= 0 (a bool or a string is not a number here)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)) or v < 0:
+        raise DataError(f"{where}: {name} is {v!r}; it must be a finite number >= 0 (1 = the usual weight, "
+                        f"0 = not trained on): fix the value or remove the field")
+    return float(v)
+
+
+def _channel_value(v, where: str, name: str) -> str:
+    """A channel field's value: a non-empty string (an integer id is taken as its decimal string)."""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+        v = str(int(v))
+    if not isinstance(v, str) or not v.strip():
+        raise DataError(f"{where}: field {name!r} is {v!r}; a channel must be a non-empty string naming the example's "
+                        f"source (e.g. \"math\"): fix the value or remove the field")
+    return v.strip()
+
+
+def _normalize(rec, where: str, channel_field: str = "channel") -> dict:
+    """The record as ``{"messages": [...]}`` plus, when set, ``weight`` (float), ``loss_weights`` (one float or None
+    per message) and ``channel`` (str)."""
+    ex = _normalize_messages(rec, where)
+    if rec.get("weight") is not None:
+        ex["weight"] = _weight_value(rec["weight"], where, "field 'weight'")
+    msgs = rec.get("messages")
+    if isinstance(msgs, list) and any(isinstance(m, dict) and m.get("loss_weight") is not None for m in msgs):
+        lw = []
+        for j, m in enumerate(msgs):
+            v = m.get("loss_weight")
+            if v is not None and m["role"] != "assistant":
+                raise DataError(f"{where}: messages[{j}].loss_weight is set on a {m['role']!r} message; only assistant "
+                                f"messages are trained on: remove it or move it to an assistant message")
+            lw.append(None if v is None else _weight_value(v, where, f"messages[{j}].loss_weight"))
+        ex["loss_weights"] = lw
+    if rec.get(channel_field) is not None:
+        ex["channel"] = _channel_value(rec[channel_field], where, channel_field)
+    return ex
+
+
+def _is_weighted(examples) -> bool:
+    """Whether the data sets weights (then its batches carry the ``loss_weight`` column, even if every weight is 1)."""
+    return bool(getattr(examples, "weighted", False)) or any("weight" in ex or "loss_weights" in ex for ex in examples)
+
+
+def _span_weights(ex: dict) -> list[float]:
+    """The weight of each supervised span of ``ex`` (its non-empty assistant messages, in order, as ``render`` makes
+    them): the example's ``weight`` x the message's ``loss_weight`` (each 1 when not set)."""
+    w = ex.get("weight", 1.0)
+    lws = ex.get("loss_weights") or [None] * len(ex["messages"])
+    return [w * (1.0 if lw is None else lw) for m, lw in zip(ex["messages"], lws)
+            if m["role"] == "assistant" and m["content"].strip()]
+
+
+def _normalize_messages(rec, where: str) -> dict:
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     if "messages" in rec:
@@ -112,7 +218,7 @@ def _normalize(rec, where: str) -> dict:
             raise DataError(f"{where}: field 'conversations' must be a non-empty list of strings "
                             "(LIMA layout: user and assistant turns alternating, user first)")
         turns = [{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(conv)]
-        return _normalize({"messages": turns}, where)
+        return _normalize_messages({"messages": turns}, where)
     if "instruction" in rec or "output" in rec:
         for key in ("instruction", "output"):
             if key not in rec:
@@ -169,12 +275,18 @@ def _is_saved_dataset(p: Path) -> bool:
     return (p / "dataset_dict.json").is_file() or (p / "state.json").is_file()
 
 
-def load_examples(path_or_id: str | None = None, *, split: str | None = "train", limit: int | None = None) -> Examples:
-    """Read and normalize examples from a local JSON/JSONL file, the built-in default, a Hub dataset id or a folder
-    written by ``datasets``' ``save_to_disk``. ``split`` picks a split of the last two; ``None`` picks the held-out one
-    (validation, else test: :func:`choose_split`) and is an error when there is none.
+def load_examples(path_or_id: str | None = None, *, split: str | None = "train", limit: int | None = None,
+                  channel_field: str | None = None, strict_channel: bool = True) -> Examples:
+    """Read and normalize examples from a local JSON/JSONL/CSV/Parquet file, the built-in default, a Hub dataset id or a
+    folder written by ``datasets``' ``save_to_disk``. ``split`` picks a split of the last two; ``None`` picks the
+    held-out one (validation, else test: :func:`choose_split`) and is an error when there is none.
 
-    Examples whose assistant turns are all empty are skipped and counted in ``Examples.num_empty``.
+    Examples whose assistant turns are all empty are skipped and counted in ``Examples.num_empty``; examples whose
+    every non-empty assistant turn has weight 0 (``weight`` 0, or ``loss_weight`` 0 on each) in
+    ``Examples.num_zero_weight``. ``channel_field`` names the field holding each example's channel (``None``: the
+    field ``channel`` if any example has one; a name given explicitly must exist in some example). In a dataset where
+    some examples have a channel, those without one get :data:`DEFAULT_CHANNEL`. ``strict_channel=False`` (held-out
+    data) lets a dataset without the field be read with no channels.
     """
     if path_or_id in (None, "", DEFAULT_DATASET):
         path_or_id = str(default_dataset_path())
@@ -188,10 +300,12 @@ def load_examples(path_or_id: str | None = None, *, split: str | None = "train",
         records = [(f"{path_or_id}[{i}]", dict(r)) for i, r in enumerate(ds)]
     elif p.exists():
         if p.is_dir():
-            raise DataError(f"dataset {path_or_id!r} is a folder; pass a .json or .jsonl file (or a save_to_disk folder)")
+            raise DataError(f"dataset {path_or_id!r} is a folder; pass a .json, .jsonl, .csv or .parquet file (or a "
+                        f"save_to_disk folder)")
         records = _read_records(p)
     elif path_or_id.endswith((".json", ".jsonl")) or path_or_id.startswith((".", "/", "~")):
-        raise DataError(f"dataset file {path_or_id!r} does not exist; pass an existing .json/.jsonl file or a Hub dataset id")
+        raise DataError(f"dataset file {path_or_id!r} does not exist; pass an existing .json/.jsonl/.csv/.parquet file "
+                        f"or a Hub dataset id")
     else:
         import datasets
 
@@ -207,18 +321,36 @@ def load_examples(path_or_id: str | None = None, *, split: str | None = "train",
                             f"access pass a local .json/.jsonl file, e.g. --dataset ./alpaca_data.json") from None
         records = [(f"{path_or_id}[{i}]", dict(r)) for i, r in enumerate(ds)]
     out = Examples()
+    field_name = channel_field or "channel"
     for where, rec in records:
-        ex = _normalize(rec, where)
+        ex = _normalize(rec, where, field_name)
+        out.weighted = out.weighted or "weight" in ex or "loss_weights" in ex
         if all(not m["content"].strip() for m in ex["messages"] if m["role"] == "assistant"):
             out.num_empty += 1
+            continue
+        if not any(_span_weights(ex)):  # nothing left to supervise: dropped like an empty example
+            out.num_zero_weight += 1
             continue
         out.append(ex)
         if limit is not None and len(out) >= limit:
             break
     if out.num_empty:
         logger.warning("%s: skipped %d example(s) with an empty response", path_or_id, out.num_empty)
+    if out.num_zero_weight:
+        logger.warning("%s: skipped %d example(s) whose weight is 0 (weight 0, or loss_weight 0 on every assistant "
+                       "message)", path_or_id, out.num_zero_weight)
     if not out:
-        raise DataError(f"{path_or_id}: no usable examples (all {out.num_empty} had empty responses)")
+        raise DataError(f"{path_or_id}: no usable examples ({out.num_empty} had empty responses, "
+                        f"{out.num_zero_weight} weight 0)")
+    with_channel = sum("channel" in ex for ex in out)
+    if channel_field and strict_channel and not with_channel:
+        raise DataError(f"{path_or_id}: no example has the channel field {channel_field!r} (--channel_field); name a "
+                        f"field the records have, or leave --channel_field unset")
+    if 0 < with_channel < len(out):
+        logger.warning("%s: %d example(s) have no %r field: they form the channel %r", path_or_id,
+                       len(out) - with_channel, field_name, DEFAULT_CHANNEL)
+        for ex in out:
+            ex.setdefault("channel", DEFAULT_CHANNEL)
     return out
 
 
@@ -272,7 +404,11 @@ def render(messages: list[dict], tokenizer) -> tuple[str, list[tuple[int, int]],
 @dataclass
 class TokenizedData:
     """Tokenized examples. Per-token columns (``labels``, ``offsets``, and any the scorers add) stay aligned with
-    ``input_ids``: they are all cut by the same truncation."""
+    ``input_ids``: they are all cut by the same truncation.
+
+    ``columns["loss_weight"]`` (only when the examples set ``weight`` / ``loss_weight``): each supervised token's data
+    weight (> 0; weight-0 tokens are not supervised). ``channels``: each example's channel name (None when the data
+    has none); :func:`set_channel_column` turns them into the ``channel`` column of ids."""
 
     input_ids: list[list[int]]
     labels: list[list[int]]
@@ -281,6 +417,8 @@ class TokenizedData:
     num_dropped: int = 0  # examples whose response was entirely truncated away
     num_empty: int = 0  # examples skipped because their response was empty
     columns: dict[str, list[np.ndarray]] = field(default_factory=dict)  # extra per-supervised-token float columns
+    num_zero_weight: int = 0  # examples skipped because every assistant token had weight 0
+    channels: list[str] | None = None  # the channel of each example (None: the data has no channels)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -317,44 +455,67 @@ class TokenizedData:
 
 def tokenize_examples(examples: list[dict], tokenizer, max_length: int = 512) -> TokenizedData:
     """Render, tokenize and label examples. Right-truncates to ``max_length``; drops (and counts) examples with no
-    supervised token left."""
+    supervised token left. Weighted examples (``weight`` / ``loss_weights``, see :func:`load_examples`) also give the
+    ``loss_weight`` column; weight-0 tokens get label -100."""
     if not getattr(tokenizer, "is_fast", False):
         raise DataError("sftgo needs a fast tokenizer (character offsets locate the response tokens); load one with use_fast=True")
     if max_length < 2:
         raise DataError(f"max_length={max_length}: must be at least 2")
-    out = TokenizedData([], [], [], [], num_empty=getattr(examples, "num_empty", 0))
+    out = TokenizedData([], [], [], [], num_empty=getattr(examples, "num_empty", 0),
+                        num_zero_weight=getattr(examples, "num_zero_weight", 0))
+    weighted = _is_weighted(examples)
+    has_channels = any("channel" in ex for ex in examples)
+    weights, channels = [], []
     rendered = [render(ex["messages"], tokenizer) for ex in examples]
     chat = bool(rendered) and rendered[0][2]
     # One batched call: the fast tokenizer encodes in parallel in Rust (~5x faster than one call per example).
     # Chat templates write BOS themselves when the model wants one; the Alpaca template relies on the tokenizer.
     enc = tokenizer([r[0] for r in rendered], add_special_tokens=not chat, return_offsets_mapping=True)
-    for (text, spans, _), ids, offs in zip(rendered, enc["input_ids"], enc["offset_mapping"]):
+    for ex, (text, spans, _), ids, offs in zip(examples, rendered, enc["input_ids"], enc["offset_mapping"]):
         ids = np.asarray(ids, dtype=np.int64)
         offs = np.asarray(offs, dtype=np.int64).reshape(-1, 2)
         sup = np.zeros(len(ids), dtype=bool)
+        tok_w = None
         if spans:
             sp = np.asarray(spans, dtype=np.int64)  # [S, 2]
             s, e = offs[:, :1], offs[:, 1:]
             # A token is supervised when its (non-empty) character span overlaps a response span.
-            sup = ((e > s) & (s < sp[None, :, 1]) & (e > sp[None, :, 0])).any(axis=1)
+            hit = (e > s) & (s < sp[None, :, 1]) & (e > sp[None, :, 0])  # [L, S]
+            sup = hit.any(axis=1)
+            if weighted:
+                span_w = np.asarray(_span_weights(ex), dtype=np.float64)  # one weight per span (= per assistant turn)
+                if span_w.shape[0] != sp.shape[0]:
+                    raise RuntimeError(f"{span_w.shape[0]} span weights for {sp.shape[0]} response spans")
+                # A token belongs to one turn (template text separates turns); the max only matters if it did not.
+                tok_w = np.where(hit, span_w[None, :], 0.0).max(axis=1)
+                sup &= tok_w > 0  # weight 0: not supervised at all (absent from counts, groups, top-k and metrics)
         labels = np.where(sup, ids, IGNORE_INDEX)[:max_length]
-        if not (labels != IGNORE_INDEX).any():
+        kept = labels != IGNORE_INDEX
+        if not kept.any():
             out.num_dropped += 1
             continue
         out.input_ids.append(ids[:max_length].tolist())
         out.labels.append(labels.tolist())
         out.texts.append(text)
         out.offsets.append(offs[:max_length])
+        if weighted:  # cut with the tokens, then one value per supervised token (TokenizedData.columns' layout)
+            weights.append(tok_w[:max_length][kept].astype(np.float32))
+        if has_channels:
+            channels.append(ex.get("channel", DEFAULT_CHANNEL))
     if out.num_dropped:
         logger.warning("dropped %d example(s) whose response was entirely truncated at max_length=%d", out.num_dropped, max_length)
     if not out.input_ids:
         raise DataError(f"every example's response was truncated away at max_length={max_length}; raise --max_length")
+    if weighted:
+        out.columns["loss_weight"] = weights
+    if has_channels:
+        out.channels = channels
     return out
 
 
 # ------------------------------------------------------------------------------------------------- tokenized-data cache
 
-TOKENIZED_FORMAT_VERSION = 1
+TOKENIZED_FORMAT_VERSION = 2  # 2: weights (the loss_weight array, weight-0 tokens unsupervised) and channels
 """Bump when ``render``/``tokenize_examples`` change what they produce: old cache entries then no longer match."""
 
 
@@ -396,8 +557,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
     })
 
 
-def _tokenized_checksum(arrays: dict[str, np.ndarray], texts: list[str], num_dropped: int) -> str:
-    """sha256 over every array (name, dtype, shape, bytes), the texts and num_dropped: what a cache hit returns."""
+def _tokenized_checksum(arrays: dict[str, np.ndarray], texts: list[str], num_dropped: int,
+                        channels: list[str] | None = None) -> str:
+    """sha256 over every array (name, dtype, shape, bytes), the texts, num_dropped and the channels: what a cache hit
+    returns."""
     import hashlib
 
     h = hashlib.sha256()
@@ -405,11 +568,14 @@ def _tokenized_checksum(arrays: dict[str, np.ndarray], texts: list[str], num_dro
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}:{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
-    h.update(json.dumps([texts, int(num_dropped)], ensure_ascii=True).encode("utf-8"))
+    h.update(json.dumps([texts, int(num_dropped), channels], ensure_ascii=True).encode("utf-8"))
     return h.hexdigest()
 
 
-def _load_tokenized(npz_path: Path, json_path: Path, key: dict, num_empty: int) -> TokenizedData | None:
+_INT_ARRAYS = ("input_ids", "labels", "offsets", "lengths")
+
+
+def _load_tokenized(npz_path: Path, json_path: Path, key: dict, examples) -> TokenizedData | None:
     """The cached entry as TokenizedData, or None (with a warning saying why) when missing, stale or corrupted."""
     if not npz_path.exists() and not json_path.exists():
         return None
@@ -423,77 +589,93 @@ def _load_tokenized(npz_path: Path, json_path: Path, key: dict, num_empty: int) 
     if meta.get("key") != key:
         logger.warning("tokenized cache: stale entry %s (key or format differs from the request); rebuilding", json_path)
         return None
+    weighted = bool(key.get("weighted"))
     try:
         with np.load(npz_path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("input_ids", "labels", "offsets", "lengths")}
+            arrays = {k: z[k] for k in _INT_ARRAYS + (("loss_weight",) if weighted else ())}
     except Exception as e:  # truncated zip, missing member, pickled object array, ...
         logger.warning("tokenized cache: corrupted entry %s (%s: %s); rebuilding", npz_path, type(e).__name__, e)
         return None
-    texts, num_dropped = meta.get("texts"), meta.get("num_dropped")
+    texts, num_dropped, channels = meta.get("texts"), meta.get("num_dropped"), meta.get("channels")
     ids, labels, offs, lengths = arrays["input_ids"], arrays["labels"], arrays["offsets"], arrays["lengths"]
     shapes_ok = (
         isinstance(texts, list) and all(isinstance(t, str) for t in texts) and isinstance(num_dropped, int)
+        and (channels is None or (isinstance(channels, list) and len(channels) == len(texts)
+                                  and all(isinstance(c, str) for c in channels)))
         and ids.ndim == 1 and labels.shape == ids.shape and offs.shape == (ids.size, 2) and lengths.ndim == 1
-        and all(a.dtype == np.int64 for a in arrays.values())
+        and all(arrays[k].dtype == np.int64 for k in _INT_ARRAYS)
+        and (not weighted or (arrays["loss_weight"].dtype == np.float32 and arrays["loss_weight"].shape == ids.shape))
         and lengths.size == len(texts) and lengths.size > 0 and (lengths > 0).all() and int(lengths.sum()) == ids.size
     )
     if not shapes_ok:
         logger.warning("tokenized cache: inconsistent arrays/lengths in %s; rebuilding", npz_path)
         return None
-    if _tokenized_checksum(arrays, texts, num_dropped) != meta.get("checksum"):
+    if _tokenized_checksum(arrays, texts, num_dropped, channels) != meta.get("checksum"):
         logger.warning("tokenized cache: checksum mismatch for %s; rebuilding", npz_path)
         return None
     ends = np.cumsum(lengths).tolist()
     starts = [0] + ends[:-1]
     # One tolist() of the flat arrays then list slicing: ~10x faster than N small tolist() calls.
     ids_l, lab_l = ids.tolist(), labels.tolist()
-    return TokenizedData(
+    out = TokenizedData(
         input_ids=[ids_l[a:b] for a, b in zip(starts, ends)],
         labels=[lab_l[a:b] for a, b in zip(starts, ends)],
         texts=texts,
         offsets=[offs[a:b] for a, b in zip(starts, ends)],
         num_dropped=num_dropped,
-        num_empty=num_empty,
+        num_empty=getattr(examples, "num_empty", 0),
+        num_zero_weight=getattr(examples, "num_zero_weight", 0),
+        channels=channels,
     )
+    if weighted:  # stored full length (0 off the supervised tokens); the column holds the supervised tokens' values
+        w, sup = arrays["loss_weight"], labels != IGNORE_INDEX
+        out.columns["loss_weight"] = [w[a:b][sup[a:b]] for a, b in zip(starts, ends)]
+    return out
 
 
 def tokenize_cached(examples: list[dict], tokenizer, max_length: int = 512, cache_dir: str | Path | None = None) -> TokenizedData:
     """``tokenize_examples`` through an on-disk cache: a second run on the same examples, tokenizer and max_length
     skips chat-template rendering and tokenization (~0.5 s per 1,000 examples for SmolLM2).
 
-    Key: sha256 of (the examples' messages as canonical JSON, :func:`tokenizer_fingerprint`, max_length, format version). Entry under
-    ``cache_dir`` (default :func:`tokenized_cache_dir`)::
+    Key: sha256 of (the examples' messages, weights and channels as canonical JSON, :func:`tokenizer_fingerprint`,
+    max_length, whether the data is weighted, format version). Entry under ``cache_dir`` (default
+    :func:`tokenized_cache_dir`)::
 
-        <key>.npz    input_ids, labels: int64 [M] (all examples concatenated); offsets: int64 [M, 2]; lengths: int64 [N]
-        <key>.json   {"key", "checksum" (arrays + texts + num_dropped), "texts" [N], "num_dropped", ...}
+        <key>.npz    input_ids, labels: int64 [M] (all examples concatenated); offsets: int64 [M, 2]; lengths: int64 [N];
+                     loss_weight: float32 [M] (weighted data only; 0 off the supervised tokens)
+        <key>.json   {"key", "checksum" (arrays + texts + num_dropped + channels), "texts" [N], "num_dropped",
+                      "channels" [N] or null, ...}
 
     No pickle (``allow_pickle=False``); both files written atomically, the sidecar last. A stale, truncated or
-    corrupted entry (key, checksum or lengths disagree) is logged and rebuilt, never used. ``num_empty`` is taken from
-    ``examples.num_empty`` on every call (it is decided by ``load_examples``, not by tokenization). Returns data equal,
-    field by field, to ``tokenize_examples(examples, tokenizer, max_length)``.
+    corrupted entry (key, checksum or lengths disagree) is logged and rebuilt, never used. ``num_empty`` and
+    ``num_zero_weight`` are taken from ``examples`` on every call (they are decided by ``load_examples``, not by
+    tokenization). Returns data equal, field by field, to ``tokenize_examples(examples, tokenizer, max_length)``.
     """
     from .cache import _atomic_write, fingerprint
 
     if not getattr(tokenizer, "is_fast", False) or max_length < 2:
         return tokenize_examples(examples, tokenizer, max_length)  # raises the usual clear DataError
     try:
-        # Only the messages reach the renderer. One json.dumps of the whole list: ~3x faster than fingerprint()'s
-        # canonical walk (15 ms per 1,000 examples), and the records are plain JSON after load_examples anyway.
-        examples_json = json.dumps([ex["messages"] for ex in examples], sort_keys=True, ensure_ascii=True)
+        # What reaches tokenization: the messages, and the weights and channel when set. One json.dumps of the whole
+        # list: ~3x faster than fingerprint()'s canonical walk (15 ms per 1,000 examples), and the records are plain
+        # JSON after load_examples anyway.
+        examples_json = json.dumps([{k: ex[k] for k in ("messages", "weight", "loss_weights", "channel") if k in ex}
+                                    for ex in examples], sort_keys=True, ensure_ascii=True)
     except (TypeError, KeyError, ValueError):  # not normalized records: let tokenize_examples judge them, uncached
         return tokenize_examples(examples, tokenizer, max_length)
+    weighted = _is_weighted(examples)
     key = {
         "format": TOKENIZED_FORMAT_VERSION,
         "examples": fingerprint(examples_json.encode("ascii")),
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "max_length": int(max_length),
+        "weighted": weighted,
     }
     digest = fingerprint(key)
     root = Path(cache_dir).expanduser() if cache_dir is not None else tokenized_cache_dir()
     npz_path, json_path = root / f"{digest}.npz", root / f"{digest}.json"
-    num_empty = getattr(examples, "num_empty", 0)
 
-    hit = _load_tokenized(npz_path, json_path, key, num_empty)
+    hit = _load_tokenized(npz_path, json_path, key, examples)
     if hit is not None:
         logger.info("tokenized cache hit: %s", npz_path)
         if hit.num_dropped:  # same warning as a fresh tokenization, so a cached run says the same thing
@@ -502,19 +684,25 @@ def tokenize_cached(examples: list[dict], tokenizer, max_length: int = 512, cach
 
     data = tokenize_examples(examples, tokenizer, max_length)
     lengths = np.fromiter((len(x) for x in data.input_ids), dtype=np.int64, count=len(data))
+    total = int(lengths.sum())
     arrays = {
-        "input_ids": np.fromiter((t for x in data.input_ids for t in x), dtype=np.int64, count=int(lengths.sum())),
-        "labels": np.fromiter((t for x in data.labels for t in x), dtype=np.int64, count=int(lengths.sum())),
+        "input_ids": np.fromiter((t for x in data.input_ids for t in x), dtype=np.int64, count=total),
+        "labels": np.fromiter((t for x in data.labels for t in x), dtype=np.int64, count=total),
         "offsets": np.concatenate(data.offsets).astype(np.int64, copy=False).reshape(-1, 2),
         "lengths": lengths,
     }
+    if weighted:
+        w = np.zeros(total, dtype=np.float32)
+        w[arrays["labels"] != IGNORE_INDEX] = np.concatenate(data.columns["loss_weight"])
+        arrays["loss_weight"] = w
     meta = {
         "key": key,
-        "checksum": _tokenized_checksum(arrays, data.texts, data.num_dropped),
+        "checksum": _tokenized_checksum(arrays, data.texts, data.num_dropped, data.channels),
         "num_sequences": len(data),
-        "num_tokens": int(lengths.sum()),
+        "num_tokens": total,
         "num_dropped": int(data.num_dropped),
         "texts": data.texts,
+        "channels": data.channels,
     }
     try:
         root.mkdir(parents=True, exist_ok=True)

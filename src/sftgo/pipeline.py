@@ -257,10 +257,12 @@ def run_training(cfg: SFTGoConfig) -> dict:
     tokenizer = load_tokenizer(cfg.model_name_or_path)
     # Cached next to the scores (<score_cache_dir>/tokenized, default ~/.cache/sftgo/tokenized): a rerun skips rendering.
     # Read and tokenized by process 0 only; every process gets the same data.
-    data = on_main(lambda: tokenize_cached(load_examples(cfg.dataset, split=cfg.dataset_split, limit=cfg.max_examples),
+    data = on_main(lambda: tokenize_cached(load_examples(cfg.dataset, split=cfg.dataset_split, limit=cfg.max_examples,
+                                                         channel_field=cfg.channel_field),
                                            tokenizer, cfg.max_length, cache_dir=tokenized_cache_dir(cfg.score_cache_dir)))
-    logger.info("%d examples (%d skipped: empty response, %d dropped: response truncated), %d supervised tokens",
-                len(data), data.num_empty, data.num_dropped, data.num_supervised())
+    logger.info("%d examples (%d skipped: empty response, %d skipped: weight 0, %d dropped: response truncated), "
+                "%d supervised tokens%s", len(data), data.num_empty, data.num_zero_weight, data.num_dropped,
+                data.num_supervised(), " (weighted)" if "loss_weight" in data.columns else "")
 
     model = load_model(cfg.model_name_or_path, dtype=cfg.model_dtype, device="cpu" if cfg.use_cpu else None,
                        attn_implementation=cfg.attn_implementation, load_in_4bit=cfg.load_in_4bit)
@@ -269,8 +271,10 @@ def run_training(cfg: SFTGoConfig) -> dict:
     if cfg.eval_dataset:
         # Held-out data gets the same token columns (scorer importance, reference log-probs) as the training data,
         # so its group losses are cut exactly as training cuts them.
-        eval_data = on_main(lambda: tokenize_cached(load_examples(cfg.eval_dataset, split=cfg.eval_split), tokenizer,
-                                                    cfg.max_length, cache_dir=tokenized_cache_dir(cfg.score_cache_dir)))
+        eval_data = on_main(lambda: tokenize_cached(load_examples(cfg.eval_dataset, split=cfg.eval_split,
+                                                                  channel_field=cfg.channel_field, strict_channel=False),
+                                                    tokenizer, cfg.max_length,
+                                                    cache_dir=tokenized_cache_dir(cfg.score_cache_dir)))
         add_token_columns(cfg, eval_data, model, tokenizer)
     ref_model = None
     if objective_class(cfg.objective).needs_ref_model(cfg):
@@ -329,6 +333,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
             "supervised_tokens": whole["supervised_tokens"],
             "examples": len(data),
             "examples_skipped_empty": data.num_empty,
+            "examples_skipped_zero_weight": data.num_zero_weight,
             "examples_dropped_truncated": data.num_dropped,
             "wall_time_s": whole["wall_time_s"],
             "train_time_s": whole["train_time_s"],

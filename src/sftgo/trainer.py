@@ -5,7 +5,7 @@ The loss path, once per micro-batch (``compute_loss``):
     tokens = TokenBatch.from_inputs(inputs)                 # supervised tokens as flat [N] columns (sftgo.tokens)
     x      = tokens.select(head.features(model, inputs))    # [N, H] final hidden states (or [N, V] logits, naive head)
     coef, groups = plan or objective.coefficient(tokens, lam, state)   # pure (sftgo.objectives.OBJECTIVES)
-    loss_sum, logp = head.weighted_nll(model, x, targets, coef, stats)   # or head.chunk_loss (Target-SFT)
+    loss_sum, logp = head.weighted_nll(model, x, targets, coef, stats)   # or head.chunk_loss (Target-SFT, ASFT)
     metrics[mode] += sums of logp, entropy, accuracy (per group)  # mode = train | eval, reduced over ranks when logged
     return loss_sum / K * dp_scale                          # the one normalization
 
@@ -86,8 +86,9 @@ class Plan:
 class SFTGoTrainer(RotateAfterCompletion, Trainer):
     """Trainer for the objectives in :data:`sftgo.objectives.OBJECTIVES`. ``args`` is an :class:`sftgo.config.SFTGoConfig`.
 
-    ``ref_model`` (optional, frozen) is used only by Target-SFT with ``target_residual="reference"``; Rho-1 and the
-    ``reference`` scorer use reference log-probs cached once before training (the ``ref_logp`` column).
+    ``ref_model`` (optional, frozen) runs beside the trained model for ASFT and Target-SFT with
+    ``target_residual="reference"``; Rho-1 and the ``reference`` scorer use reference log-probs cached once before
+    training (the ``ref_logp`` column).
     """
 
     def __init__(self, *args, ref_model=None, **kwargs):
@@ -155,11 +156,15 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
     # ------------------------------------------------------------------------------------------------ the step
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """All micro-batches of one optimizer step: count the step's tokens, and decide the objective's coefficients
-        from the step's statistics (--group_stats exact / lagged) before any backward."""
+        """All micro-batches of one optimizer step: count the step's tokens, take the step's weight ``W`` (the
+        normalizer ``num_items_in_batch``: the token count, or the sum of the data weights when the batches carry a
+        ``loss_weight`` column), and decide the objective's coefficients from the step's statistics (--group_stats
+        exact / lagged) before any backward."""
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         if num_items is not None:
-            self._tokens_seen += float(num_items)
+            self._tokens_seen += float(num_items)  # a token count over all processes, weights or not
+            if batches and "loss_weight" in batches[0] and not self.objective.chunk_loss:
+                num_items = self._step_weight(batches, device)
         mode = self.args.group_stats
         single = len(batches) == 1 and self.args.world_size == 1
         if not batches or not self.objective.step_stats or mode == "micro" or num_items is None:
@@ -170,6 +175,15 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
             b["sftgo_plan"] = p
         return batches, num_items
 
+    def _step_weight(self, batches, device) -> torch.Tensor:
+        """``W = sum_n w_n`` over the step's supervised tokens, all micro-batches and processes (summed over processes
+        as transformers sums the token count under ``average_tokens_across_devices``, which sftgo requires)."""
+        W = torch.zeros((), dtype=torch.float64, device=device)
+        for b in batches:
+            sup = b["labels"][:, 1:] != -100  # position t predicts t + 1, as the token count
+            W += (b["loss_weight"][:, 1:].to(device, torch.float64) * sup.to(device)).sum()
+        return self._sum(W).float()
+
     def _plan_step(self, batches, num_items) -> list[Plan]:
         """The step's statistics: group ids of every micro-batch (a no-grad pre-pass when the groups or the worst group
         need the step's log p), their counts and CE sums summed over micro-batches and processes; the objective turns
@@ -179,7 +193,9 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         tokens = [TokenBatch.from_inputs(b) for b in inputs]
         lagged = self.args.group_stats == "lagged" and "lagged_means" in state
         need_sums = obj.needs_means and not lagged
-        lps = [self._logp_nograd(i, t) for i, t in zip(inputs, tokens)] if obj.dynamic() or need_sums else None
+        lps, bases = None, None  # the pre-pass's log p and base coefficients b_n = w_n t_n (None when 1)
+        if obj.dynamic() or need_sums:
+            lps, bases = map(list, zip(*[self._logp_nograd(i, t, obj.base(t)) for i, t in zip(inputs, tokens)]))
         vals = [obj.values(t, None if lps is None else lps[i]) for i, t in enumerate(tokens)]
         if obj.batch_scope():  # one ranking over the step's tokens, all micro-batches and processes
             sizes = [v.shape[0] for v in vals]
@@ -194,7 +210,8 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         counts = torch.zeros(G, device=dev)
         sums = torch.zeros(G, device=dev) if need_sums else None
         for i, g in enumerate(ids):
-            s_i, c_i = O.group_stats(g, (-lps[i] if need_sums else torch.zeros(g.shape[0])).to(dev).float(), G)
+            ce = (-lps[i] if need_sums else torch.zeros(g.shape[0])).to(dev).float()
+            s_i, c_i = O.group_stats(g, ce, G, bases[i] if need_sums else None, tokens[i].columns.get("loss_weight"))
             counts += c_i
             if need_sums:
                 sums += s_i
@@ -203,12 +220,17 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         coefs, self._picked = obj.decide(ids, sums, counts, state, self.current_lam(), num_items)
         return [Plan(c, g) for c, g in zip(coefs, ids)]
 
-    def _logp_nograd(self, inputs, tokens) -> torch.Tensor:
+    def _logp_nograd(self, inputs, tokens, base=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(log p, b)`` of a micro-batch without gradient: ``b`` the values of the head coefficient ``base`` (the data
+        and token weights, ``w_n t_n``; None when ``base`` is a plain number: 1)."""
         model = self.model_wrapped if self.model_wrapped is not None else self.model
         model.train()  # as in the real forward (dropout, if any, draws differently: then exact is approximate)
         with torch.no_grad():
             x = tokens.select(self.head.features(model, inputs))
-            return self.head.logp(model, x, tokens.targets).float()
+            if isinstance(base, H.TokenCoef):
+                lp, b = self.head.coefficients(model, x, tokens.targets, base)
+                return lp.float(), b.float()
+            return self.head.logp(model, x, tokens.targets).float(), None
 
     def _sum(self, x: torch.Tensor) -> torch.Tensor:
         if self.args.world_size > 1:
@@ -252,7 +274,8 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
     def _reference(self, inputs, tokens):
         """(reference model's final hidden states of the supervised tokens [N, H_ref], its LM-head weight)."""
         if self.ref_model is None:
-            raise RuntimeError("target_residual=reference needs a reference model")
+            raise RuntimeError(f"objective {self.args.objective} (with these settings) needs a reference model: "
+                               "build the trainer with ref_model=...")
         with torch.no_grad():
             rows = tokens.select(self.ref_head.features(self.ref_model, inputs))
             return rows, self.ref_head.weight(self.ref_model).detach()
@@ -272,16 +295,16 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         # Filled by the head's chunk loop on its way: per-token full-vocabulary entropy, argmax == target, and the
         # coefficients applied ([N] each; no [N, V] tensor kept), for the metrics.
         stats: dict = {}
-        if obj.chunk_loss:  # Target-SFT: a loss over whole logits rows, chunk by chunk
+        if obj.chunk_loss:  # Target-SFT, ASFT: a loss over whole logits rows, chunk by chunk
             ref_rows, ref_w = self._reference(inputs, tokens) if obj.needs_ref_model(self.args) else (None, None)
-            loss_sum = self.head.chunk_loss(model, x, t, obj.chunk_fn(ref_w), extra=ref_rows)
+            loss_sum = self.head.chunk_loss(model, x, t, obj.chunk_fn(ref_w), extra=ref_rows, stats=stats)
             with torch.no_grad():  # for the metrics (one forward-only GEMM per chunk, which also gives the entropy)
                 logp = self.head.logp(model, x.detach(), t, stats)
             ids = None
         else:
             plan = inputs.get("sftgo_plan") if mode == "train" else None
-            if plan is not None:  # --group_stats exact / lagged: coefficients fixed from the step's statistics
-                coef, ids = plan.coef, plan.ids
+            if plan is not None:  # --group_stats exact / lagged: group factors fixed from the step's statistics
+                coef, ids = obj.base(tokens, plan.coef), plan.ids
             else:  # the micro-batch's own statistics (micro, one micro-batch per step, or evaluation)
                 lp = None
                 if obj.dynamic():
@@ -292,10 +315,12 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
 
         n_local = torch.tensor(float(len(tokens)), device=x.device)
         if mode == "train" and num_items_in_batch is not None:
-            K = torch.as_tensor(num_items_in_batch, device=x.device).float().clamp(min=1)
+            K = torch.as_tensor(num_items_in_batch, device=x.device).float()
         else:
-            K = n_local.clamp(min=1)  # evaluation: this batch's own mean
-        loss = loss_sum / K
+            # evaluation: this batch's own (weighted) mean
+            weighted = "loss_weight" in tokens.columns and not obj.chunk_loss
+            K = tokens.columns["loss_weight"].float().sum() if weighted else n_local
+        loss = loss_sum / torch.where(K > 0, K, torch.ones_like(K))  # W may be below 1 with data weights
         if mode == "train" and self.args.average_tokens_across_devices and self.args.world_size > 1 \
                 and num_items_in_batch is not None:
             loss = loss * self.args.world_size  # K is the global count and DDP averages gradients over ranks
@@ -332,16 +357,21 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                 vals[f"{pre}unimp_sum"] = v[~imp].sum()
             vals["imp_n"] = imp.sum().float()
             vals["unimp_n"] = (~imp).sum().float()
-        w = self.objective.metric_weight(logp, stats.get("coef"))
+        w = self.objective.metric_weight(logp, stats)  # the token weighting t_n (logged as mean_weight)
         if w is not None:
             vals["w_sum"] = w.float().sum()
+        for name in self.objective.row_metrics:  # per-token values of a chunk loss (ASFT's KL), logged as means
+            if name in stats:
+                vals[f"row_{name}_sum"] = stats[name].float().sum()
         d = self._sums[mode]
         for k, v in vals.items():
             d[k] = d.get(k, 0) + v
         if mode == "train":
             self._last_lam = lam
             if ids is not None and self.objective.step_stats:
-                sums, counts = O.group_stats(ids, ce, self.objective.num_groups)
+                tw = stats.get("token_weight")
+                sums, counts = O.group_stats(ids, ce, self.objective.num_groups,
+                                             *self.objective.stat_weights(tokens, None if tw is None else tw.float()))
                 if self._step_groups is None:
                     self._step_groups = (sums, counts)
                 else:
@@ -376,6 +406,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                     logs["frac_important"] = s["imp_n"] / n
                 if "w_sum" in s:
                     logs["mean_weight"] = s["w_sum"] / n
+                logs.update(_row_means(self.objective.row_metrics, s, ""))
                 logs.update(_readable(s, ""))
                 logs.update(self.objective.extra_metrics(s, self.objective_state))
                 if self.objective.uses_lam:
@@ -392,9 +423,16 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                     logs["eval_loss_important"], logs["eval_loss_unimportant"] = imp, unimp
                     logs["eval_loss_worst"] = max(x for x in (imp, unimp, -math.inf) if not math.isnan(x))
                     logs["eval_tokens_important"] = int(s["imp_n"])
+                logs.update(_row_means(self.objective.row_metrics, s, "eval_"))
                 logs.update(_readable(s, "eval_"))
                 logs["eval_tokens"] = int(s["n"])
         super().log(logs, start_time)
+
+
+def _row_means(names, s: dict, prefix: str) -> dict:
+    """The means over the supervised tokens of the per-token values a chunk loss reported (``row_metrics``)."""
+    n = max(s.get("n", 0.0), 1.0)
+    return {f"{prefix}{name}": s[f"row_{name}_sum"] / n for name in names if f"row_{name}_sum" in s}
 
 
 def _readable(s: dict, prefix: str) -> dict:
