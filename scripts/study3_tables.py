@@ -80,6 +80,9 @@ def prop1(root: Path, figure: Path | None) -> None:
         print(f"**Worst-group loss on {title}** (TF-IDF groups, eta 90; mean ± std over seeds)\n")
         print("| method | CE (all tokens) | important | unimportant | worst group | paired worst, SFT-GO - SFT |")
         print("|---|---|---|---|---|---|")
+        if b := held(root / "base", split):
+            cells = [f"{b[k]:.4f}" for k in ("loss_ce", "loss_important", "loss_unimportant", "loss_worst")]
+            print(f"| base model | {' | '.join(cells)} | – |")
         for method in ("sft", "sft-go"):
             rs = [held(runs[method][s], split) for s in sorted(runs.get(method, {}))]
             rs = [r for r in rs if r]
@@ -99,8 +102,9 @@ def prop1(root: Path, figure: Path | None) -> None:
     print("|---|" + "---|" * n)
     for m, cs in curves.items():
         print(f"| {m} | " + " | ".join(f"{statistics.mean(c[e] for c in cs):.3f}" for e in range(n)) + " |")
-    for key in ("loss_important", "loss_unimportant"):
-        print(f"\n{key}, per epoch (mean over seeds):\n")
+    for key in ("loss", "loss_important", "loss_unimportant"):
+        what = "the objective (SFT-GO's loss for sft-go)" if key == "loss" else key
+        print(f"\n{what}, per epoch (mean over seeds):\n")
         for m in curves:
             cs = [epoch_means(runs[m][s], key) for s in sorted(runs[m])]
             print(f"- {m}: " + ", ".join(f"{statistics.mean(c[e] for c in cs):.3f}" for e in range(n)))
