@@ -180,7 +180,7 @@ def _chunk_forward_(z: torch.Tensor, tc: torch.Tensor, rec: _Rec | None, s: int,
     * the RowCoef's values, from the logits before they are overwritten;
     * ``correct``: the target's logit is the largest (``argmax == target``; a tie for the largest counts as correct),
       read off the max the logsumexp needs anyway;
-    * unless ``entropy=False`` (the fused pass gets it from its gradient GEMM), the entropy
+    * unless ``entropy=False`` (the fused pass and the chunked backward get it from their gradient GEMMs), the entropy
       ``H = -sum_v p_v log p_v = log S - sum_v e_v d_v / S`` with ``d = z - max``, ``e = exp(d)``, ``S = sum e``:
       ``e`` goes to a small scratch a block of rows at a time, is dotted with ``d`` (:func:`_rowdot`) and copied back
       (``keep=False``: not copied back, for callers that do not read the tile afterwards).
