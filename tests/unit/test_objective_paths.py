@@ -102,6 +102,7 @@ CASES = [
     ("eaft", {"eaft_k": 5, "eaft_alpha": 1.7, "eaft_normalize": False}),
     ("asft", {"asft_alpha": 0.3}),
     ("asft", {"asft_alpha": 0.5, "asft_kl": "reverse"}),
+    ("asft", {"asft_alpha": 0.3, "token_head": "naive"}),  # the model's own logits: the loss over whole rows at once
     ("target-sft", {"target_residual": "uniform", "target_gamma": "0.8"}),
     ("target-sft", {"target_residual": "model", "target_gamma": "p"}),
     ("target-sft", {"target_residual": "topk", "target_gamma": "0.6", "target_topk": 3}),
