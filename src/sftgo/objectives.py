@@ -150,9 +150,10 @@ def lambda_schedule(step: int, total_steps: int, lam_max: float, lam_min: float)
 
 
 def target_sft_chunk_loss(z: torch.Tensor, y: torch.Tensor, *, gamma, residual: str, topk: int = 10,
-                          ref_logits: torch.Tensor | None = None) -> torch.Tensor:
-    """Target-SFT over rows of logits: ``sum_rows -sum_k sg(Q_k) log_softmax(z)_k`` with
-    ``Q = gamma * onehot(y) + (1 - gamma) * pi`` (an unnormalized sum; the trainer divides by the step's count K).
+                          ref_logits: torch.Tensor | None = None, row_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Target-SFT over rows of logits: ``sum_rows w_row * -sum_k sg(Q_k) log_softmax(z)_k`` with
+    ``Q = gamma * onehot(y) + (1 - gamma) * pi`` (an unnormalized sum; the trainer divides by the step's weight W).
+    ``row_weight`` ``[c]``: the rows' data weights ``w`` (None: 1).
 
     z: ``[c, V]`` logits (upcast from half precision for a stable log-softmax); y: ``[c]`` long; ref_logits: ``[c, V]``
     (``residual="reference"`` only). gamma: float in [0, 1], or ``"p"`` for ``sg(p_y)`` per token. The residual ``pi``
@@ -184,7 +185,8 @@ def target_sft_chunk_loss(z: torch.Tensor, y: torch.Tensor, *, gamma, residual: 
             res = (pi * logq.gather(1, top_i)).sum(dim=-1)
     else:
         raise ValueError(f"residual must be one of {TARGET_RESIDUALS}; got {residual!r}")
-    return -(g * logq_y + (1 - g) * res).sum()
+    per_row = g * logq_y + (1 - g) * res
+    return -(per_row if row_weight is None else per_row * row_weight.to(per_row.dtype)).sum()
 
 
 def asft_chunk_loss(z: torch.Tensor, y: torch.Tensor, ref_logits: torch.Tensor, *, alpha: float,
@@ -307,6 +309,7 @@ class Objective:
     step_stats = False  # whether --group_stats applies (the coefficients come from the step's statistics)
     metrics: tuple[str, ...] = ()  # what it logs beyond loss, loss_ce, mean_p, tokens (and the metric grouping)
     chunk_loss = False  # True: a per-chunk loss over whole logits rows (Target-SFT), not a coefficient on -log p
+    row_weights = False  # chunk-loss objectives: whether chunk_fn's function takes the rows' data weights (4th arg)
     row_metrics: tuple[str, ...] = ()  # chunk-loss objectives: per-token values the chunk function reports (logged)
     baseline = False  # the plain-SFT row tables compare against (the paper's baseline)
     eta_ablation = False  # its runs form the eta figure (Figure 3: a grouping by importance percentile, with lambda)
@@ -335,6 +338,12 @@ class Objective:
         if cls.token_weight is not None:
             raise ValueError(f"token_weight: objective {args.objective} is sft with token_weight {cls.token_weight}; "
                              f"set one of them (--objective sft --token_weight {tw}, say), not both")
+
+    @classmethod
+    def takes_data_weights(cls) -> bool:
+        """Whether the loss weighs tokens by their data weights (a coefficient objective, or a chunk loss whose rows take
+        them); if not, data weights are ignored and the normalizer stays the token count."""
+        return not cls.chunk_loss or cls.row_weights
 
     def base(self, tokens, scale=1.0):
         """The head's coefficient ``scale_n * w_n * t_n`` (data weights ``w`` from the batch's ``loss_weight`` column, the
@@ -470,6 +479,7 @@ class TargetSFT(Objective):
 
     settings = ("target_gamma", "target_residual", "target_topk", "ref_model_name_or_path")
     chunk_loss = True
+    row_weights = True
 
     @classmethod
     def needs_ref_model(cls, args):
@@ -480,13 +490,13 @@ class TargetSFT(Objective):
         a = self.args
         gamma = "p" if str(a.target_gamma) == "p" else float(a.target_gamma)
 
-        def fn(z, y, rh):
+        def fn(z, y, rh, w=None):
             ref = None
             if rh is not None:
                 with torch.no_grad():
                     ref = rh.to(ref_weight.dtype) @ ref_weight.T  # [c, V] reference logits, never differentiated
             return target_sft_chunk_loss(z, y, gamma=gamma, residual=a.target_residual, topk=a.target_topk,
-                                         ref_logits=ref)
+                                         ref_logits=ref, row_weight=w)
 
         return fn
 

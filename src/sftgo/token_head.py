@@ -737,26 +737,31 @@ def chunked_loss(
     return chunked_loss_rows(h.index_select(0, idx), weight, y.index_select(0, idx), fn, extra=ex, chunk_size=chunk_size)
 
 
-def chunked_loss_rows(h, weight, y, fn, *, extra=None, chunk_size: int = 512, stats: dict | None = None):
+def chunked_loss_rows(h, weight, y, fn, *, extra=None, chunk_size: int = 512, stats: dict | None = None,
+                      row_weight: torch.Tensor | None = None):
     """:func:`chunked_loss` on supervised rows only, without input checks.
 
     ``fn`` may also return ``(loss, {name: [c] tensor})``: per-row values it computed on the way (ASFT's KL per token),
     detached; they are concatenated into ``stats[name]`` ``[M]``. They come from the checkpointed forward; the backward's
-    recomputation returns them again and they are dropped."""
+    recomputation returns them again and they are dropped. ``row_weight`` ``[M]`` (optional, detached): per-row weights
+    (the data weights), handed to ``fn`` as a fourth argument, ``fn(logits, targets, extra, row_weight)``, for it to
+    weigh its rows' losses with."""
     n = h.shape[0]
     if n == 0:
         # still connected to the inputs (zero gradients)
         return (h.sum() * 0.0 + weight.sum() * 0.0).to(_acc(h.dtype))
 
-    def chunk(hc, w, yc, ec):
-        return fn(hc @ w.T, yc, ec)  # [c, V], freed after forward by checkpoint, recomputed in backward
+    def chunk(hc, w, yc, ec, rw):
+        z = hc @ w.T  # [c, V], freed after forward by checkpoint, recomputed in backward
+        return fn(z, yc, ec) if rw is None else fn(z, yc, ec, rw)
 
     grad = torch.is_grad_enabled()
     total = None
     rows: dict[str, list] = {}
     for s in range(0, n, chunk_size):
         e = min(s + chunk_size, n)
-        args = (h[s:e], weight, y[s:e], None if extra is None else extra[s:e])
+        args = (h[s:e], weight, y[s:e], None if extra is None else extra[s:e],
+                None if row_weight is None else row_weight[s:e].detach())
         part = checkpoint(chunk, *args, use_reentrant=False) if grad else chunk(*args)
         part = _rows_into(part, rows)
         total = part if total is None else total + part
@@ -911,10 +916,11 @@ class LinearHead:
             c, _ = _coef_chunk(coef, logp, 0, logp.shape[0], row)
         return logp, c
 
-    def chunk_loss(self, model, x, t, fn, extra=None, stats: dict | None = None) -> torch.Tensor:
+    def chunk_loss(self, model, x, t, fn, extra=None, stats: dict | None = None, row_weight=None) -> torch.Tensor:
         """A per-chunk loss over whole logits rows (:func:`chunked_loss_rows`); ``stats`` gets the rows' values ``fn``
-        reports."""
-        return chunked_loss_rows(x, self.weight(model), t, fn, extra=extra, chunk_size=self.chunk_size, stats=stats)
+        reports; ``row_weight`` ``[N]`` (optional) reaches ``fn`` as its fourth argument."""
+        return chunked_loss_rows(x, self.weight(model), t, fn, extra=extra, chunk_size=self.chunk_size, stats=stats,
+                                 row_weight=row_weight)
 
 
 class LogitsHead(LinearHead):
@@ -947,9 +953,9 @@ class LogitsHead(LinearHead):
             rec.into(stats)
         return logq.gather(-1, t[:, None]).squeeze(-1)
 
-    def chunk_loss(self, model, x, t, fn, extra=None, stats=None):
+    def chunk_loss(self, model, x, t, fn, extra=None, stats=None, row_weight=None):
         rows: dict[str, list] = {}
-        loss = _rows_into(fn(x.float(), t, extra), rows)
+        loss = _rows_into(fn(x.float(), t, extra) if row_weight is None else fn(x.float(), t, extra, row_weight), rows)
         if stats is not None:
             stats.update({k: v[0] for k, v in rows.items()})
         return loss

@@ -362,6 +362,7 @@ WEIGHTED = [  # (aggregator, settings, micro-batches)
     ("rho1", {"percentile": 60.0}, 2),
     ("rho1", {"percentile": 60.0, "token_weight": "dft"}, 1),  # the kept set's weighted count, in the micro-batch path
     ("sft-go-dro", {"num_groups": 3, "dro_eta": 0.5}, 2),
+    ("target-sft", {"target_residual": "topk", "target_gamma": "0.6", "target_topk": 3}, 2),  # rows weighted in the head
 ]
 
 
@@ -374,11 +375,20 @@ def test_data_weights_are_the_formula(tmp_path, aggregator, over, micro_batches)
     for step in range(2):
         batches = [weighted(make_batch(100 * step + i), 7 * step + i) for i in range(micro_batches)]
         loss, grads = train_path(trainer, model, batches)
-        ref_loss, ref_grads, ref_state, _ = reference_path(model, batches, aggregator, cfg, ref_state,
-                                                           reference=formula_step_loss)
+        ref_loss, ref_grads, ref_state, _ = reference_path(
+            model, batches, aggregator, cfg, ref_state,
+            reference=step_loss if trainer.objective.chunk_loss else formula_step_loss)
         assert loss == pytest.approx(ref_loss, abs=1e-5, rel=1e-5), f"step {step}"
         for g, rg in zip(grads, ref_grads):
             torch.testing.assert_close(g, rg, atol=2e-5, rtol=1e-4)
         got = _state_lists(trainer.objective_state)
         for k in got:
             assert got[k] == pytest.approx(ref_state[k], abs=1e-6), f"step {step}: {k}"
+        logs = {"loss": loss}
+        trainer.log(logs)  # the logged CE means are w-weighted means; tokens stays a count
+        assert logs["tokens"] == sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        if aggregator == "sft" and not over:  # the loss is the weighted mean CE
+            assert logs["loss_ce"] == pytest.approx(ref_loss, rel=1e-5)
+        if aggregator == "sft-go" and not over:  # (1 - lam) mean + lam * worst of the two weighted group means
+            worst = max(logs["loss_important"], logs["loss_unimportant"])
+            assert (1 - cfg.lam) * logs["loss_ce"] + cfg.lam * worst == pytest.approx(ref_loss, rel=1e-5)
