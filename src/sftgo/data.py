@@ -743,13 +743,12 @@ def channel_vocabulary(counts: dict[str, int], max_channels: int = 32, base: lis
     room = max_channels - len(base)
     if len(order) <= room:
         return base + order
-    keep = order[:max(room - (OTHER_CHANNEL not in base), 0)]
-    merged = [c for c in order if c not in keep]
+    keep = [c for c in order if c != OTHER_CHANNEL][:max(room - (OTHER_CHANNEL not in base), 0)]
+    merged = [c for c in order if c not in keep]  # a channel really called 'other' counts among them
     logger.warning("%s brings the channels to %d, more than --max_channels %d: %d channel(s) with the fewest supervised "
                    "tokens (%d tokens in all) are merged into %r", what, len(base) + len(order), max_channels,
                    len(merged), sum(counts[c] for c in merged), OTHER_CHANNEL)
-    out = base + [c for c in keep if c != OTHER_CHANNEL]
-    return out if OTHER_CHANNEL in out else out + [OTHER_CHANNEL]
+    return base + keep + ([] if OTHER_CHANNEL in base else [OTHER_CHANNEL])
 
 
 def set_channel_column(data: TokenizedData, names: list[str]) -> None:
