@@ -21,6 +21,7 @@ class Tok:
     example: tuple  # (micro-batch, row): distinct examples never share a segment
     importance: float
     ref_logp: float
+    ref_logits: torch.Tensor | None = None  # [V], a frozen reference model's logits at the token's position (ASFT)
 
 
 def k_half_up(n: int, eta: float) -> int:
@@ -98,6 +99,21 @@ def target_sft_token(t: Tok, gamma, residual: str, topk: int) -> torch.Tensor:
     return -(Q * logq).sum()
 
 
+def asft_token(t: Tok, alpha: float, kl: str) -> torch.Tensor:
+    """ASFT (arXiv 2509.23753): DFT's -sg(p_y) log p_y plus alpha times the KL between the model's and the reference's
+    next-token distributions over the whole vocabulary; forward = KL(reference || model), reverse = KL(model ||
+    reference)."""
+    logp = torch.log_softmax(t.logits.double(), dim=-1)
+    logr = torch.log_softmax(t.ref_logits.detach().double(), dim=-1)
+    p, r = logp.exp(), logr.exp()
+    if kl == "forward":
+        div = sum(r[v] * (logr[v] - logp[v]) for v in range(len(r)))
+    else:
+        div = sum(p[v] * (logp[v] - logr[v]) for v in range(len(p)))
+    y = t.target
+    return -math.exp(logp[y].item()) * logp[y] + alpha * div
+
+
 def step_loss(objective: str, toks: list[Tok], a, *, lam: float, state: dict) -> tuple[torch.Tensor, dict]:
     """(the step's loss, the state after the step) for one optimizer step on one process. ``a``: the run's settings
     (a namespace with sftgo train's names); ``state``: ``dro_q`` (list) / ``lagged_means`` (list) from the step before."""
@@ -112,6 +128,8 @@ def step_loss(objective: str, toks: list[Tok], a, *, lam: float, state: dict) ->
     if objective == "eaft":
         return sum(eaft_weight(t.logits.tolist(), a.eaft_k, a.eaft_alpha, a.eaft_normalize) * c
                    for t, c in zip(toks, ce)) / K, state
+    if objective == "asft":
+        return sum(asft_token(t, a.asft_alpha, a.asft_kl) for t in toks) / K, state
     if objective == "target-sft":
         gamma = "p" if a.target_gamma == "p" else float(a.target_gamma)
         return sum(target_sft_token(t, gamma, a.target_residual, a.target_topk) for t in toks) / K, state

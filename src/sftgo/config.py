@@ -17,7 +17,7 @@ from transformers import TrainingArguments
 
 from .data import DEFAULT_DATASET
 from .models import DEFAULT_MODEL
-from .objectives import OBJECTIVES, TARGET_RESIDUALS, ignored_settings
+from .objectives import ASFT_KL, OBJECTIVES, TARGET_RESIDUALS, ignored_settings
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,17 @@ class ObjectiveArgs:
         metadata={"help": "EAFT: divide the top-k entropy by ln k (the paper's normalized entropy, in [0, 1]); false: the "
                           "raw entropy, as axolotl's eaft_loss."},
     )
+    asft_alpha: float = field(
+        default=0.1,
+        metadata={"help": "ASFT: weight of the KL anchor to the reference model (>= 0; 0 = DFT; 0.1 is LLaMA-Factory's and "
+                          "the authors' code's default, the paper's runs use 0.05). Needs --ref_model_name_or_path "
+                          "(initial = the model before training)."},
+    )
+    asft_kl: str = field(
+        default="forward",
+        metadata={"help": "ASFT: KL direction, forward = KL(reference || model) as the authors' code and LLaMA-Factory "
+                          "compute, reverse = KL(model || reference) as the paper's Eq. 6 writes."},
+    )
     target_gamma: str = field(default="0.9", metadata={"help": "Target-SFT gamma: a float in [0, 1] or 'p' for sg(p_y)."})
     target_residual: str = field(default="uniform", metadata={"help": "Target-SFT residual: uniform, model, topk or reference."})
     target_topk: int = field(default=10, metadata={"help": "Target-SFT: k for residual=topk."})
@@ -91,7 +102,8 @@ class ObjectiveArgs:
         default=None,
         metadata={"help": "Reference model for objective=rho1 / scorer=reference (required: a model trained on in-domain data, "
                           "e.g. runs/ref/final from `sftgo train --objective sft --output_dir runs/ref`; 'initial' uses the "
-                          "initial model) and for target_residual=reference (default: the initial model)."},
+                          "initial model), for objective=asft (required; 'initial' = the model before training) and for "
+                          "target_residual=reference (default: the initial model)."},
     )
     llmlingua2_model: str = field(
         default="microsoft/llmlingua-2-xlm-roberta-large-meetingbank",
@@ -152,6 +164,11 @@ class ObjectiveArgs:
         if isinstance(self.eaft_k, bool) or not isinstance(self.eaft_k, int) or self.eaft_k < 2:
             bad("eaft_k", f"{self.eaft_k!r} must be an integer >= 2 (the entropy of fewer than 2 logits is 0; 20 is the "
                           "paper's)")
+        if isinstance(self.asft_alpha, bool) or not isinstance(self.asft_alpha, (int, float)) \
+                or not 0.0 <= float(self.asft_alpha) < float("inf"):
+            bad("asft_alpha", f"{self.asft_alpha!r} must be a finite number >= 0 (0.1 is the default; 0 gives DFT)")
+        if self.asft_kl not in ASFT_KL:
+            bad("asft_kl", f"{self.asft_kl!r} is not one of {', '.join(ASFT_KL)}")
         if self.target_gamma != "p":
             try:
                 g = float(self.target_gamma)

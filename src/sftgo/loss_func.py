@@ -17,7 +17,7 @@ itself: ``sft``, ``dft``, ``infosft``, ``eaft`` and ``target-sft`` with a ``unif
 Not here: the group objectives (``sft-go``, ``sft-go-dro``, ``rho1``) need per-token columns (importance, reference
 log-probs) and statistics of the whole optimizer step, which a ``compute_loss_func`` never sees — use
 :class:`sftgo.integrations.trl.SFTGoSFTTrainer` or :class:`sftgo.trainer.SFTGoTrainer`; ``target-sft`` with
-``target_residual="reference"`` needs a reference model (the same trainers).
+``target_residual="reference"`` and ``asft`` need a reference model (the same trainers).
 """
 
 from __future__ import annotations
@@ -55,9 +55,10 @@ def compute_loss_func(name: str, **settings):
         raise ConfigError(f"compute_loss_func: objective {name!r} needs {cols}, which a compute_loss_func does not "
                           "receive; use sftgo.integrations.trl.SFTGoSFTTrainer (TRL) or sftgo.trainer.SFTGoTrainer")
     if objective.needs_ref_model(args):
-        raise ConfigError(f"compute_loss_func: objective {name!r} with these settings needs a reference model (e.g. "
-                          "target_residual='reference'); use uniform, model or topk here, or SFTGoSFTTrainer with "
-                          "ref_model_name_or_path")
+        raise ConfigError(f"compute_loss_func: objective {name!r} with these settings runs a reference model beside "
+                          "the trained one (asft, target_residual='reference'), which a compute_loss_func does not have; "
+                          "use SFTGoSFTTrainer or SFTGoTrainer with ref_model_name_or_path (target-sft: or a uniform, "
+                          "model or topk residual here)")
     head = LogitsHead()  # the logits the caller's forward already built: no model call here
 
     def loss_func(outputs, labels, num_items_in_batch=None):

@@ -4,10 +4,11 @@ it needs a reference, whether lambda applies, what it logs) and pure tensor func
 An objective never calls a model, never talks to other processes and holds no state that changes during training.
 Given flat token columns (:class:`sftgo.tokens.TokenBatch`: targets, example index, importance / reference log-probs)
 and additive step statistics (group CE sums and token counts: ``+`` over micro-batches, all-reduce SUM over
-processes), it returns a per-token coefficient ``c_n`` on ``-log p_n`` (or, for Target-SFT, a per-chunk loss), the
-group ids it used, and its metrics. The trainer (:mod:`sftgo.trainer`, and :mod:`sftgo.integrations.trl` over TRL's
-SFTTrainer) runs the forwards, gathers and all-reduces the statistics and owns what lives across optimizer steps
-(Group-DRO's ``q``, the lagged group means) as a dict of tensors on the training device, saved in every checkpoint.
+processes), it returns a per-token coefficient ``c_n`` on ``-log p_n`` (or, for Target-SFT and ASFT, a per-chunk
+loss), the group ids it used, and its metrics. The trainer (:mod:`sftgo.trainer`, and :mod:`sftgo.integrations.trl`
+over TRL's SFTTrainer) runs the forwards, gathers and all-reduces the statistics and owns what lives across optimizer
+steps (Group-DRO's ``q``, the lagged group means) as a dict of tensors on the training device, saved in every
+checkpoint.
 
 The one normalization: the trainer divides ``sum_n c_n * (-log p_n)`` by ``K``, the supervised-token count of the whole
 optimizer step (all micro-batches and processes). With ``c_n = 1`` that is the step's mean CE.
@@ -50,6 +51,9 @@ torch = _Torch()
 _LOGIT_CLAMP = 80.0
 
 TARGET_RESIDUALS = ("uniform", "model", "topk", "reference")
+# ASFT's KL anchor: forward = KL(reference || model), what the authors' code and LLaMA-Factory compute; reverse =
+# KL(model || reference), what the paper's Eq. 6 and Section 5.3 write (see the ASFT class).
+ASFT_KL = ("forward", "reverse")
 
 # Settings that choose the *logged* grouping of every objective (the important / unimportant curves of Figure 2, also
 # for plain SFT), beside the settings that change an objective's loss (``settings`` of each class).
@@ -170,6 +174,30 @@ def target_sft_chunk_loss(z: torch.Tensor, y: torch.Tensor, *, gamma, residual: 
     return -(g * logq_y + (1 - g) * res).sum()
 
 
+def asft_chunk_loss(z: torch.Tensor, y: torch.Tensor, ref_logits: torch.Tensor, *, alpha: float,
+                    kl: str = "forward") -> tuple[torch.Tensor, torch.Tensor]:
+    """ASFT over rows of logits: ``(sum_rows [-sg(p_y) log p_y + alpha * KL_row], KL_row [c] detached)``.
+
+    ``p = softmax(z)`` (the trained model), ``r = softmax(ref_logits)`` (the frozen reference, never differentiated);
+    ``KL_row`` over the whole vocabulary: ``forward`` ``sum_v r_v (log r_v - log p_v)``, ``reverse``
+    ``sum_v p_v (log p_v - log r_v)``. The first term is DFT's; ``alpha = 0`` gives DFT. An unnormalized sum (the
+    trainer divides by the step's count K). z, ref_logits: ``[c, V]`` (upcast from half precision); y: ``[c]`` long.
+    Called per chunk by the token head (no ``[N, V]`` tensor)."""
+    if z.dtype in (torch.float16, torch.bfloat16):
+        z = z.float()
+    logq = torch.log_softmax(z, dim=-1)  # [c, V]: one chunk at a time
+    logq_y = logq.gather(1, y[:, None]).squeeze(1)
+    logr = torch.log_softmax(ref_logits.detach().to(logq.dtype), dim=-1)
+    if kl == "forward":
+        kl_rows = (logr.exp() * (logr - logq)).sum(dim=-1)
+    elif kl == "reverse":
+        kl_rows = (logq.exp() * (logq - logr)).sum(dim=-1)
+    else:
+        raise ValueError(f"kl must be one of {ASFT_KL}; got {kl!r}")
+    loss = -(logq_y.detach().exp() * logq_y).sum() + float(alpha) * kl_rows.sum()
+    return loss, kl_rows.detach()
+
+
 def worst_onehot(means: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """``[G]`` one-hot of the non-empty group with the largest mean loss (ties -> lowest id; all empty -> zeros).
     Device-agnostic (no Python scalars, no host sync)."""
@@ -200,6 +228,7 @@ class Objective:
     step_stats = False  # whether --group_stats applies (the coefficients come from the step's statistics)
     metrics: tuple[str, ...] = ()  # what it logs beyond loss, loss_ce, mean_p, tokens (and the metric grouping)
     chunk_loss = False  # True: a per-chunk loss over whole logits rows (Target-SFT), not a coefficient on -log p
+    row_metrics: tuple[str, ...] = ()  # chunk-loss objectives: per-token values the chunk function reports (logged)
     baseline = False  # the plain-SFT row tables compare against (the paper's baseline)
     eta_ablation = False  # its runs form the eta figure (Figure 3: a grouping by importance percentile, with lambda)
 
@@ -353,6 +382,62 @@ class TargetSFT(Objective):
                                          ref_logits=ref)
 
         return fn
+
+
+class ASFT(Objective):
+    """Anchored SFT (Zhu et al. 2025, arXiv 2509.23753): DFT anchored to a frozen reference model by a KL term,
+    ``loss_n = -sg(p_n) log p_n + alpha * KL_n`` (:func:`asft_chunk_loss`), ``KL_n`` over the whole vocabulary at
+    token n's position, between the trained model and the reference (``--ref_model_name_or_path``; ``initial`` = the
+    model before training, the paper's "pretrained model"). Gradient: DFT's plus ``alpha (p - r)`` per row (forward
+    KL). The reference runs beside the trained model every step; the head computes the loss chunk by chunk from the
+    reference's hidden rows (its logits one chunk at a time, no ``[N, V]`` tensor). Logs ``kl`` (mean KL_n) and
+    ``mean_weight`` (mean sg(p_n)).
+
+    Paper vs peers (dev/asft_peer_check.py runs the peers' own loss code; measured differences in
+    benchmarks/README.md): the paper's Eq. 6 is ``L_DFT + lambda E_s[KL(pi_theta || pi_base)]`` and its Section 5.3
+    says ASFT uses this *reverse* KL (policy || base) and that it beats the forward one; the authors' code
+    (zhuchichi56/ASFT ``train_v2.py``, mode ``asft``, knob ``kl_weight``) and LLaMA-Factory's ``use_asft_loss``
+    (hiyouga/LlamaFactory #10174, ``_kl_divergence``, knob ``asft_alpha``, merged by an author) both compute
+    ``F.kl_div(log_softmax(policy), softmax(ref))``, the *forward* KL(ref || policy) (asked in zhuchichi56/ASFT issue
+    #3). sftgo: ``--asft_kl forward`` (default: the code the results came from and what ``asft_alpha`` means in
+    LLaMA-Factory) or ``reverse`` (the paper's formula). Coefficient: the paper uses lambda = 0.05 in its main runs and
+    finds ~0.1 best in its ablation; both peers default to 0.1 (sftgo's ``--asft_alpha`` default). Normalization: the
+    peers take each micro-batch's own mean over its supervised tokens (DFT mean + alpha KL mean); sftgo divides the
+    step's sum by its token count K over all micro-batches and processes (equal for one micro-batch on one process).
+    The peers feed the reference ``input_ids`` / ``attention_mask`` only; sftgo gives it the same inputs as the
+    trained model (packed rows keep their position ids).
+    """
+
+    settings = ("asft_alpha", "asft_kl", "ref_model_name_or_path")
+    metrics = ("mean_weight", "kl")
+    row_metrics = ("kl",)  # per-token values the chunk loss reports, logged as their mean
+    chunk_loss = True
+
+    @classmethod
+    def needs_ref_model(cls, args):
+        return True
+
+    @classmethod
+    def check_args(cls, args):
+        if not args.ref_model_name_or_path:
+            raise ValueError("ref_model_name_or_path: objective=asft anchors the model to a frozen reference; pass "
+                             "--ref_model_name_or_path initial (the model before training, the paper's choice) or a "
+                             "model folder / Hub id")
+
+    def chunk_fn(self, ref_weight: torch.Tensor | None):
+        """``fn(logits [c, V], targets [c], reference hidden states [c, H_ref]) -> (chunk loss, {"kl": [c]})``."""
+        alpha, kl = float(self.args.asft_alpha), self.args.asft_kl
+
+        def fn(z, y, rh):
+            with torch.no_grad():
+                ref = rh.to(ref_weight.dtype) @ ref_weight.T  # [c, V] reference logits, never differentiated
+            loss, kl_rows = asft_chunk_loss(z, y, ref, alpha=alpha, kl=kl)
+            return loss, {"kl": kl_rows}
+
+        return fn
+
+    def metric_weight(self, logp, used=None):
+        return dft_weights(logp)
 
 
 class Grouped(Objective):
@@ -577,6 +662,7 @@ OBJECTIVES = {
     "target-sft": TargetSFT,
     "sft-go-dro": SFTGoDRO,
     "eaft": EAFT,
+    "asft": ASFT,
 }
 
 # Every setting that changes some objective's loss: what tells two methods apart (sweep names, report labels).
@@ -605,11 +691,13 @@ def ignored_settings(args, defaults) -> list[str]:
 
 
 __all__ = [
+    "ASFT_KL",
     "OBJECTIVES",
     "METHOD_SETTINGS",
     "METRIC_SETTINGS",
     "TARGET_RESIDUALS",
     "Objective",
+    "asft_chunk_loss",
     "dft_weights",
     "eaft_weights",
     "infosft_weights",

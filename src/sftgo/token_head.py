@@ -658,8 +658,12 @@ def chunked_loss(
     return chunked_loss_rows(h.index_select(0, idx), weight, y.index_select(0, idx), fn, extra=ex, chunk_size=chunk_size)
 
 
-def chunked_loss_rows(h, weight, y, fn, *, extra=None, chunk_size: int = 512):
-    """:func:`chunked_loss` on supervised rows only, without input checks."""
+def chunked_loss_rows(h, weight, y, fn, *, extra=None, chunk_size: int = 512, stats: dict | None = None):
+    """:func:`chunked_loss` on supervised rows only, without input checks.
+
+    ``fn`` may also return ``(loss, {name: [c] tensor})``: per-row values it computed on the way (ASFT's KL per token),
+    detached; they are concatenated into ``stats[name]`` ``[M]``. They come from the checkpointed forward; the backward's
+    recomputation returns them again and they are dropped."""
     n = h.shape[0]
     if n == 0:
         # still connected to the inputs (zero gradients)
@@ -670,12 +674,25 @@ def chunked_loss_rows(h, weight, y, fn, *, extra=None, chunk_size: int = 512):
 
     grad = torch.is_grad_enabled()
     total = None
+    rows: dict[str, list] = {}
     for s in range(0, n, chunk_size):
         e = min(s + chunk_size, n)
         args = (h[s:e], weight, y[s:e], None if extra is None else extra[s:e])
         part = checkpoint(chunk, *args, use_reentrant=False) if grad else chunk(*args)
+        part = _rows_into(part, rows)
         total = part if total is None else total + part
+    if stats is not None:
+        stats.update({k: torch.cat(v) for k, v in rows.items()})
     return total
+
+
+def _rows_into(part, rows: dict):
+    """A chunk function's result: the loss, its per-row values (if any) appended to ``rows``."""
+    if isinstance(part, tuple):
+        part, extra = part
+        for k, v in extra.items():
+            rows.setdefault(k, []).append(v.detach())
+    return part
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -802,8 +819,10 @@ class LinearHead:
             logp = self.logp(model, x, t, stats)
         return _weighted_from_logp(logp, coef, stats)
 
-    def chunk_loss(self, model, x, t, fn, extra=None) -> torch.Tensor:
-        return chunked_loss_rows(x, self.weight(model), t, fn, extra=extra, chunk_size=self.chunk_size)
+    def chunk_loss(self, model, x, t, fn, extra=None, stats: dict | None = None) -> torch.Tensor:
+        """A per-chunk loss over whole logits rows (:func:`chunked_loss_rows`); ``stats`` gets the rows' values ``fn``
+        reports."""
+        return chunked_loss_rows(x, self.weight(model), t, fn, extra=extra, chunk_size=self.chunk_size, stats=stats)
 
 
 class LogitsHead(LinearHead):
@@ -836,8 +855,12 @@ class LogitsHead(LinearHead):
             rec.into(stats)
         return logq.gather(-1, t[:, None]).squeeze(-1)
 
-    def chunk_loss(self, model, x, t, fn, extra=None):
-        return fn(x.float(), t, extra)
+    def chunk_loss(self, model, x, t, fn, extra=None, stats=None):
+        rows: dict[str, list] = {}
+        loss = _rows_into(fn(x.float(), t, extra), rows)
+        if stats is not None:
+            stats.update({k: v[0] for k, v in rows.items()})
+        return loss
 
 
 def _weighted_from_logp(logp: torch.Tensor, coef, stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,7 +5,7 @@ The loss path, once per micro-batch (``compute_loss``):
     tokens = TokenBatch.from_inputs(inputs)                 # supervised tokens as flat [N] columns (sftgo.tokens)
     x      = tokens.select(head.features(model, inputs))    # [N, H] final hidden states (or [N, V] logits, naive head)
     coef, groups = plan or objective.coefficient(tokens, lam, state)   # pure (sftgo.objectives.OBJECTIVES)
-    loss_sum, logp = head.weighted_nll(model, x, targets, coef, stats)   # or head.chunk_loss (Target-SFT)
+    loss_sum, logp = head.weighted_nll(model, x, targets, coef, stats)   # or head.chunk_loss (Target-SFT, ASFT)
     metrics[mode] += sums of logp, entropy, accuracy (per group)  # mode = train | eval, reduced over ranks when logged
     return loss_sum / K * dp_scale                          # the one normalization
 
@@ -86,8 +86,9 @@ class Plan:
 class SFTGoTrainer(RotateAfterCompletion, Trainer):
     """Trainer for the objectives in :data:`sftgo.objectives.OBJECTIVES`. ``args`` is an :class:`sftgo.config.SFTGoConfig`.
 
-    ``ref_model`` (optional, frozen) is used only by Target-SFT with ``target_residual="reference"``; Rho-1 and the
-    ``reference`` scorer use reference log-probs cached once before training (the ``ref_logp`` column).
+    ``ref_model`` (optional, frozen) runs beside the trained model for ASFT and Target-SFT with
+    ``target_residual="reference"``; Rho-1 and the ``reference`` scorer use reference log-probs cached once before
+    training (the ``ref_logp`` column).
     ``channel_names``: the channel vocabulary (``sftgo.data.add_channels``; id i = ``channel_names[i]``) of the batches'
     ``channel`` column, for the per-channel losses ``loss/<channel>`` and ``eval_loss/<channel>``.
     """
@@ -255,7 +256,8 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
     def _reference(self, inputs, tokens):
         """(reference model's final hidden states of the supervised tokens [N, H_ref], its LM-head weight)."""
         if self.ref_model is None:
-            raise RuntimeError("target_residual=reference needs a reference model")
+            raise RuntimeError(f"objective {self.args.objective} (with these settings) needs a reference model: "
+                               "build the trainer with ref_model=...")
         with torch.no_grad():
             rows = tokens.select(self.ref_head.features(self.ref_model, inputs))
             return rows, self.ref_head.weight(self.ref_model).detach()
@@ -275,9 +277,9 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         # Filled by the head's chunk loop on its way: per-token full-vocabulary entropy, argmax == target, and the
         # coefficients applied ([N] each; no [N, V] tensor kept), for the metrics.
         stats: dict = {}
-        if obj.chunk_loss:  # Target-SFT: a loss over whole logits rows, chunk by chunk
+        if obj.chunk_loss:  # Target-SFT, ASFT: a loss over whole logits rows, chunk by chunk
             ref_rows, ref_w = self._reference(inputs, tokens) if obj.needs_ref_model(self.args) else (None, None)
-            loss_sum = self.head.chunk_loss(model, x, t, obj.chunk_fn(ref_w), extra=ref_rows)
+            loss_sum = self.head.chunk_loss(model, x, t, obj.chunk_fn(ref_w), extra=ref_rows, stats=stats)
             with torch.no_grad():  # for the metrics (one forward-only GEMM per chunk, which also gives the entropy)
                 logp = self.head.logp(model, x.detach(), t, stats)
             ids = None
@@ -338,6 +340,9 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         w = self.objective.metric_weight(logp, stats.get("coef"))
         if w is not None:
             vals["w_sum"] = w.float().sum()
+        for name in self.objective.row_metrics:  # per-token values of a chunk loss (ASFT's KL), logged as means
+            if name in stats:
+                vals[f"row_{name}_sum"] = stats[name].float().sum()
         vals.update(self._channel_sums(tokens, ce, imp))
         d = self._sums[mode]
         for k, v in vals.items():
@@ -410,6 +415,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                     logs["frac_important"] = s["imp_n"] / n
                 if "w_sum" in s:
                     logs["mean_weight"] = s["w_sum"] / n
+                logs.update(_row_means(self.objective.row_metrics, s, ""))
                 logs.update(_readable(s, ""))
                 logs.update(_channel_losses(s, self.channel_names, ""))
                 logs.update(self.objective.extra_metrics(s, self.objective_state))
@@ -427,10 +433,17 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                     logs["eval_loss_important"], logs["eval_loss_unimportant"] = imp, unimp
                     logs["eval_loss_worst"] = max(x for x in (imp, unimp, -math.inf) if not math.isnan(x))
                     logs["eval_tokens_important"] = int(s["imp_n"])
+                logs.update(_row_means(self.objective.row_metrics, s, "eval_"))
                 logs.update(_readable(s, "eval_"))
                 logs.update(_channel_losses(s, self.channel_names, "eval_"))
                 logs["eval_tokens"] = int(s["n"])
         super().log(logs, start_time)
+
+
+def _row_means(names, s: dict, prefix: str) -> dict:
+    """The means over the supervised tokens of the per-token values a chunk loss reported (``row_metrics``)."""
+    n = max(s.get("n", 0.0), 1.0)
+    return {f"{prefix}{name}": s[f"row_{name}_sum"] / n for name in names if f"row_{name}_sum" in s}
 
 
 def _readable(s: dict, prefix: str) -> dict:

@@ -13,7 +13,7 @@ pytest.importorskip("peft")
 
 OBJECTIVE_ARGS = {
     "sft": [], "sft-go": [], "rho1": ["--ref_model_name_or_path", "initial"], "dft": [], "infosft": [], "target-sft": ["--target_residual", "uniform"],
-    "sft-go-dro": ["--dro_eta", "0.5"], "eaft": [],
+    "sft-go-dro": ["--dro_eta", "0.5"], "eaft": [], "asft": ["--ref_model_name_or_path", "initial"],
 }
 
 

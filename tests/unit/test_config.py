@@ -110,6 +110,8 @@ def test_defaults_are_the_demo(tmp_path):
     ({"target_gamma": "x"}, "target_gamma"), ({"token_head": "gpu"}, "token_head"), ({"infosft_p": 0.4}, "infosft_p"),
     ({"objective": "eaft", "eaft_k": 1}, "eaft_k"), ({"objective": "eaft", "eaft_alpha": -0.5}, "eaft_alpha"),
     ({"objective": "eaft", "eaft_alpha": float("nan")}, "eaft_alpha"),
+    ({"objective": "asft", "ref_model_name_or_path": "initial", "asft_alpha": -0.1}, "asft_alpha"),
+    ({"objective": "asft", "ref_model_name_or_path": "initial", "asft_kl": "js"}, "asft_kl"),
 ])
 def test_validation_names_the_field(kw, field, tmp_path):
     with pytest.raises(ConfigError, match=field):

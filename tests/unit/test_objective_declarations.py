@@ -17,7 +17,7 @@ def cfg(tmp_path, **kw):
 
 def test_declared_settings_are_config_fields():
     assert set(METHOD_SETTINGS) | set(METRIC_SETTINGS) <= field_names()
-    assert set(OBJECTIVES) == {"sft", "sft-go", "rho1", "dft", "infosft", "target-sft", "sft-go-dro", "eaft"}
+    assert set(OBJECTIVES) == {"sft", "sft-go", "rho1", "dft", "infosft", "target-sft", "sft-go-dro", "eaft", "asft"}
     assert [n for n, o in OBJECTIVES.items() if o.baseline] == ["sft"]
 
 
@@ -46,6 +46,9 @@ def test_reference_requirement_comes_from_the_declaration(tmp_path):
     with pytest.raises(ConfigError, match="ref_model_name_or_path"):
         cfg(tmp_path, objective="sft-go", scorer="reference")
     cfg(tmp_path, objective="sft-go", scorer="tfidf")  # no reference needed
+    with pytest.raises(ConfigError, match="ref_model_name_or_path: objective=asft .*--ref_model_name_or_path initial"):
+        cfg(tmp_path, objective="asft")
+    assert OBJECTIVES["asft"].needs_ref_model(cfg(tmp_path, objective="asft", ref_model_name_or_path="initial"))
     assert OBJECTIVES["target-sft"].needs_ref_model(cfg(tmp_path, objective="target-sft", target_residual="reference"))
     assert not OBJECTIVES["target-sft"].needs_ref_model(cfg(tmp_path, objective="target-sft"))
 

@@ -32,17 +32,23 @@ def make_batch(seed: int) -> dict:
     return {"input_ids": ids, "attention_mask": attn, "labels": labels, "importance": importance, "ref_logp": ref_logp}
 
 
-def make_trainer(tmp_path, model, objective: str, **over):
+def reference_model():
+    """The frozen reference beside the trained model (ASFT): another tiny model, so the KL is not zero. Its parameters
+    are left trainable on purpose: the trainer must not give them gradients anyway."""
+    return build_tiny_model(V, seed=11)
+
+
+def make_trainer(tmp_path, model, objective: str, ref_model=None, **over):
     from sftgo.config import SFTGoConfig
     from sftgo.trainer import SFTGoTrainer
 
     kw = dict(output_dir=str(tmp_path), use_cpu=True, report_to="none", objective=objective, lam=0.7, max_steps=10,
               percentile=75.0, head_chunk_size=7)
-    if objective == "rho1" or over.get("scorer") == "reference":
+    if objective in ("rho1", "asft") or over.get("scorer") == "reference":
         kw["ref_model_name_or_path"] = "initial"
     kw.update(over)
     cfg = SFTGoConfig(**kw)
-    trainer = SFTGoTrainer(model=model, args=cfg)
+    trainer = SFTGoTrainer(model=model, args=cfg, ref_model=ref_model)
     trainer.state.max_steps = 10
     return trainer, cfg
 
@@ -62,12 +68,16 @@ def train_path(trainer, model, batches):
     return total, grads
 
 
-def reference_path(model, batches, objective, cfg, state):
+def reference_path(model, batches, objective, cfg, state, ref_model=None):
     model.train()
     model.zero_grad()
     toks = []
     for m, b in enumerate(batches):
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1].float()
+        ref_logits = None
+        if ref_model is not None:
+            with torch.no_grad():
+                ref_logits = ref_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1]
         lsm = torch.log_softmax(logits, dim=-1)
         labels = b["labels"][:, 1:]
         for r in range(labels.shape[0]):
@@ -75,10 +85,10 @@ def reference_path(model, batches, objective, cfg, state):
                 y = int(labels[r, t])
                 if y != -100:
                     toks.append(Tok(lsm[r, t, y], logits[r, t], y, (m, r), float(b["importance"][r, t + 1]),
-                                    float(b["ref_logp"][r, t + 1])))
+                                    float(b["ref_logp"][r, t + 1]), None if ref_logits is None else ref_logits[r, t]))
     a = SimpleNamespace(**{k: getattr(cfg, k) for k in (
         "infosft_p", "target_gamma", "target_residual", "target_topk", "scorer", "percentile", "num_groups",
-        "group_scope", "group_stats", "dro_eta", "eaft_k", "eaft_alpha", "eaft_normalize")})
+        "group_scope", "group_stats", "dro_eta", "eaft_k", "eaft_alpha", "eaft_normalize", "asft_alpha", "asft_kl")})
     loss, new_state = step_loss(objective, toks, a, lam=0.7, state=state)
     loss.backward()
     return loss.item(), [p.grad.detach().clone() for p in model.parameters()], new_state
@@ -90,6 +100,8 @@ CASES = [
     ("infosft", {"infosft_p": 0.9}),
     ("eaft", {}),
     ("eaft", {"eaft_k": 5, "eaft_alpha": 1.7, "eaft_normalize": False}),
+    ("asft", {"asft_alpha": 0.3}),
+    ("asft", {"asft_alpha": 0.5, "asft_kl": "reverse"}),
     ("target-sft", {"target_residual": "uniform", "target_gamma": "0.8"}),
     ("target-sft", {"target_residual": "model", "target_gamma": "p"}),
     ("target-sft", {"target_residual": "topk", "target_gamma": "0.6", "target_topk": 3}),
@@ -118,13 +130,14 @@ PARAMS = [(o, s, mb) for o, s in CASES for mb in ((2, 1) if OBJECTIVES[o].step_s
                          ids=[f"{o}-{'-'.join(f'{k}={v}' for k, v in s.items())}-mb{mb}" for o, s, mb in PARAMS])
 def test_training_path_equals_reference(tmp_path, objective, over, micro_batches):
     model = build_tiny_model(V, seed=3)
-    trainer, cfg = make_trainer(tmp_path, model, objective, **over)
+    ref_model = reference_model() if objective == "asft" else None
+    trainer, cfg = make_trainer(tmp_path, model, objective, ref_model=ref_model, **over)
     ref_state: dict = {}
     # distinct micro-batches every step: the group means (and so q, lagged means) move; a second step where state lives
     for step in range(2 if trainer.objective.step_stats else 1):
         batches = [make_batch(100 * step + i) for i in range(micro_batches)]
         loss, grads = train_path(trainer, model, batches)
-        ref_loss, ref_grads, ref_state = reference_path(model, batches, objective, cfg, ref_state)
+        ref_loss, ref_grads, ref_state = reference_path(model, batches, objective, cfg, ref_state, ref_model)
         assert math.isfinite(loss)
         assert loss == pytest.approx(ref_loss, abs=1e-5, rel=1e-5), f"step {step}"
         for g, rg in zip(grads, ref_grads):
@@ -137,6 +150,35 @@ def test_training_path_equals_reference(tmp_path, objective, over, micro_batches
         assert set(got) == set(ref_state), f"step {step}: state keys {set(got)} vs {set(ref_state)}"
         for k in got:
             assert got[k] == pytest.approx(ref_state[k], abs=1e-6), f"step {step}: {k}"
+
+
+def test_asft_alpha_zero_is_dft_and_the_reference_gets_no_gradient(tmp_path):
+    """ASFT with alpha = 0 is DFT (loss and every gradient), the frozen reference's parameters get no gradient (left
+    trainable on purpose), and the logged ``kl`` / ``mean_weight`` are the step's means over its supervised tokens."""
+    batches = [make_batch(7), make_batch(8)]
+    got = {}
+    for objective, over in (("dft", {}), ("asft", {"asft_alpha": 0.0})):
+        model = build_tiny_model(V, seed=3)
+        ref = reference_model() if objective == "asft" else None
+        trainer, _ = make_trainer(tmp_path, model, objective, ref_model=ref, **over)
+        got[objective] = train_path(trainer, model, batches)
+    assert got["asft"][0] == pytest.approx(got["dft"][0], rel=1e-6)
+    for g, rg in zip(got["asft"][1], got["dft"][1]):
+        torch.testing.assert_close(g, rg, atol=1e-6, rtol=1e-5)
+    assert all(p.grad is None for p in ref.parameters())
+
+    logs = {"loss": got["asft"][0]}
+    trainer.log(logs)
+    with torch.no_grad():  # the same step's model (its weights did not move: no optimizer here), full logits
+        kl, w = [], []
+        for b in batches:
+            logq = torch.log_softmax(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1], -1)
+            logr = torch.log_softmax(ref(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1], -1)
+            sup = b["labels"][:, 1:] != -100
+            kl.append((logr.exp() * (logr - logq)).sum(-1)[sup])
+            w.append(logq.gather(-1, b["labels"][:, 1:].clamp(min=0)[..., None]).squeeze(-1)[sup].exp())
+    assert logs["kl"] == pytest.approx(torch.cat(kl).mean().item(), rel=1e-5) and logs["kl"] > 0.01
+    assert logs["mean_weight"] == pytest.approx(torch.cat(w).mean().item(), rel=1e-5)
 
 
 def test_group_state_follows_the_statistics_device(tmp_path):

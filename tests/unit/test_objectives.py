@@ -257,5 +257,5 @@ def test_group_stats_sums_and_counts():
 
 
 def test_objective_names():
-    assert tuple(OBJECTIVES) == ("sft", "sft-go", "rho1", "dft", "infosft", "target-sft", "sft-go-dro", "eaft")
+    assert tuple(OBJECTIVES) == ("sft", "sft-go", "rho1", "dft", "infosft", "target-sft", "sft-go-dro", "eaft", "asft")
     assert TARGET_RESIDUALS == ("uniform", "model", "topk", "reference")
