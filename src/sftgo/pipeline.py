@@ -342,6 +342,8 @@ def run_training(cfg: SFTGoConfig) -> dict:
             "examples": len(data),
             "examples_skipped_empty": data.num_empty,
             "examples_skipped_zero_weight": data.num_zero_weight,
+            "weighted": "loss_weight" in data.columns,
+            "channels": channel_names,  # id order (the training data's, then held-out-only ones)
             "examples_dropped_truncated": data.num_dropped,
             "wall_time_s": whole["wall_time_s"],
             "train_time_s": whole["train_time_s"],

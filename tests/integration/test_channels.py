@@ -101,6 +101,8 @@ def test_channel_losses_equal_a_direct_computation(tmp_path, tiny_model_dir):
     for c, v in want.items():
         assert tb[f"train/loss/{c}"][2] == pytest.approx(v, rel=1e-5)
     assert (out / "loss_channels.png").stat().st_size > 1000
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["channels"] == ["math", "code", "chat", "default", "poetry"] and summary["weighted"]
     # sftgo eval --heldout (in process): the same per-channel numbers
     import yaml
 
