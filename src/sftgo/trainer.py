@@ -159,11 +159,15 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
     # ------------------------------------------------------------------------------------------------ the step
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """All micro-batches of one optimizer step: count the step's tokens, and decide the objective's coefficients
-        from the step's statistics (--group_stats exact / lagged) before any backward."""
+        """All micro-batches of one optimizer step: count the step's tokens, take the step's weight ``W`` (the
+        normalizer ``num_items_in_batch``: the token count, or the sum of the data weights when the batches carry a
+        ``loss_weight`` column), and decide the objective's coefficients from the step's statistics (--group_stats
+        exact / lagged) before any backward."""
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         if num_items is not None:
-            self._tokens_seen += float(num_items)
+            self._tokens_seen += float(num_items)  # a token count over all processes, weights or not
+            if batches and "loss_weight" in batches[0] and not self.objective.chunk_loss:
+                num_items = self._step_weight(batches, device)
         mode = self.args.group_stats
         single = len(batches) == 1 and self.args.world_size == 1
         if not batches or not self.objective.step_stats or mode == "micro" or num_items is None:
@@ -174,6 +178,15 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
             b["sftgo_plan"] = p
         return batches, num_items
 
+    def _step_weight(self, batches, device) -> torch.Tensor:
+        """``W = sum_n w_n`` over the step's supervised tokens, all micro-batches and processes (summed over processes
+        as transformers sums the token count under ``average_tokens_across_devices``, which sftgo requires)."""
+        W = torch.zeros((), dtype=torch.float64, device=device)
+        for b in batches:
+            sup = b["labels"][:, 1:] != -100  # position t predicts t + 1, as the token count
+            W += (b["loss_weight"][:, 1:].to(device, torch.float64) * sup.to(device)).sum()
+        return self._sum(W).float()
+
     def _plan_step(self, batches, num_items) -> list[Plan]:
         """The step's statistics: group ids of every micro-batch (a no-grad pre-pass when the groups or the worst group
         need the step's log p), their counts and CE sums summed over micro-batches and processes; the objective turns
@@ -183,7 +196,9 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         tokens = [TokenBatch.from_inputs(b) for b in inputs]
         lagged = self.args.group_stats == "lagged" and "lagged_means" in state
         need_sums = obj.needs_means and not lagged
-        lps = [self._logp_nograd(i, t) for i, t in zip(inputs, tokens)] if obj.dynamic() or need_sums else None
+        lps, bases = None, None  # the pre-pass's log p and base coefficients b_n = w_n t_n (None when 1)
+        if obj.dynamic() or need_sums:
+            lps, bases = map(list, zip(*[self._logp_nograd(i, t, obj.base(t)) for i, t in zip(inputs, tokens)]))
         vals = [obj.values(t, None if lps is None else lps[i]) for i, t in enumerate(tokens)]
         if obj.batch_scope():  # one ranking over the step's tokens, all micro-batches and processes
             sizes = [v.shape[0] for v in vals]
@@ -198,7 +213,8 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         counts = torch.zeros(G, device=dev)
         sums = torch.zeros(G, device=dev) if need_sums else None
         for i, g in enumerate(ids):
-            s_i, c_i = O.group_stats(g, (-lps[i] if need_sums else torch.zeros(g.shape[0])).to(dev).float(), G)
+            ce = (-lps[i] if need_sums else torch.zeros(g.shape[0])).to(dev).float()
+            s_i, c_i = O.group_stats(g, ce, G, bases[i] if need_sums else None, tokens[i].columns.get("loss_weight"))
             counts += c_i
             if need_sums:
                 sums += s_i
@@ -207,12 +223,17 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         coefs, self._picked = obj.decide(ids, sums, counts, state, self.current_lam(), num_items)
         return [Plan(c, g) for c, g in zip(coefs, ids)]
 
-    def _logp_nograd(self, inputs, tokens) -> torch.Tensor:
+    def _logp_nograd(self, inputs, tokens, base=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(log p, b)`` of a micro-batch without gradient: ``b`` the values of the head coefficient ``base`` (the data
+        and token weights, ``w_n t_n``; None when ``base`` is a plain number: 1)."""
         model = self.model_wrapped if self.model_wrapped is not None else self.model
         model.train()  # as in the real forward (dropout, if any, draws differently: then exact is approximate)
         with torch.no_grad():
             x = tokens.select(self.head.features(model, inputs))
-            return self.head.logp(model, x, tokens.targets).float()
+            if isinstance(base, H.TokenCoef):
+                lp, b = self.head.coefficients(model, x, tokens.targets, base)
+                return lp.float(), b.float()
+            return self.head.logp(model, x, tokens.targets).float(), None
 
     def _sum(self, x: torch.Tensor) -> torch.Tensor:
         if self.args.world_size > 1:
@@ -285,8 +306,8 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
             ids = None
         else:
             plan = inputs.get("sftgo_plan") if mode == "train" else None
-            if plan is not None:  # --group_stats exact / lagged: coefficients fixed from the step's statistics
-                coef, ids = plan.coef, plan.ids
+            if plan is not None:  # --group_stats exact / lagged: group factors fixed from the step's statistics
+                coef, ids = obj.base(tokens, plan.coef), plan.ids
             else:  # the micro-batch's own statistics (micro, one micro-batch per step, or evaluation)
                 lp = None
                 if obj.dynamic():
@@ -297,10 +318,12 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
 
         n_local = torch.tensor(float(len(tokens)), device=x.device)
         if mode == "train" and num_items_in_batch is not None:
-            K = torch.as_tensor(num_items_in_batch, device=x.device).float().clamp(min=1)
+            K = torch.as_tensor(num_items_in_batch, device=x.device).float()
         else:
-            K = n_local.clamp(min=1)  # evaluation: this batch's own mean
-        loss = loss_sum / K
+            # evaluation: this batch's own (weighted) mean
+            weighted = "loss_weight" in tokens.columns and not obj.chunk_loss
+            K = tokens.columns["loss_weight"].float().sum() if weighted else n_local
+        loss = loss_sum / torch.where(K > 0, K, torch.ones_like(K))  # W may be below 1 with data weights
         if mode == "train" and self.args.average_tokens_across_devices and self.args.world_size > 1 \
                 and num_items_in_batch is not None:
             loss = loss * self.args.world_size  # K is the global count and DDP averages gradients over ranks
@@ -337,7 +360,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                 vals[f"{pre}unimp_sum"] = v[~imp].sum()
             vals["imp_n"] = imp.sum().float()
             vals["unimp_n"] = (~imp).sum().float()
-        w = self.objective.metric_weight(logp, stats.get("coef"))
+        w = self.objective.metric_weight(logp, stats)  # the token weighting t_n (logged as mean_weight)
         if w is not None:
             vals["w_sum"] = w.float().sum()
         for name in self.objective.row_metrics:  # per-token values of a chunk loss (ASFT's KL), logged as means
@@ -350,7 +373,9 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         if mode == "train":
             self._last_lam = lam
             if ids is not None and self.objective.step_stats:
-                sums, counts = O.group_stats(ids, ce, self.objective.num_groups)
+                tw = stats.get("token_weight")
+                sums, counts = O.group_stats(ids, ce, self.objective.num_groups,
+                                             *self.objective.stat_weights(tokens, None if tw is None else tw.float()))
                 if self._step_groups is None:
                     self._step_groups = (sums, counts)
                 else:
