@@ -89,10 +89,13 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
     ``ref_model`` (optional, frozen) runs beside the trained model for ASFT and Target-SFT with
     ``target_residual="reference"``; Rho-1 and the ``reference`` scorer use reference log-probs cached once before
     training (the ``ref_logp`` column).
+    ``channel_names``: the channel vocabulary (``sftgo.data.add_channels``; id i = ``channel_names[i]``) of the batches'
+    ``channel`` column, for the per-channel losses ``loss/<channel>`` and ``eval_loss/<channel>``.
     """
 
-    def __init__(self, *args, ref_model=None, **kwargs):
+    def __init__(self, *args, ref_model=None, channel_names=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.channel_names = list(channel_names or [])
         # Our compute_loss divides by num_items_in_batch itself, so the Trainer must count it and must not divide
         # the loss by gradient_accumulation_steps again.
         self.model_accepts_loss_kwargs = True
@@ -379,6 +382,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         for name in self.objective.row_metrics:  # per-token values of a chunk loss (ASFT's KL), logged as means
             if name in stats:
                 vals[f"row_{name}_sum"] = stats[name].float().sum()
+        vals.update(self._channel_sums(tokens, ce, imp))
         d = self._sums[mode]
         for k, v in vals.items():
             d[k] = d.get(k, 0) + v
@@ -393,16 +397,46 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                 else:
                     self._step_groups = (self._step_groups[0] + sums, self._step_groups[1] + counts)
 
-    def _reduced(self, mode) -> dict[str, float]:
+    def _channel_sums(self, tokens, ce, imp) -> dict[str, torch.Tensor]:
+        """Per-channel sums of the micro-batch, fixed-size ``[C]`` vectors (C = the vocabulary's size, the same on
+        every process, so they all-reduce with the other sums): ``ch_w`` = sum of the data weights w_n (1 without a
+        ``loss_weight`` column) and ``ch_ce`` = sum of w_n * CE_n over each channel's tokens; with groups the same
+        over the important (``ch_imp_*``) and unimportant (``ch_unimp_*``) tokens."""
+        ch = tokens.columns.get("channel")
+        if not self.channel_names or ch is None:
+            return {}
+        C, idx = len(self.channel_names), ch.long()
+        w = tokens.columns.get("loss_weight")
+        w = torch.ones_like(ce) if w is None else w.to(ce.device).float()
+
+        def by_channel(x, sel=None):
+            x, i = (x, idx) if sel is None else (x[sel], idx[sel])
+            return torch.zeros(C, device=ce.device).index_add_(0, i.to(ce.device), x)
+
+        out = {"ch_w": by_channel(w), "ch_ce": by_channel(w * ce)}
+        if imp is not None:
+            for pre, sel in (("ch_imp", imp), ("ch_unimp", ~imp)):
+                out[f"{pre}_w"], out[f"{pre}_ce"] = by_channel(w, sel), by_channel(w * ce, sel)
+        return out
+
+    def _reduced(self, mode) -> dict[str, float | list[float]]:
+        """The mode's sums, summed over processes: a float per scalar sum, a list per vector (the per-channel sums)."""
         d = self._sums[mode]
         self._sums[mode] = {}
         if not d:
             return {}
         keys = sorted(d)
-        vec = torch.stack([torch.as_tensor(d[k], device=self.args.device).float().reshape(()) for k in keys])
+        parts = [torch.as_tensor(d[k], device=self.args.device).float().reshape(-1) for k in keys]
+        vec = torch.cat(parts)
         if self.args.world_size > 1:  # every rank calls log(): sum over ranks
             vec = self.accelerator.reduce(vec, reduction="sum")
-        return dict(zip(keys, vec.tolist()))
+        vals = vec.tolist()
+        out, at = {}, 0
+        for k, p in zip(keys, parts):
+            n = p.numel()
+            out[k] = vals[at] if torch.as_tensor(d[k]).dim() == 0 else vals[at:at + n]
+            at += n
+        return out
 
     @property
     def tokens_seen(self) -> int:
@@ -424,6 +458,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                     logs["mean_weight"] = s["w_sum"] / n
                 logs.update(_row_means(self.objective.row_metrics, s, ""))
                 logs.update(_readable(s, ""))
+                logs.update(_channel_losses(s, self.channel_names, ""))
                 logs.update(self.objective.extra_metrics(s, self.objective_state))
                 if self.objective.uses_lam:
                     logs["lam"] = self._last_lam
@@ -441,6 +476,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                     logs["eval_tokens_important"] = int(s["imp_n"])
                 logs.update(_row_means(self.objective.row_metrics, s, "eval_"))
                 logs.update(_readable(s, "eval_"))
+                logs.update(_channel_losses(s, self.channel_names, "eval_"))
                 logs["eval_tokens"] = int(s["n"])
         super().log(logs, start_time)
 
@@ -470,6 +506,19 @@ def _ce_mean(s: dict, total: str, weight: str, count: str, empty: float = float(
     count`` without; ``empty`` when nothing was counted."""
     denom = s.get(weight, s[count])
     return s[total] / denom if denom > 0 else empty
+
+
+def _channel_losses(s: dict, names: list[str], prefix: str) -> dict:
+    """``loss/<channel>`` (and ``loss_important/<channel>``, ``loss_unimportant/<channel>`` where the run logs groups):
+    the weighted mean CE, sum w_n CE_n / sum w_n, over the channel's supervised tokens of the logging window, from the
+    reduced per-channel sums; a channel with no token in the window is left out."""
+    out = {}
+    for name, key in (("loss", "ch"), ("loss_important", "ch_imp"), ("loss_unimportant", "ch_unimp")):
+        if f"{key}_w" in s:
+            for ch, ce, w in zip(names, s[f"{key}_ce"], s[f"{key}_w"]):
+                if w > 0:
+                    out[f"{prefix}{name}/{ch}"] = ce / w
+    return out
 
 
 def _mean(total: float, count: float) -> float:

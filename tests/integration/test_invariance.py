@@ -4,7 +4,8 @@ On distinct examples, a global batch of 4 run as (1 process, micro-batch 4), (1 
 accumulation 4) and (2 processes under torchrun + gloo, micro-batch 2) gives the same losses, group metrics and final
 weights after 3 steps, for every objective: the same examples in each step (StepOrderSampler), one normalization by the
 step's token count, and group statistics (worst group, DRO weights, Rho-1's top-k, batch-scope top-k) taken over the
-whole step (--group_stats exact). One torchrun launch per objective; the two single-process runs are in-process.
+whole step (--group_stats exact). The examples carry channels, so the per-channel losses (loss/<channel>, and per group)
+are checked the same way. One torchrun launch per objective; the two single-process runs are in-process.
 ``sft-go-weighted`` is SFT-GO on data with per-example weights (issue 20): the step's weight W, the weighted group
 sums and counts are as exact over accumulation and processes as the counts."""
 
@@ -23,13 +24,13 @@ WORDS = ("river mountain cloud seven orange quiet bridge garden winter lamp copp
 
 
 def distinct_examples(n=12, weights=None):
-    """n examples with different instructions and responses of different lengths (no two alike); ``weights(i)``: the
-    example's data weight (the ``weight`` field), if given."""
+    """n examples with different instructions and responses of different lengths (no two alike), in 3 channels;
+    ``weights(i)``: the example's data weight (the ``weight`` field), if given."""
     out = []
     for i in range(n):
         w = [WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 5)]
         out.append({"instruction": f"Describe the {WORDS[i]} in {3 + i % 5} words.", "input": "",
-                    "output": " ".join(w).capitalize() + "."})
+                    "output": " ".join(w).capitalize() + ".", "channel": ("red", "green", "blue")[i % 3]})
         if weights is not None:
             out[-1]["weight"] = weights(i)
     return out
@@ -119,7 +120,9 @@ def test_same_step_however_split(setup, tiny_model_dir, name):
     for k in ("accum4", "ddp2"):
         assert len(recs[k]) == 3, k
         for a, b in zip(ref_recs, recs[k]):
-            for key in KEYS:
+            channels = [key for key in a if "/" in key]  # loss/<channel>, loss_important/<channel>, ...
+            assert any(key.startswith("loss/") for key in channels)
+            for key in [*KEYS, *channels]:
                 if key in a:
                     assert b[key] == pytest.approx(a[key], abs=1e-5), (k, a["step"], key)
             assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4), (k, a["step"])
