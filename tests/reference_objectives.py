@@ -22,6 +22,7 @@ class Tok:
     importance: float
     ref_logp: float
     ref_logits: torch.Tensor | None = None  # [V], a frozen reference model's logits at the token's position (ASFT)
+    weight: float = 1.0  # the data weight w_n (1 without data weights)
 
 
 def k_half_up(n: int, eta: float) -> int:
@@ -128,11 +129,14 @@ def step_loss(objective: str, toks: list[Tok], a, *, lam: float, state: dict) ->
     if objective == "eaft":
         return sum(eaft_weight(t.logits.tolist(), a.eaft_k, a.eaft_alpha, a.eaft_normalize) * c
                    for t, c in zip(toks, ce)) / K, state
-    if objective == "asft":
-        return sum(asft_token(t, a.asft_alpha, a.asft_kl) for t in toks) / K, state
+    if objective == "asft":  # with data weights: sum_n w_n loss_n / sum_n w_n
+        return (sum(t.weight * asft_token(t, a.asft_alpha, a.asft_kl) for t in toks)
+                / sum(t.weight for t in toks)), state
     if objective == "target-sft":
         gamma = "p" if a.target_gamma == "p" else float(a.target_gamma)
-        return sum(target_sft_token(t, gamma, a.target_residual, a.target_topk) for t in toks) / K, state
+        # with data weights: sum_n w_n loss_n / sum_n w_n (the plain mean when every w_n = 1)
+        return (sum(t.weight * target_sft_token(t, gamma, a.target_residual, a.target_topk) for t in toks)
+                / sum(t.weight for t in toks)), state
 
     dynamic = objective == "rho1" or a.scorer == "reference"
     values = [t.ref_logp - t.logp.item() if dynamic else t.importance for t in toks]
@@ -168,3 +172,56 @@ def step_loss(objective: str, toks: list[Tok], a, *, lam: float, state: dict) ->
     new_q = [raw[g] / tot * mass if g in raw else q[g] for g in range(G)]
     s = sum(new_q)
     return loss, {**state, "dro_q": [v / s for v in new_q]}
+
+
+def token_weight(t: Tok, a) -> float:
+    """t_n of ``--token_weight`` (detached): none 1, dft p, infosft InfoSFT's weight, eaft the normalized top-k entropy."""
+    p = math.exp(t.logp.item())
+    return {"none": lambda: 1.0, "dft": lambda: p, "infosft": lambda: infosft_weight(p, a.infosft_p),
+            "eaft": lambda: eaft_weight(t.logits.tolist(), a.eaft_k, a.eaft_alpha, a.eaft_normalize)}[a.token_weight]()
+
+
+def formula_step_loss(aggregator: str, toks: list[Tok], a, *, lam: float, state: dict) -> tuple[torch.Tensor, dict]:
+    """The one formula of the README ('Token weights compose'), token by token and group by group, for one optimizer
+    step: w_n data weight, t_n token weight, W = sum w, S_g = sum_{g} w t CE, C_g = sum_{g} w,
+    loss = (1 - lam) sum w t CE / W + lam sum_g a_g S_g / C_g; sft: lam = 0; rho1: a = [0, 1], lam = 1."""
+    W = sum(t.weight for t in toks)
+    wt = [t.weight * token_weight(t, a) for t in toks]
+    ce = [-t.logp for t in toks]
+    mean_term = sum(b * c for b, c in zip(wt, ce)) / W
+    if aggregator == "sft":
+        return mean_term, state
+    dynamic = aggregator == "rho1" or a.scorer == "reference"
+    values = [t.ref_logp - t.logp.item() if dynamic else t.importance for t in toks]
+    if aggregator == "rho1":
+        keep = top_k(values, max(k_half_up(len(toks), a.percentile), 1))
+        ids = [1 if i in keep else 0 for i in range(len(toks))]
+        G, lam = 2, 1.0
+    else:
+        G = a.num_groups
+        ids = groups_of(toks, values, eta=a.percentile, num_groups=G, batch_scope=a.group_scope == "batch",
+                        quantiles=aggregator == "sft-go-dro" or G > 2)
+    S = [sum(wt[i] * ce[i] for i in range(len(toks)) if ids[i] == g) for g in range(G)]
+    C = [sum(toks[i].weight for i in range(len(toks)) if ids[i] == g) for g in range(G)]
+    means = [float(S[g].detach()) / C[g] if C[g] > 0 else None for g in range(G)]
+    active = [g for g in range(G) if C[g] > 0]
+    new_state = dict(state)
+    if aggregator == "rho1":
+        weights = {1: 1.0}
+    elif aggregator == "sft-go":
+        lagged = state.get("lagged_means")
+        pick_from = lagged if (a.group_stats == "lagged" and lagged is not None) else means
+        worst = max(active, key=lambda g: (pick_from[g], -g))  # the worst group by the weighted loss; ties -> lowest id
+        weights = {worst: 1.0}
+        if a.group_stats == "lagged":
+            new_state["lagged_means"] = [m if m is not None else 0.0 for m in means]
+    else:  # sft-go-dro
+        q = state.get("dro_q") or [1.0 / G] * G
+        z = sum(q[g] for g in active)
+        weights = {g: q[g] / z for g in active}
+        raw = {g: q[g] * math.exp(a.dro_eta * means[g]) for g in active}
+        tot = sum(raw.values())
+        new_q = [raw[g] / tot * z if g in raw else q[g] for g in range(G)]
+        new_state["dro_q"] = [v / sum(new_q) for v in new_q]
+    group_term = sum(weights.get(g, 0.0) * S[g] / C[g] for g in active)
+    return (1 - lam) * mean_term + lam * group_term, new_state

@@ -17,7 +17,7 @@ from transformers import TrainingArguments
 
 from .data import DEFAULT_DATASET
 from .models import DEFAULT_MODEL
-from .objectives import ASFT_KL, OBJECTIVES, TARGET_RESIDUALS, ignored_settings
+from .objectives import ASFT_KL, OBJECTIVES, TARGET_RESIDUALS, TOKEN_WEIGHTS, ignored_settings
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,13 @@ class ObjectiveArgs:
         default=None,
         metadata={"help": "Alias that sets eta: --keep_ratio r is --percentile 100*(1-r) (Rho-1's habit: the fraction of "
                           "tokens kept). Give one of the two."},
+    )
+    token_weight: str = field(
+        default="none",
+        metadata={"help": f"Token weighting t_n ({', '.join(TOKEN_WEIGHTS)}) multiplying each token's loss inside sft, "
+                          "sft-go (2 or k groups), sft-go-dro and rho1: dft sg(p), infosft InfoSFT's weight (--infosft_p), "
+                          "eaft the normalized top-k entropy ** alpha (--eaft_*). --objective dft|infosft|eaft is sft "
+                          "with that weighting. The formula: README, 'Token weights compose'."},
     )
     infosft_p: float = field(default=0.93, metadata={"help": "InfoSFT P: tokens with p >= P get zero weight; C = log(P/(1-P))."})
     eaft_alpha: float = field(
@@ -183,6 +190,7 @@ class ObjectiveArgs:
         if self.head_chunk_size < 1:
             bad("head_chunk_size", f"{self.head_chunk_size} must be positive")
         try:
+            obj.check_token_weight(self)
             obj.check_args(self)
         except ValueError as e:
             raise ConfigError(str(e)) from e

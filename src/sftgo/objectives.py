@@ -10,19 +10,32 @@ over TRL's SFTTrainer) runs the forwards, gathers and all-reduces the statistics
 steps (Group-DRO's ``q``, the lagged group means) as a dict of tensors on the training device, saved in every
 checkpoint.
 
-The one normalization: the trainer divides ``sum_n c_n * (-log p_n)`` by ``K``, the supervised-token count of the whole
-optimizer step (all micro-batches and processes). With ``c_n = 1`` that is the step's mean CE.
+The one formula (README, "Token weights compose"). For every supervised token n of an optimizer step (all
+micro-batches, all processes):
 
-Group objectives (sft-go with 2 or k groups, Group-DRO, Rho-1) share one form: tokens fall in groups g = 0..G-1,
-``a_g`` weighs the groups (the worst group one-hot, DRO's q, Rho-1's kept set), and
+    w_n   data weight (the batch's ``loss_weight`` column; 1 without data weights)
+    t_n   token weighting (``--token_weight``, detached; :data:`TOKEN_WEIGHTS`): none 1 | dft p_n |
+          infosft sg(p) relu(1 - logit(p) / logit(P)) | eaft (H_k / log k) ** alpha
+    CE_n  -log p_n
+    W     = sum_n w_n        (the step's weight; K, the supervised-token count, without data weights)
+    groups g (sft-go with 2 or k groups, sft-go-dro, rho1) are cut over the supervised tokens, and
+    S_g   = sum_{n in g} w_n t_n CE_n,    C_g = sum_{n in g} w_n                         (:func:`group_stats`)
 
-    loss = (1 - lam) * sum_n CE_n / K + lam * sum_g a_g * S_g / C_g,     i.e.   c_n = (1 - lam) + lam * a_g * K / C_g
+    loss  = (1 - lam) * sum_n w_n t_n CE_n / W  +  lam * sum_g a_g S_g / C_g
+    i.e.  c_n = w_n t_n f_g,   f_g = (1 - lam) + lam a_g W / C_g,   loss = sum_n c_n CE_n / W
 
-with ``S_g``, ``C_g`` the groups' CE sums and token counts over the step. Under ``--group_stats exact`` they are the
-optimizer step's (a no-grad pre-pass when the step has several micro-batches or processes), so ``c_n`` is fixed
-before any backward and each micro-batch's backward is a weighted NLL: the gradient is exactly that of the step's
-objective, however the step is split. Under ``micro`` each micro-batch uses its own statistics; under ``lagged``
-``a_g`` comes from the previous step's group means (no extra forward) and ``C_g`` from the current step.
+``sft``: lam = 0. ``a_g``: sft-go the one-hot of the argmax of ``S_g / C_g`` (the worst group by the weighted loss),
+sft-go-dro its ``q`` (updated from ``S_g / C_g``), rho1 ``[0, 1]`` (the kept set) with lam = 1. ``--objective dft``,
+``infosft`` and ``eaft`` are ``sft`` with that token weighting (declarations of :class:`SFT` subclasses, not other code
+paths). ``t_n`` is computed inside the per-token head (:class:`sftgo.token_head.TokenCoef`), from the token's own log p
+or its logits row; the objective gives the head ``w_n`` times the group factors ``f_g``. The trainer divides
+``sum_n c_n CE_n`` by ``W`` once.
+
+Under ``--group_stats exact`` the statistics are the optimizer step's (a no-grad pre-pass, computing ``t_n`` too, when
+the step has several micro-batches or processes), so ``c_n`` is fixed before any backward and each micro-batch's
+backward is a weighted NLL: the gradient is exactly that of the step's objective, however the step is split. Under
+``micro`` each micro-batch uses its own statistics; under ``lagged`` ``a_g`` comes from the previous step's group means
+(no extra forward) and ``C_g`` from the current step. Target-SFT is a loss over whole logits rows (no token weighting).
 
 Adding an objective: one class below (its declaration and functions) and one row in :data:`OBJECTIVES`. Nothing
 else in sftgo tests an objective's name: config validation, the pipeline, sweep run names and report labels read the
@@ -137,9 +150,10 @@ def lambda_schedule(step: int, total_steps: int, lam_max: float, lam_min: float)
 
 
 def target_sft_chunk_loss(z: torch.Tensor, y: torch.Tensor, *, gamma, residual: str, topk: int = 10,
-                          ref_logits: torch.Tensor | None = None) -> torch.Tensor:
-    """Target-SFT over rows of logits: ``sum_rows -sum_k sg(Q_k) log_softmax(z)_k`` with
-    ``Q = gamma * onehot(y) + (1 - gamma) * pi`` (an unnormalized sum; the trainer divides by the step's count K).
+                          ref_logits: torch.Tensor | None = None, row_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Target-SFT over rows of logits: ``sum_rows w_row * -sum_k sg(Q_k) log_softmax(z)_k`` with
+    ``Q = gamma * onehot(y) + (1 - gamma) * pi`` (an unnormalized sum; the trainer divides by the step's weight W).
+    ``row_weight`` ``[c]``: the rows' data weights ``w`` (None: 1).
 
     z: ``[c, V]`` logits (upcast from half precision for a stable log-softmax); y: ``[c]`` long; ref_logits: ``[c, V]``
     (``residual="reference"`` only). gamma: float in [0, 1], or ``"p"`` for ``sg(p_y)`` per token. The residual ``pi``
@@ -171,12 +185,14 @@ def target_sft_chunk_loss(z: torch.Tensor, y: torch.Tensor, *, gamma, residual: 
             res = (pi * logq.gather(1, top_i)).sum(dim=-1)
     else:
         raise ValueError(f"residual must be one of {TARGET_RESIDUALS}; got {residual!r}")
-    return -(g * logq_y + (1 - g) * res).sum()
+    per_row = g * logq_y + (1 - g) * res
+    return -(per_row if row_weight is None else per_row * row_weight.to(per_row.dtype)).sum()
 
 
 def asft_chunk_loss(z: torch.Tensor, y: torch.Tensor, ref_logits: torch.Tensor, *, alpha: float,
-                    kl: str = "forward") -> tuple[torch.Tensor, torch.Tensor]:
-    """ASFT over rows of logits: ``(sum_rows [-sg(p_y) log p_y + alpha * KL_row], KL_row [c] detached)``.
+                    kl: str = "forward", row_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ASFT over rows of logits: ``(sum_rows w [-sg(p_y) log p_y + alpha * KL_row], KL_row [c] detached)``, ``w`` the
+    rows' data weights (``row_weight`` ``[c]``; None: 1).
 
     ``p = softmax(z)`` (the trained model), ``r = softmax(ref_logits)`` (the frozen reference, never differentiated);
     ``KL_row`` over the whole vocabulary: ``forward`` ``sum_v r_v (log r_v - log p_v)``, ``reverse``
@@ -194,8 +210,14 @@ def asft_chunk_loss(z: torch.Tensor, y: torch.Tensor, ref_logits: torch.Tensor, 
         kl_rows = (logq.exp() * (logq - logr)).sum(dim=-1)
     else:
         raise ValueError(f"kl must be one of {ASFT_KL}; got {kl!r}")
-    loss = -(logq_y.detach().exp() * logq_y).sum() + float(alpha) * kl_rows.sum()
+    per_row = -logq_y.detach().exp() * logq_y + float(alpha) * kl_rows
+    loss = (per_row if row_weight is None else per_row * row_weight.to(per_row.dtype)).sum()
     return loss, kl_rows.detach()
+
+
+def group_means(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """``S_g / C_g`` per group, 0 for an empty group (``C_g = 0``; a weighted count may be below 1, so no clamp)."""
+    return sums / torch.where(counts > 0, counts, torch.ones_like(counts))
 
 
 def worst_onehot(means: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -206,12 +228,73 @@ def worst_onehot(means: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return hot * (counts > 0).any().to(means.dtype)
 
 
-def group_stats(ids: torch.Tensor, ce: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Additive step statistics: per-group CE sums and token counts ``([G], [G])`` on ``ce``'s device."""
+def group_stats(ids: torch.Tensor, ce: torch.Tensor, num_groups: int, coef: torch.Tensor | None = None,
+                weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Additive step statistics ``(S [G], C [G])`` on ``ce``'s device: ``S_g = sum_{n in g} b_n CE_n`` with ``b_n =
+    w_n t_n`` (``coef``; 1 when None) and ``C_g = sum_{n in g} w_n`` (``weight``, the data weights; the token count when
+    None)."""
     ids = ids.to(ce.device)
-    sums = torch.zeros(num_groups, dtype=ce.dtype, device=ce.device).index_add_(0, ids, ce)
-    counts = torch.zeros(num_groups, dtype=ce.dtype, device=ce.device).index_add_(0, ids, torch.ones_like(ce))
+    terms = ce if coef is None else ce * coef.to(ce.device, ce.dtype)
+    sums = torch.zeros(num_groups, dtype=ce.dtype, device=ce.device).index_add_(0, ids, terms)
+    w = torch.ones_like(ce) if weight is None else weight.to(ce.device, ce.dtype)
+    counts = torch.zeros(num_groups, dtype=ce.dtype, device=ce.device).index_add_(0, ids, w)
     return sums, counts
+
+
+# ---------------------------------------------------------------------------------------------
+# Token weightings t_n (``--token_weight``): a declaration (the settings it reads) and the functions the head
+# computes it with, inside its chunk loop, from the token's own detached log p or its logits row.
+# ---------------------------------------------------------------------------------------------
+
+
+class NoWeighting:
+    """``t_n = 1``."""
+
+    settings: tuple[str, ...] = ()  # config fields that change the weighting (run names, report labels)
+
+    def __init__(self, args):
+        self.args = args
+
+    def fns(self) -> dict:
+        """``of_logp`` / ``of_row`` for :class:`sftgo.token_head.TokenCoef` (none: ``t = 1``)."""
+        return {}
+
+
+class DFTWeighting(NoWeighting):
+    """DFT: ``t_n = sg(p_n)`` (:func:`dft_weights`)."""
+
+    def fns(self):
+        return {"of_logp": dft_weights}
+
+
+class InfoSFTWeighting(NoWeighting):
+    """InfoSFT: ``t_n = sg(p) relu(1 - sg(logit p) / logit P)`` (:func:`infosft_weights`)."""
+
+    settings = ("infosft_p",)
+
+    def fns(self):
+        P = self.args.infosft_p
+        return {"of_logp": lambda lp: infosft_weights(lp, P)}
+
+
+class EAFTWeighting(NoWeighting):
+    """EAFT: ``t_n = sg(H_k(z_n) / log k) ** alpha`` from the token's logits row (:func:`eaft_weights`; top-k per chunk
+    in the head, no ``[N, V]`` tensor)."""
+
+    settings = ("eaft_alpha", "eaft_k", "eaft_normalize")
+
+    def fns(self):
+        a = self.args
+        k, alpha, norm = int(a.eaft_k), float(a.eaft_alpha), bool(a.eaft_normalize)
+        return {"of_row": lambda z: eaft_weights(z, k, alpha, norm)}
+
+
+TOKEN_WEIGHTS = {
+    "none": NoWeighting,
+    "dft": DFTWeighting,
+    "infosft": InfoSFTWeighting,
+    "eaft": EAFTWeighting,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,12 +311,62 @@ class Objective:
     step_stats = False  # whether --group_stats applies (the coefficients come from the step's statistics)
     metrics: tuple[str, ...] = ()  # what it logs beyond loss, loss_ce, mean_p, tokens (and the metric grouping)
     chunk_loss = False  # True: a per-chunk loss over whole logits rows (Target-SFT), not a coefficient on -log p
+    row_weights = False  # chunk-loss objectives: whether chunk_fn's function takes the rows' data weights (4th arg)
     row_metrics: tuple[str, ...] = ()  # chunk-loss objectives: per-token values the chunk function reports (logged)
     baseline = False  # the plain-SFT row tables compare against (the paper's baseline)
     eta_ablation = False  # its runs form the eta figure (Figure 3: a grouping by importance percentile, with lambda)
+    token_weight: str | None = None  # a shorthand's fixed token weighting (dft, infosft, eaft); None: --token_weight
 
     def __init__(self, args):
         self.args = args  # the run's config; never modified
+        self.weighting = TOKEN_WEIGHTS[self.weighting_name(args)](args)
+
+    @classmethod
+    def weighting_name(cls, args) -> str:
+        """The token weighting this objective applies: its own (a shorthand) or ``--token_weight``."""
+        return cls.token_weight or getattr(args, "token_weight", None) or "none"
+
+    @classmethod
+    def check_token_weight(cls, args) -> None:
+        """Raise ValueError for a ``--token_weight`` this objective cannot take."""
+        tw = getattr(args, "token_weight", None) or "none"
+        if tw not in TOKEN_WEIGHTS:
+            raise ValueError(f"token_weight: {tw!r} is not one of {', '.join(TOKEN_WEIGHTS)}")
+        if tw == "none":
+            return
+        if cls.chunk_loss:
+            raise ValueError(f"token_weight: {args.objective} is a loss over whole logits rows, which a token weighting "
+                             "does not multiply; use it with sft, sft-go, sft-go-dro or rho1, or token_weight none")
+        if cls.token_weight is not None:
+            raise ValueError(f"token_weight: objective {args.objective} is sft with token_weight {cls.token_weight}; "
+                             f"set one of them (--objective sft --token_weight {tw}, say), not both")
+
+    @classmethod
+    def takes_data_weights(cls) -> bool:
+        """Whether the loss weighs tokens by their data weights (a coefficient objective, or a chunk loss whose rows take
+        them); if not, data weights are ignored and the normalizer stays the token count."""
+        return not cls.chunk_loss or cls.row_weights
+
+    def base(self, tokens, scale=1.0):
+        """The head's coefficient ``scale_n * w_n * t_n`` (data weights ``w`` from the batch's ``loss_weight`` column, the
+        token weighting ``t`` computed in the head); ``scale`` itself when there is neither (the plain path)."""
+        w = tokens.columns.get("loss_weight")
+        if w is not None:
+            scale = w if not isinstance(scale, torch.Tensor) and float(scale) == 1.0 else scale * w
+        fns = self.weighting.fns()
+        if not fns and w is None:
+            return scale
+        from .token_head import TokenCoef
+
+        return TokenCoef(scale, **fns)
+
+    def stat_weights(self, tokens, t: torch.Tensor | None):
+        """``(b, w)`` of a micro-batch's tokens for :func:`group_stats`: ``b = w t`` (None when 1) and the data weights
+        ``w`` (None without); ``t`` the token weighting the head applied (None without)."""
+        w = tokens.columns.get("loss_weight")
+        if w is None:
+            return t, None
+        return (w if t is None else w.to(t.dtype) * t), w
 
     @classmethod
     def columns(cls, args) -> tuple[str, ...]:
@@ -262,15 +395,15 @@ class Objective:
 
     # -- the loss
     def coefficient(self, tokens, lam: float, state: dict, logp: torch.Tensor | None = None):
-        """``(c, ids)`` of one micro-batch from its own statistics: c a float, a ``[N]`` tensor, a callable
-        ``f(logp_chunk, start, end)`` (a coefficient from the token's own detached log p, computed inside the fused
-        head) or a :class:`sftgo.token_head.GroupCoef`; ids ``[N]`` group ids or None."""
-        return 1.0, None
+        """``(c, ids)`` of one micro-batch from its own statistics: c a float, a ``[N]`` tensor, a
+        :class:`sftgo.token_head.TokenCoef` (a token weighting computed inside the head, times a per-token scale) or a
+        :class:`sftgo.token_head.GroupCoef`; ids ``[N]`` group ids or None."""
+        return self.base(tokens), None
 
-    def metric_weight(self, logp: torch.Tensor, used: torch.Tensor | None = None) -> torch.Tensor | None:
-        """The per-token weight logged as ``mean_weight`` (None: not logged); ``used``: the coefficients the head
-        applied (None on the chunk-loss path)."""
-        return None
+    def metric_weight(self, logp: torch.Tensor, stats: dict) -> torch.Tensor | None:
+        """The per-token weight logged as ``mean_weight`` (None: not logged): the token weighting ``t_n`` the head
+        applied (``stats["token_weight"]``); a chunk-loss objective gives its own."""
+        return stats.get("token_weight")
 
     def important(self, tokens, logp: torch.Tensor, ids) -> torch.Tensor | None:
         """The tokens logged as "important" (bool ``[N]``): the static eta split per example (``--scorer``), else the
@@ -295,42 +428,35 @@ class Objective:
 
 
 class SFT(Objective):
-    """Cross-entropy over response tokens: ``c_n = 1``."""
+    """Cross-entropy over response tokens: ``c_n = w_n t_n`` (1 without data weights and ``--token_weight``)."""
 
     baseline = True
 
 
-class DFT(Objective):
-    """DFT (TRL ``loss_type="dft"``): ``c_n = sg(p_n)``."""
+class DFT(SFT):
+    """DFT (TRL ``loss_type="dft"``): ``sft`` with ``--token_weight dft``, ``c_n = sg(p_n)``."""
 
+    token_weight = "dft"
+    settings = DFTWeighting.settings
+    baseline = False
     metrics = ("mean_weight",)
 
-    def coefficient(self, tokens, lam, state, logp=None):
-        return (lambda lp, s, e: dft_weights(lp)), None
 
-    def metric_weight(self, logp, used=None):
-        return dft_weights(logp)
+class InfoSFT(SFT):
+    """InfoSFT: ``sft`` with ``--token_weight infosft``, ``c_n = sg(p) relu(1 - sg(logit p) / logit P)``."""
 
-
-class InfoSFT(Objective):
-    """InfoSFT: ``c_n = sg(p) relu(1 - sg(logit p) / logit P)``."""
-
-    settings = ("infosft_p",)
+    token_weight = "infosft"
+    settings = InfoSFTWeighting.settings
+    baseline = False
     metrics = ("mean_weight",)
 
-    def coefficient(self, tokens, lam, state, logp=None):
-        P = self.args.infosft_p
-        return (lambda lp, s, e: infosft_weights(lp, P)), None
 
-    def metric_weight(self, logp, used=None):
-        return infosft_weights(logp, self.args.infosft_p)
-
-
-class EAFT(Objective):
-    """EAFT, entropy-adaptive fine-tuning (Diao et al. 2026, arXiv 2601.02151): ``c_n = sg(H_k(z_n) / log k) ** alpha``,
-    ``H_k`` the entropy of the softmax over the token's ``k`` largest logits (:func:`eaft_weights`). Tokens the model is
-    sure of (low entropy), right or wrong ("confident conflicts"), get little gradient; uncertain ones learn as in SFT.
-    Computed in the fused head from each chunk's logits (top-k per chunk, no ``[N, V]`` tensor).
+class EAFT(SFT):
+    """EAFT, entropy-adaptive fine-tuning (Diao et al. 2026, arXiv 2601.02151): ``sft`` with ``--token_weight eaft``,
+    ``c_n = sg(H_k(z_n) / log k) ** alpha``, ``H_k`` the entropy of the softmax over the token's ``k`` largest logits
+    (:func:`eaft_weights`). Tokens the model is sure of (low entropy), right or wrong ("confident conflicts"), get little
+    gradient; uncertain ones learn as in SFT. Computed in the fused head from each chunk's logits (top-k per chunk, no
+    ``[N, V]`` tensor).
 
     Paper vs peers (measured differences in benchmarks/README.md, from dev/eaft_peer_check.py): the paper (and the
     PRIS-CV/EAFT README) multiplies the CE by a *normalized* top-K entropy with K = 20, no gradient through it.
@@ -344,18 +470,10 @@ class EAFT(Objective):
     raw entropy, without its epsilon).
     """
 
-    settings = ("eaft_alpha", "eaft_k", "eaft_normalize")
+    token_weight = "eaft"
+    settings = EAFTWeighting.settings
+    baseline = False
     metrics = ("mean_weight",)
-
-    def coefficient(self, tokens, lam, state, logp=None):
-        from .token_head import RowCoef
-
-        a = self.args
-        k, alpha, norm = int(a.eaft_k), float(a.eaft_alpha), bool(a.eaft_normalize)
-        return RowCoef(lambda z: eaft_weights(z, k, alpha, norm)), None
-
-    def metric_weight(self, logp, used=None):
-        return used
 
 
 class TargetSFT(Objective):
@@ -363,6 +481,7 @@ class TargetSFT(Objective):
 
     settings = ("target_gamma", "target_residual", "target_topk", "ref_model_name_or_path")
     chunk_loss = True
+    row_weights = True
 
     @classmethod
     def needs_ref_model(cls, args):
@@ -373,13 +492,13 @@ class TargetSFT(Objective):
         a = self.args
         gamma = "p" if str(a.target_gamma) == "p" else float(a.target_gamma)
 
-        def fn(z, y, rh):
+        def fn(z, y, rh, w=None):
             ref = None
             if rh is not None:
                 with torch.no_grad():
                     ref = rh.to(ref_weight.dtype) @ ref_weight.T  # [c, V] reference logits, never differentiated
             return target_sft_chunk_loss(z, y, gamma=gamma, residual=a.target_residual, topk=a.target_topk,
-                                         ref_logits=ref)
+                                         ref_logits=ref, row_weight=w)
 
         return fn
 
@@ -403,7 +522,8 @@ class ASFT(Objective):
     LLaMA-Factory) or ``reverse`` (the paper's formula). Coefficient: the paper uses lambda = 0.05 in its main runs and
     finds ~0.1 best in its ablation; both peers default to 0.1 (sftgo's ``--asft_alpha`` default). Normalization: the
     peers take each micro-batch's own mean over its supervised tokens (DFT mean + alpha KL mean); sftgo divides the
-    step's sum by its token count K over all micro-batches and processes (equal for one micro-batch on one process).
+    step's sum by its token count K over all micro-batches and processes (equal for one micro-batch on one process);
+    with data weights each row's loss is multiplied by its weight w and the step's sum divided by W = sum w.
     The peers feed the reference ``input_ids`` / ``attention_mask`` only; sftgo gives it the same inputs as the
     trained model (packed rows keep their position ids).
     """
@@ -412,6 +532,7 @@ class ASFT(Objective):
     metrics = ("mean_weight", "kl")
     row_metrics = ("kl",)  # per-token values the chunk loss reports, logged as their mean
     chunk_loss = True
+    row_weights = True  # data weights multiply each row's DFT + alpha KL (normalizer W = sum w)
 
     @classmethod
     def needs_ref_model(cls, args):
@@ -425,18 +546,19 @@ class ASFT(Objective):
                              "model folder / Hub id")
 
     def chunk_fn(self, ref_weight: torch.Tensor | None):
-        """``fn(logits [c, V], targets [c], reference hidden states [c, H_ref]) -> (chunk loss, {"kl": [c]})``."""
+        """``fn(logits [c, V], targets [c], reference hidden states [c, H_ref], data weights [c] | None) -> (chunk
+        loss, {"kl": [c]})``."""
         alpha, kl = float(self.args.asft_alpha), self.args.asft_kl
 
-        def fn(z, y, rh):
+        def fn(z, y, rh, w=None):
             with torch.no_grad():
                 ref = rh.to(ref_weight.dtype) @ ref_weight.T  # [c, V] reference logits, never differentiated
-            loss, kl_rows = asft_chunk_loss(z, y, ref, alpha=alpha, kl=kl)
+            loss, kl_rows = asft_chunk_loss(z, y, ref, alpha=alpha, kl=kl, row_weight=w)
             return loss, {"kl": kl_rows}
 
         return fn
 
-    def metric_weight(self, logp, used=None):
+    def metric_weight(self, logp, stats):
         return dft_weights(logp)
 
 
@@ -477,33 +599,41 @@ class Grouped(Objective):
         return worst_onehot(means, counts)
 
     def group_coef(self, lam: float, a: torch.Tensor, counts: torch.Tensor, num_tokens) -> torch.Tensor:
-        """``c_g = (1 - lam) + lam * a_g * K / C_g`` ([G])."""
-        return (1.0 - lam) + lam * a * num_tokens / counts.clamp(min=1)
+        """The group factors ``f_g = (1 - lam) + lam * a_g * W / C_g`` ([G]; ``c_n = w_n t_n f_g``)."""
+        return (1.0 - lam) + lam * a * num_tokens / torch.where(counts > 0, counts, torch.ones_like(counts))
 
     def coefficient(self, tokens, lam, state, logp=None):
         lam = self.lam(lam)
         ids = self.group_ids(self.values(tokens, logp), self.segments(tokens))
-        n, G = float(len(tokens)), self.num_groups
+        G = self.num_groups
+        w = tokens.columns.get("loss_weight")
+        W = float(len(tokens)) if w is None else w.sum()  # the micro-batch's weight
         if self.needs_means:  # the worst group needs the micro-batch's log p: decided inside the fused head
             from .token_head import GroupCoef
 
+            base = self.base(tokens)
             return GroupCoef(ids, G, lambda sums, counts: self.group_coef(
-                lam, self.group_weights(sums / counts.clamp(min=1), counts, state), counts, n)), ids
-        counts = torch.zeros(G, device=ids.device).index_add_(0, ids, torch.ones(ids.shape[0], device=ids.device))
-        return self.group_coef(lam, self.group_weights(None, counts, state), counts, n).index_select(0, ids), ids
+                lam, self.group_weights(group_means(sums, counts), counts, state), counts, W),
+                base=None if isinstance(base, float) else base), ids
+        ones = torch.ones(ids.shape[0], device=ids.device) if w is None else w.to(ids.device)
+        counts = torch.zeros(G, device=ids.device, dtype=ones.dtype).index_add_(0, ids, ones)
+        return self.base(tokens, self.group_coef(lam, self.group_weights(None, counts, state), counts, W)
+                         .index_select(0, ids)), ids
 
     def decide(self, ids: list[torch.Tensor], sums: torch.Tensor | None, counts: torch.Tensor, state: dict, lam: float,
                num_tokens) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """The optimizer step's per-token coefficients from its global statistics (``--group_stats exact|lagged``).
 
-        ids: each micro-batch's group ids; sums / counts: ``[G]`` the step's CE sums (None when the lagged means are
-        used) and token counts, all micro-batches and processes; state: the trainer's (``lagged_means`` under
-        lagged). Returns the coefficients of each micro-batch and the group the weights picked (None without means).
+        ids: each micro-batch's group ids; sums / counts: ``[G]`` the step's ``S_g`` (None when the lagged means are
+        used) and ``C_g`` (:func:`group_stats`), all micro-batches and processes; num_tokens: the step's weight ``W``;
+        state: the trainer's (``lagged_means`` under lagged). Returns the group factors ``f_g`` of each micro-batch's
+        tokens (:meth:`base` turns them into the head's coefficients) and the group the weights picked (None without
+        means).
         """
         lam = self.lam(lam)
         means = None
         if self.needs_means:
-            means = state.get("lagged_means") if sums is None else sums / counts.clamp(min=1)
+            means = state.get("lagged_means") if sums is None else group_means(sums, counts)
         a = self.group_weights(means, counts, state)
         c = self.group_coef(lam, a, counts, float(num_tokens))
         picked = torch.argmax(a) if self.needs_means else None
@@ -512,7 +642,7 @@ class Grouped(Objective):
     def next_state(self, state, sums, counts):
         if not self.needs_means:
             return state, {}
-        means = sums / counts.clamp(min=1)
+        means = group_means(sums, counts)
         info = {"worst_group_step": torch.argmax(worst_onehot(means, counts))}
         if self.args.group_stats == "lagged":  # the next step's a_g comes from these means
             state = {**state, "lagged_means": means}
@@ -594,7 +724,7 @@ class SFTGoDRO(SFTGo):
         overflow); empty groups keep their weight exactly. No boolean indexing: runs on any device without a sync."""
         q = self.q(state, sums.device)
         active = counts > 0
-        means = (sums / counts.clamp(min=1)).to(torch.float64)
+        means = group_means(sums, counts).to(torch.float64)
         logits = torch.where(active, q.log() + float(self.args.dro_eta) * means, torch.full_like(q, -math.inf))
         any_active = active.any()
         soft = torch.softmax(torch.where(any_active, logits, torch.zeros_like(logits)), dim=0)
@@ -666,13 +796,24 @@ OBJECTIVES = {
 }
 
 # Every setting that changes some objective's loss: what tells two methods apart (sweep names, report labels).
-METHOD_SETTINGS = tuple(sorted({s for o in OBJECTIVES.values() for s in o.settings}))
+METHOD_SETTINGS = tuple(sorted({s for o in OBJECTIVES.values() for s in o.settings}
+                               | {s for w in TOKEN_WEIGHTS.values() for s in w.settings} | {"token_weight"}))
 
 
-def settings_of(name) -> set[str] | None:
-    """The settings objective ``name`` reads (None for a name this version does not know: an old run, say)."""
+def settings_of(name, config=None) -> set[str] | None:
+    """The settings objective ``name`` reads (None for a name this version does not know: an old run, say).
+
+    ``config`` (a mapping or a config object; None: defaults): an aggregator (an objective that takes
+    ``--token_weight``) reads ``token_weight``, and the settings of the token weighting it names."""
     obj = OBJECTIVES.get(str(name))
-    return None if obj is None else set(obj.settings)
+    if obj is None:
+        return None
+    read = set(obj.settings)
+    if obj.token_weight is None and not obj.chunk_loss:
+        read.add("token_weight")
+        tw = config.get("token_weight") if isinstance(config, dict) else getattr(config, "token_weight", None)
+        read |= set(getattr(TOKEN_WEIGHTS.get(str(tw)), "settings", ()))
+    return read
 
 
 def objective_class(name: str) -> type[Objective]:
@@ -685,8 +826,8 @@ def objective_class(name: str) -> type[Objective]:
 
 def ignored_settings(args, defaults) -> list[str]:
     """Method settings ``args`` sets away from their defaults that its objective does not read."""
-    obj = objective_class(args.objective)
-    read = set(obj.settings) | set(METRIC_SETTINGS)
+    objective_class(args.objective)  # a clear error for a name it does not know
+    read = settings_of(args.objective, args) | set(METRIC_SETTINGS)
     return [k for k in METHOD_SETTINGS if k not in read and getattr(args, k, None) != defaults.get(k)]
 
 
@@ -696,10 +837,12 @@ __all__ = [
     "METHOD_SETTINGS",
     "METRIC_SETTINGS",
     "TARGET_RESIDUALS",
+    "TOKEN_WEIGHTS",
     "Objective",
     "asft_chunk_loss",
     "dft_weights",
     "eaft_weights",
+    "group_means",
     "infosft_weights",
     "lambda_schedule",
     "objective_class",

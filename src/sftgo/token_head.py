@@ -44,6 +44,7 @@ __all__ = [
     "LinearHead",
     "LogitsHead",
     "RowCoef",
+    "TokenCoef",
     "chunked_loss",
     "make_head",
     "naive_token_logp",
@@ -132,12 +133,41 @@ _SCRATCH_ELEMS = 1 << 23
 # A coefficient below this is a zero gradient for the fused pass's entropy (see _fused_pass): its row is scaled by 1 in
 # the tile (so the GEMM still gives the row's expected logit) and masked out of both gradients.
 _TINY_COEF = 1e-30
-class RowCoef:
-    """A per-token coefficient computed from the token's whole logits row (EAFT's top-k entropy), treated as a constant:
-    ``fn(z [c, V] fp32 logits of one chunk) -> [c]``. The fused head calls it on each chunk's logits tile before the tile
-    is overwritten; the chunked and naive heads call it in their forward passes. No ``[N, V]`` tensor is kept."""
+class TokenCoef:
+    """A per-token coefficient ``c_n = scale_n * t_n``, treated as a constant: ``scale`` (a float, or an ``[M]`` tensor
+    known before the forward: data weights, the group factors of the optimizer step) times a token weighting ``t_n``
+    computed inside the chunk loop, from the token's own detached log p (``of_logp(lp [c]) -> [c]``: DFT, InfoSFT) or
+    from its whole logits row (``of_row(z [c, V] fp32 logits of one chunk) -> [c]``: EAFT's top-k entropy, read before
+    the tile is overwritten), or ``t_n = 1`` when neither is given. ``t`` depends on the row alone (no position), so the
+    coefficient of any subset of rows is :meth:`restrict`'s. No ``[N, V]`` tensor is kept."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(self, scale=1.0, of_logp: Callable | None = None, of_row: Callable | None = None):
+        self.scale, self.of_logp, self.of_row = scale, of_logp, of_row
+
+    @property
+    def weighted(self) -> bool:
+        """Whether a token weighting ``t`` is part of it (recorded as ``stats["token_weight"]``)."""
+        return self.of_logp is not None or self.of_row is not None
+
+    def restrict(self, idx: torch.Tensor | None = None, factor=None) -> "TokenCoef":
+        """The coefficient of rows ``idx`` (None: all), its scale multiplied by ``factor`` (their ``[M]``) when given."""
+        sc = self.scale.index_select(0, idx) if isinstance(self.scale, torch.Tensor) and idx is not None else self.scale
+        if factor is not None:
+            sc = factor * sc if isinstance(sc, torch.Tensor) or sc != 1.0 else factor
+        return TokenCoef(sc, self.of_logp, self.of_row)
+
+    def scale_rows(self, m: int, device, dtype) -> torch.Tensor:
+        """The scale as ``[m]`` (what a group's count adds up: data weights, 1 without)."""
+        if isinstance(self.scale, torch.Tensor):
+            return self.scale.to(device=device, dtype=dtype)
+        return torch.full((m,), float(self.scale), dtype=dtype, device=device)
+
+
+class RowCoef(TokenCoef):
+    """``TokenCoef(scale, of_row=fn)``: a coefficient from each token's whole logits row (EAFT's top-k entropy)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], scale=1.0):
+        super().__init__(scale, of_row=fn)
         self.fn = fn
 
 
@@ -150,6 +180,7 @@ class _Rec:
         self.correct = torch.empty(m, dtype=torch.bool, device=device) if metrics else None
         self.row_fn = row_fn
         self.row = torch.empty(m, dtype=torch.float32, device=device) if row_fn is not None else None
+        self.used = self.token = None  # set by the fused pass: the coefficients applied, the token weighting in them
 
     def into(self, stats: dict | None) -> None:
         if stats is not None and self.entropy is not None:
@@ -356,23 +387,36 @@ def token_logp(
 class GroupCoef:
     """A per-token coefficient that is constant within each group and known only once the group means are.
 
-    ids: ``[M]`` long group of each row (0..num_groups-1); ``resolve(sums [G], counts [G]) -> coef [G]`` where
-    ``sums`` are the groups' sums of ``-log p`` and ``counts`` their sizes (fp32, detached). This is how a worst-group
-    objective (SFT-GO) runs fused on one micro-batch without a second ``[V, H]`` gradient buffer (see
-    :func:`_grouped_forward`).
+    ids: ``[M]`` long group of each row (0..num_groups-1); ``base``: a :class:`TokenCoef` ``b_n = scale_n * t_n`` (None:
+    1); ``resolve(sums [G], counts [G]) -> factor [G]`` where ``sums`` are the groups' sums of ``b_n * (-log p_n)`` and
+    ``counts`` the groups' sums of ``scale_n`` (their sizes without data weights; fp32, detached). The coefficient is
+    ``c_n = factor[g_n] * b_n``. This is how a worst-group objective (SFT-GO) runs fused on one micro-batch without a
+    second ``[V, H]`` gradient buffer (see :func:`_grouped_forward`).
     """
 
-    def __init__(self, ids: torch.Tensor, num_groups: int, resolve: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
-        self.ids, self.num_groups, self.resolve = ids, int(num_groups), resolve
+    def __init__(self, ids: torch.Tensor, num_groups: int, resolve: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 base: TokenCoef | None = None):
+        self.ids, self.num_groups, self.resolve, self.base = ids, int(num_groups), resolve, base
 
 
-def _coef_chunk(coef, lp: torch.Tensor, s: int, e: int) -> torch.Tensor:
-    """The coefficients of rows ``s:e`` (``lp`` is their log p): a float, a ``[M]`` tensor, or ``f(lp, s, e)``."""
+def _coef_chunk(coef, lp: torch.Tensor, s: int, e: int, row: torch.Tensor | None = None):
+    """``(c, t)``: the coefficients of rows ``s:e`` (``lp`` is their log p; ``row`` a TokenCoef's ``of_row`` values of
+    them) and the token weighting in them (a TokenCoef's ``t``; None for the other kinds): coef a float, a ``[M]``
+    tensor, ``f(lp, s, e)`` or a :class:`TokenCoef`."""
+    if isinstance(coef, TokenCoef):
+        t = row if row is not None else (coef.of_logp(lp).to(lp.dtype) if coef.of_logp is not None else None)
+        sc = coef.scale
+        if isinstance(sc, torch.Tensor):
+            sc = sc[s:e].to(lp.dtype)
+            return (sc if t is None else sc * t), t
+        if t is None:
+            return torch.full_like(lp, float(sc)), None
+        return (t if float(sc) == 1.0 else float(sc) * t), t
     if callable(coef):
-        return coef(lp, s, e).to(lp.dtype)
+        return coef(lp, s, e).to(lp.dtype), None
     if isinstance(coef, torch.Tensor):
-        return coef[s:e].to(lp.dtype)
-    return torch.full_like(lp, float(coef))
+        return coef[s:e].to(lp.dtype), None
+    return torch.full_like(lp, float(coef)), None
 
 
 def _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, buf=None, rec=None):
@@ -380,13 +424,15 @@ def _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, buf=None, rec=No
 
     coef: see :func:`_coef_chunk` (detached). For each chunk, ``d(-c_n logp_n)/dz_n = c_n (softmax(z_n) - onehot(y_n))``
     is built in the logits tile itself, then ``grad_h[chunk] = G @ W`` and ``grad_w += G.T @ h[chunk]`` (accumulated in
-    place into ``grad_w``, fp32 or wider). Returns (logp [M] fp32, grad_h [M, H] or None, coef used [M]).
-    3 GEMMs per chunk, one ``[c, V]`` tile alive.
+    place into ``grad_w``, fp32 or wider). Returns (logp [M] fp32, grad_h [M, H] or None, coef used [M], token
+    weighting ``t`` [M] of a TokenCoef or None). 3 GEMMs per chunk, one ``[c, V]`` tile alive.
     """
     m = h.shape[0]
     acc = _acc(h.dtype)
     logp = torch.empty(m, dtype=acc, device=h.device)
     used = torch.empty(m, dtype=acc, device=h.device)
+    of_row = coef.of_row if isinstance(coef, TokenCoef) else None
+    tw = torch.empty(m, dtype=acc, device=h.device) if isinstance(coef, TokenCoef) and coef.weighted else None
     grad_h = torch.empty_like(h) if want_h else None
     buf = _tile_buffer(h, weight, chunk_size) if buf is None else buf
     # With a record and want_h, the entropy comes from the grad_h GEMM itself: G @ W = c (P @ W - W_y) with P the
@@ -398,11 +444,13 @@ def _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, buf=None, rec=No
         e = min(s + chunk_size, m)
         hc, tc = h[s:e], t[s:e, None]
         z = _chunk_logits(hc, weight, buf)  # [c, V]
-        row = coef.fn(z).to(acc) if isinstance(coef, RowCoef) else None  # from the logits, before they are overwritten
+        row = of_row(z).to(acc) if of_row is not None else None  # from the logits, before they are overwritten
         lp, _, sumexp = _chunk_forward_(z, tc, rec, s, e, entropy=not gemm_entropy)  # z <- exp(z - max)
         logp[s:e] = lp
-        c = row if row is not None else _coef_chunk(coef, lp, s, e)
+        c, t_c = _coef_chunk(coef, lp, s, e, row)
         used[s:e] = c
+        if tw is not None:
+            tw[s:e] = t_c
         keep = None
         if gemm_entropy:
             keep = c.abs() >= _TINY_COEF
@@ -422,7 +470,7 @@ def _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, buf=None, rec=No
         if grad_w is not None:
             grad_w.addmm_(gz.T.to(acc), hw.to(acc))  # no-op casts for fp32
         del z, gz
-    return logp, grad_h, used
+    return logp, grad_h, used, tw
 
 
 def _logp_pass(h, t, weight, chunk_size, buf=None, rec=None):
@@ -441,51 +489,62 @@ def _logp_pass(h, t, weight, chunk_size, buf=None, rec=None):
 
 
 def _grouped_forward(h, t, weight, gc: GroupCoef, grad_w, want_h, chunk_size, rec=None):
-    """Fused weighted NLL whose coefficients are constant per group but depend on the group means, with one
-    ``[V, H]`` gradient buffer.
+    """Fused weighted NLL whose coefficients are ``factor[g_n] * b_n`` with the group factors depending on the group
+    sums of ``b_n * (-log p_n)`` (``b`` the GroupCoef's base, 1 by default), with one ``[V, H]`` gradient buffer.
 
     Instead of one grad_w buffer per group (G x [V, H]: +1 GB at V=128K, H=2048), we:
-      A. compute logp of the rows outside the largest group L (forward only: 1 GEMM over those rows);
-      B. fused pass over L with unit coefficient -> grad_w = sum_L u_n h_n^T, and L's sum;
-         now every group's sum and count, hence ``resolve``'s coefficients, are known: scale grad_w, grad_h[L] by c_L;
-      C. fused pass over the other rows with their coefficients, accumulating into the same grad_w.
+      A. compute logp (and the base ``b``) of the rows outside the largest group L (forward only: 1 GEMM over them);
+      B. fused pass over L with coefficient ``b`` -> grad_w = sum_L b_n u_n h_n^T, and L's sum;
+         now every group's sum and count, hence ``resolve``'s factors, are known: scale grad_w, grad_h[L] by f_L;
+      C. fused pass over the other rows with coefficients ``f[g_n] b_n``, accumulating into the same grad_w.
     Cost: 3 GEMMs over M rows + 1 over the rows outside L (two groups at eta = 90: ~3% over 3 GEMMs).
-    Passes A and C compute the same logits; C's logp is the one returned.
-    Returns (logp [M], grad_h, coef [M]).
+    Passes A and C compute the same logits (so the same ``b``); C's logp is the one returned.
+    Returns (logp [M], grad_h, coef [M], token weighting [M] or None).
     """
     m = h.shape[0]
     acc = _acc(h.dtype)
     ids = gc.ids
-    counts = torch.zeros(gc.num_groups, dtype=acc, device=h.device).index_add_(0, ids, torch.ones(m, dtype=acc, device=h.device))
-    largest = int(counts.argmax())  # one sync: which rows go to which pass
+    base = gc.base if gc.base is not None else TokenCoef()
+    # which rows go to which pass: by token count (the passes' cost), one sync
+    largest = int(torch.bincount(ids, minlength=gc.num_groups).argmax())
+    counts = torch.zeros(gc.num_groups, dtype=acc, device=h.device).index_add_(0, ids, base.scale_rows(m, h.device, acc))
     in_l = ids == largest
     idx_l, idx_o = in_l.nonzero().squeeze(1), (~in_l).nonzero().squeeze(1)
     h_l, t_l, h_o, t_o = h.index_select(0, idx_l), t.index_select(0, idx_l), h.index_select(0, idx_o), t.index_select(0, idx_o)
     ids_o = ids.index_select(0, idx_o)
+    base_l, base_o = base.restrict(idx_l), base.restrict(idx_o)
     buf = _tile_buffer(h, weight, chunk_size)  # one logits tile shared by the three passes
-    lp_o = _logp_pass(h_o, t_o, weight, chunk_size, buf)  # pass A
+    rec_a = _Rec(idx_o.numel(), h.device, False, base.of_row) if base.of_row is not None else None
+    lp_o = _logp_pass(h_o, t_o, weight, chunk_size, buf, rec_a)  # pass A
+    b_o, _ = _coef_chunk(base_o, lp_o, 0, lp_o.shape[0], None if rec_a is None else rec_a.row.to(acc))
     rec_l, rec_o = (None, None) if rec is None else (_Rec(idx_l.numel(), h.device, rec.entropy is not None),
                                                      _Rec(idx_o.numel(), h.device, rec.entropy is not None))
-    lp_l, gh_l, _ = _fused_pass(h_l, t_l, weight, 1.0, grad_w, want_h, chunk_size, buf, rec_l)  # pass B, unit coefficient
-    sums = torch.zeros(gc.num_groups, dtype=acc, device=h.device).index_add_(0, ids_o, -lp_o)
-    sums[largest] = -lp_l.sum()
-    c = gc.resolve(sums, counts).to(acc)  # [G]
-    c_l = c[largest]
+    lp_l, gh_l, used_l, tw_l = _fused_pass(h_l, t_l, weight, base_l, grad_w, want_h, chunk_size, buf, rec_l)  # pass B
+    sums = torch.zeros(gc.num_groups, dtype=acc, device=h.device).index_add_(0, ids_o, -lp_o * b_o)
+    sums[largest] = -(lp_l * used_l).sum()
+    f = gc.resolve(sums, counts).to(acc)  # [G]
+    f_l = f[largest]
     if grad_w is not None:
-        grad_w.mul_(c_l)
-    lp_o, gh_o, _ = _fused_pass(h_o, t_o, weight, c.index_select(0, ids_o), grad_w, want_h, chunk_size, buf,
-                                rec_o)  # pass C
+        grad_w.mul_(f_l)
+    lp_o, gh_o, used_o, tw_o = _fused_pass(h_o, t_o, weight, base_o.restrict(factor=f.index_select(0, ids_o)),
+                                           grad_w, want_h, chunk_size, buf, rec_o)  # pass C
     logp = torch.empty(m, dtype=acc, device=h.device)
     logp[idx_l], logp[idx_o] = lp_l, lp_o
+    used = torch.empty(m, dtype=acc, device=h.device)
+    used[idx_l], used[idx_o] = used_l * f_l, used_o
+    tw = None
+    if tw_l is not None:
+        tw = torch.empty(m, dtype=acc, device=h.device)
+        tw[idx_l], tw[idx_o] = tw_l, tw_o
     if rec is not None:
         rec.take(rec_l, idx_l)
         rec.take(rec_o, idx_o)
     grad_h = None
     if want_h:
         grad_h = torch.empty_like(h)
-        grad_h.index_copy_(0, idx_l, gh_l.mul_(c_l.to(h.dtype)))
+        grad_h.index_copy_(0, idx_l, gh_l.mul_(f_l.to(h.dtype)))
         grad_h.index_copy_(0, idx_o, gh_o)
-    return logp, grad_h, c.index_select(0, ids)
+    return logp, grad_h, used, tw
 
 
 class _FusedNLL(torch.autograd.Function):
@@ -497,11 +556,11 @@ class _FusedNLL(torch.autograd.Function):
         # fp32 accumulator: the sum over N tokens of rank-1 updates loses bits in bf16
         grad_w = torch.zeros(weight.shape, dtype=_acc(weight.dtype), device=weight.device) if want_w else None
         if isinstance(coef, GroupCoef):
-            logp, grad_h, used = _grouped_forward(h, t, weight, coef, grad_w, want_h, chunk_size, rec)
+            logp, grad_h, used, tw = _grouped_forward(h, t, weight, coef, grad_w, want_h, chunk_size, rec)
         else:
-            logp, grad_h, used = _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, rec=rec)
+            logp, grad_h, used, tw = _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, rec=rec)
         if rec is not None:
-            rec.used = used  # the coefficients applied (a logged mean weight reads them)
+            rec.used, rec.token = used, tw  # the coefficients applied, the token weighting in them (logged)
         loss = -(used * logp).sum()
         # Kept as attributes (not save_for_backward) so backward can drop ctx's reference and hand the
         # tensors to autograd without a copy: AccumulateGrad clones a tensor someone else still holds,
@@ -534,15 +593,23 @@ def _check_coef(coef, targets):
     elif isinstance(coef, torch.Tensor):
         if tuple(coef.shape) != tuple(targets.shape):
             raise ValueError(f"coef must be a float, a callable or a tensor of targets' shape {tuple(targets.shape)}")
-    elif not callable(coef) and not isinstance(coef, RowCoef) and (isinstance(coef, bool)
-                                                                   or not isinstance(coef, (int, float))):
-        raise ValueError(f"coef must be a float, a tensor, a callable, a RowCoef or a GroupCoef; got {type(coef).__name__}")
+    elif isinstance(coef, TokenCoef):
+        if isinstance(coef.scale, torch.Tensor) and tuple(coef.scale.shape) != tuple(targets.shape):
+            raise ValueError(f"TokenCoef scale must be a float or a tensor of targets' shape {tuple(targets.shape)}")
+    elif not callable(coef) and (isinstance(coef, bool) or not isinstance(coef, (int, float))):
+        raise ValueError(f"coef must be a float, a tensor, a callable, a TokenCoef (RowCoef) or a GroupCoef; got "
+                         f"{type(coef).__name__}")
 
 
 def _rows(x, coef, idx):
     """Restrict a coefficient given over all positions to the supervised rows ``idx``."""
     if isinstance(coef, GroupCoef):
-        return GroupCoef(coef.ids.reshape(-1).index_select(0, idx), coef.num_groups, coef.resolve)
+        base = None if coef.base is None else _rows(x, coef.base, idx)
+        return GroupCoef(coef.ids.reshape(-1).index_select(0, idx), coef.num_groups, coef.resolve, base)
+    if isinstance(coef, TokenCoef):
+        if isinstance(coef.scale, torch.Tensor):
+            return TokenCoef(coef.scale.reshape(-1).index_select(0, idx), coef.of_logp, coef.of_row)
+        return coef
     if isinstance(coef, torch.Tensor):
         return coef.reshape(-1).index_select(0, idx)
     return coef
@@ -601,20 +668,32 @@ def weighted_nll_rows(h, weight, t, coef, chunk_size: int = 512, stats: dict | N
     the per-step path of the trainer, whose inputs were validated once at the boundary.
 
     stats: a dict to fill, from the chunk loop itself, with ``entropy`` ``[M]`` (full-vocabulary entropy of each row's
-    next-token distribution), ``correct`` ``[M]`` bool (argmax == target) and ``coef`` ``[M]`` (the coefficients
-    applied); None (the default) records nothing and costs nothing."""
+    next-token distribution), ``correct`` ``[M]`` bool (argmax == target), ``coef`` ``[M]`` (the coefficients
+    applied) and, for a :class:`TokenCoef` with a token weighting (also as a GroupCoef's base), ``token_weight`` ``[M]``
+    (its ``t``); None (the default) records nothing and costs nothing."""
     rec = None if stats is None else _Rec(h.shape[0], h.device, True)
     if h.shape[0] == 0:
         rec.into(stats) if rec is not None else None
         if stats is not None:
             stats["coef"] = torch.zeros(0, dtype=_acc(h.dtype), device=h.device)
+            if _token_part(coef) is not None and _token_part(coef).weighted:
+                stats["token_weight"] = torch.zeros(0, dtype=_acc(h.dtype), device=h.device)
         # still connected to the inputs (zero gradients)
         return (h.sum() * 0.0 + weight.sum() * 0.0).to(_acc(h.dtype)), torch.zeros(0, dtype=_acc(h.dtype), device=h.device)
     out = _FusedNLL.apply(h, weight, t, coef, chunk_size, rec)
     if rec is not None:
         rec.into(stats)
         stats["coef"] = rec.used
+        if rec.token is not None:
+            stats["token_weight"] = rec.token
     return out
+
+
+def _token_part(coef) -> TokenCoef | None:
+    """The TokenCoef in a coefficient (itself, or a GroupCoef's base), or None."""
+    if isinstance(coef, GroupCoef):
+        return coef.base
+    return coef if isinstance(coef, TokenCoef) else None
 
 
 def _liger_fused(hidden, weight, targets, coef, chunk_size):
@@ -681,26 +760,31 @@ def chunked_loss(
     return chunked_loss_rows(h.index_select(0, idx), weight, y.index_select(0, idx), fn, extra=ex, chunk_size=chunk_size)
 
 
-def chunked_loss_rows(h, weight, y, fn, *, extra=None, chunk_size: int = 512, stats: dict | None = None):
+def chunked_loss_rows(h, weight, y, fn, *, extra=None, chunk_size: int = 512, stats: dict | None = None,
+                      row_weight: torch.Tensor | None = None):
     """:func:`chunked_loss` on supervised rows only, without input checks.
 
     ``fn`` may also return ``(loss, {name: [c] tensor})``: per-row values it computed on the way (ASFT's KL per token),
     detached; they are concatenated into ``stats[name]`` ``[M]``. They come from the checkpointed forward; the backward's
-    recomputation returns them again and they are dropped."""
+    recomputation returns them again and they are dropped. ``row_weight`` ``[M]`` (optional, detached): per-row weights
+    (the data weights), handed to ``fn`` as a fourth argument, ``fn(logits, targets, extra, row_weight)``, for it to
+    weigh its rows' losses with."""
     n = h.shape[0]
     if n == 0:
         # still connected to the inputs (zero gradients)
         return (h.sum() * 0.0 + weight.sum() * 0.0).to(_acc(h.dtype))
 
-    def chunk(hc, w, yc, ec):
-        return fn(hc @ w.T, yc, ec)  # [c, V], freed after forward by checkpoint, recomputed in backward
+    def chunk(hc, w, yc, ec, rw):
+        z = hc @ w.T  # [c, V], freed after forward by checkpoint, recomputed in backward
+        return fn(z, yc, ec) if rw is None else fn(z, yc, ec, rw)
 
     grad = torch.is_grad_enabled()
     total = None
     rows: dict[str, list] = {}
     for s in range(0, n, chunk_size):
         e = min(s + chunk_size, n)
-        args = (h[s:e], weight, y[s:e], None if extra is None else extra[s:e])
+        args = (h[s:e], weight, y[s:e], None if extra is None else extra[s:e],
+                None if row_weight is None else row_weight[s:e].detach())
         part = checkpoint(chunk, *args, use_reentrant=False) if grad else chunk(*args)
         part = _rows_into(part, rows)
         total = part if total is None else total + part
@@ -834,18 +918,32 @@ class LinearHead:
         (plus ``coef``, the coefficients applied)."""
         if self.fused and torch.is_grad_enabled():
             return weighted_nll_rows(x, self.weight(model), t, coef, self.chunk_size, stats=stats)
-        if isinstance(coef, RowCoef):  # the coefficient from each row's logits, computed in the logp pass's chunks
-            rec = _Rec(x.shape[0], x.device, stats is not None, coef.fn)
-            logp = self._logp(model, x, t, rec, stats)
-            coef = rec.row
-        else:
-            logp = self.logp(model, x, t, stats)
-        return _weighted_from_logp(logp, coef, stats)
+        logp, row = self._logp_row(model, x, t, coef, stats)
+        return _weighted_from_logp(logp, coef, stats, row)
 
-    def chunk_loss(self, model, x, t, fn, extra=None, stats: dict | None = None) -> torch.Tensor:
+    def _logp_row(self, model, x, t, coef, stats):
+        """``(log p, the coefficient's of_row values or None)``: a row-based token weighting (EAFT) is computed in the
+        logp pass's own chunks."""
+        part = _token_part(coef)
+        if part is None or part.of_row is None:
+            return self.logp(model, x, t, stats), None
+        rec = _Rec(x.shape[0], x.device, stats is not None, part.of_row)
+        logp = self._logp(model, x, t, rec, stats)
+        return logp, rec.row.to(logp.dtype)
+
+    def coefficients(self, model, x, t, coef: TokenCoef) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward only (no gradient): ``(log p [N], the coefficients c [N])`` of a :class:`TokenCoef` (its token
+        weighting computed from these rows). The no-grad pre-pass of the step's statistics uses it."""
+        with torch.no_grad():
+            logp, row = self._logp_row(model, x, t, coef, None)
+            c, _ = _coef_chunk(coef, logp, 0, logp.shape[0], row)
+        return logp, c
+
+    def chunk_loss(self, model, x, t, fn, extra=None, stats: dict | None = None, row_weight=None) -> torch.Tensor:
         """A per-chunk loss over whole logits rows (:func:`chunked_loss_rows`); ``stats`` gets the rows' values ``fn``
-        reports."""
-        return chunked_loss_rows(x, self.weight(model), t, fn, extra=extra, chunk_size=self.chunk_size, stats=stats)
+        reports; ``row_weight`` ``[N]`` (optional) reaches ``fn`` as its fourth argument."""
+        return chunked_loss_rows(x, self.weight(model), t, fn, extra=extra, chunk_size=self.chunk_size, stats=stats,
+                                 row_weight=row_weight)
 
 
 class LogitsHead(LinearHead):
@@ -878,27 +976,34 @@ class LogitsHead(LinearHead):
             rec.into(stats)
         return logq.gather(-1, t[:, None]).squeeze(-1)
 
-    def chunk_loss(self, model, x, t, fn, extra=None, stats=None):
+    def chunk_loss(self, model, x, t, fn, extra=None, stats=None, row_weight=None):
         rows: dict[str, list] = {}
-        loss = _rows_into(fn(x.float(), t, extra), rows)
+        loss = _rows_into(fn(x.float(), t, extra) if row_weight is None else fn(x.float(), t, extra, row_weight), rows)
         if stats is not None:
             stats.update({k: v[0] for k, v in rows.items()})
         return loss
 
 
-def _weighted_from_logp(logp: torch.Tensor, coef, stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The weighted NLL by autograd through a differentiable ``logp`` (chunked / naive heads); ``stats["coef"]`` gets
-    the coefficients applied."""
+def _weighted_from_logp(logp: torch.Tensor, coef, stats: dict | None = None,
+                        row: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weighted NLL by autograd through a differentiable ``logp`` (chunked / naive heads); ``row``: a row-based
+    token weighting's values. ``stats["coef"]`` gets the coefficients applied (and ``token_weight`` their ``t``)."""
     lp = logp.detach()
+    m = lp.shape[0]
     if isinstance(coef, GroupCoef):
         G = coef.num_groups
-        sums = torch.zeros(G, dtype=lp.dtype, device=lp.device).index_add_(0, coef.ids, -lp)
-        counts = torch.zeros(G, dtype=lp.dtype, device=lp.device).index_add_(0, coef.ids, torch.ones_like(lp))
-        c = coef.resolve(sums, counts).to(lp.dtype).index_select(0, coef.ids)
+        base = coef.base if coef.base is not None else TokenCoef()
+        b, tw = _coef_chunk(base, lp, 0, m, row)
+        sums = torch.zeros(G, dtype=lp.dtype, device=lp.device).index_add_(0, coef.ids, -lp * b)
+        counts = torch.zeros(G, dtype=lp.dtype, device=lp.device).index_add_(0, coef.ids,
+                                                                            base.scale_rows(m, lp.device, lp.dtype))
+        c = coef.resolve(sums, counts).to(lp.dtype).index_select(0, coef.ids) * b
     else:
-        c = _coef_chunk(coef, lp, 0, lp.shape[0])
+        c, tw = _coef_chunk(coef, lp, 0, m, row)
     if stats is not None:
         stats["coef"] = c.detach()
+        if tw is not None:
+            stats["token_weight"] = tw.detach()
     return -(c * logp).sum(), lp
 
 

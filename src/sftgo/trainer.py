@@ -89,10 +89,13 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
     ``ref_model`` (optional, frozen) runs beside the trained model for ASFT and Target-SFT with
     ``target_residual="reference"``; Rho-1 and the ``reference`` scorer use reference log-probs cached once before
     training (the ``ref_logp`` column).
+    ``channel_names``: the channel vocabulary (``sftgo.data.add_channels``; id i = ``channel_names[i]``) of the batches'
+    ``channel`` column, for the per-channel losses ``loss/<channel>`` and ``eval_loss/<channel>``.
     """
 
-    def __init__(self, *args, ref_model=None, **kwargs):
+    def __init__(self, *args, ref_model=None, channel_names=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.channel_names = list(channel_names or [])
         # Our compute_loss divides by num_items_in_batch itself, so the Trainer must count it and must not divide
         # the loss by gradient_accumulation_steps again.
         self.model_accepts_loss_kwargs = True
@@ -120,6 +123,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         self._step_info: dict = {}
         self._tokens_seen = 0.0
         self._targets_checked = False
+        self._warned_weights = False
         self._last_lam = None
         self.add_callback(_StepEnd(self))
 
@@ -157,11 +161,20 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
     # ------------------------------------------------------------------------------------------------ the step
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """All micro-batches of one optimizer step: count the step's tokens, and decide the objective's coefficients
-        from the step's statistics (--group_stats exact / lagged) before any backward."""
+        """All micro-batches of one optimizer step: count the step's tokens, take the step's weight ``W`` (the
+        normalizer ``num_items_in_batch``: the token count, or the sum of the data weights when the batches carry a
+        ``loss_weight`` column), and decide the objective's coefficients from the step's statistics (--group_stats
+        exact / lagged) before any backward."""
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         if num_items is not None:
-            self._tokens_seen += float(num_items)
+            self._tokens_seen += float(num_items)  # a token count over all processes, weights or not
+            if batches and "loss_weight" in batches[0]:
+                if self.objective.takes_data_weights():
+                    num_items = self._step_weight(batches, device)
+                elif not self._warned_weights:
+                    self._warned_weights = True
+                    logger.warning("objective %s does not take data weights (a loss over whole logits rows): the "
+                                   "dataset's weight / loss_weight are ignored", self.args.objective)
         mode = self.args.group_stats
         single = len(batches) == 1 and self.args.world_size == 1
         if not batches or not self.objective.step_stats or mode == "micro" or num_items is None:
@@ -172,6 +185,15 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
             b["sftgo_plan"] = p
         return batches, num_items
 
+    def _step_weight(self, batches, device) -> torch.Tensor:
+        """``W = sum_n w_n`` over the step's supervised tokens, all micro-batches and processes (summed over processes
+        as transformers sums the token count under ``average_tokens_across_devices``, which sftgo requires)."""
+        W = torch.zeros((), dtype=torch.float64, device=device)
+        for b in batches:
+            sup = b["labels"][:, 1:] != -100  # position t predicts t + 1, as the token count
+            W += (b["loss_weight"][:, 1:].to(device, torch.float64) * sup.to(device)).sum()
+        return self._sum(W).float()
+
     def _plan_step(self, batches, num_items) -> list[Plan]:
         """The step's statistics: group ids of every micro-batch (a no-grad pre-pass when the groups or the worst group
         need the step's log p), their counts and CE sums summed over micro-batches and processes; the objective turns
@@ -181,7 +203,9 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         tokens = [TokenBatch.from_inputs(b) for b in inputs]
         lagged = self.args.group_stats == "lagged" and "lagged_means" in state
         need_sums = obj.needs_means and not lagged
-        lps = [self._logp_nograd(i, t) for i, t in zip(inputs, tokens)] if obj.dynamic() or need_sums else None
+        lps, bases = None, None  # the pre-pass's log p and base coefficients b_n = w_n t_n (None when 1)
+        if obj.dynamic() or need_sums:
+            lps, bases = map(list, zip(*[self._logp_nograd(i, t, obj.base(t)) for i, t in zip(inputs, tokens)]))
         vals = [obj.values(t, None if lps is None else lps[i]) for i, t in enumerate(tokens)]
         if obj.batch_scope():  # one ranking over the step's tokens, all micro-batches and processes
             sizes = [v.shape[0] for v in vals]
@@ -196,7 +220,8 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         counts = torch.zeros(G, device=dev)
         sums = torch.zeros(G, device=dev) if need_sums else None
         for i, g in enumerate(ids):
-            s_i, c_i = O.group_stats(g, (-lps[i] if need_sums else torch.zeros(g.shape[0])).to(dev).float(), G)
+            ce = (-lps[i] if need_sums else torch.zeros(g.shape[0])).to(dev).float()
+            s_i, c_i = O.group_stats(g, ce, G, bases[i] if need_sums else None, tokens[i].columns.get("loss_weight"))
             counts += c_i
             if need_sums:
                 sums += s_i
@@ -205,12 +230,17 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         coefs, self._picked = obj.decide(ids, sums, counts, state, self.current_lam(), num_items)
         return [Plan(c, g) for c, g in zip(coefs, ids)]
 
-    def _logp_nograd(self, inputs, tokens) -> torch.Tensor:
+    def _logp_nograd(self, inputs, tokens, base=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(log p, b)`` of a micro-batch without gradient: ``b`` the values of the head coefficient ``base`` (the data
+        and token weights, ``w_n t_n``; None when ``base`` is a plain number: 1)."""
         model = self.model_wrapped if self.model_wrapped is not None else self.model
         model.train()  # as in the real forward (dropout, if any, draws differently: then exact is approximate)
         with torch.no_grad():
             x = tokens.select(self.head.features(model, inputs))
-            return self.head.logp(model, x, tokens.targets).float()
+            if isinstance(base, H.TokenCoef):
+                lp, b = self.head.coefficients(model, x, tokens.targets, base)
+                return lp.float(), b.float()
+            return self.head.logp(model, x, tokens.targets).float(), None
 
     def _sum(self, x: torch.Tensor) -> torch.Tensor:
         if self.args.world_size > 1:
@@ -278,14 +308,16 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         stats: dict = {}
         if obj.chunk_loss:  # Target-SFT, ASFT: a loss over whole logits rows, chunk by chunk
             ref_rows, ref_w = self._reference(inputs, tokens) if obj.needs_ref_model(self.args) else (None, None)
-            loss_sum = self.head.chunk_loss(model, x, t, obj.chunk_fn(ref_w), extra=ref_rows, stats=stats)
+            rw = tokens.columns.get("loss_weight") if obj.row_weights else None  # the rows' data weights
+            loss_sum = self.head.chunk_loss(model, x, t, obj.chunk_fn(ref_w), extra=ref_rows, stats=stats,
+                                            row_weight=rw)
             with torch.no_grad():  # for the metrics (one forward-only GEMM per chunk, which also gives the entropy)
                 logp = self.head.logp(model, x.detach(), t, stats)
             ids = None
         else:
             plan = inputs.get("sftgo_plan") if mode == "train" else None
-            if plan is not None:  # --group_stats exact / lagged: coefficients fixed from the step's statistics
-                coef, ids = plan.coef, plan.ids
+            if plan is not None:  # --group_stats exact / lagged: group factors fixed from the step's statistics
+                coef, ids = obj.base(tokens, plan.coef), plan.ids
             else:  # the micro-batch's own statistics (micro, one micro-batch per step, or evaluation)
                 lp = None
                 if obj.dynamic():
@@ -296,10 +328,12 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
 
         n_local = torch.tensor(float(len(tokens)), device=x.device)
         if mode == "train" and num_items_in_batch is not None:
-            K = torch.as_tensor(num_items_in_batch, device=x.device).float().clamp(min=1)
+            K = torch.as_tensor(num_items_in_batch, device=x.device).float()
         else:
-            K = n_local.clamp(min=1)  # evaluation: this batch's own mean
-        loss = loss_sum / K
+            # evaluation: this batch's own (weighted) mean
+            weighted = "loss_weight" in tokens.columns and obj.takes_data_weights()
+            K = tokens.columns["loss_weight"].float().sum() if weighted else n_local
+        loss = loss_sum / torch.where(K > 0, K, torch.ones_like(K))  # W may be below 1 with data weights
         if mode == "train" and self.args.average_tokens_across_devices and self.args.world_size > 1 \
                 and num_items_in_batch is not None:
             loss = loss * self.args.world_size  # K is the global count and DDP averages gradients over ranks
@@ -321,8 +355,14 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         logged mean is exact over the optimizer step (or the whole evaluation)."""
         stats = stats or {}
         ce = -logp.float()
-        vals = {"ce_sum": ce.sum(), "n": torch.tensor(float(ce.numel()), device=ce.device), "p_sum": logp.float().exp().sum()}
-        per_token = {"": ce}
+        # CE means are weighted by the data weights w (sum w CE / sum w; the plain means without them); counts stay counts
+        w = tokens.columns.get("loss_weight")
+        w = None if w is None else w.to(ce.device).float()
+        wce = ce if w is None else ce * w
+        vals = {"ce_sum": wce.sum(), "n": torch.tensor(float(ce.numel()), device=ce.device), "p_sum": logp.float().exp().sum()}
+        if w is not None:
+            vals["w_n"] = w.sum()
+        per_token = {"": wce}
         if "entropy" in stats:
             per_token["acc_"] = stats["correct"].float()
             vals["acc_sum"] = per_token["acc_"].sum()
@@ -334,12 +374,15 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                 vals[f"{pre}unimp_sum"] = v[~imp].sum()
             vals["imp_n"] = imp.sum().float()
             vals["unimp_n"] = (~imp).sum().float()
-        w = self.objective.metric_weight(logp, stats.get("coef"))
+            if w is not None:
+                vals["imp_w"], vals["unimp_w"] = w[imp].sum(), w[~imp].sum()
+        w = self.objective.metric_weight(logp, stats)  # the token weighting t_n (logged as mean_weight)
         if w is not None:
             vals["w_sum"] = w.float().sum()
         for name in self.objective.row_metrics:  # per-token values of a chunk loss (ASFT's KL), logged as means
             if name in stats:
                 vals[f"row_{name}_sum"] = stats[name].float().sum()
+        vals.update(self._channel_sums(tokens, ce, imp))
         d = self._sums[mode]
         for k, v in vals.items():
             d[k] = d.get(k, 0) + v
@@ -348,7 +391,9 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         if mode == "train":
             self._last_lam = lam
             if ids is not None and self.objective.step_stats:
-                sums, counts = O.group_stats(ids, ce, self.objective.num_groups)
+                tw = stats.get("token_weight")
+                sums, counts = O.group_stats(ids, ce, self.objective.num_groups,
+                                             *self.objective.stat_weights(tokens, None if tw is None else tw.float()))
                 if self._step_groups is None:
                     self._step_groups = (sums, counts)
                 else:
@@ -368,17 +413,47 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                 d[k] = d.get(k, 0) + v
         self._later[mode] = []
 
-    def _reduced(self, mode) -> dict[str, float]:
+    def _channel_sums(self, tokens, ce, imp) -> dict[str, torch.Tensor]:
+        """Per-channel sums of the micro-batch, fixed-size ``[C]`` vectors (C = the vocabulary's size, the same on
+        every process, so they all-reduce with the other sums): ``ch_w`` = sum of the data weights w_n (1 without a
+        ``loss_weight`` column) and ``ch_ce`` = sum of w_n * CE_n over each channel's tokens; with groups the same
+        over the important (``ch_imp_*``) and unimportant (``ch_unimp_*``) tokens."""
+        ch = tokens.columns.get("channel")
+        if not self.channel_names or ch is None:
+            return {}
+        C, idx = len(self.channel_names), ch.long()
+        w = tokens.columns.get("loss_weight")
+        w = torch.ones_like(ce) if w is None else w.to(ce.device).float()
+
+        def by_channel(x, sel=None):
+            x, i = (x, idx) if sel is None else (x[sel], idx[sel])
+            return torch.zeros(C, device=ce.device).index_add_(0, i.to(ce.device), x)
+
+        out = {"ch_w": by_channel(w), "ch_ce": by_channel(w * ce)}
+        if imp is not None:
+            for pre, sel in (("ch_imp", imp), ("ch_unimp", ~imp)):
+                out[f"{pre}_w"], out[f"{pre}_ce"] = by_channel(w, sel), by_channel(w * ce, sel)
+        return out
+
+    def _reduced(self, mode) -> dict[str, float | list[float]]:
+        """The mode's sums, summed over processes: a float per scalar sum, a list per vector (the per-channel sums)."""
         self._settle(mode)
         d = self._sums[mode]
         self._sums[mode] = {}
         if not d:
             return {}
         keys = sorted(d)
-        vec = torch.stack([torch.as_tensor(d[k], device=self.args.device).float().reshape(()) for k in keys])
+        parts = [torch.as_tensor(d[k], device=self.args.device).float().reshape(-1) for k in keys]
+        vec = torch.cat(parts)
         if self.args.world_size > 1:  # every rank calls log(): sum over ranks
             vec = self.accelerator.reduce(vec, reduction="sum")
-        return dict(zip(keys, vec.tolist()))
+        vals = vec.tolist()
+        out, at = {}, 0
+        for k, p in zip(keys, parts):
+            n = p.numel()
+            out[k] = vals[at] if torch.as_tensor(d[k]).dim() == 0 else vals[at:at + n]
+            at += n
+        return out
 
     @property
     def tokens_seen(self) -> int:
@@ -390,16 +465,17 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
             s = self._reduced("train")
             if s:
                 n = max(s["n"], 1.0)
-                logs["loss_ce"] = s["ce_sum"] / n
+                logs["loss_ce"] = _ce_mean(s, "ce_sum", "w_n", "n", 0.0)
                 logs["mean_p"] = s["p_sum"] / n
                 if "imp_n" in s:
-                    logs["loss_important"] = _mean(s["imp_sum"], s["imp_n"])
-                    logs["loss_unimportant"] = _mean(s["unimp_sum"], s["unimp_n"])
+                    logs["loss_important"] = _ce_mean(s, "imp_sum", "imp_w", "imp_n")
+                    logs["loss_unimportant"] = _ce_mean(s, "unimp_sum", "unimp_w", "unimp_n")
                     logs["frac_important"] = s["imp_n"] / n
                 if "w_sum" in s:
                     logs["mean_weight"] = s["w_sum"] / n
                 logs.update(_row_means(self.objective.row_metrics, s, ""))
                 logs.update(_readable(s, ""))
+                logs.update(_channel_losses(s, self.channel_names, ""))
                 logs.update(self.objective.extra_metrics(s, self.objective_state))
                 if self.objective.uses_lam:
                     logs["lam"] = self._last_lam
@@ -409,14 +485,15 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         elif any(k.startswith("eval_") for k in logs):
             s = self._reduced("eval")
             if s:
-                logs["eval_loss_ce"] = s["ce_sum"] / max(s["n"], 1.0)
+                logs["eval_loss_ce"] = _ce_mean(s, "ce_sum", "w_n", "n", 0.0)
                 if "imp_n" in s:
-                    imp, unimp = _mean(s["imp_sum"], s["imp_n"]), _mean(s["unimp_sum"], s["unimp_n"])
+                    imp, unimp = _ce_mean(s, "imp_sum", "imp_w", "imp_n"), _ce_mean(s, "unimp_sum", "unimp_w", "unimp_n")
                     logs["eval_loss_important"], logs["eval_loss_unimportant"] = imp, unimp
                     logs["eval_loss_worst"] = max(x for x in (imp, unimp, -math.inf) if not math.isnan(x))
                     logs["eval_tokens_important"] = int(s["imp_n"])
                 logs.update(_row_means(self.objective.row_metrics, s, "eval_"))
                 logs.update(_readable(s, "eval_"))
+                logs.update(_channel_losses(s, self.channel_names, "eval_"))
                 logs["eval_tokens"] = int(s["n"])
         super().log(logs, start_time)
 
@@ -438,6 +515,26 @@ def _readable(s: dict, prefix: str) -> dict:
         for pre, name in (("ent_", "entropy"), ("acc_", "token_accuracy")):
             out[f"{prefix}{name}_important"] = _mean(s[f"{pre}imp_sum"], s["imp_n"])
             out[f"{prefix}{name}_unimportant"] = _mean(s[f"{pre}unimp_sum"], s["unimp_n"])
+    return out
+
+
+def _ce_mean(s: dict, total: str, weight: str, count: str, empty: float = float("nan")) -> float:
+    """A logged CE mean from the reduced sums: ``sum w CE / sum w`` with data weights (``weight`` in ``s``), ``sum CE /
+    count`` without; ``empty`` when nothing was counted."""
+    denom = s.get(weight, s[count])
+    return s[total] / denom if denom > 0 else empty
+
+
+def _channel_losses(s: dict, names: list[str], prefix: str) -> dict:
+    """``loss/<channel>`` (and ``loss_important/<channel>``, ``loss_unimportant/<channel>`` where the run logs groups):
+    the weighted mean CE, sum w_n CE_n / sum w_n, over the channel's supervised tokens of the logging window, from the
+    reduced per-channel sums; a channel with no token in the window is left out."""
+    out = {}
+    for name, key in (("loss", "ch"), ("loss_important", "ch_imp"), ("loss_unimportant", "ch_unimp")):
+        if f"{key}_w" in s:
+            for ch, ce, w in zip(names, s[f"{key}_ce"], s[f"{key}_w"]):
+                if w > 0:
+                    out[f"{prefix}{name}/{ch}"] = ce / w
     return out
 
 

@@ -143,6 +143,7 @@ def test_resume_appends_without_duplicates(tmp_path, tiny_model_dir, alpaca_file
     ("sft-go", ["--scorer", "reference", "--ref_model_name_or_path", "initial"]),
     ("sft-go", ["--scorer", "frequency", "--group_scope", "batch"]),
     ("sft-go", ["--scorer", "random"]),
+    ("sft-go", ["--token_weight", "eaft", "--group_stats", "exact", "--gradient_accumulation_steps", "2"]),
 ])
 def test_every_objective_and_scorer_trains(tmp_path, tiny_model_dir, alpaca_file, objective, extra):
     recs = _records(_train(tmp_path, tiny_model_dir, alpaca_file, "--objective", objective, *extra))
@@ -151,7 +152,7 @@ def test_every_objective_and_scorer_trains(tmp_path, tiny_model_dir, alpaca_file
         assert math.isfinite(r["loss"]) and math.isfinite(r["loss_ce"])
     if objective == "rho1":  # the logged group is the kept set: keep_ratio of the batch's tokens (rounded)
         assert recs[0]["frac_kept"] == pytest.approx(0.5, abs=1 / recs[0]["tokens"] + 1e-9)
-    if objective in ("dft", "infosft", "eaft"):
+    if objective in ("dft", "infosft", "eaft") or "--token_weight" in extra:
         assert 0 < recs[0]["mean_weight"] < 1
     assert 0 < recs[0]["entropy"] and 0 <= recs[0]["token_accuracy"] <= 1
 

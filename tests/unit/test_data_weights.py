@@ -75,6 +75,8 @@ def test_weights_stay_on_their_tokens_in_every_layout(tmp_path, chat_tokenizer, 
     # prompt's group (weight 0) or the previous message's, or drop its end marker).
     recs = [_conv(i, weights=(1 + i, 0.25 * (i + 1)), weight=[1.0, 3.0, 0.5, 2.0, 1.5][i]) for i in range(5)]
     data = tokenize_examples(_load(tmp_path, recs), chat_tokenizer, 512)
+    # A scorer-like column (one value per supervised token: here the token's own id) must line up the same way.
+    data.columns["importance"] = [data.supervised(i)[0].astype(np.float32) for i in range(len(data))]
     items = [TokenDataset(data)[i] for i in range(len(data))]
     cap = 2 * max(len(it["input_ids"]) for it in items)
     batch = Collator(chat_tokenizer.pad_token_id, layout=layout, max_length=cap)(items)
@@ -90,6 +92,7 @@ def test_weights_stay_on_their_tokens_in_every_layout(tmp_path, chat_tokenizer, 
             want[(i, round(r["weight"] * r["messages"][j]["loss_weight"], 4))] = r["messages"][j]["content"] + "<|im_end|>"
     assert got == want
     assert len(tb) == sum(len(w) for w in data.columns["loss_weight"])
+    assert torch.equal(tb.columns["importance"], tb.targets.float())
 
 
 def test_truncation_cuts_weights_with_their_tokens(tmp_path, chat_tokenizer):

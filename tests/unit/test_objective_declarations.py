@@ -61,3 +61,49 @@ def test_report_labels_follow_the_declarations():
     assert method_label({"objective": "sft-go", "scorer": "tfidf", "lam": 0.9, "percentile": 70}, varying) \
         == "sft-go tfidf lam=0.9 eta=70"
     assert method_label({"objective": "infosft", "infosft_p": 0.9, "lam": 0.9}, varying) == "infosft infosft_p=0.9"
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"objective": "sft", "token_weight": "focal"}, "token_weight: 'focal' is not one of none, dft, infosft, eaft"),
+    ({"objective": "target-sft", "token_weight": "dft"}, "token_weight: target-sft is a loss over whole logits rows"),
+    ({"objective": "dft", "token_weight": "infosft"}, "objective dft is sft with token_weight dft"),
+])
+def test_token_weight_errors_name_the_field(tmp_path, kw, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg(tmp_path, **kw)
+
+
+@pytest.mark.parametrize("objective,token_weight,setting,value,warned", [
+    ("sft", "infosft", "infosft_p", 0.9, False),  # the weighting's own setting is read by the aggregator
+    ("sft-go", "none", "infosft_p", 0.9, True),  # ... but not without the weighting
+    ("rho1", "eaft", "eaft_k", 5, False),
+    ("sft-go-dro", "eaft", "infosft_p", 0.9, True),
+])
+def test_token_weight_settings_are_read_only_with_their_weighting(tmp_path, caplog, objective, token_weight, setting,
+                                                                  value, warned):
+    extra = {"ref_model_name_or_path": "initial"} if objective == "rho1" else {}
+    with caplog.at_level(logging.WARNING, logger="sftgo.config"):
+        cfg(tmp_path, objective=objective, token_weight=token_weight, **{setting: value}, **extra)
+    said = [r.getMessage() for r in caplog.records if "does not read" in r.getMessage()]
+    assert bool(said) == warned and (not warned or f"{setting}=" in said[0])
+
+
+def test_combinations_get_distinct_readable_names_and_labels():
+    """A combination is named by its aggregator, its weighting and the weighting's settings; the shorthand keeps its
+    name; names and labels of the runs of one comparison are all different."""
+    from sftgo.report.runs import method_label
+    from sftgo.sweep.plan import point_name
+
+    runs = [{"objective": "sft", "token_weight": "none", "infosft_p": 0.93},
+            {"objective": "infosft", "token_weight": "none", "infosft_p": 0.93},
+            {"objective": "sft", "token_weight": "infosft", "infosft_p": 0.93},
+            {"objective": "sft-go", "scorer": "tfidf", "token_weight": "infosft", "infosft_p": 0.9},
+            {"objective": "sft-go", "scorer": "tfidf", "token_weight": "none", "infosft_p": 0.9},
+            {"objective": "sft-go", "scorer": "tfidf", "token_weight": "eaft", "infosft_p": 0.9}]
+    keys = ["objective", "token_weight", "infosft_p"]
+    names = [point_name(c, keys) for c in runs]
+    labels = [method_label(c, keys) for c in runs]
+    assert names == ["sft_none", "infosft_P0.93", "sft_infosft_P0.93", "sft-go_tfidf_infosft_P0.9", "sft-go_tfidf_none",
+                     "sft-go_tfidf_eaft"]
+    assert labels[1] == "infosft infosft_p=0.93" and labels[3] == "sft-go tfidf token_weight=infosft infosft_p=0.9"
+    assert len(set(labels)) == len(labels)

@@ -13,7 +13,7 @@ import torch
 
 from sftgo.objectives import OBJECTIVES
 from tests.conftest import build_tiny_model
-from tests.reference_objectives import Tok, step_loss
+from tests.reference_objectives import Tok, formula_step_loss, step_loss, token_weight
 
 V, B, T = 48, 2, 11
 
@@ -68,7 +68,9 @@ def train_path(trainer, model, batches):
     return total, grads
 
 
-def reference_path(model, batches, objective, cfg, state, ref_model=None):
+def reference_path(model, batches, objective, cfg, state, ref_model=None, reference=step_loss):
+    """The step's loss, gradients and next state from ``reference`` (the paper formulas of each objective, or the one
+    formula); also the reference's per-token weights t_n (their mean is the logged mean_weight)."""
     model.train()
     model.zero_grad()
     toks = []
@@ -84,14 +86,18 @@ def reference_path(model, batches, objective, cfg, state, ref_model=None):
             for t in range(labels.shape[1]):
                 y = int(labels[r, t])
                 if y != -100:
+                    w = float(b["loss_weight"][r, t + 1]) if "loss_weight" in b else 1.0
                     toks.append(Tok(lsm[r, t, y], logits[r, t], y, (m, r), float(b["importance"][r, t + 1]),
-                                    float(b["ref_logp"][r, t + 1]), None if ref_logits is None else ref_logits[r, t]))
+                                    float(b["ref_logp"][r, t + 1]), None if ref_logits is None else ref_logits[r, t],
+                                    w))
     a = SimpleNamespace(**{k: getattr(cfg, k) for k in (
         "infosft_p", "target_gamma", "target_residual", "target_topk", "scorer", "percentile", "num_groups",
-        "group_scope", "group_stats", "dro_eta", "eaft_k", "eaft_alpha", "eaft_normalize", "asft_alpha", "asft_kl")})
-    loss, new_state = step_loss(objective, toks, a, lam=0.7, state=state)
+        "group_scope", "group_stats", "dro_eta", "eaft_k", "eaft_alpha", "eaft_normalize", "asft_alpha", "asft_kl",
+        "token_weight")})
+    loss, new_state = reference(objective, toks, a, lam=cfg.lam, state=state)
     loss.backward()
-    return loss.item(), [p.grad.detach().clone() for p in model.parameters()], new_state
+    return loss.item(), [p.grad.detach().clone() for p in model.parameters()], new_state, \
+        [token_weight(t, a) for t in toks]
 
 
 CASES = [
@@ -138,7 +144,7 @@ def test_training_path_equals_reference(tmp_path, objective, over, micro_batches
     for step in range(2 if trainer.objective.step_stats else 1):
         batches = [make_batch(100 * step + i) for i in range(micro_batches)]
         loss, grads = train_path(trainer, model, batches)
-        ref_loss, ref_grads, ref_state = reference_path(model, batches, objective, cfg, ref_state, ref_model)
+        ref_loss, ref_grads, ref_state, _ = reference_path(model, batches, objective, cfg, ref_state, ref_model)
         assert math.isfinite(loss)
         assert loss == pytest.approx(ref_loss, abs=1e-5, rel=1e-5), f"step {step}"
         for g, rg in zip(grads, ref_grads):
@@ -218,3 +224,174 @@ def test_default_lambda_is_static(tmp_path):
     trainer2, _ = make_trainer(tmp_path, model, "sft-go", lam=0.8, lam_min=0.2)
     trainer2.state.global_step = 5
     assert trainer2.current_lam() == pytest.approx(0.4)
+
+
+# ------------------------------------------------------------------------------------------- token weights compose
+# --token_weight inside every aggregator: the special cases are the named objectives (their paper formulas in
+# step_loss), a combination is the one formula (formula_step_loss) and differs from each of its parts.
+
+def peaked_model():
+    """The tiny model with its LM head scaled up: logits of std ~3 instead of ~0.1, so p, the token weightings and the
+    groups' losses vary from token to token (on a near-uniform model every t_n and every group mean is about the
+    same, and a combination could hardly differ from its parts)."""
+    model = build_tiny_model(V, seed=3)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(30.0)
+    return model
+
+
+SPECIAL = [  # (aggregator, settings, the named objective it must equal)
+    ("sft", {"token_weight": "dft"}, "dft"),
+    ("sft", {"token_weight": "infosft", "infosft_p": 0.9}, "infosft"),
+    ("sft", {"token_weight": "eaft", "eaft_k": 5, "eaft_alpha": 1.7}, "eaft"),
+    ("sft-go", {"token_weight": "infosft", "lam": 0.0}, "infosft"),
+]
+
+
+@pytest.mark.parametrize("aggregator,over,named", SPECIAL, ids=[f"{a}+{o['token_weight']}=={n}" for a, o, n in SPECIAL])
+def test_token_weight_special_cases_are_the_named_objectives(tmp_path, aggregator, over, named):
+    model = peaked_model()
+    trainer, cfg = make_trainer(tmp_path, model, aggregator, **over)
+    batches = [make_batch(7), make_batch(8)]
+    loss, grads = train_path(trainer, model, batches)
+    ref_loss, ref_grads, _, _ = reference_path(model, batches, named, cfg, {})
+    assert loss == pytest.approx(ref_loss, abs=1e-5, rel=1e-5)
+    for g, rg in zip(grads, ref_grads):
+        torch.testing.assert_close(g, rg, atol=2e-5, rtol=1e-4)
+
+
+COMBOS = [  # (aggregator, settings, micro-batches)
+    ("sft-go", {"token_weight": "infosft"}, 2),
+    ("sft-go", {"token_weight": "infosft"}, 1),  # the micro-batch's own statistics, in the fused head (GroupCoef)
+    ("sft-go", {"token_weight": "eaft"}, 2),  # step 2's batches: t_n moves the worst group (the pre-pass needs t_n)
+    ("sft-go", {"token_weight": "eaft", "num_groups": 3}, 2),
+    ("sft-go", {"token_weight": "eaft", "eaft_k": 4}, 1),
+    ("sft-go", {"token_weight": "dft", "scorer": "reference"}, 2),
+    ("sft-go", {"token_weight": "infosft", "group_stats": "lagged"}, 2),
+    ("rho1", {"token_weight": "dft", "percentile": 60.0}, 2),
+    ("rho1", {"token_weight": "eaft", "percentile": 60.0, "group_stats": "micro"}, 1),
+    ("sft-go-dro", {"token_weight": "eaft", "num_groups": 3, "dro_eta": 0.5}, 2),
+    ("sft-go-dro", {"token_weight": "dft", "num_groups": 3, "dro_eta": 1.0, "group_scope": "batch"}, 1),
+]
+
+
+@pytest.mark.parametrize("aggregator,over,micro_batches", COMBOS,
+                         ids=[f"{a}+{'-'.join(f'{k}={v}' for k, v in o.items())}-mb{m}" for a, o, m in COMBOS])
+def test_token_weight_combination_is_the_formula(tmp_path, aggregator, over, micro_batches):
+    model = peaked_model()
+    trainer, cfg = make_trainer(tmp_path, model, aggregator, **over)
+    ref_state: dict = {}
+    for step in range(2):  # a second step: the carried state (q, lagged means) comes from the weighted statistics
+        batches = [make_batch(100 * step + i) for i in range(micro_batches)]
+        loss, grads = train_path(trainer, model, batches)
+        ref_loss, ref_grads, ref_state, ref_t = reference_path(model, batches, aggregator, cfg, ref_state,
+                                                               reference=formula_step_loss)
+        assert loss == pytest.approx(ref_loss, abs=1e-5, rel=1e-5), f"step {step}"
+        for g, rg in zip(grads, ref_grads):
+            torch.testing.assert_close(g, rg, atol=2e-5, rtol=1e-4)
+        got = _state_lists(trainer.objective_state)
+        assert set(got) == set(ref_state)
+        for k in got:
+            assert got[k] == pytest.approx(ref_state[k], abs=1e-6), f"step {step}: {k}"
+        logs = {"loss": loss}
+        trainer.log(logs)
+        assert logs["mean_weight"] == pytest.approx(sum(ref_t) / len(ref_t), rel=1e-5)  # the mean t_n
+        if step == 0:  # differs from each of its parts: the aggregator alone, the weighting alone (as sft). Compared
+            # on the gradient: on an untrained model every token's CE is about log V, so the losses can nearly agree
+            # while the per-token coefficients (t_n, and the groups' W / C_g) differ a lot.
+            flat = torch.cat([g.flatten() for g in grads])
+            for part in (aggregator, over["token_weight"]):
+                other = torch.cat([g.flatten() for g in reference_path(model, batches, part, cfg, {})[1]])
+                assert (flat - other).norm() > 0.05 * other.norm(), part
+
+
+def test_formula_reference_without_token_weights_is_each_paper_formula():
+    """The one formula with t = w = 1 is each aggregator's own formula (tests/reference_objectives.step_loss)."""
+    g = torch.Generator().manual_seed(0)
+    toks = [Tok(torch.tensor(-float(v)), torch.zeros(V), 1, (0, i % 3), float(i % 4), -1.5)
+            for i, v in enumerate(torch.rand(13, generator=g) * 4)]
+    for aggregator, extra in [("sft", {}), ("sft-go", {}), ("sft-go", {"num_groups": 3}),
+                              ("sft-go", {"group_stats": "lagged"}), ("sft-go-dro", {"num_groups": 3}), ("rho1", {})]:
+        a = SimpleNamespace(**{"token_weight": "none", "scorer": "tfidf", "percentile": 75.0, "num_groups": 2,
+                               "group_scope": "sequence", "group_stats": "exact", "dro_eta": 0.5, **extra})
+        state = {"lagged_means": [0.3, 2.0]} if a.group_stats == "lagged" else {}
+        for lam in (0.0, 0.6):
+            want, want_state = step_loss(aggregator, toks, a, lam=lam, state=state)
+            got, got_state = formula_step_loss(aggregator, toks, a, lam=lam, state=state)
+            assert float(got) == pytest.approx(float(want), rel=1e-6), (aggregator, extra, lam)
+            assert got_state.keys() == want_state.keys()
+            for k in got_state:
+                assert got_state[k] == pytest.approx(want_state[k], rel=1e-6)
+
+
+# on these rows the weighted and the unweighted group means pick different worst groups
+@pytest.mark.parametrize("aggregator,over", [("sft-go", {"token_weight": "eaft", "eaft_alpha": 3.0, "eaft_k": 4}),
+                                             ("rho1", {"token_weight": "infosft"})])
+def test_exact_statistics_with_token_weights_do_not_depend_on_the_split(tmp_path, aggregator, over):
+    """--group_stats exact with a token weighting: one micro-batch of 4 rows and 4 micro-batches of 1 row are the same
+    step (loss and every gradient): the pre-pass gives the step's S_g with the t_n factor."""
+    rows = [make_batch(40 + i) for i in range(2)]
+    one = {k: torch.cat([b[k] for b in rows]) for k in rows[0]}  # [4, T]: rows of two distinct batches
+    singles = [{k: v[i:i + 1] for k, v in one.items()} for i in range(4)]
+    results = []
+    for batches in ([one], singles):
+        model = peaked_model()
+        trainer, _ = make_trainer(tmp_path, model, aggregator, **over)
+        results.append(train_path(trainer, model, batches))
+    (l1, g1), (l4, g4) = results
+    assert l1 == pytest.approx(l4, abs=1e-6, rel=1e-6)
+    for a, b in zip(g1, g4):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------- data weights
+# A batch's float [B, T] ``loss_weight`` column (w_n > 0 at supervised positions) enters the same formula: W = sum w
+# is the normalizer (get_batch_samples), C_g are weighted counts, S_g carry w_n t_n.
+
+def weighted(batch: dict, seed: int, uniform: float | None = None) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.full(batch["labels"].shape, uniform) if uniform is not None else 0.2 + 2.8 * torch.rand(batch["labels"].shape, generator=g)
+    return {**batch, "loss_weight": w.float()}
+
+
+WEIGHTED = [  # (aggregator, settings, micro-batches)
+    ("sft", {}, 2),
+    ("sft", {"token_weight": "infosft"}, 1),
+    ("sft-go", {}, 2),
+    ("sft-go", {"token_weight": "eaft"}, 1),
+    ("sft-go", {"token_weight": "dft", "group_stats": "lagged", "num_groups": 3}, 2),
+    ("rho1", {"percentile": 60.0}, 2),
+    ("rho1", {"percentile": 60.0, "token_weight": "dft"}, 1),  # the kept set's weighted count, in the micro-batch path
+    ("sft-go-dro", {"num_groups": 3, "dro_eta": 0.5}, 2),
+    ("target-sft", {"target_residual": "topk", "target_gamma": "0.6", "target_topk": 3}, 2),  # rows weighted in the head
+    ("asft", {"asft_alpha": 0.3}, 2),  # rows weighted in the head, beside a reference model
+]
+
+
+@pytest.mark.parametrize("aggregator,over,micro_batches", WEIGHTED,
+                         ids=[f"{a}-{'-'.join(f'{k}={v}' for k, v in o.items())}-mb{m}" for a, o, m in WEIGHTED])
+def test_data_weights_are_the_formula(tmp_path, aggregator, over, micro_batches):
+    model = peaked_model()
+    ref_model = reference_model() if aggregator == "asft" else None
+    trainer, cfg = make_trainer(tmp_path, model, aggregator, ref_model=ref_model, **over)
+    ref_state: dict = {}
+    for step in range(2):
+        batches = [weighted(make_batch(100 * step + i), 7 * step + i) for i in range(micro_batches)]
+        loss, grads = train_path(trainer, model, batches)
+        ref_loss, ref_grads, ref_state, _ = reference_path(
+            model, batches, aggregator, cfg, ref_state, ref_model,
+            reference=step_loss if trainer.objective.chunk_loss else formula_step_loss)
+        assert loss == pytest.approx(ref_loss, abs=1e-5, rel=1e-5), f"step {step}"
+        for g, rg in zip(grads, ref_grads):
+            torch.testing.assert_close(g, rg, atol=2e-5, rtol=1e-4)
+        got = _state_lists(trainer.objective_state)
+        for k in got:
+            assert got[k] == pytest.approx(ref_state[k], abs=1e-6), f"step {step}: {k}"
+        logs = {"loss": loss}
+        trainer.log(logs)  # the logged CE means are w-weighted means; tokens stays a count
+        assert logs["tokens"] == sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        if aggregator == "sft" and not over:  # the loss is the weighted mean CE
+            assert logs["loss_ce"] == pytest.approx(ref_loss, rel=1e-5)
+        if aggregator == "sft-go" and not over:  # (1 - lam) mean + lam * worst of the two weighted group means
+            worst = max(logs["loss_important"], logs["loss_unimportant"])
+            assert (1 - cfg.lam) * logs["loss_ce"] + cfg.lam * worst == pytest.approx(ref_loss, rel=1e-5)

@@ -15,9 +15,8 @@ NON_METHOD_KEYS = {"seed", "data_seed", "output_dir", "run_name", "logging_dir",
 
 # Method settings, and which objective reads each one (a label shows a setting only where the objective uses it):
 # the objectives' own declarations (sftgo.objectives; importing it does not import torch).
-from ..objectives import METHOD_SETTINGS, OBJECTIVES  # noqa: E402
+from ..objectives import METHOD_SETTINGS, OBJECTIVES, settings_of  # noqa: E402
 
-OBJECTIVE_KEYS = {name: set(obj.settings) for name, obj in OBJECTIVES.items()}
 METHOD_KEYS = set(METHOD_SETTINGS)
 
 
@@ -220,7 +219,7 @@ def varying_keys(configs: list[dict]) -> list[str]:
 
 def method_label(config: dict, varying: list[str], exclude=()) -> str:
     obj = str(config.get("objective", "?"))
-    used = OBJECTIVE_KEYS.get(obj)
+    used = settings_of(obj, config)  # with the settings of the run's --token_weight
     parts = [obj]
     if used and "scorer" in used and "scorer" not in exclude:  # grouped objectives: the scorer names the method
         parts.append(fmt_value(config.get("scorer")))

@@ -49,7 +49,7 @@ def point_name(cfg: dict, name_keys: list[str]) -> str:
     from ..objectives import METHOD_SETTINGS, settings_of
 
     obj = str(cfg.get("objective", "sft-go"))
-    used = settings_of(obj)
+    used = settings_of(obj, cfg)
     parts = [obj]
     if used and "scorer" in used:  # grouped objectives: the grouping function names the method
         parts.append(fmt_name_value(cfg.get("scorer", "tfidf")))
@@ -82,7 +82,7 @@ def plan_runs(spec: Spec) -> tuple[list[RunPlan], list[dict]]:
     from ..objectives import METHOD_SETTINGS, settings_of
 
     def uses(c, k):  # a method setting only counts where the point's objective reads it
-        used = settings_of(c.get("objective", "sft-go"))
+        used = settings_of(c.get("objective", "sft-go"), c)
         return k not in METHOD_SETTINGS or used is None or k in used
 
     ignore = {"seed", "output_dir", "run_name", "logging_dir"}

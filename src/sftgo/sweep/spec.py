@@ -21,7 +21,7 @@ SLURM_KEYS = {"partition": str, "time_min": int, "gpus_per_node": int, "cpus_per
 ABBREV = {"percentile": "p", "lam": "lam", "lam_min": "lmin", "learning_rate": "lr", "keep_ratio": "kr",
           "num_train_epochs": "ep", "max_steps": "steps", "per_device_train_batch_size": "bs", "infosft_p": "P",
           "target_gamma": "g", "target_residual": "res", "model_name_or_path": "", "dataset": "", "num_groups": "k",
-          "ref_model_name_or_path": "ref-"}
+          "ref_model_name_or_path": "ref-", "token_weight": ""}
 
 
 class SweepError(UserError):
