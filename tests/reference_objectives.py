@@ -129,8 +129,9 @@ def step_loss(objective: str, toks: list[Tok], a, *, lam: float, state: dict) ->
     if objective == "eaft":
         return sum(eaft_weight(t.logits.tolist(), a.eaft_k, a.eaft_alpha, a.eaft_normalize) * c
                    for t, c in zip(toks, ce)) / K, state
-    if objective == "asft":
-        return sum(asft_token(t, a.asft_alpha, a.asft_kl) for t in toks) / K, state
+    if objective == "asft":  # with data weights: sum_n w_n loss_n / sum_n w_n
+        return (sum(t.weight * asft_token(t, a.asft_alpha, a.asft_kl) for t in toks)
+                / sum(t.weight for t in toks)), state
     if objective == "target-sft":
         gamma = "p" if a.target_gamma == "p" else float(a.target_gamma)
         # with data weights: sum_n w_n loss_n / sum_n w_n (the plain mean when every w_n = 1)

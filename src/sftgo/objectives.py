@@ -190,8 +190,9 @@ def target_sft_chunk_loss(z: torch.Tensor, y: torch.Tensor, *, gamma, residual: 
 
 
 def asft_chunk_loss(z: torch.Tensor, y: torch.Tensor, ref_logits: torch.Tensor, *, alpha: float,
-                    kl: str = "forward") -> tuple[torch.Tensor, torch.Tensor]:
-    """ASFT over rows of logits: ``(sum_rows [-sg(p_y) log p_y + alpha * KL_row], KL_row [c] detached)``.
+                    kl: str = "forward", row_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ASFT over rows of logits: ``(sum_rows w [-sg(p_y) log p_y + alpha * KL_row], KL_row [c] detached)``, ``w`` the
+    rows' data weights (``row_weight`` ``[c]``; None: 1).
 
     ``p = softmax(z)`` (the trained model), ``r = softmax(ref_logits)`` (the frozen reference, never differentiated);
     ``KL_row`` over the whole vocabulary: ``forward`` ``sum_v r_v (log r_v - log p_v)``, ``reverse``
@@ -209,7 +210,8 @@ def asft_chunk_loss(z: torch.Tensor, y: torch.Tensor, ref_logits: torch.Tensor, 
         kl_rows = (logq.exp() * (logq - logr)).sum(dim=-1)
     else:
         raise ValueError(f"kl must be one of {ASFT_KL}; got {kl!r}")
-    loss = -(logq_y.detach().exp() * logq_y).sum() + float(alpha) * kl_rows.sum()
+    per_row = -logq_y.detach().exp() * logq_y + float(alpha) * kl_rows
+    loss = (per_row if row_weight is None else per_row * row_weight.to(per_row.dtype)).sum()
     return loss, kl_rows.detach()
 
 
@@ -520,7 +522,8 @@ class ASFT(Objective):
     LLaMA-Factory) or ``reverse`` (the paper's formula). Coefficient: the paper uses lambda = 0.05 in its main runs and
     finds ~0.1 best in its ablation; both peers default to 0.1 (sftgo's ``--asft_alpha`` default). Normalization: the
     peers take each micro-batch's own mean over its supervised tokens (DFT mean + alpha KL mean); sftgo divides the
-    step's sum by its token count K over all micro-batches and processes (equal for one micro-batch on one process).
+    step's sum by its token count K over all micro-batches and processes (equal for one micro-batch on one process);
+    with data weights each row's loss is multiplied by its weight w and the step's sum divided by W = sum w.
     The peers feed the reference ``input_ids`` / ``attention_mask`` only; sftgo gives it the same inputs as the
     trained model (packed rows keep their position ids).
     """
@@ -529,6 +532,7 @@ class ASFT(Objective):
     metrics = ("mean_weight", "kl")
     row_metrics = ("kl",)  # per-token values the chunk loss reports, logged as their mean
     chunk_loss = True
+    row_weights = True  # data weights multiply each row's DFT + alpha KL (normalizer W = sum w)
 
     @classmethod
     def needs_ref_model(cls, args):
@@ -542,13 +546,14 @@ class ASFT(Objective):
                              "model folder / Hub id")
 
     def chunk_fn(self, ref_weight: torch.Tensor | None):
-        """``fn(logits [c, V], targets [c], reference hidden states [c, H_ref]) -> (chunk loss, {"kl": [c]})``."""
+        """``fn(logits [c, V], targets [c], reference hidden states [c, H_ref], data weights [c] | None) -> (chunk
+        loss, {"kl": [c]})``."""
         alpha, kl = float(self.args.asft_alpha), self.args.asft_kl
 
-        def fn(z, y, rh):
+        def fn(z, y, rh, w=None):
             with torch.no_grad():
                 ref = rh.to(ref_weight.dtype) @ ref_weight.T  # [c, V] reference logits, never differentiated
-            loss, kl_rows = asft_chunk_loss(z, y, ref, alpha=alpha, kl=kl)
+            loss, kl_rows = asft_chunk_loss(z, y, ref, alpha=alpha, kl=kl, row_weight=w)
             return loss, {"kl": kl_rows}
 
         return fn

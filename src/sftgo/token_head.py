@@ -211,7 +211,7 @@ def _chunk_forward_(z: torch.Tensor, tc: torch.Tensor, rec: _Rec | None, s: int,
     * the RowCoef's values, from the logits before they are overwritten;
     * ``correct``: the target's logit is the largest (``argmax == target``; a tie for the largest counts as correct),
       read off the max the logsumexp needs anyway;
-    * unless ``entropy=False`` (the fused pass gets it from its gradient GEMM), the entropy
+    * unless ``entropy=False`` (the fused pass and the chunked backward get it from their gradient GEMMs), the entropy
       ``H = -sum_v p_v log p_v = log S - sum_v e_v d_v / S`` with ``d = z - max``, ``e = exp(d)``, ``S = sum e``:
       ``e`` goes to a small scratch a block of rows at a time, is dotted with ``d`` (:func:`_rowdot`) and copied back
       (``keep=False``: not copied back, for callers that do not read the tile afterwards).
@@ -277,6 +277,12 @@ class _ChunkedLogp(torch.autograd.Function):
 
     Saves (hidden rows, weight, targets, lse [n_sup]); backward recomputes each chunk's z and uses
     d logp_n / d z_n = onehot(y_n) - softmax(z_n).
+
+    With a record that wants the entropy and ``h`` requiring grad, the entropy comes from the backward's ``grad_h``
+    GEMM, as in the fused head (no extra pass over the logits tile): ``G = g (onehot - P)``, so
+    ``h . (G @ W) / g = z_y - sum_v p_v z_v`` and ``H = -log p_y + h . (G @ W) / g``. Until the backward has run,
+    ``rec.entropy`` holds NaN (the trainer sums it when it logs, after the step's backwards). Rows whose incoming
+    gradient ``g`` is (numerically) zero are built with ``g = 1`` in the tile and masked out of both gradients.
     """
 
     @staticmethod
@@ -287,13 +293,19 @@ class _ChunkedLogp(torch.autograd.Function):
         lse = torch.empty(m, dtype=acc, device=h.device)
         logp = torch.empty(m, dtype=acc, device=h.device)
         buf = _tile_buffer(h, weight, chunk_size)
+        # the entropy from the backward's grad_h GEMM (only computed when h gets a gradient)
+        later = rec is not None and rec.entropy is not None and ctx.needs_input_grad[0]
         for s in range(0, m, chunk_size):
             e = min(s + chunk_size, m)
             z = _chunk_logits(h[s:e], weight, buf)  # [c, V]
-            logp[s:e], lse[s:e], _ = _chunk_forward_(z, t[s:e, None], rec, s, e, keep=False)
+            logp[s:e], lse[s:e], _ = _chunk_forward_(z, t[s:e, None], rec, s, e, entropy=not later, keep=False)
             del z
         ctx.save_for_backward(h, weight, t, lse)
         ctx.chunk_size = chunk_size
+        ctx.rec = None
+        if later:
+            rec.entropy.fill_(math.nan)  # filled by the backward
+            ctx.rec, ctx.logp = rec, logp.detach()
         return logp
 
     @staticmethod
@@ -307,20 +319,31 @@ class _ChunkedLogp(torch.autograd.Function):
         # accumulate the weight gradient in fp32 (or fp64) whatever the input dtype (sum over many chunks)
         grad_w = torch.zeros(weight.shape, dtype=_acc(weight.dtype), device=weight.device) if need_w else None
         g_all = grad_logp.to(acc)
+        rec = ctx.rec if need_h else None
         buf = _tile_buffer(h, weight, cs)
         for s in range(0, m, cs):
             e = min(s + cs, m)
             hc = h[s:e]
             z = _chunk_logits(hc, weight, buf)  # recompute [c, V]
             g = g_all[s:e]
+            keep = None
+            if rec is not None:  # rows without gradient still give their entropy: g = 1 in the tile, masked below
+                keep = g.abs() >= _TINY_COEF
+                g = torch.where(keep, g, torch.ones_like(g))
             # dL/dz = g * (onehot - softmax), built in place in the recomputed tile
             z.sub_(lse[s:e, None]).exp_().mul_(-g[:, None])
             z.scatter_add_(1, t[s:e, None], g[:, None])
             gz = z.to(h.dtype)
+            hw = hc
             if need_h:
-                grad_h[s:e] = gz @ weight
+                gh = gz @ weight
+                if keep is not None:
+                    rec.entropy[s:e] = (-ctx.logp[s:e] + (hc.to(acc) * gh.to(acc)).sum(dim=-1) / g).to(rec.entropy.dtype)
+                    gh.mul_(keep[:, None].to(gh.dtype))
+                    hw = hc * keep[:, None].to(hc.dtype)  # [c, H]: the zero-gradient rows out of grad_w too
+                grad_h[s:e] = gh
             if need_w:
-                grad_w.addmm_(gz.T.to(acc), hc.to(acc))  # no-op casts for fp32
+                grad_w.addmm_(gz.T.to(acc), hw.to(acc))  # no-op casts for fp32
             del z, gz
         return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None, None
 

@@ -118,6 +118,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         self.ref_head = H.LinearHead(self.args.head_chunk_size)
         # metric sums per mode (not "_metrics": trl.SFTTrainer, a base of SFTGoSFTTrainer, owns that name)
         self._sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
+        self._later: dict[str, list] = {"train": [], "eval": []}  # entropies to sum after the backward (_settle)
         self._step_groups = None  # this optimizer step's (group CE sums, counts), training forwards only
         self._step_info: dict = {}
         self._tokens_seen = 0.0
@@ -270,6 +271,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
     def _end_step(self):
         """After each optimizer step: the step's group sums (all micro-batches and processes) give the objective's
         next state. Everything stays on the device the statistics were accumulated on."""
+        self._settle("train")  # the step's backwards have run: its entropies are known
         if self._step_groups is None:
             return
         sums, counts = self._step_groups
@@ -364,9 +366,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
             vals["w_n"] = w.sum()
         per_token = {"": wce}
         if "entropy" in stats:
-            per_token["ent_"] = stats["entropy"].float()
             per_token["acc_"] = stats["correct"].float()
-            vals["ent_sum"] = per_token["ent_"].sum()
             vals["acc_sum"] = per_token["acc_"].sum()
         imp = self.objective.important(tokens, logp, ids)
         if imp is not None:
@@ -388,6 +388,8 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         d = self._sums[mode]
         for k, v in vals.items():
             d[k] = d.get(k, 0) + v
+        if "entropy" in stats:  # summed once the step's backwards ran: the chunked head fills it from its grad_h GEMM
+            self._later[mode].append((stats["entropy"], None if imp is None else imp.bool()))
         if mode == "train":
             self._last_lam = lam
             if ids is not None and self.objective.step_stats:
@@ -398,6 +400,20 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                     self._step_groups = (sums, counts)
                 else:
                     self._step_groups = (self._step_groups[0] + sums, self._step_groups[1] + counts)
+
+    @torch.no_grad()
+    def _settle(self, mode) -> None:
+        """Add the recorded entropies (overall and per group) to the metric sums. Called after the backwards: the
+        chunked head writes each token's entropy in its backward (see ``token_head._ChunkedLogp``)."""
+        d = self._sums[mode]
+        for ent, imp in self._later[mode]:
+            ent = ent.float()
+            parts = {"ent_sum": ent.sum()}
+            if imp is not None:
+                parts["ent_imp_sum"], parts["ent_unimp_sum"] = ent[imp].sum(), ent[~imp].sum()
+            for k, v in parts.items():
+                d[k] = d.get(k, 0) + v
+        self._later[mode] = []
 
     def _channel_sums(self, tokens, ce, imp) -> dict[str, torch.Tensor]:
         """Per-channel sums of the micro-batch, fixed-size ``[C]`` vectors (C = the vocabulary's size, the same on
@@ -423,6 +439,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
 
     def _reduced(self, mode) -> dict[str, float | list[float]]:
         """The mode's sums, summed over processes: a float per scalar sum, a list per vector (the per-channel sums)."""
+        self._settle(mode)
         d = self._sums[mode]
         self._sums[mode] = {}
         if not d:

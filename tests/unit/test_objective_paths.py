@@ -108,6 +108,7 @@ CASES = [
     ("eaft", {"eaft_k": 5, "eaft_alpha": 1.7, "eaft_normalize": False}),
     ("asft", {"asft_alpha": 0.3}),
     ("asft", {"asft_alpha": 0.5, "asft_kl": "reverse"}),
+    ("asft", {"asft_alpha": 0.3, "token_head": "naive"}),  # the model's own logits: the loss over whole rows at once
     ("target-sft", {"target_residual": "uniform", "target_gamma": "0.8"}),
     ("target-sft", {"target_residual": "model", "target_gamma": "p"}),
     ("target-sft", {"target_residual": "topk", "target_gamma": "0.6", "target_topk": 3}),
@@ -363,6 +364,7 @@ WEIGHTED = [  # (aggregator, settings, micro-batches)
     ("rho1", {"percentile": 60.0, "token_weight": "dft"}, 1),  # the kept set's weighted count, in the micro-batch path
     ("sft-go-dro", {"num_groups": 3, "dro_eta": 0.5}, 2),
     ("target-sft", {"target_residual": "topk", "target_gamma": "0.6", "target_topk": 3}, 2),  # rows weighted in the head
+    ("asft", {"asft_alpha": 0.3}, 2),  # rows weighted in the head, beside a reference model
 ]
 
 
@@ -370,13 +372,14 @@ WEIGHTED = [  # (aggregator, settings, micro-batches)
                          ids=[f"{a}-{'-'.join(f'{k}={v}' for k, v in o.items())}-mb{m}" for a, o, m in WEIGHTED])
 def test_data_weights_are_the_formula(tmp_path, aggregator, over, micro_batches):
     model = peaked_model()
-    trainer, cfg = make_trainer(tmp_path, model, aggregator, **over)
+    ref_model = reference_model() if aggregator == "asft" else None
+    trainer, cfg = make_trainer(tmp_path, model, aggregator, ref_model=ref_model, **over)
     ref_state: dict = {}
     for step in range(2):
         batches = [weighted(make_batch(100 * step + i), 7 * step + i) for i in range(micro_batches)]
         loss, grads = train_path(trainer, model, batches)
         ref_loss, ref_grads, ref_state, _ = reference_path(
-            model, batches, aggregator, cfg, ref_state,
+            model, batches, aggregator, cfg, ref_state, ref_model,
             reference=step_loss if trainer.objective.chunk_loss else formula_step_loss)
         assert loss == pytest.approx(ref_loss, abs=1e-5, rel=1e-5), f"step {step}"
         for g, rg in zip(grads, ref_grads):
