@@ -205,7 +205,9 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         need_sums = obj.needs_means and not lagged
         lps, bases = None, None  # the pre-pass's log p and base coefficients b_n = w_n t_n (None when 1)
         if obj.dynamic() or need_sums:
-            lps, bases = map(list, zip(*[self._logp_nograd(i, t, obj.base(t)) for i, t in zip(inputs, tokens)]))
+            # b_n only where the sums are needed (Rho-1's pre-pass needs log p alone)
+            lps, bases = map(list, zip(*[self._logp_nograd(i, t, obj.base(t) if need_sums else None)
+                                         for i, t in zip(inputs, tokens)]))
         vals = [obj.values(t, None if lps is None else lps[i]) for i, t in enumerate(tokens)]
         if obj.batch_scope():  # one ranking over the step's tokens, all micro-batches and processes
             sizes = [v.shape[0] for v in vals]

@@ -46,7 +46,8 @@ def _write(path, rows):
 
 def _direct_channel_losses(model_dir, data_file) -> dict[str, float]:
     """sum w * CE / sum w per channel over every supervised token, from the model's full logits (nothing from sftgo's
-    loss code; tokens, labels and weights from sftgo.data, which tests/unit/test_data_weights.py checks)."""
+    loss code; tokens, labels and weights from sftgo.data, which tests/unit/test_data_weights.py checks); key None:
+    the same over all channels."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -62,7 +63,9 @@ def _direct_channel_losses(model_dir, data_file) -> dict[str, float]:
             for t, wt in zip(pos, w):
                 s[0] -= wt * logp[t - 1, labels[t]].item()
                 s[1] += wt
-    return {c: a / b for c, (a, b) in sums.items()}
+    out = {c: a / b for c, (a, b) in sums.items()}
+    out[None] = sum(a for a, _ in sums.values()) / sum(b for _, b in sums.values())
+    return out
 
 
 def _train(tmp_path, model_dir, name, *extra):
@@ -87,14 +90,16 @@ def test_channel_losses_equal_a_direct_computation(tmp_path, tiny_model_dir):
                        "2", "--packing", "true", "--eval_dataset", heldout, "--eval_steps", "2",
                        "--report_to", "tensorboard")
     want = _direct_channel_losses(tiny_model_dir, train)
-    assert sorted(want) == ["chat", "code", "math"]
     log = next(r for r in recs if "loss" in r)
+    assert log["loss_ce"] == pytest.approx(want.pop(None), rel=1e-5)  # the weighted CE over all channels
+    assert sorted(want) == ["chat", "code", "math"]
     assert {k[5:]: v for k, v in log.items() if k.startswith("loss/")} == pytest.approx(want, rel=1e-5)
     assert {k.split("/")[1] for k in log if k.startswith("loss_important/")} == set(want)  # sft-go: groups too
     # held-out: the same channels by name, plus the one only it has and 'default' (an example without a channel)
     want_eval = _direct_channel_losses(tiny_model_dir, heldout)
-    assert sorted(want_eval) == ["code", "default", "math", "poetry"]
     ev = next(r for r in recs if "eval_loss" in r)
+    assert ev["eval_loss_ce"] == pytest.approx(want_eval.pop(None), rel=1e-5)
+    assert sorted(want_eval) == ["code", "default", "math", "poetry"]
     assert {k[10:]: v for k, v in ev.items() if k.startswith("eval_loss/")} == pytest.approx(want_eval, rel=1e-5)
     # trackers receive them as metrics.jsonl does
     tb = _scalars(out)

@@ -55,6 +55,9 @@ def test_message_loss_weight_zero_removes_exactly_that_message(tmp_path, chat_to
     assert chat_tokenizer.decode(after[after != IGNORE_INDEX]) == "Rome, 0 times over.<|im_end|>"
     assert data.columns["loss_weight"][0].tolist() == [1.0] * int((after != IGNORE_INDEX).sum())
     assert "loss_weight" not in plain.columns  # no weight fields: no column (batches as before)
+    ones = tokenize_examples(_load(tmp_path, [_conv(0, weight=1), _conv(1)], "c.jsonl"), chat_tokenizer, 512)
+    assert ones.labels[0] == plain.labels[0]  # a weight field, even 1 on one example: the column, all ones here
+    assert [set(w.tolist()) for w in ones.columns["loss_weight"]] == [{1.0}, {1.0}]
 
 
 def test_weights_multiply_and_zero_weight_examples_are_skipped(tmp_path, chat_tokenizer):

@@ -40,6 +40,11 @@ def plot_loss_groups(records: list[dict], path: str | Path, title: str = "") -> 
     return path
 
 
+def _dots(steps) -> dict:
+    """Marker settings for a line: small dots when it has few points (a single point draws no line at all)."""
+    return {"marker": "o", "markersize": 3} if len(steps) <= 30 else {}
+
+
 def channel_names(records: list[dict], prefix: str = "loss/") -> list[str]:
     """The channels a run logged (``loss/<channel>`` keys of its metrics records), in first-seen order."""
     seen: dict[str, None] = {}
@@ -74,7 +79,7 @@ def plot_channel_losses(records: list[dict], path: str | Path, title: str = "") 
                 ax.plot(steps, ys, color=color, linestyle=style, linewidth=0.8, alpha=0.3)
             label = ch if key == "loss/" else f"{ch} (held-out)"
             ax.plot(steps, moving_average(list(ys), window), color=color, linestyle=style, linewidth=1.6,
-                    label=label if window == 1 else f"{label} (avg {window})")
+                    label=label if window == 1 else f"{label} (avg {window})", **_dots(steps))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.set_title(title or "loss per channel")
@@ -163,7 +168,8 @@ def plot_group_losses(groups, series=GROUP_SERIES, title="Training loss by token
         ax.set_visible(False)
     for ax, (g, n, lines) in zip(axes.flat, panels):
         for label, color, steps, mean, std in lines:
-            ax.plot(steps, mean, color=color, label=label, linewidth=1.5)
+            # dots on short series: a per-channel curve may have a point at only some steps (or one)
+            ax.plot(steps, mean, color=color, label=label, linewidth=1.5, **_dots(steps))
             if n > 1:
                 ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                                 color=color, alpha=0.18, linewidth=0)
