@@ -129,11 +129,14 @@ def step_loss(objective: str, toks: list[Tok], a, *, lam: float, state: dict) ->
     if objective == "eaft":
         return sum(eaft_weight(t.logits.tolist(), a.eaft_k, a.eaft_alpha, a.eaft_normalize) * c
                    for t, c in zip(toks, ce)) / K, state
-    if objective == "asft":
-        return sum(asft_token(t, a.asft_alpha, a.asft_kl) for t in toks) / K, state
+    if objective == "asft":  # with data weights: sum_n w_n loss_n / sum_n w_n
+        return (sum(t.weight * asft_token(t, a.asft_alpha, a.asft_kl) for t in toks)
+                / sum(t.weight for t in toks)), state
     if objective == "target-sft":
         gamma = "p" if a.target_gamma == "p" else float(a.target_gamma)
-        return sum(target_sft_token(t, gamma, a.target_residual, a.target_topk) for t in toks) / K, state
+        # with data weights: sum_n w_n loss_n / sum_n w_n (the plain mean when every w_n = 1)
+        return (sum(t.weight * target_sft_token(t, gamma, a.target_residual, a.target_topk) for t in toks)
+                / sum(t.weight for t in toks)), state
 
     dynamic = objective == "rho1" or a.scorer == "reference"
     values = [t.ref_logp - t.logp.item() if dynamic else t.importance for t in toks]

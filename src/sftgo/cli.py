@@ -18,7 +18,7 @@ commands:
   generate RUN... --prompts FILE           each run's answers to the same prompts (side by side in `sftgo report`)
   sweep CONFIG.yaml --grid k=v1,v2 --seeds 1,2,3 --output_dir SWEEP   train (and evaluate) a grid x seeds
   report RUN_OR_SWEEP... --output_dir OUT  tables and figures (report.md, report.html) over runs, mean ± std
-  report RUN_DIR                           redraw loss_groups.png from a run's metrics.jsonl
+  report RUN_DIR                           redraw loss_groups.png (and loss_channels.png) from a run's metrics.jsonl
 
 `sftgo <command> --help` lists a command's options.
 """
@@ -86,7 +86,8 @@ def report_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="sftgo report", description="Tables and figures from run directories: with "
                                 "--output_dir, OUT/report.md, OUT/report.html (self-contained) and OUT/report.json "
                                 "over every run given (sweep directories are expanded); with one run and no "
-                                "--output_dir, redraw RUN/loss_groups.png.")
+                                "--output_dir, redraw RUN/loss_groups.png (and RUN/loss_channels.png when the run logged "
+                                "per-channel losses).")
     p.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP_DIR")
     p.add_argument("--output_dir", help="where report.md / report.html go (default for one sweep directory: SWEEP/report)")
     p.add_argument("--domain_suite", help="eval suite that measures the training domain for learn-vs-forget "

@@ -150,9 +150,10 @@ def lambda_schedule(step: int, total_steps: int, lam_max: float, lam_min: float)
 
 
 def target_sft_chunk_loss(z: torch.Tensor, y: torch.Tensor, *, gamma, residual: str, topk: int = 10,
-                          ref_logits: torch.Tensor | None = None) -> torch.Tensor:
-    """Target-SFT over rows of logits: ``sum_rows -sum_k sg(Q_k) log_softmax(z)_k`` with
-    ``Q = gamma * onehot(y) + (1 - gamma) * pi`` (an unnormalized sum; the trainer divides by the step's count K).
+                          ref_logits: torch.Tensor | None = None, row_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Target-SFT over rows of logits: ``sum_rows w_row * -sum_k sg(Q_k) log_softmax(z)_k`` with
+    ``Q = gamma * onehot(y) + (1 - gamma) * pi`` (an unnormalized sum; the trainer divides by the step's weight W).
+    ``row_weight`` ``[c]``: the rows' data weights ``w`` (None: 1).
 
     z: ``[c, V]`` logits (upcast from half precision for a stable log-softmax); y: ``[c]`` long; ref_logits: ``[c, V]``
     (``residual="reference"`` only). gamma: float in [0, 1], or ``"p"`` for ``sg(p_y)`` per token. The residual ``pi``
@@ -184,12 +185,14 @@ def target_sft_chunk_loss(z: torch.Tensor, y: torch.Tensor, *, gamma, residual: 
             res = (pi * logq.gather(1, top_i)).sum(dim=-1)
     else:
         raise ValueError(f"residual must be one of {TARGET_RESIDUALS}; got {residual!r}")
-    return -(g * logq_y + (1 - g) * res).sum()
+    per_row = g * logq_y + (1 - g) * res
+    return -(per_row if row_weight is None else per_row * row_weight.to(per_row.dtype)).sum()
 
 
 def asft_chunk_loss(z: torch.Tensor, y: torch.Tensor, ref_logits: torch.Tensor, *, alpha: float,
-                    kl: str = "forward") -> tuple[torch.Tensor, torch.Tensor]:
-    """ASFT over rows of logits: ``(sum_rows [-sg(p_y) log p_y + alpha * KL_row], KL_row [c] detached)``.
+                    kl: str = "forward", row_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ASFT over rows of logits: ``(sum_rows w [-sg(p_y) log p_y + alpha * KL_row], KL_row [c] detached)``, ``w`` the
+    rows' data weights (``row_weight`` ``[c]``; None: 1).
 
     ``p = softmax(z)`` (the trained model), ``r = softmax(ref_logits)`` (the frozen reference, never differentiated);
     ``KL_row`` over the whole vocabulary: ``forward`` ``sum_v r_v (log r_v - log p_v)``, ``reverse``
@@ -207,7 +210,8 @@ def asft_chunk_loss(z: torch.Tensor, y: torch.Tensor, ref_logits: torch.Tensor, 
         kl_rows = (logq.exp() * (logq - logr)).sum(dim=-1)
     else:
         raise ValueError(f"kl must be one of {ASFT_KL}; got {kl!r}")
-    loss = -(logq_y.detach().exp() * logq_y).sum() + float(alpha) * kl_rows.sum()
+    per_row = -logq_y.detach().exp() * logq_y + float(alpha) * kl_rows
+    loss = (per_row if row_weight is None else per_row * row_weight.to(per_row.dtype)).sum()
     return loss, kl_rows.detach()
 
 
@@ -307,6 +311,7 @@ class Objective:
     step_stats = False  # whether --group_stats applies (the coefficients come from the step's statistics)
     metrics: tuple[str, ...] = ()  # what it logs beyond loss, loss_ce, mean_p, tokens (and the metric grouping)
     chunk_loss = False  # True: a per-chunk loss over whole logits rows (Target-SFT), not a coefficient on -log p
+    row_weights = False  # chunk-loss objectives: whether chunk_fn's function takes the rows' data weights (4th arg)
     row_metrics: tuple[str, ...] = ()  # chunk-loss objectives: per-token values the chunk function reports (logged)
     baseline = False  # the plain-SFT row tables compare against (the paper's baseline)
     eta_ablation = False  # its runs form the eta figure (Figure 3: a grouping by importance percentile, with lambda)
@@ -335,6 +340,12 @@ class Objective:
         if cls.token_weight is not None:
             raise ValueError(f"token_weight: objective {args.objective} is sft with token_weight {cls.token_weight}; "
                              f"set one of them (--objective sft --token_weight {tw}, say), not both")
+
+    @classmethod
+    def takes_data_weights(cls) -> bool:
+        """Whether the loss weighs tokens by their data weights (a coefficient objective, or a chunk loss whose rows take
+        them); if not, data weights are ignored and the normalizer stays the token count."""
+        return not cls.chunk_loss or cls.row_weights
 
     def base(self, tokens, scale=1.0):
         """The head's coefficient ``scale_n * w_n * t_n`` (data weights ``w`` from the batch's ``loss_weight`` column, the
@@ -470,6 +481,7 @@ class TargetSFT(Objective):
 
     settings = ("target_gamma", "target_residual", "target_topk", "ref_model_name_or_path")
     chunk_loss = True
+    row_weights = True
 
     @classmethod
     def needs_ref_model(cls, args):
@@ -480,13 +492,13 @@ class TargetSFT(Objective):
         a = self.args
         gamma = "p" if str(a.target_gamma) == "p" else float(a.target_gamma)
 
-        def fn(z, y, rh):
+        def fn(z, y, rh, w=None):
             ref = None
             if rh is not None:
                 with torch.no_grad():
                     ref = rh.to(ref_weight.dtype) @ ref_weight.T  # [c, V] reference logits, never differentiated
             return target_sft_chunk_loss(z, y, gamma=gamma, residual=a.target_residual, topk=a.target_topk,
-                                         ref_logits=ref)
+                                         ref_logits=ref, row_weight=w)
 
         return fn
 
@@ -510,7 +522,8 @@ class ASFT(Objective):
     LLaMA-Factory) or ``reverse`` (the paper's formula). Coefficient: the paper uses lambda = 0.05 in its main runs and
     finds ~0.1 best in its ablation; both peers default to 0.1 (sftgo's ``--asft_alpha`` default). Normalization: the
     peers take each micro-batch's own mean over its supervised tokens (DFT mean + alpha KL mean); sftgo divides the
-    step's sum by its token count K over all micro-batches and processes (equal for one micro-batch on one process).
+    step's sum by its token count K over all micro-batches and processes (equal for one micro-batch on one process);
+    with data weights each row's loss is multiplied by its weight w and the step's sum divided by W = sum w.
     The peers feed the reference ``input_ids`` / ``attention_mask`` only; sftgo gives it the same inputs as the
     trained model (packed rows keep their position ids).
     """
@@ -519,6 +532,7 @@ class ASFT(Objective):
     metrics = ("mean_weight", "kl")
     row_metrics = ("kl",)  # per-token values the chunk loss reports, logged as their mean
     chunk_loss = True
+    row_weights = True  # data weights multiply each row's DFT + alpha KL (normalizer W = sum w)
 
     @classmethod
     def needs_ref_model(cls, args):
@@ -532,13 +546,14 @@ class ASFT(Objective):
                              "model folder / Hub id")
 
     def chunk_fn(self, ref_weight: torch.Tensor | None):
-        """``fn(logits [c, V], targets [c], reference hidden states [c, H_ref]) -> (chunk loss, {"kl": [c]})``."""
+        """``fn(logits [c, V], targets [c], reference hidden states [c, H_ref], data weights [c] | None) -> (chunk
+        loss, {"kl": [c]})``."""
         alpha, kl = float(self.args.asft_alpha), self.args.asft_kl
 
-        def fn(z, y, rh):
+        def fn(z, y, rh, w=None):
             with torch.no_grad():
                 ref = rh.to(ref_weight.dtype) @ ref_weight.T  # [c, V] reference logits, never differentiated
-            loss, kl_rows = asft_chunk_loss(z, y, ref, alpha=alpha, kl=kl)
+            loss, kl_rows = asft_chunk_loss(z, y, ref, alpha=alpha, kl=kl, row_weight=w)
             return loss, {"kl": kl_rows}
 
         return fn

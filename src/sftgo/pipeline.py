@@ -2,7 +2,8 @@
 
 Run directory (``output_dir``): ``config.yaml`` (resolved settings), ``metrics.jsonl`` (one object per logging step),
 ``checkpoint-*`` (resumable; ``sftgo_complete.json`` marks a complete one, see :mod:`sftgo.checkpoints`), ``final/`` (model + tokenizer, loadable with ``from_pretrained``), ``loss_groups.png``
-(overall / important / unimportant loss over steps, the paper's Figure 2) and ``summary.json``.
+(overall / important / unimportant loss over steps, the paper's Figure 2), ``loss_channels.png`` (one loss curve per
+channel, only when the data has channels) and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from transformers import TrainerCallback
 
 from .cache import atomic_write_text
 from .config import SFTGoConfig, config_to_dict
-from .data import TokenDataset, TokenizedData, Collator, load_examples, tokenize_cached, tokenized_cache_dir
+from .data import (TokenDataset, TokenizedData, Collator, add_channels, load_examples, tokenize_cached,
+                   tokenized_cache_dir)
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +242,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
     from .distributed import on_main
     from .models import apply_lora, load_model, load_tokenizer, resolve_model_path, save_merged
     from .objectives import objective_class
-    from .report import plot_loss_groups
+    from .report import plot_channel_losses, plot_loss_groups
     from .report.runs import read_metrics
     from .trainer import COUNTERS_FILE, MetricsJsonl, SFTGoStateCallback, SFTGoTrainer, load_sftgo_state
 
@@ -276,6 +278,11 @@ def run_training(cfg: SFTGoConfig) -> dict:
                                                     tokenizer, cfg.max_length,
                                                     cache_dir=tokenized_cache_dir(cfg.score_cache_dir)))
         add_token_columns(cfg, eval_data, model, tokenizer)
+    # One channel vocabulary for train and eval, from the training data (every process builds the same from the same
+    # data); the trainer maps the batches' channel ids back to names for loss/<channel> and eval_loss/<channel>.
+    channel_names = add_channels(data, eval_data, cfg.max_channels)
+    if channel_names:
+        logger.info("channels (id order): %s", ", ".join(channel_names))
     ref_model = None
     if objective_class(cfg.objective).needs_ref_model(cfg):
         import copy
@@ -294,6 +301,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
         model=model, args=cfg, train_dataset=TokenDataset(data), data_collator=make_collator(cfg, tokenizer, model),
         eval_dataset=TokenDataset(eval_data) if eval_data is not None else None,
         processing_class=tokenizer, callbacks=[MetricsJsonl(out / "metrics.jsonl")], ref_model=ref_model,
+        channel_names=channel_names,
     )
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not trainer.is_fsdp_enabled:
         # accelerate turns FSDP on only for GPU-type backends; on CPU it silently runs unsharded processes instead.
@@ -334,6 +342,8 @@ def run_training(cfg: SFTGoConfig) -> dict:
             "examples": len(data),
             "examples_skipped_empty": data.num_empty,
             "examples_skipped_zero_weight": data.num_zero_weight,
+            "weighted": "loss_weight" in data.columns,
+            "channels": channel_names,  # id order (the training data's, then held-out-only ones)
             "examples_dropped_truncated": data.num_dropped,
             "wall_time_s": whole["wall_time_s"],
             "train_time_s": whole["train_time_s"],
@@ -353,6 +363,8 @@ def run_training(cfg: SFTGoConfig) -> dict:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))  # a sweep reads it to decide "done"
         if records:
             plot_loss_groups(records, out / "loss_groups.png", title=f"{cfg.objective} / {cfg.scorer}")
+            plot_channel_losses(read_metrics(out / "metrics.jsonl"), out / "loss_channels.png",
+                                title=f"{cfg.objective}: loss per channel")
     return summary
 
 

@@ -211,7 +211,7 @@ def _chunk_forward_(z: torch.Tensor, tc: torch.Tensor, rec: _Rec | None, s: int,
     * the RowCoef's values, from the logits before they are overwritten;
     * ``correct``: the target's logit is the largest (``argmax == target``; a tie for the largest counts as correct),
       read off the max the logsumexp needs anyway;
-    * unless ``entropy=False`` (the fused pass gets it from its gradient GEMM), the entropy
+    * unless ``entropy=False`` (the fused pass and the chunked backward get it from their gradient GEMMs), the entropy
       ``H = -sum_v p_v log p_v = log S - sum_v e_v d_v / S`` with ``d = z - max``, ``e = exp(d)``, ``S = sum e``:
       ``e`` goes to a small scratch a block of rows at a time, is dotted with ``d`` (:func:`_rowdot`) and copied back
       (``keep=False``: not copied back, for callers that do not read the tile afterwards).
@@ -277,6 +277,12 @@ class _ChunkedLogp(torch.autograd.Function):
 
     Saves (hidden rows, weight, targets, lse [n_sup]); backward recomputes each chunk's z and uses
     d logp_n / d z_n = onehot(y_n) - softmax(z_n).
+
+    With a record that wants the entropy and ``h`` requiring grad, the entropy comes from the backward's ``grad_h``
+    GEMM, as in the fused head (no extra pass over the logits tile): ``G = g (onehot - P)``, so
+    ``h . (G @ W) / g = z_y - sum_v p_v z_v`` and ``H = -log p_y + h . (G @ W) / g``. Until the backward has run,
+    ``rec.entropy`` holds NaN (the trainer sums it when it logs, after the step's backwards). Rows whose incoming
+    gradient ``g`` is (numerically) zero are built with ``g = 1`` in the tile and masked out of both gradients.
     """
 
     @staticmethod
@@ -287,13 +293,19 @@ class _ChunkedLogp(torch.autograd.Function):
         lse = torch.empty(m, dtype=acc, device=h.device)
         logp = torch.empty(m, dtype=acc, device=h.device)
         buf = _tile_buffer(h, weight, chunk_size)
+        # the entropy from the backward's grad_h GEMM (only computed when h gets a gradient)
+        later = rec is not None and rec.entropy is not None and ctx.needs_input_grad[0]
         for s in range(0, m, chunk_size):
             e = min(s + chunk_size, m)
             z = _chunk_logits(h[s:e], weight, buf)  # [c, V]
-            logp[s:e], lse[s:e], _ = _chunk_forward_(z, t[s:e, None], rec, s, e, keep=False)
+            logp[s:e], lse[s:e], _ = _chunk_forward_(z, t[s:e, None], rec, s, e, entropy=not later, keep=False)
             del z
         ctx.save_for_backward(h, weight, t, lse)
         ctx.chunk_size = chunk_size
+        ctx.rec = None
+        if later:
+            rec.entropy.fill_(math.nan)  # filled by the backward
+            ctx.rec, ctx.logp = rec, logp.detach()
         return logp
 
     @staticmethod
@@ -307,20 +319,31 @@ class _ChunkedLogp(torch.autograd.Function):
         # accumulate the weight gradient in fp32 (or fp64) whatever the input dtype (sum over many chunks)
         grad_w = torch.zeros(weight.shape, dtype=_acc(weight.dtype), device=weight.device) if need_w else None
         g_all = grad_logp.to(acc)
+        rec = ctx.rec if need_h else None
         buf = _tile_buffer(h, weight, cs)
         for s in range(0, m, cs):
             e = min(s + cs, m)
             hc = h[s:e]
             z = _chunk_logits(hc, weight, buf)  # recompute [c, V]
             g = g_all[s:e]
+            keep = None
+            if rec is not None:  # rows without gradient still give their entropy: g = 1 in the tile, masked below
+                keep = g.abs() >= _TINY_COEF
+                g = torch.where(keep, g, torch.ones_like(g))
             # dL/dz = g * (onehot - softmax), built in place in the recomputed tile
             z.sub_(lse[s:e, None]).exp_().mul_(-g[:, None])
             z.scatter_add_(1, t[s:e, None], g[:, None])
             gz = z.to(h.dtype)
+            hw = hc
             if need_h:
-                grad_h[s:e] = gz @ weight
+                gh = gz @ weight
+                if keep is not None:
+                    rec.entropy[s:e] = (-ctx.logp[s:e] + (hc.to(acc) * gh.to(acc)).sum(dim=-1) / g).to(rec.entropy.dtype)
+                    gh.mul_(keep[:, None].to(gh.dtype))
+                    hw = hc * keep[:, None].to(hc.dtype)  # [c, H]: the zero-gradient rows out of grad_w too
+                grad_h[s:e] = gh
             if need_w:
-                grad_w.addmm_(gz.T.to(acc), hc.to(acc))  # no-op casts for fp32
+                grad_w.addmm_(gz.T.to(acc), hw.to(acc))  # no-op casts for fp32
             del z, gz
         return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None, None
 
@@ -737,26 +760,31 @@ def chunked_loss(
     return chunked_loss_rows(h.index_select(0, idx), weight, y.index_select(0, idx), fn, extra=ex, chunk_size=chunk_size)
 
 
-def chunked_loss_rows(h, weight, y, fn, *, extra=None, chunk_size: int = 512, stats: dict | None = None):
+def chunked_loss_rows(h, weight, y, fn, *, extra=None, chunk_size: int = 512, stats: dict | None = None,
+                      row_weight: torch.Tensor | None = None):
     """:func:`chunked_loss` on supervised rows only, without input checks.
 
     ``fn`` may also return ``(loss, {name: [c] tensor})``: per-row values it computed on the way (ASFT's KL per token),
     detached; they are concatenated into ``stats[name]`` ``[M]``. They come from the checkpointed forward; the backward's
-    recomputation returns them again and they are dropped."""
+    recomputation returns them again and they are dropped. ``row_weight`` ``[M]`` (optional, detached): per-row weights
+    (the data weights), handed to ``fn`` as a fourth argument, ``fn(logits, targets, extra, row_weight)``, for it to
+    weigh its rows' losses with."""
     n = h.shape[0]
     if n == 0:
         # still connected to the inputs (zero gradients)
         return (h.sum() * 0.0 + weight.sum() * 0.0).to(_acc(h.dtype))
 
-    def chunk(hc, w, yc, ec):
-        return fn(hc @ w.T, yc, ec)  # [c, V], freed after forward by checkpoint, recomputed in backward
+    def chunk(hc, w, yc, ec, rw):
+        z = hc @ w.T  # [c, V], freed after forward by checkpoint, recomputed in backward
+        return fn(z, yc, ec) if rw is None else fn(z, yc, ec, rw)
 
     grad = torch.is_grad_enabled()
     total = None
     rows: dict[str, list] = {}
     for s in range(0, n, chunk_size):
         e = min(s + chunk_size, n)
-        args = (h[s:e], weight, y[s:e], None if extra is None else extra[s:e])
+        args = (h[s:e], weight, y[s:e], None if extra is None else extra[s:e],
+                None if row_weight is None else row_weight[s:e].detach())
         part = checkpoint(chunk, *args, use_reentrant=False) if grad else chunk(*args)
         part = _rows_into(part, rows)
         total = part if total is None else total + part
@@ -911,10 +939,11 @@ class LinearHead:
             c, _ = _coef_chunk(coef, logp, 0, logp.shape[0], row)
         return logp, c
 
-    def chunk_loss(self, model, x, t, fn, extra=None, stats: dict | None = None) -> torch.Tensor:
+    def chunk_loss(self, model, x, t, fn, extra=None, stats: dict | None = None, row_weight=None) -> torch.Tensor:
         """A per-chunk loss over whole logits rows (:func:`chunked_loss_rows`); ``stats`` gets the rows' values ``fn``
-        reports."""
-        return chunked_loss_rows(x, self.weight(model), t, fn, extra=extra, chunk_size=self.chunk_size, stats=stats)
+        reports; ``row_weight`` ``[N]`` (optional) reaches ``fn`` as its fourth argument."""
+        return chunked_loss_rows(x, self.weight(model), t, fn, extra=extra, chunk_size=self.chunk_size, stats=stats,
+                                 row_weight=row_weight)
 
 
 class LogitsHead(LinearHead):
@@ -947,9 +976,9 @@ class LogitsHead(LinearHead):
             rec.into(stats)
         return logq.gather(-1, t[:, None]).squeeze(-1)
 
-    def chunk_loss(self, model, x, t, fn, extra=None, stats=None):
+    def chunk_loss(self, model, x, t, fn, extra=None, stats=None, row_weight=None):
         rows: dict[str, list] = {}
-        loss = _rows_into(fn(x.float(), t, extra), rows)
+        loss = _rows_into(fn(x.float(), t, extra) if row_weight is None else fn(x.float(), t, extra, row_weight), rows)
         if stats is not None:
             stats.update({k: v[0] for k, v in rows.items()})
         return loss

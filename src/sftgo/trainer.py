@@ -89,10 +89,13 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
     ``ref_model`` (optional, frozen) runs beside the trained model for ASFT and Target-SFT with
     ``target_residual="reference"``; Rho-1 and the ``reference`` scorer use reference log-probs cached once before
     training (the ``ref_logp`` column).
+    ``channel_names``: the channel vocabulary (``sftgo.data.add_channels``; id i = ``channel_names[i]``) of the batches'
+    ``channel`` column, for the per-channel losses ``loss/<channel>`` and ``eval_loss/<channel>``.
     """
 
-    def __init__(self, *args, ref_model=None, **kwargs):
+    def __init__(self, *args, ref_model=None, channel_names=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.channel_names = list(channel_names or [])
         # Our compute_loss divides by num_items_in_batch itself, so the Trainer must count it and must not divide
         # the loss by gradient_accumulation_steps again.
         self.model_accepts_loss_kwargs = True
@@ -115,10 +118,12 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         self.ref_head = H.LinearHead(self.args.head_chunk_size)
         # metric sums per mode (not "_metrics": trl.SFTTrainer, a base of SFTGoSFTTrainer, owns that name)
         self._sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
+        self._later: dict[str, list] = {"train": [], "eval": []}  # entropies to sum after the backward (_settle)
         self._step_groups = None  # this optimizer step's (group CE sums, counts), training forwards only
         self._step_info: dict = {}
         self._tokens_seen = 0.0
         self._targets_checked = False
+        self._warned_weights = False
         self._last_lam = None
         self.add_callback(_StepEnd(self))
 
@@ -163,8 +168,13 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         if num_items is not None:
             self._tokens_seen += float(num_items)  # a token count over all processes, weights or not
-            if batches and "loss_weight" in batches[0] and not self.objective.chunk_loss:
-                num_items = self._step_weight(batches, device)
+            if batches and "loss_weight" in batches[0]:
+                if self.objective.takes_data_weights():
+                    num_items = self._step_weight(batches, device)
+                elif not self._warned_weights:
+                    self._warned_weights = True
+                    logger.warning("objective %s does not take data weights (a loss over whole logits rows): the "
+                                   "dataset's weight / loss_weight are ignored", self.args.objective)
         mode = self.args.group_stats
         single = len(batches) == 1 and self.args.world_size == 1
         if not batches or not self.objective.step_stats or mode == "micro" or num_items is None:
@@ -195,7 +205,9 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         need_sums = obj.needs_means and not lagged
         lps, bases = None, None  # the pre-pass's log p and base coefficients b_n = w_n t_n (None when 1)
         if obj.dynamic() or need_sums:
-            lps, bases = map(list, zip(*[self._logp_nograd(i, t, obj.base(t)) for i, t in zip(inputs, tokens)]))
+            # b_n only where the sums are needed (Rho-1's pre-pass needs log p alone)
+            lps, bases = map(list, zip(*[self._logp_nograd(i, t, obj.base(t) if need_sums else None)
+                                         for i, t in zip(inputs, tokens)]))
         vals = [obj.values(t, None if lps is None else lps[i]) for i, t in enumerate(tokens)]
         if obj.batch_scope():  # one ranking over the step's tokens, all micro-batches and processes
             sizes = [v.shape[0] for v in vals]
@@ -259,6 +271,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
     def _end_step(self):
         """After each optimizer step: the step's group sums (all micro-batches and processes) give the objective's
         next state. Everything stays on the device the statistics were accumulated on."""
+        self._settle("train")  # the step's backwards have run: its entropies are known
         if self._step_groups is None:
             return
         sums, counts = self._step_groups
@@ -297,7 +310,9 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         stats: dict = {}
         if obj.chunk_loss:  # Target-SFT, ASFT: a loss over whole logits rows, chunk by chunk
             ref_rows, ref_w = self._reference(inputs, tokens) if obj.needs_ref_model(self.args) else (None, None)
-            loss_sum = self.head.chunk_loss(model, x, t, obj.chunk_fn(ref_w), extra=ref_rows, stats=stats)
+            rw = tokens.columns.get("loss_weight") if obj.row_weights else None  # the rows' data weights
+            loss_sum = self.head.chunk_loss(model, x, t, obj.chunk_fn(ref_w), extra=ref_rows, stats=stats,
+                                            row_weight=rw)
             with torch.no_grad():  # for the metrics (one forward-only GEMM per chunk, which also gives the entropy)
                 logp = self.head.logp(model, x.detach(), t, stats)
             ids = None
@@ -318,7 +333,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
             K = torch.as_tensor(num_items_in_batch, device=x.device).float()
         else:
             # evaluation: this batch's own (weighted) mean
-            weighted = "loss_weight" in tokens.columns and not obj.chunk_loss
+            weighted = "loss_weight" in tokens.columns and obj.takes_data_weights()
             K = tokens.columns["loss_weight"].float().sum() if weighted else n_local
         loss = loss_sum / torch.where(K > 0, K, torch.ones_like(K))  # W may be below 1 with data weights
         if mode == "train" and self.args.average_tokens_across_devices and self.args.world_size > 1 \
@@ -342,12 +357,16 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         logged mean is exact over the optimizer step (or the whole evaluation)."""
         stats = stats or {}
         ce = -logp.float()
-        vals = {"ce_sum": ce.sum(), "n": torch.tensor(float(ce.numel()), device=ce.device), "p_sum": logp.float().exp().sum()}
-        per_token = {"": ce}
+        # CE means are weighted by the data weights w (sum w CE / sum w; the plain means without them); counts stay counts
+        w = tokens.columns.get("loss_weight")
+        w = None if w is None else w.to(ce.device).float()
+        wce = ce if w is None else ce * w
+        vals = {"ce_sum": wce.sum(), "n": torch.tensor(float(ce.numel()), device=ce.device), "p_sum": logp.float().exp().sum()}
+        if w is not None:
+            vals["w_n"] = w.sum()
+        per_token = {"": wce}
         if "entropy" in stats:
-            per_token["ent_"] = stats["entropy"].float()
             per_token["acc_"] = stats["correct"].float()
-            vals["ent_sum"] = per_token["ent_"].sum()
             vals["acc_sum"] = per_token["acc_"].sum()
         imp = self.objective.important(tokens, logp, ids)
         if imp is not None:
@@ -357,15 +376,20 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                 vals[f"{pre}unimp_sum"] = v[~imp].sum()
             vals["imp_n"] = imp.sum().float()
             vals["unimp_n"] = (~imp).sum().float()
+            if w is not None:
+                vals["imp_w"], vals["unimp_w"] = w[imp].sum(), w[~imp].sum()
         w = self.objective.metric_weight(logp, stats)  # the token weighting t_n (logged as mean_weight)
         if w is not None:
             vals["w_sum"] = w.float().sum()
         for name in self.objective.row_metrics:  # per-token values of a chunk loss (ASFT's KL), logged as means
             if name in stats:
                 vals[f"row_{name}_sum"] = stats[name].float().sum()
+        vals.update(self._channel_sums(tokens, ce, imp))
         d = self._sums[mode]
         for k, v in vals.items():
             d[k] = d.get(k, 0) + v
+        if "entropy" in stats:  # summed once the step's backwards ran: the chunked head fills it from its grad_h GEMM
+            self._later[mode].append((stats["entropy"], None if imp is None else imp.bool()))
         if mode == "train":
             self._last_lam = lam
             if ids is not None and self.objective.step_stats:
@@ -377,16 +401,61 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
                 else:
                     self._step_groups = (self._step_groups[0] + sums, self._step_groups[1] + counts)
 
-    def _reduced(self, mode) -> dict[str, float]:
+    @torch.no_grad()
+    def _settle(self, mode) -> None:
+        """Add the recorded entropies (overall and per group) to the metric sums. Called after the backwards: the
+        chunked head writes each token's entropy in its backward (see ``token_head._ChunkedLogp``)."""
+        d = self._sums[mode]
+        for ent, imp in self._later[mode]:
+            ent = ent.float()
+            parts = {"ent_sum": ent.sum()}
+            if imp is not None:
+                parts["ent_imp_sum"], parts["ent_unimp_sum"] = ent[imp].sum(), ent[~imp].sum()
+            for k, v in parts.items():
+                d[k] = d.get(k, 0) + v
+        self._later[mode] = []
+
+    def _channel_sums(self, tokens, ce, imp) -> dict[str, torch.Tensor]:
+        """Per-channel sums of the micro-batch, fixed-size ``[C]`` vectors (C = the vocabulary's size, the same on
+        every process, so they all-reduce with the other sums): ``ch_w`` = sum of the data weights w_n (1 without a
+        ``loss_weight`` column) and ``ch_ce`` = sum of w_n * CE_n over each channel's tokens; with groups the same
+        over the important (``ch_imp_*``) and unimportant (``ch_unimp_*``) tokens."""
+        ch = tokens.columns.get("channel")
+        if not self.channel_names or ch is None:
+            return {}
+        C, idx = len(self.channel_names), ch.long()
+        w = tokens.columns.get("loss_weight")
+        w = torch.ones_like(ce) if w is None else w.to(ce.device).float()
+
+        def by_channel(x, sel=None):
+            x, i = (x, idx) if sel is None else (x[sel], idx[sel])
+            return torch.zeros(C, device=ce.device).index_add_(0, i.to(ce.device), x)
+
+        out = {"ch_w": by_channel(w), "ch_ce": by_channel(w * ce)}
+        if imp is not None:
+            for pre, sel in (("ch_imp", imp), ("ch_unimp", ~imp)):
+                out[f"{pre}_w"], out[f"{pre}_ce"] = by_channel(w, sel), by_channel(w * ce, sel)
+        return out
+
+    def _reduced(self, mode) -> dict[str, float | list[float]]:
+        """The mode's sums, summed over processes: a float per scalar sum, a list per vector (the per-channel sums)."""
+        self._settle(mode)
         d = self._sums[mode]
         self._sums[mode] = {}
         if not d:
             return {}
         keys = sorted(d)
-        vec = torch.stack([torch.as_tensor(d[k], device=self.args.device).float().reshape(()) for k in keys])
+        parts = [torch.as_tensor(d[k], device=self.args.device).float().reshape(-1) for k in keys]
+        vec = torch.cat(parts)
         if self.args.world_size > 1:  # every rank calls log(): sum over ranks
             vec = self.accelerator.reduce(vec, reduction="sum")
-        return dict(zip(keys, vec.tolist()))
+        vals = vec.tolist()
+        out, at = {}, 0
+        for k, p in zip(keys, parts):
+            n = p.numel()
+            out[k] = vals[at] if torch.as_tensor(d[k]).dim() == 0 else vals[at:at + n]
+            at += n
+        return out
 
     @property
     def tokens_seen(self) -> int:
@@ -398,16 +467,17 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
             s = self._reduced("train")
             if s:
                 n = max(s["n"], 1.0)
-                logs["loss_ce"] = s["ce_sum"] / n
+                logs["loss_ce"] = _ce_mean(s, "ce_sum", "w_n", "n", 0.0)
                 logs["mean_p"] = s["p_sum"] / n
                 if "imp_n" in s:
-                    logs["loss_important"] = _mean(s["imp_sum"], s["imp_n"])
-                    logs["loss_unimportant"] = _mean(s["unimp_sum"], s["unimp_n"])
+                    logs["loss_important"] = _ce_mean(s, "imp_sum", "imp_w", "imp_n")
+                    logs["loss_unimportant"] = _ce_mean(s, "unimp_sum", "unimp_w", "unimp_n")
                     logs["frac_important"] = s["imp_n"] / n
                 if "w_sum" in s:
                     logs["mean_weight"] = s["w_sum"] / n
                 logs.update(_row_means(self.objective.row_metrics, s, ""))
                 logs.update(_readable(s, ""))
+                logs.update(_channel_losses(s, self.channel_names, ""))
                 logs.update(self.objective.extra_metrics(s, self.objective_state))
                 if self.objective.uses_lam:
                     logs["lam"] = self._last_lam
@@ -417,14 +487,15 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         elif any(k.startswith("eval_") for k in logs):
             s = self._reduced("eval")
             if s:
-                logs["eval_loss_ce"] = s["ce_sum"] / max(s["n"], 1.0)
+                logs["eval_loss_ce"] = _ce_mean(s, "ce_sum", "w_n", "n", 0.0)
                 if "imp_n" in s:
-                    imp, unimp = _mean(s["imp_sum"], s["imp_n"]), _mean(s["unimp_sum"], s["unimp_n"])
+                    imp, unimp = _ce_mean(s, "imp_sum", "imp_w", "imp_n"), _ce_mean(s, "unimp_sum", "unimp_w", "unimp_n")
                     logs["eval_loss_important"], logs["eval_loss_unimportant"] = imp, unimp
                     logs["eval_loss_worst"] = max(x for x in (imp, unimp, -math.inf) if not math.isnan(x))
                     logs["eval_tokens_important"] = int(s["imp_n"])
                 logs.update(_row_means(self.objective.row_metrics, s, "eval_"))
                 logs.update(_readable(s, "eval_"))
+                logs.update(_channel_losses(s, self.channel_names, "eval_"))
                 logs["eval_tokens"] = int(s["n"])
         super().log(logs, start_time)
 
@@ -446,6 +517,26 @@ def _readable(s: dict, prefix: str) -> dict:
         for pre, name in (("ent_", "entropy"), ("acc_", "token_accuracy")):
             out[f"{prefix}{name}_important"] = _mean(s[f"{pre}imp_sum"], s["imp_n"])
             out[f"{prefix}{name}_unimportant"] = _mean(s[f"{pre}unimp_sum"], s["unimp_n"])
+    return out
+
+
+def _ce_mean(s: dict, total: str, weight: str, count: str, empty: float = float("nan")) -> float:
+    """A logged CE mean from the reduced sums: ``sum w CE / sum w`` with data weights (``weight`` in ``s``), ``sum CE /
+    count`` without; ``empty`` when nothing was counted."""
+    denom = s.get(weight, s[count])
+    return s[total] / denom if denom > 0 else empty
+
+
+def _channel_losses(s: dict, names: list[str], prefix: str) -> dict:
+    """``loss/<channel>`` (and ``loss_important/<channel>``, ``loss_unimportant/<channel>`` where the run logs groups):
+    the weighted mean CE, sum w_n CE_n / sum w_n, over the channel's supervised tokens of the logging window, from the
+    reduced per-channel sums; a channel with no token in the window is left out."""
+    out = {}
+    for name, key in (("loss", "ch"), ("loss_important", "ch_imp"), ("loss_unimportant", "ch_unimp")):
+        if f"{key}_w" in s:
+            for ch, ce, w in zip(names, s[f"{key}_ce"], s[f"{key}_w"]):
+                if w > 0:
+                    out[f"{prefix}{name}/{ch}"] = ce / w
     return out
 
 

@@ -4,7 +4,10 @@ On distinct examples, a global batch of 4 run as (1 process, micro-batch 4), (1 
 accumulation 4) and (2 processes under torchrun + gloo, micro-batch 2) gives the same losses, group metrics and final
 weights after 3 steps, for every objective: the same examples in each step (StepOrderSampler), one normalization by the
 step's token count, and group statistics (worst group, DRO weights, Rho-1's top-k, batch-scope top-k) taken over the
-whole step (--group_stats exact). One torchrun launch per objective; the two single-process runs are in-process."""
+whole step (--group_stats exact). The examples carry channels, so the per-channel losses (loss/<channel>, and per group)
+are checked the same way. One torchrun launch per objective; the two single-process runs are in-process.
+``sft-go-weighted`` is SFT-GO on data with per-example weights (issue 20): the step's weight W, the weighted group
+sums and counts are as exact over accumulation and processes as the counts."""
 
 import json
 import subprocess
@@ -20,14 +23,22 @@ WORDS = ("river mountain cloud seven orange quiet bridge garden winter lamp copp
          "thunder marble candle forest silver ladder meadow rocket velvet").split()
 
 
-def distinct_examples(n=12):
-    """n examples with different instructions and responses of different lengths (no two alike)."""
+def distinct_examples(n=12, weights=None):
+    """n examples with different instructions and responses of different lengths (no two alike), in 3 channels;
+    ``weights(i)``: the example's data weight (the ``weight`` field), if given."""
     out = []
     for i in range(n):
         w = [WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 5)]
         out.append({"instruction": f"Describe the {WORDS[i]} in {3 + i % 5} words.", "input": "",
-                    "output": " ".join(w).capitalize() + "."})
+                    "output": " ".join(w).capitalize() + ".", "channel": ("red", "green", "blue")[i % 3]})
+        if weights is not None:
+            out[-1]["weight"] = weights(i)
     return out
+
+
+def uneven(i):
+    """Distinct weights, 0.25 .. 3.5, so the weighted means differ from the plain ones."""
+    return 0.25 + (i * 5 % 12) * 0.25
 
 
 OBJECTIVES = {
@@ -40,6 +51,7 @@ OBJECTIVES = {
     "dft": [],
     "infosft": [],
     "target-sft": ["--target_gamma", "0.8", "--target_residual", "topk", "--target_topk", "5"],
+    "sft-go-weighted": ["--objective", "sft-go", "--lam", "0.9", "--dataset", "{weighted}"],
 }
 KEYS = ("loss", "loss_ce", "loss_important", "loss_unimportant", "tokens", "dro_q0", "frac_kept", "entropy",
         "token_accuracy", "entropy_important", "token_accuracy_unimportant")
@@ -52,6 +64,7 @@ def setup(tmp_path_factory, tiny_model_dir, chat_tokenizer):
     d = tmp_path_factory.mktemp("inv")
     data = d / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in distinct_examples()))
+    (d / "weighted.jsonl").write_text("".join(json.dumps(r) + "\n" for r in distinct_examples(weights=uneven)))
     ref = d / "ref"  # a different model as Rho-1's reference, so excess losses are far from zero and from ties
     build_tiny_model(len(chat_tokenizer), seed=1).save_pretrained(ref)
     chat_tokenizer.save_pretrained(ref)
@@ -59,7 +72,7 @@ def setup(tmp_path_factory, tiny_model_dir, chat_tokenizer):
 
 
 def _args(name, model_dir, data, ref, cache):
-    extra = OBJECTIVES[name]
+    extra = [a.format(weighted=str(Path(data).with_name("weighted.jsonl"))) for a in OBJECTIVES[name]]
     obj = name if "--objective" not in extra else []
     return ["--model_name_or_path", model_dir, "--dataset", data, "--max_steps", "3", "--max_length", "48",
             "--learning_rate", "1e-3", "--disable_tqdm", "true", "--save_steps", "100", "--score_cache_dir", cache,
@@ -107,7 +120,9 @@ def test_same_step_however_split(setup, tiny_model_dir, name):
     for k in ("accum4", "ddp2"):
         assert len(recs[k]) == 3, k
         for a, b in zip(ref_recs, recs[k]):
-            for key in KEYS:
+            channels = [key for key in a if "/" in key]  # loss/<channel>, loss_important/<channel>, ...
+            assert any(key.startswith("loss/") for key in channels)
+            for key in [*KEYS, *channels]:
                 if key in a:
                     assert b[key] == pytest.approx(a[key], abs=1e-5), (k, a["step"], key)
             assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4), (k, a["step"])
@@ -129,3 +144,25 @@ def _weights_initial(model_dir):
     from safetensors.torch import load_file
 
     return load_file(str(Path(model_dir) / "model.safetensors"))
+
+
+def test_uniform_data_weights_are_the_unweighted_run(setup, tiny_model_dir):
+    """Weight 2.0 on every example is the unweighted run (losses, group losses and final weights within 1e-6); uneven
+    weights change it. SFT-GO over 2 micro-batches (the exact pre-pass with weighted sums and counts)."""
+    d, data, ref = setup
+    (d / "uniform2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in distinct_examples(weights=lambda i: 2.0)))
+    outs = {}
+    for name, path in (("plain", data), ("uniform2", str(d / "uniform2.jsonl")), ("uneven", str(d / "weighted.jsonl"))):
+        outs[name] = d / f"uniform-{name}"
+        assert main(["train", *_args("sft-go", tiny_model_dir, path, ref, str(d / "cache")), "--output_dir",
+                     str(outs[name]), "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2"]) == 0
+    recs = {k: _records(o) for k, o in outs.items()}
+    weights = {k: _weights(o) for k, o in outs.items()}
+    for a, b in zip(recs["plain"], recs["uniform2"]):
+        for key in ("loss", "loss_ce", "loss_important", "loss_unimportant", "tokens"):
+            assert b[key] == pytest.approx(a[key], abs=1e-6, rel=0), (a["step"], key)
+    for p, w in weights["plain"].items():
+        assert torch.allclose(weights["uniform2"][p], w, atol=1e-6, rtol=0), p
+    assert [r["tokens"] for r in recs["uneven"]] == [r["tokens"] for r in recs["plain"]]  # the same tokens, weighed
+    assert any(abs(a["loss"] - b["loss"]) > 1e-3 for a, b in zip(recs["plain"], recs["uneven"]))
+    assert max((weights["uneven"][p] - w).abs().max().item() for p, w in weights["plain"].items()) > 1e-5

@@ -1,5 +1,6 @@
 """Packed and padding-free training runs equal the padded run on the same examples: same loss and gradient norm at
-every step and the same trained weights (fp32), for sft, sft-go (per-example groups) and rho1 (reference columns)."""
+every step and the same trained weights (fp32), for sft, sft-go (per-example groups), rho1 (reference columns) and
+sft-go on data with per-example weights (the loss_weight column travels with its tokens into the loss)."""
 
 from __future__ import annotations
 
@@ -38,10 +39,13 @@ def other_model_dir(tmp_path_factory, chat_tokenizer):
     return str(d)
 
 
-@pytest.mark.parametrize("objective", ["sft", "sft-go", "rho1"])
+@pytest.mark.parametrize("objective", ["sft", "sft-go", "rho1", "sft-go-weighted"])
 def test_packed_and_padding_free_runs_equal_the_padded_run(tmp_path, tiny_model_dir, other_model_dir, objective):
     data = tmp_path / "data.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in MORE))
+    rows = MORE
+    if objective == "sft-go-weighted":  # distinct weights per example
+        rows, objective = [{**r, "weight": 0.5 + 0.75 * i} for i, r in enumerate(MORE)], "sft-go"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     # 8 examples of different lengths, batch 4, 2 steps; max_length 96 lets a packed row hold 2-3 examples.
     # Plain SGD: the weight change is lr x gradient, so equal weights mean equal gradients (Adam would divide tiny
     # gradients by their own magnitude and turn float noise in them into visible weight differences).

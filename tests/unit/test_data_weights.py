@@ -55,6 +55,9 @@ def test_message_loss_weight_zero_removes_exactly_that_message(tmp_path, chat_to
     assert chat_tokenizer.decode(after[after != IGNORE_INDEX]) == "Rome, 0 times over.<|im_end|>"
     assert data.columns["loss_weight"][0].tolist() == [1.0] * int((after != IGNORE_INDEX).sum())
     assert "loss_weight" not in plain.columns  # no weight fields: no column (batches as before)
+    ones = tokenize_examples(_load(tmp_path, [_conv(0, weight=1), _conv(1)], "c.jsonl"), chat_tokenizer, 512)
+    assert ones.labels[0] == plain.labels[0]  # a weight field, even 1 on one example: the column, all ones here
+    assert [set(w.tolist()) for w in ones.columns["loss_weight"]] == [{1.0}, {1.0}]
 
 
 def test_weights_multiply_and_zero_weight_examples_are_skipped(tmp_path, chat_tokenizer):
@@ -75,6 +78,8 @@ def test_weights_stay_on_their_tokens_in_every_layout(tmp_path, chat_tokenizer, 
     # prompt's group (weight 0) or the previous message's, or drop its end marker).
     recs = [_conv(i, weights=(1 + i, 0.25 * (i + 1)), weight=[1.0, 3.0, 0.5, 2.0, 1.5][i]) for i in range(5)]
     data = tokenize_examples(_load(tmp_path, recs), chat_tokenizer, 512)
+    # A scorer-like column (one value per supervised token: here the token's own id) must line up the same way.
+    data.columns["importance"] = [data.supervised(i)[0].astype(np.float32) for i in range(len(data))]
     items = [TokenDataset(data)[i] for i in range(len(data))]
     cap = 2 * max(len(it["input_ids"]) for it in items)
     batch = Collator(chat_tokenizer.pad_token_id, layout=layout, max_length=cap)(items)
@@ -90,6 +95,7 @@ def test_weights_stay_on_their_tokens_in_every_layout(tmp_path, chat_tokenizer, 
             want[(i, round(r["weight"] * r["messages"][j]["loss_weight"], 4))] = r["messages"][j]["content"] + "<|im_end|>"
     assert got == want
     assert len(tb) == sum(len(w) for w in data.columns["loss_weight"])
+    assert torch.equal(tb.columns["importance"], tb.targets.float())
 
 
 def test_truncation_cuts_weights_with_their_tokens(tmp_path, chat_tokenizer):

@@ -108,6 +108,7 @@ CASES = [
     ("eaft", {"eaft_k": 5, "eaft_alpha": 1.7, "eaft_normalize": False}),
     ("asft", {"asft_alpha": 0.3}),
     ("asft", {"asft_alpha": 0.5, "asft_kl": "reverse"}),
+    ("asft", {"asft_alpha": 0.3, "token_head": "naive"}),  # the model's own logits: the loss over whole rows at once
     ("target-sft", {"target_residual": "uniform", "target_gamma": "0.8"}),
     ("target-sft", {"target_residual": "model", "target_gamma": "p"}),
     ("target-sft", {"target_residual": "topk", "target_gamma": "0.6", "target_topk": 3}),
@@ -362,6 +363,8 @@ WEIGHTED = [  # (aggregator, settings, micro-batches)
     ("rho1", {"percentile": 60.0}, 2),
     ("rho1", {"percentile": 60.0, "token_weight": "dft"}, 1),  # the kept set's weighted count, in the micro-batch path
     ("sft-go-dro", {"num_groups": 3, "dro_eta": 0.5}, 2),
+    ("target-sft", {"target_residual": "topk", "target_gamma": "0.6", "target_topk": 3}, 2),  # rows weighted in the head
+    ("asft", {"asft_alpha": 0.3}, 2),  # rows weighted in the head, beside a reference model
 ]
 
 
@@ -369,16 +372,26 @@ WEIGHTED = [  # (aggregator, settings, micro-batches)
                          ids=[f"{a}-{'-'.join(f'{k}={v}' for k, v in o.items())}-mb{m}" for a, o, m in WEIGHTED])
 def test_data_weights_are_the_formula(tmp_path, aggregator, over, micro_batches):
     model = peaked_model()
-    trainer, cfg = make_trainer(tmp_path, model, aggregator, **over)
+    ref_model = reference_model() if aggregator == "asft" else None
+    trainer, cfg = make_trainer(tmp_path, model, aggregator, ref_model=ref_model, **over)
     ref_state: dict = {}
     for step in range(2):
         batches = [weighted(make_batch(100 * step + i), 7 * step + i) for i in range(micro_batches)]
         loss, grads = train_path(trainer, model, batches)
-        ref_loss, ref_grads, ref_state, _ = reference_path(model, batches, aggregator, cfg, ref_state,
-                                                           reference=formula_step_loss)
+        ref_loss, ref_grads, ref_state, _ = reference_path(
+            model, batches, aggregator, cfg, ref_state, ref_model,
+            reference=step_loss if trainer.objective.chunk_loss else formula_step_loss)
         assert loss == pytest.approx(ref_loss, abs=1e-5, rel=1e-5), f"step {step}"
         for g, rg in zip(grads, ref_grads):
             torch.testing.assert_close(g, rg, atol=2e-5, rtol=1e-4)
         got = _state_lists(trainer.objective_state)
         for k in got:
             assert got[k] == pytest.approx(ref_state[k], abs=1e-6), f"step {step}: {k}"
+        logs = {"loss": loss}
+        trainer.log(logs)  # the logged CE means are w-weighted means; tokens stays a count
+        assert logs["tokens"] == sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        if aggregator == "sft" and not over:  # the loss is the weighted mean CE
+            assert logs["loss_ce"] == pytest.approx(ref_loss, rel=1e-5)
+        if aggregator == "sft-go" and not over:  # (1 - lam) mean + lam * worst of the two weighted group means
+            worst = max(logs["loss_important"], logs["loss_unimportant"])
+            assert (1 - cfg.lam) * logs["loss_ce"] + cfg.lam * worst == pytest.approx(ref_loss, rel=1e-5)

@@ -73,7 +73,10 @@ def test_head_records_entropy_and_accuracy_of_the_full_distribution(kind, coef, 
     stats: dict = {}
     with torch.set_grad_enabled(grad):
         loss, logp = head.weighted_nll(model, feats, t, c, stats)
-    torch.testing.assert_close(stats["entropy"].double(), ent, atol=1e-5, rtol=0)
+    if grad and kind == "chunked":  # its entropy comes from the backward's grad_h GEMM: unknown (NaN) until then
+        assert torch.isnan(stats["entropy"]).all()
+    else:
+        torch.testing.assert_close(stats["entropy"].double(), ent, atol=1e-5, rtol=0)
     assert torch.equal(stats["correct"], cor)
     assert stats["coef"].shape == (N,)
     if grad:  # recording changes nothing else: same loss, log p and gradients as the head without it
@@ -85,6 +88,7 @@ def test_head_records_entropy_and_accuracy_of_the_full_distribution(kind, coef, 
         torch.testing.assert_close(logp, logp0)
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b)
+        torch.testing.assert_close(stats["entropy"].double(), ent, atol=1e-5, rtol=0)  # every head, after the backward
     stats = {}
     with torch.no_grad():  # the metrics pass of Target-SFT's chunk-loss path
         head.logp(model, feats.detach(), t, stats)
@@ -107,6 +111,20 @@ def test_fused_head_without_hidden_gradient_records_the_same():
     torch.testing.assert_close(stats["entropy"].double(), ent, atol=1e-5, rtol=0)
     assert torch.equal(stats["correct"], cor)
     torch.testing.assert_close(w1.grad, w2.grad)
+
+
+def test_chunked_head_without_hidden_gradient_records_the_entropy_in_its_forward():
+    """Only the LM head trains: the chunked backward computes no grad_h GEMM to read the entropy from, so its forward
+    computes it; the weight's gradient is unchanged."""
+    x, W, t = _inputs(3)
+    ent, cor = _full(x, W, t)
+    m1, m2 = _Model(W), _Model(W)
+    stats: dict = {}
+    LinearHead(7, fused=False).weighted_nll(m1, x, t, 1.0, stats)[0].backward()
+    LinearHead(7, fused=False).weighted_nll(m2, x, t, 1.0)[0].backward()
+    torch.testing.assert_close(stats["entropy"].double(), ent, atol=1e-5, rtol=0)
+    assert torch.equal(stats["correct"], cor)
+    torch.testing.assert_close(m1.lm.weight.grad, m2.lm.weight.grad)
 
 
 def test_row_coefficient_is_computed_from_the_logits_row():

@@ -12,6 +12,8 @@ the whole dataset:
     loss_worst       = max(loss_important, loss_unimportant)
     entropy          = mean full-vocabulary entropy of the next-token distribution over the supervised tokens
     token_accuracy   = fraction of supervised tokens whose target has the largest logit
+    loss_by_channel  = {channel: the same CE mean over that channel's tokens} (data-weighted where the data sets
+                       weights), when the data has channels (the run's --channel_field, else the field 'channel')
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 
 # The run's settings that shape held-out losses (everything else in a run's config is about the optimizer or I/O).
 LOSS_SETTINGS = ("objective", "max_length", "packing", "padding_free", "token_head", "head_chunk_size", "seed",
-                 "score_cache_dir", "model_dtype", "attn_implementation")
+                 "score_cache_dir", "model_dtype", "attn_implementation", "channel_field", "max_channels")
 
 
 def heldout_config(run_config: dict, **overrides):
@@ -43,16 +45,19 @@ def heldout_config(run_config: dict, **overrides):
 
 def heldout_losses(model, tokenizer, dataset: str, cfg, *, max_examples: int | None = None) -> dict:
     """Held-out losses of ``model`` on ``dataset`` under config ``cfg`` (see :func:`heldout_config`)."""
-    from ..data import TokenDataset, load_examples, tokenize_cached, tokenized_cache_dir
+    from ..data import TokenDataset, add_channels, load_examples, tokenize_cached, tokenized_cache_dir
     from ..pipeline import add_token_columns, make_collator
     from ..trainer import SFTGoTrainer
 
     t0 = time.time()
-    examples = load_examples(dataset, split=None, limit=max_examples)  # a Hub / saved dataset: its held-out split
+    # A Hub / saved dataset: its held-out split. The run's channel field, if it had one; the held-out data need not.
+    examples = load_examples(dataset, split=None, limit=max_examples, channel_field=cfg.channel_field,
+                             strict_channel=False)
     data = tokenize_cached(examples, tokenizer, cfg.max_length, cache_dir=tokenized_cache_dir(cfg.score_cache_dir))
     add_token_columns(cfg, data, model, tokenizer)
+    channels = add_channels(None, data, cfg.max_channels)  # the held-out data's own channels (names are reported)
     trainer = SFTGoTrainer(model=model, args=cfg, data_collator=make_collator(cfg, tokenizer, model),
-                           processing_class=tokenizer)
+                           processing_class=tokenizer, channel_names=channels)
     m = trainer.evaluate(eval_dataset=TokenDataset(data))
 
     def value(k):
@@ -65,4 +70,5 @@ def heldout_losses(model, tokenizer, dataset: str, cfg, *, max_examples: int | N
             "loss_important": li, "loss_unimportant": lu,
             "loss_worst": max(x for x in (li, lu) if x is not None) if (li is not None or lu is not None) else None,
             "entropy": value("entropy"), "token_accuracy": value("token_accuracy"),
+            **({"loss_by_channel": {c: value(f"loss/{c}") for c in channels}} if channels else {}),
             "wall_time_s": round(time.time() - t0, 3)}

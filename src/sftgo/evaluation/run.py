@@ -504,5 +504,7 @@ def run_heldout(target: EvalTarget, args) -> dict:
     print(f"heldout {args.heldout}: CE {_fmt(out['loss_ce'])}  important {_fmt(out['loss_important'])}  "
           f"unimportant {_fmt(out['loss_unimportant'])}  worst {_fmt(out['loss_worst'])}  "
           f"({out['n_tokens']} tokens, {out['n_examples']} examples, scorer {scorer}, eta {percentile})")
+    if out.get("loss_by_channel"):
+        print("  per channel: " + "  ".join(f"{c} {_fmt(v)}" for c, v in out["loss_by_channel"].items()))
     print(f"wrote {path}")
     return out

@@ -12,13 +12,14 @@ import json
 import time
 from pathlib import Path
 
-from .figures import moving_average, plot_loss_groups
+from .figures import moving_average, plot_channel_losses, plot_loss_groups
 
-__all__ = ["build_report", "moving_average", "plot_loss_groups", "report_run"]
+__all__ = ["build_report", "moving_average", "plot_channel_losses", "plot_loss_groups", "report_run"]
 
 
 def report_run(run_dir: str | Path) -> Path:
-    """Re-draw ``loss_groups.png`` of a run directory from its ``metrics.jsonl``."""
+    """Re-draw ``loss_groups.png`` of a run directory from its ``metrics.jsonl`` (and ``loss_channels.png``, one curve
+    per channel, when the run logged channels)."""
     from .runs import read_metrics
 
     run_dir = Path(run_dir)
@@ -31,6 +32,7 @@ def report_run(run_dir: str | Path) -> Path:
     if summary.exists():
         s = json.loads(summary.read_text())
         title = f"{s.get('objective', '')} / {s.get('scorer', '')}"
+    plot_channel_losses(records, run_dir / "loss_channels.png", f"{title}: loss per channel" if title else "")
     return plot_loss_groups(records, run_dir / "loss_groups.png", title)
 
 
@@ -87,6 +89,13 @@ def build_report(paths, output_dir: str | Path, domain_suite: str | None = None)
             add("Held-out loss by token group during training",
                 figure=Figure("fig2_heldout_losses.png", png, "Held-out group losses logged during training "
                               "(eval_loss_* in metrics.jsonl): mean over seeds, band = ±1 std."))
+    series = F.channel_series(groups)
+    if series:
+        png = F.plot_group_losses(groups, series=series, title="Training loss per channel")
+        if png:
+            add("Training loss per channel",
+                figure=Figure("fig_channel_losses.png", png, "loss/<channel> in metrics.jsonl: the mean CE over each "
+                              "channel's tokens (data-weighted) per logging step; mean over seeds, band = ±1 std."))
     if primary:
         png = F.plot_eta_bars(groups, primary, base)
         if png:

@@ -40,6 +40,58 @@ def plot_loss_groups(records: list[dict], path: str | Path, title: str = "") -> 
     return path
 
 
+def _dots(steps) -> dict:
+    """Marker settings for a line: small dots when it has few points (a single point draws no line at all)."""
+    return {"marker": "o", "markersize": 3} if len(steps) <= 30 else {}
+
+
+def channel_names(records: list[dict], prefix: str = "loss/") -> list[str]:
+    """The channels a run logged (``loss/<channel>`` keys of its metrics records), in first-seen order."""
+    seen: dict[str, None] = {}
+    for r in records:
+        for k in r:
+            if k.startswith(prefix):
+                seen.setdefault(k[len(prefix):], None)
+    return list(seen)
+
+
+def plot_channel_losses(records: list[dict], path: str | Path, title: str = "") -> Path | None:
+    """One training-loss curve per channel (``loss/<channel>``: the weighted mean CE over the channel's tokens of
+    each logging step), held-out ``eval_loss/<channel>`` dashed in the same color when logged. None (and no file)
+    when the run has no channels."""
+    names = channel_names(records)
+    evals = channel_names(records, "eval_loss/")
+    if not names and not evals:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    cmap = plt.get_cmap("tab10" if len(names + evals) <= 10 else "tab20")
+    colors = {}
+    for key, style in (("loss/", "-"), ("eval_loss/", "--")):
+        for ch in (names if key == "loss/" else evals):
+            pts = [(r["step"], float(r[key + ch])) for r in records if isinstance(r.get(key + ch), (int, float))]
+            if not pts:
+                continue
+            color = colors.setdefault(ch, cmap(len(colors) % cmap.N))
+            steps, ys = zip(*pts)
+            window = max(1, len(steps) // 10) if key == "loss/" else 1
+            if window > 1:
+                ax.plot(steps, ys, color=color, linestyle=style, linewidth=0.8, alpha=0.3)
+            label = ch if key == "loss/" else f"{ch} (held-out)"
+            ax.plot(steps, moving_average(list(ys), window), color=color, linestyle=style, linewidth=1.6,
+                    label=label if window == 1 else f"{label} (avg {window})", **_dots(steps))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(title or "loss per channel")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7 if len(colors) > 8 else 9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def moving_average(ys: list[float], window: int) -> list[float]:
     """Trailing mean over the last ``window`` finite values (NaN entries are skipped, not propagated)."""
     out = []
@@ -116,7 +168,8 @@ def plot_group_losses(groups, series=GROUP_SERIES, title="Training loss by token
         ax.set_visible(False)
     for ax, (g, n, lines) in zip(axes.flat, panels):
         for label, color, steps, mean, std in lines:
-            ax.plot(steps, mean, color=color, label=label, linewidth=1.5)
+            # dots on short series: a per-channel curve may have a point at only some steps (or one)
+            ax.plot(steps, mean, color=color, label=label, linewidth=1.5, **_dots(steps))
             if n > 1:
                 ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                                 color=color, alpha=0.18, linewidth=0)
@@ -129,6 +182,16 @@ def plot_group_losses(groups, series=GROUP_SERIES, title="Training loss by token
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return _png(fig)
+
+
+def channel_series(groups) -> list[tuple[str, str, str]]:
+    """The per-channel training losses any run logged (``loss/<channel>``), as plot series (key, label, color)."""
+    names: dict[str, None] = {}
+    for g in groups:
+        for r in g.runs:
+            for ch in channel_names(r.metrics):
+                names.setdefault(ch, None)
+    return [(f"loss/{ch}", ch, f"C{i % 10}") for i, ch in enumerate(names)]
 
 
 def eval_loss_series(groups) -> list[tuple[str, str, str]]:
