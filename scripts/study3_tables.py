@@ -174,8 +174,8 @@ def combine(root: Path) -> None:
                 for k in d:
                     a, b = held(runs[combo][s], k), held(runs[part][s], k)
                     if a and b:
-                        d[k].append(a["loss_ce"] - b["loss_ce"])
-            print(f"| {part} | {signed(d['heldout_gsm8k'])} | {signed(d['heldout_alpaca'])} |")
+                        d[k].append(f"s{s} {a['loss_ce'] - b['loss_ce']:+.4f}")
+            print(f"| {part} | {' / '.join(d['heldout_gsm8k']) or '–'} | {' / '.join(d['heldout_alpaca']) or '–'} |")
     wall_times({m: runs[m] for m in order}, ("heldout_gsm8k", "heldout_alpaca"))
 
 
