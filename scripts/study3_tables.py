@@ -47,6 +47,18 @@ def signed(values: list[float], digits: int = 4) -> str:
     return " / ".join(f"{v:+.{digits}f}" for v in values) or "–"
 
 
+def wall_times(runs: dict[str, dict[int, Path]], sets: tuple[str, ...]) -> None:
+    """Per method: each run's training wall time (summary.json) and its evaluations' (eval/heldout-<set>.json)."""
+    print("\nwall time per run (training s + evaluation s):")
+    for m, by_seed in runs.items():
+        cells = []
+        for s, run in sorted(by_seed.items()):
+            train = json.loads((run / "summary.json").read_text()).get("wall_time_s", 0.0)
+            ev = sum((held(run, k) or {}).get("wall_time_s", 0.0) for k in sets)
+            cells.append(f"s{s} {train:.0f} + {ev:.0f}")
+        print(f"- {m}: " + ", ".join(cells))
+
+
 def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
@@ -68,6 +80,9 @@ def prop1(root: Path, figure: Path | None) -> None:
         print(f"**Worst-group loss on {title}** (TF-IDF groups, eta 90; mean ± std over seeds)\n")
         print("| method | CE (all tokens) | important | unimportant | worst group | paired worst, SFT-GO - SFT |")
         print("|---|---|---|---|---|---|")
+        if b := held(root / "base", split):
+            cells = [f"{b[k]:.4f}" for k in ("loss_ce", "loss_important", "loss_unimportant", "loss_worst")]
+            print(f"| base model | {' | '.join(cells)} | – |")
         for method in ("sft", "sft-go"):
             rs = [held(runs[method][s], split) for s in sorted(runs.get(method, {}))]
             rs = [r for r in rs if r]
@@ -87,11 +102,13 @@ def prop1(root: Path, figure: Path | None) -> None:
     print("|---|" + "---|" * n)
     for m, cs in curves.items():
         print(f"| {m} | " + " | ".join(f"{statistics.mean(c[e] for c in cs):.3f}" for e in range(n)) + " |")
-    for key in ("loss_important", "loss_unimportant"):
-        print(f"\n{key}, per epoch (mean over seeds):\n")
+    for key in ("loss", "loss_important", "loss_unimportant"):
+        what = "the objective (SFT-GO's loss for sft-go)" if key == "loss" else key
+        print(f"\n{what}, per epoch (mean over seeds):\n")
         for m in curves:
             cs = [epoch_means(runs[m][s], key) for s in sorted(runs[m])]
             print(f"- {m}: " + ", ".join(f"{statistics.mean(c[e] for c in cs):.3f}" for e in range(n)))
+    wall_times(runs, ("train", "heldout"))
     if figure:
         draw(runs, figure)
 
@@ -117,7 +134,8 @@ def draw(runs: dict[str, dict[int, Path]], figure: Path) -> None:
         ax.set_title(f"training loss, {title}")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("nats / token (per step faint; epoch mean dots, each seed)")
+    axes[0].set_ylabel("CE, nats / token")
+    fig.suptitle("faint: per step; dots: epoch means; one line per seed", fontsize=9)
     axes[0].legend()
     fig.tight_layout()
     figure.parent.mkdir(parents=True, exist_ok=True)
@@ -158,6 +176,7 @@ def combine(root: Path) -> None:
                     if a and b:
                         d[k].append(a["loss_ce"] - b["loss_ce"])
             print(f"| {part} | {signed(d['heldout_gsm8k'])} | {signed(d['heldout_alpaca'])} |")
+    wall_times({m: runs[m] for m in order}, ("heldout_gsm8k", "heldout_alpaca"))
 
 
 def main() -> None:

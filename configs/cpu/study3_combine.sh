@@ -40,7 +40,8 @@ train() {  # $1 = run name, $2 = seed, then the objective's flags
   if [ ! -f "$run/summary.json" ] || [ ! -f "$run/final/config.json" ]; then
     echo "$(date -u +%FT%TZ) train $run"
     # save_steps 1000 > 20 steps: no checkpoint (1.6 GB each), so an interrupted run starts over.
-    "$BIN/sftgo" train configs/cpu/gsm8k_learn_forget.yaml "$@" --seed "$seed" --output_dir "$run" \
+    "$BIN/sftgo" train configs/cpu/gsm8k_learn_forget.yaml --dataset "$DATA/gsm8k_train.jsonl" "$@" --seed "$seed" \
+        --output_dir "$run" \
         --save_total_limit 1 --resume_from_checkpoint false > "$OUT/logs/${name}_s${seed}.train.log" 2>&1
   fi
   evaluate "$run" "${name}_s${seed}" "$run/eval"

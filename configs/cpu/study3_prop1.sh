@@ -33,4 +33,12 @@ for seed in $SEEDS; do
     done
   done
 done
+# The base model on the same two sets (the "before"); a model (not a run directory) writes into --output_dir itself.
+for split in train heldout; do
+  if [ ! -f "$OUT/base/heldout-$split.json" ]; then
+    echo "$(date -u +%FT%TZ) eval the base model on $split"
+    "$BIN/sftgo" eval smollm2-135m-instruct --heldout "$OUT/data/$split.json" "${HELD[@]}" --output_dir "$OUT/base" \
+        > "$OUT/logs/base.eval-$split.log" 2>&1
+  fi
+done
 echo "$(date -u +%FT%TZ) done: $OUT/*/eval/heldout-{train,heldout}.json; report: $BIN/sftgo report $OUT --output_dir $OUT/report"

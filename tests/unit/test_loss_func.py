@@ -125,6 +125,10 @@ def test_refuses_what_a_loss_function_cannot_do():
         compute_loss_func("rho1", ref_model_name_or_path="initial")
     with pytest.raises(ConfigError, match="reference model"):
         compute_loss_func("target-sft", target_residual="reference")
+    with pytest.raises(ConfigError, match="reference model beside"):
+        compute_loss_func("asft", ref_model_name_or_path="initial")
+    with pytest.raises(ConfigError, match="ref_model_name_or_path: objective=asft"):
+        compute_loss_func("asft")
     with pytest.raises(ConfigError, match="infosft_p"):
         compute_loss_func("infosft", infosft_p=0.3)
     with pytest.raises(ConfigError, match="did you mean infosft_p"):
