@@ -18,6 +18,8 @@ NON_METHOD_KEYS = {"seed", "data_seed", "output_dir", "run_name", "logging_dir",
 from ..objectives import METHOD_SETTINGS, OBJECTIVES, settings_of  # noqa: E402
 
 METHOD_KEYS = set(METHOD_SETTINGS)
+# Method settings newer than some runs, with the value every run had before the setting existed.
+SETTINGS_ADDED = {"token_weight": "none"}
 
 
 def declared(objective, flag: str) -> bool:
@@ -101,6 +103,11 @@ def load_run(path: str | Path) -> Run:
         config = yaml.safe_load(cfg_file.read_text()) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{cfg_file}: invalid YAML: {e}") from None
+    if "objective" in config:
+        # Settings added after a run was made: their value then is what they mean when absent, so an old run groups
+        # with (and is labelled like) an identical new one. token_weight: before --token_weight, every run was "none".
+        for k, v in SETTINGS_ADDED.items():
+            config.setdefault(k, v)
     run = Run(path=path, config=config)
     if (path / "summary.json").exists():
         run.summary = _read_json(path / "summary.json", run.problems)
