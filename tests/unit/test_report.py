@@ -299,12 +299,18 @@ def test_eta_figure_and_selection_score_for_a_suite_without_an_avg_column(tmp_pa
 
 
 def test_runs_from_before_token_weight_group_with_identical_new_runs(tmp_path):
-    """A run made before --token_weight existed (no key in its config.yaml) trained with no token weighting: it is one
-    method with a new run that says token_weight: none, and stays apart from a new run with a token weighting."""
+    """A run made before --token_weight, channels, ASFT... existed (no such keys in its config.yaml) did what their
+    defaults do: it is one method with a new run that writes them all at their defaults, and stays apart from a new run
+    with a token weighting."""
     from sftgo.report.runs import find_runs, group_runs, label_groups
 
-    make_run(tmp_path, "old_s1", 1)  # no token_weight key
-    make_run(tmp_path, "new_s2", 2, token_weight="none")
+    from sftgo.config import SFTGoConfig
+    from sftgo.report.runs import SETTINGS_ADDED
+
+    defaults = SFTGoConfig(output_dir=str(tmp_path / "x"))
+    assert {k: getattr(defaults, k) for k in SETTINGS_ADDED} == SETTINGS_ADDED  # the report's copy of the defaults
+    make_run(tmp_path, "old_s1", 1)  # none of the newer keys
+    make_run(tmp_path, "new_s2", 2, **SETTINGS_ADDED)
     make_run(tmp_path, "dft_s1", 1, token_weight="dft")
     runs, _ = find_runs([tmp_path])
     groups = group_runs(runs)

@@ -18,8 +18,11 @@ NON_METHOD_KEYS = {"seed", "data_seed", "output_dir", "run_name", "logging_dir",
 from ..objectives import METHOD_SETTINGS, OBJECTIVES, settings_of  # noqa: E402
 
 METHOD_KEYS = set(METHOD_SETTINGS)
-# Method settings newer than some runs, with the value every run had before the setting existed.
-SETTINGS_ADDED = {"token_weight": "none"}
+# Config fields newer than some runs, with their defaults: what every run did before the field existed (no token
+# weighting, one channel, ...), so an old run groups with an identical new one. Checked against SFTGoConfig's defaults
+# by a test (this module must not import the config: it pulls transformers and torch).
+SETTINGS_ADDED = {"token_weight": "none", "eaft_alpha": 1.0, "eaft_k": 20, "eaft_normalize": True, "asft_alpha": 0.1,
+                  "asft_kl": "forward", "eval_split": None, "channel_field": None, "max_channels": 32}
 
 
 def declared(objective, flag: str) -> bool:
@@ -104,8 +107,7 @@ def load_run(path: str | Path) -> Run:
     except yaml.YAMLError as e:
         raise ValueError(f"{cfg_file}: invalid YAML: {e}") from None
     if "objective" in config:
-        # Settings added after a run was made: their value then is what they mean when absent, so an old run groups
-        # with (and is labelled like) an identical new one. token_weight: before --token_weight, every run was "none".
+        # Fields added after the run was made: their defaults are what it did (SETTINGS_ADDED).
         for k, v in SETTINGS_ADDED.items():
             config.setdefault(k, v)
     run = Run(path=path, config=config)
