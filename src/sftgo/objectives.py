@@ -35,7 +35,8 @@ Under ``--group_stats exact`` the statistics are the optimizer step's (a no-grad
 the step has several micro-batches or processes), so ``c_n`` is fixed before any backward and each micro-batch's
 backward is a weighted NLL: the gradient is exactly that of the step's objective, however the step is split. Under
 ``micro`` each micro-batch uses its own statistics; under ``lagged`` ``a_g`` comes from the previous step's group means
-(no extra forward) and ``C_g`` from the current step. Target-SFT is a loss over whole logits rows (no token weighting).
+(no extra forward) and ``C_g`` from the current step. Target-SFT and ASFT are losses over whole logits rows: the data
+weights multiply each row's loss (``row_weights``), no token weighting applies.
 
 Adding an objective: one class below (its declaration and functions) and one row in :data:`OBJECTIVES`. Nothing
 else in sftgo tests an objective's name: config validation, the pipeline, sweep run names and report labels read the

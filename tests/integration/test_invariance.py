@@ -48,8 +48,9 @@ OBJECTIVES = {
     "sft-go-batch": ["--objective", "sft-go", "--group_scope", "batch", "--percentile", "70", "--lam", "0.9"],
     "sft-go-dro": ["--dro_eta", "1.0", "--lam", "0.9"],
     "rho1": ["--percentile", "40"],
-    "dft": [],
-    "infosft": [],
+    # dft / infosft / eaft are sft with a token weighting (one code path); the weighting inside a grouping, with the
+    # exact pre-pass computing t_n for the step's group sums, is the case that can break across a split.
+    "sft-go-infosft": ["--objective", "sft-go", "--lam", "0.9", "--token_weight", "infosft"],
     "target-sft": ["--target_gamma", "0.8", "--target_residual", "topk", "--target_topk", "5"],
     "sft-go-weighted": ["--objective", "sft-go", "--lam", "0.9", "--dataset", "{weighted}"],
 }

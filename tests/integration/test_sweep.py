@@ -69,11 +69,16 @@ def cell(values, n_expected):
     return f"{m * 100:.2f} ± {s * 100:.2f} ({n_expected})"
 
 
+# Steps per run: enough that the kill below lands mid-run (after checkpoint-5 of run 2, with 5 checkpoints to go), few
+# enough that four runs stay cheap.
+STEPS = 30
+
+
 def sweep_cmd(sweep_dir, tiny_model_dir, alpaca_file, cache, fake_eval, *extra):
     return [sys.executable, "-m", "sftgo.cli", "sweep", "--grid", "objective=sft,sft-go", "--seeds", "1,2",
             "--eval", "paper", "--eval_cmd", f"{sys.executable} {fake_eval} {{run_dir}} {{tasks}}",
             "--output_dir", str(sweep_dir), "--model_name_or_path", tiny_model_dir, "--dataset", alpaca_file,
-            "--max_steps", "60", "--save_steps", "5", "--save_total_limit", "3", "--per_device_train_batch_size", "2",
+            "--max_steps", str(STEPS), "--save_steps", "5", "--save_total_limit", "3", "--per_device_train_batch_size", "2",
             "--max_length", "64", "--score_cache_dir", str(cache), *extra]
 
 
@@ -120,9 +125,9 @@ def test_sweep_killed_continued_and_reported(tmp_path, tiny_model_dir, alpaca_fi
     assert (sweep_dir / "sft_s1" / "summary.json").stat().st_mtime == first_summary
     s2 = json.loads((second / "summary.json").read_text())
     assert s2["resumed_from"] and Path(s2["resumed_from"]).name.startswith("checkpoint-")
-    assert int(Path(s2["resumed_from"]).name.split("-")[1]) >= 5 and s2["steps"] == 60
+    assert int(Path(s2["resumed_from"]).name.split("-")[1]) >= 5 and s2["steps"] == STEPS
     steps = [json.loads(l)["step"] for l in (second / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 61))  # no gap, no duplicate across the kill
+    assert steps == list(range(1, STEPS + 1))  # no gap, no duplicate across the kill
     state = json.loads((sweep_dir / "sweep.json").read_text())
     assert {r["state"] for r in state["runs"]} == {"complete"}
     assert sorted((sweep_dir / "eval_calls.txt").read_text().split()) == sorted(

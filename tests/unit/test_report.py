@@ -296,3 +296,25 @@ def test_eta_figure_and_selection_score_for_a_suite_without_an_avg_column(tmp_pa
     assert F.plot_eta_bars(groups, "local-x", baseline_group(groups))
     assert sorted(heights) == pytest.approx(sorted([vals["p70_s1"] * 100, vals["p90_s1"] * 100]))
     assert F.plot_eta_bars(groups, "no-such-suite", baseline_group(groups)) is None
+
+
+def test_runs_from_before_token_weight_group_with_identical_new_runs(tmp_path):
+    """A run made before --token_weight, channels, ASFT... existed (no such keys in its config.yaml) did what their
+    defaults do: it is one method with a new run that writes them all at their defaults, and stays apart from a new run
+    with a token weighting."""
+    from sftgo.report.runs import find_runs, group_runs, label_groups
+
+    from sftgo.config import SFTGoConfig
+    from sftgo.report.runs import SETTINGS_ADDED
+
+    defaults = SFTGoConfig(output_dir=str(tmp_path / "x"))
+    assert {k: getattr(defaults, k) for k in SETTINGS_ADDED} == SETTINGS_ADDED  # the report's copy of the defaults
+    make_run(tmp_path, "old_s1", 1)  # none of the newer keys
+    make_run(tmp_path, "new_s2", 2, **SETTINGS_ADDED)
+    make_run(tmp_path, "dft_s1", 1, token_weight="dft")
+    runs, _ = find_runs([tmp_path])
+    groups = group_runs(runs)
+    label_groups(groups)
+    sizes = sorted((len(g.runs), g.label) for g in groups)
+    assert [n for n, _ in sizes] == [1, 2], sizes
+    assert any("dft" in label for n, label in sizes if n == 1), sizes

@@ -82,20 +82,17 @@ def build_report(paths, output_dir: str | Path, domain_suite: str | None = None)
         add("Training loss by token group (Figure 2 style)",
             figure=Figure("fig2_group_losses.png", png, "Overall / important / unimportant training loss per method: "
                           "mean over seeds (each seed smoothed by a trailing moving average), band = ±1 std."))
-    series = F.eval_loss_series(groups)
-    if series:
-        png = F.plot_group_losses(groups, series=series, title="Held-out loss by token group during training")
+    # Curves other than the training groups' (same plot, other series): held-out group losses, per-channel losses.
+    for series, title, name, caption in (
+            (F.eval_loss_series(groups), "Held-out loss by token group during training", "fig2_heldout_losses.png",
+             "Held-out group losses logged during training (eval_loss_* in metrics.jsonl): mean over seeds, band = "
+             "±1 std."),
+            (F.channel_series(groups), "Training loss per channel", "fig_channel_losses.png",
+             "loss/<channel> in metrics.jsonl: the mean CE over each channel's tokens (data-weighted) per logging "
+             "step; mean over seeds, band = ±1 std.")):
+        png = F.plot_group_losses(groups, series=series, title=title) if series else None
         if png:
-            add("Held-out loss by token group during training",
-                figure=Figure("fig2_heldout_losses.png", png, "Held-out group losses logged during training "
-                              "(eval_loss_* in metrics.jsonl): mean over seeds, band = ±1 std."))
-    series = F.channel_series(groups)
-    if series:
-        png = F.plot_group_losses(groups, series=series, title="Training loss per channel")
-        if png:
-            add("Training loss per channel",
-                figure=Figure("fig_channel_losses.png", png, "loss/<channel> in metrics.jsonl: the mean CE over each "
-                              "channel's tokens (data-weighted) per logging step; mean over seeds, band = ±1 std."))
+            add(title, figure=Figure(name, png, caption))
     if primary:
         png = F.plot_eta_bars(groups, primary, base)
         if png:

@@ -18,6 +18,11 @@ NON_METHOD_KEYS = {"seed", "data_seed", "output_dir", "run_name", "logging_dir",
 from ..objectives import METHOD_SETTINGS, OBJECTIVES, settings_of  # noqa: E402
 
 METHOD_KEYS = set(METHOD_SETTINGS)
+# Config fields newer than some runs, with their defaults: what every run did before the field existed (no token
+# weighting, one channel, ...), so an old run groups with an identical new one. Checked against SFTGoConfig's defaults
+# by a test (this module must not import the config: it pulls transformers and torch).
+SETTINGS_ADDED = {"token_weight": "none", "eaft_alpha": 1.0, "eaft_k": 20, "eaft_normalize": True, "asft_alpha": 0.1,
+                  "asft_kl": "forward", "eval_split": None, "channel_field": None, "max_channels": 32}
 
 
 def declared(objective, flag: str) -> bool:
@@ -101,6 +106,10 @@ def load_run(path: str | Path) -> Run:
         config = yaml.safe_load(cfg_file.read_text()) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{cfg_file}: invalid YAML: {e}") from None
+    if "objective" in config:
+        # Fields added after the run was made: their defaults are what it did (SETTINGS_ADDED).
+        for k, v in SETTINGS_ADDED.items():
+            config.setdefault(k, v)
     run = Run(path=path, config=config)
     if (path / "summary.json").exists():
         run.summary = _read_json(path / "summary.json", run.problems)
