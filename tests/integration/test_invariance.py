@@ -42,7 +42,7 @@ def uneven(i):
 
 
 OBJECTIVES = {
-    "sft": [],
+    # (plain sft's normalization, the step's K over processes, is the (1 - lam) term of every case below)
     "sft-go": ["--lam", "0.9"],
     "sft-go-k3": ["--objective", "sft-go", "--num_groups", "3", "--lam", "0.9"],
     "sft-go-batch": ["--objective", "sft-go", "--group_scope", "batch", "--percentile", "70", "--lam", "0.9"],
