@@ -318,3 +318,18 @@ def test_runs_from_before_token_weight_group_with_identical_new_runs(tmp_path):
     sizes = sorted((len(g.runs), g.label) for g in groups)
     assert [n for n, _ in sizes] == [1, 2], sizes
     assert any("dft" in label for n, label in sizes if n == 1), sizes
+
+
+def test_colliding_labels_show_each_setting_once(tmp_path):
+    """Two sft methods that differ only in a setting sft ignores get the hidden settings spelled out, each one once."""
+    from sftgo.report.runs import find_runs, group_runs
+
+    make_run(tmp_path, "a_s1", 1, objective="sft", dataset="a.jsonl", percentile=90.0)
+    make_run(tmp_path, "b_s1", 1, objective="sft", dataset="a.jsonl", percentile=50.0)
+    make_run(tmp_path, "c_s1", 1, objective="sft", dataset="b.jsonl", percentile=90.0)
+    groups = group_runs(find_runs([tmp_path])[0])
+    labels = [g.label for g in groups]
+    assert len(set(labels)) == 3, labels
+    for label in labels:
+        words = label.split(" ")
+        assert len(words) == len(set(words)), label

@@ -257,8 +257,9 @@ def label_groups(groups: list[Group]) -> None:
     labels = [method_label(g.config, varying) for g in groups]
     for i, g in enumerate(groups):
         if labels.count(labels[i]) > 1:  # settings hidden as irrelevant still tell these apart: show them all
-            labels[i] = " ".join([labels[i]] + [f"{SHORT.get(k, k)}={fmt_value(g.config.get(k))}" for k in varying
-                                                if k not in ("objective",)])
+            shown = labels[i].split(" ")
+            labels[i] = " ".join(shown + [p for p in (f"{SHORT.get(k, k)}={fmt_value(g.config.get(k))}" for k in varying
+                                                      if k != "objective") if p not in shown])
         g.label = labels[i]
 
 
