@@ -61,3 +61,22 @@ def test_a_file_that_is_not_a_generations_file_is_reported_not_fatal(tmp_path):
     (run / "generations" / "half.jsonl.partial").write_text("{}\n")  # a call in progress: not read
     md = build_report([root], tmp_path / "out")["md"].read_text()
     assert "Generations:" not in md and "notes.jsonl: not an sftgo generations file" in md
+
+
+def test_an_empty_answer_shows_as_empty_not_as_cut(tmp_path):
+    """An answer without text is marked empty (ended at once, or max_new_tokens of special tokens / whitespace);
+    `[…]` marks only an answer whose text was cut."""
+    root = tmp_path / "runs"
+    sft, go = make_run(root, "sft_s1", 1, objective="sft"), make_run(root, "go_s1", 1)
+    write_gen(sft, "appendix", ["", " \n "], cut={1})
+    write_gen(go, "appendix", ["B0", "B1"], cut={1})
+    md = build_report([root], tmp_path / "out")["md"].read_text()
+    t = section(md, "Generations: appendix (Appendix I style)")
+    lines = [l for l in t.splitlines() if l.startswith("| ")]
+    assert lines[1] == "| Question 0? | ∅ (empty) | B0 |"
+    assert lines[2] == "| Question 1? | ∅ (empty) | B1 […] |"
+    assert "∅ (empty): the answer has no text" in t and "[…]: the answer reached max_new_tokens" in t
+    write_gen(go, "appendix", ["B0", "B1"])  # no answer cut: no `[…]` note either
+    md = build_report([root], tmp_path / "out2")["md"].read_text()
+    t = section(md, "Generations: appendix (Appendix I style)")
+    assert "[…]" not in t and "∅ (empty): the answer has no text" in t

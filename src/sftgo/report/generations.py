@@ -9,6 +9,7 @@ from .runs import Group
 from .tables import Table
 
 CUT = " […]"  # marks an answer that stopped at max_new_tokens rather than at the end-of-turn token
+EMPTY = "∅ (empty)"  # an answer without text (the model ended at once, or wrote only special tokens or whitespace)
 
 
 def decoding(header: dict) -> str:
@@ -50,7 +51,7 @@ def generation_tables(groups: list[Group]) -> list[Table]:
         first = {i: next(rows[i] for rows in by_index if i in rows) for i in indices}
         with_ref = any(first[i].get("reference") for i in indices)
         header = ["Prompt"] + (["reference answer"] if with_ref else []) + labels
-        rows, cut = [], False
+        rows, cut, empty = [], False, False
         for i in indices:
             row = [prompt_text(first[i].get("messages") or [])]
             if with_ref:
@@ -60,8 +61,10 @@ def generation_tables(groups: list[Group]) -> list[Table]:
                 if ans is None:
                     row.append("–")
                     continue
-                text = ans.get("answer", "")
-                if ans.get("finish_reason") == "length":
+                text = ans.get("answer") or ""
+                if not text.strip():  # nothing was cut: there is no text to continue
+                    text, empty = EMPTY, True
+                elif ans.get("finish_reason") == "length":
                     text += CUT
                     cut = True
                 row.append(text)
@@ -75,6 +78,9 @@ def generation_tables(groups: list[Group]) -> list[Table]:
                      + "."]
         if cut:
             notes.append(f"{CUT.strip()}: the answer reached max_new_tokens before its end-of-turn token.")
+        if empty:
+            notes.append(f"{EMPTY}: the answer has no text (the model ended its turn at once, or wrote only special "
+                         "tokens or whitespace).")
         title = f"Generations: {stem}" + (f" (prompts {digest[:8]})" if stems[stem] > 1 else "")
         data = {"prompts_sha256": digest, "runs": [str(r.path) for _, r, _ in cols],
                 "settings": [h.get("settings") for h in headers]}
