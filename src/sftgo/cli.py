@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
                 logging.getLogger("sftgo").warning(warning)
 
             cfg = parse_config(rest)
+            from .hub import check_train_sources
+
+            check_train_sources(cfg)  # offline: a Hub id fails now, in one line
             summary = run_training(cfg)
             if summary:
                 print(f"done: {summary['steps']} steps, train {summary['train_time_s']} s, run directory {cfg.output_dir}")
@@ -50,11 +53,6 @@ def main(argv: list[str] | None = None) -> int:
 
             return score_main(rest)
         if cmd == "eval":
-            try:
-                import lm_eval  # noqa: F401
-            except ImportError:
-                print("sftgo eval: error: lm-evaluation-harness is not installed; pip install 'sftgo[eval]'", file=sys.stderr)
-                return 2
             from .evaluation.run import main as eval_main
 
             return eval_main(rest)
@@ -81,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report_main(argv: list[str]) -> int:
-    import argparse
+    from .cliargs import ArgumentParser
 
-    p = argparse.ArgumentParser(prog="sftgo report", description="Tables and figures from run directories: with "
+    p = ArgumentParser(prog="sftgo report", description="Tables and figures from run directories: with "
                                 "--output_dir, OUT/report.md, OUT/report.html (self-contained) and OUT/report.json "
                                 "over every run given (sweep directories are expanded); with one run and no "
                                 "--output_dir, redraw RUN/loss_groups.png (and RUN/loss_channels.png when the run logged "

@@ -8,6 +8,7 @@ SmolLM2-135M-Instruct on the bundled data, SFT-GO with TF-IDF grouping (eta = 90
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import logging
 from dataclasses import dataclass, field, fields
@@ -408,11 +409,107 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def parse_config(argv: list[str]) -> SFTGoConfig:
-    """``[config.yaml] [--field value ...]`` -> SFTGoConfig. YAML values are defaults; flags override them."""
+# `sftgo train --help`: sftgo's own settings first, under these headings (a field not listed goes under "run"); the
+# other TrainingArguments options only with --help_all.
+HELP_GROUPS = {
+    "objective and its settings": ("objective", "lam", "lam_min", "token_weight", "infosft_p", "eaft_alpha", "eaft_k",
+                                   "eaft_normalize", "asft_alpha", "asft_kl", "target_gamma", "target_residual",
+                                   "target_topk", "num_groups", "dro_eta"),
+    "importance scorer and grouping": ("scorer", "percentile", "keep_ratio", "group_scope", "group_stats",
+                                       "llmlingua2_model", "score_cache_dir"),
+    "reference model": ("ref_model_name_or_path",),
+    "data": ("dataset", "dataset_split", "eval_dataset", "eval_split", "max_examples", "max_length", "channel_field",
+             "max_channels", "packing", "padding_free"),
+    "model and LoRA": ("model_name_or_path", "model_dtype", "attn_implementation", "token_head", "head_chunk_size",
+                       "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "merge_lora"),
+    "run": (),
+}
+TRAIN_USAGE = "sftgo train [CONFIG.yaml] [--flag value ...]"
+
+
+def sftgo_field_names() -> list[str]:
+    """The settings sftgo declares (its own and the TrainingArguments it gives other defaults), in declaration order."""
+    init = {f.name for f in fields(SFTGoConfig) if f.init}
+    return [n for n in dict.fromkeys([*ObjectiveArgs.__annotations__, *SFTGoConfig.__annotations__]) if n in init]
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):
+        return action.help if action.nargs == 0 else super()._get_help_string(action)  # a switch has no default to show
+
+    def _format_action_invocation(self, action):
+        # transformers adds each flag twice (--learning_rate, --learning-rate): list the underscore spelling only
+        names = [o for o in action.option_strings if not ("-" in o[2:] and "--" + o[2:].replace("-", "_") in action.option_strings)]
+        if not names or action.nargs == 0:
+            return ", ".join(names) if names else super()._format_action_invocation(action)
+        return f"{', '.join(names)} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+
+class _HelpAll(argparse.Action):
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.show_all = True
+        parser.print_help()
+        parser.exit()
+
+
+def build_train_parser():
+    """The parser of ``sftgo train`` (an ``HfArgumentParser`` over :class:`SFTGoConfig`): whole flag names only, one
+    line per mistake (:mod:`sftgo.cliargs`), sftgo's settings first in ``--help``."""
+    import typing
+
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(SFTGoConfig, prog="sftgo train", description=__doc__)
+    from .cliargs import OneLineErrors
+
+    class TrainParser(OneLineErrors, HfArgumentParser):
+        show_all = False
+
+        def format_help(self):
+            groups = self._action_groups
+            if not self.show_all:
+                self._action_groups = [g for g in groups if g is not self.transformers_group]
+            try:
+                return super().format_help()
+            finally:
+                self._action_groups = groups
+
+    mine = sftgo_field_names()
+    by_name = {f.name: f for f in fields(SFTGoConfig) if f.init}
+    hints = typing.get_type_hints(SFTGoConfig)
+    others = [n for n in by_name if n not in mine]
+    parser = TrainParser(
+        [], prog="sftgo train", usage=TRAIN_USAGE, formatter_class=_HelpFormatter,
+        description="Fine-tune a causal LM with a token-aware objective. A YAML file gives defaults; flags override it "
+                    "(sftgo train config.yaml --lam 0.5). Booleans take true/false or stand alone (--packing).",
+        epilog=f"sftgo train also takes the {len(others)} other options of transformers' TrainingArguments "
+               f"(--gradient_accumulation_steps, --warmup_steps, --weight_decay, --bf16, ...) under their usual names: "
+               "`sftgo train --help_all` lists them.")
+    parser.add_argument("--help_all", action=_HelpAll, help="show sftgo's options and every TrainingArguments option")
+    listed = {n for names in HELP_GROUPS.values() for n in names}
+    for title, names in HELP_GROUPS.items():
+        group = parser.add_argument_group(title)
+        for name in names or [n for n in mine if n not in listed]:
+            field_ = by_name[name]
+            field_.type = hints[name]
+            HfArgumentParser._parse_dataclass_field(group, field_)
+    parser.transformers_group = parser.add_argument_group("transformers TrainingArguments")
+    for name in others:
+        field_ = by_name[name]
+        field_.type = hints[name]
+        HfArgumentParser._parse_dataclass_field(parser.transformers_group, field_)
+    for action in parser._actions:  # transformers' --no_<flag> repeats the help of --<flag>
+        if action.option_strings and action.option_strings[0].startswith("--no_") and action.dest in by_name:
+            action.help = f"the same as --{action.dest} false"
+    parser.dataclass_types = [SFTGoConfig]
+    return parser
+
+
+def parse_config(argv: list[str]) -> SFTGoConfig:
+    """``[config.yaml] [--field value ...]`` -> SFTGoConfig. YAML values are defaults; flags override them."""
+    parser = build_train_parser()
     yaml_values = {}
     if argv and not argv[0].startswith("-"):
         yaml_values = load_yaml(argv[0])
@@ -421,13 +518,22 @@ def parse_config(argv: list[str]) -> SFTGoConfig:
         parser.set_defaults(**yaml_values)
     try:
         (cfg,) = parser.parse_args_into_dataclasses(args=argv)
-    except ConfigError:
+    except UserError:  # ConfigError from our checks, FlagError from the parser
         raise
     except ValueError as e:  # TrainingArguments' own validation of a setting: the user's input, cause kept
         raise ConfigError(str(e)) from e
     flags = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+    flags |= {f[3:] for f in flags if f.startswith("no_")}  # --no_<bool>
     cfg.explicit_fields = (set(yaml_values) | flags) & field_names()
     return cfg
+
+
+def check_train_flags(argv: list[str], also_suggest: tuple[str, ...] = ()) -> None:
+    """Parse ``sftgo train`` flags without building a config (``sftgo sweep`` passes them on to every run): a
+    FlagError for an unknown flag (with the closest names, ``also_suggest`` among them) or a bad value."""
+    parser = build_train_parser()
+    parser.also_suggest = tuple(also_suggest)
+    parser.parse_args(argv)
 
 
 SECRET_FIELDS = {"hub_token"}

@@ -276,7 +276,7 @@ def _is_saved_dataset(p: Path) -> bool:
 
 
 def load_examples(path_or_id: str | None = None, *, split: str | None = "train", limit: int | None = None,
-                  channel_field: str | None = None, strict_channel: bool = True) -> Examples:
+                  channel_field: str | None = None, strict_channel: bool = True, flag: str = "--dataset") -> Examples:
     """Read and normalize examples from a local JSON/JSONL/CSV/Parquet file, the built-in default, a Hub dataset id or a
     folder written by ``datasets``' ``save_to_disk``. ``split`` picks a split of the last two; ``None`` picks the
     held-out one (validation, else test: :func:`choose_split`) and is an error when there is none.
@@ -309,6 +309,9 @@ def load_examples(path_or_id: str | None = None, *, split: str | None = "train",
     else:
         import datasets
 
+        from .hub import require_hub
+
+        require_hub(path_or_id, flag, "dataset", error=DataError)
         try:
             if split is None:  # the held-out split: from the dataset's split names (metadata only)
                 split = choose_split(path_or_id, list(datasets.get_dataset_split_names(path_or_id)), None)
@@ -318,7 +321,7 @@ def load_examples(path_or_id: str | None = None, *, split: str | None = "train",
         except Exception as e:  # offline / unknown id / no such split: one line instead of a network traceback
             msg = (str(e).strip().splitlines() or [""])[0][:200]
             raise DataError(f"could not load the Hub dataset {path_or_id!r} ({type(e).__name__}: {msg}); without Hub "
-                            f"access pass a local .json/.jsonl file, e.g. --dataset ./alpaca_data.json") from None
+                            f"access pass a local .json/.jsonl file, e.g. {flag} ./alpaca_data.json") from None
         records = [(f"{path_or_id}[{i}]", dict(r)) for i, r in enumerate(ds)]
     out = Examples()
     field_name = channel_field or "channel"

@@ -251,7 +251,9 @@ def read_generations(path: str | Path) -> tuple[dict | None, list[dict]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sftgo generate", description=__doc__,
+    from .cliargs import ArgumentParser
+
+    p = ArgumentParser(prog="sftgo generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("targets", nargs="+", metavar="RUN_OR_MODEL",
                    help="run directories (their final/ model), sweep directories (each run), model folders or Hub ids")

@@ -111,13 +111,17 @@ def _load_error(what: str, name_or_path, e: Exception) -> ModelLoadError:
     return ModelLoadError(f"could not load a {what} from {name_or_path!r} ({type(e).__name__}: {first}){hint}")
 
 
-def load_tokenizer(name_or_path: str | None = None):
-    """Load a (fast) tokenizer; sets ``pad_token`` to ``eos_token`` when the tokenizer has none."""
+def load_tokenizer(name_or_path: str | None = None, flag: str | None = None):
+    """Load a (fast) tokenizer; sets ``pad_token`` to ``eos_token`` when the tokenizer has none. A Hub id that cannot
+    be downloaded (offline) is a one-line error (naming ``flag``, the option that gave it)."""
     from transformers import AutoTokenizer
 
+    from .hub import offline_kwargs, require_hub
+
     path = resolve_model_path(name_or_path)
+    require_hub(path, flag, what="a tokenizer from", error=ModelLoadError)
     try:
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path, **offline_kwargs(path))
     except OSError as e:
         raise _load_error("tokenizer", name_or_path, e) from None
     if tok.pad_token is None:
@@ -126,7 +130,7 @@ def load_tokenizer(name_or_path: str | None = None):
 
 
 def load_model(name_or_path: str | None = None, *, dtype: str = "auto", device: str | None = None,
-               attn_implementation: str | None = None, load_in_4bit: bool = False):
+               attn_implementation: str | None = None, load_in_4bit: bool = False, flag: str | None = None):
     """Load a causal LM. ``dtype``: "auto" (fp32 on CPU: bf16 is ~8x slower on CPUs without bf16 units), "float32",
     "bfloat16" or "float16". A LoRA adapter folder (``adapter_config.json``, what ``sftgo train --lora_r`` writes to
     ``final/``) loads its base model and applies the adapter (merged, so the result is a plain model).
@@ -134,7 +138,10 @@ def load_model(name_or_path: str | None = None, *, dtype: str = "auto", device: 
     import torch
     from transformers import AutoModelForCausalLM
 
+    from .hub import offline_kwargs, require_hub
+
     path = resolve_model_path(name_or_path)
+    require_hub(path, flag, what="a model from", error=ModelLoadError)
     if (Path(path) / ADAPTER_CONFIG).exists() and not (Path(path) / "config.json").exists():
         return _load_adapter(path, dtype=dtype, device=device, attn_implementation=attn_implementation)
     on_cpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu"
@@ -146,7 +153,7 @@ def load_model(name_or_path: str | None = None, *, dtype: str = "auto", device: 
                            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
         except KeyError:
             raise ModelLoadError(f"model_dtype={dtype!r} is not one of auto, float32, bfloat16, float16") from None
-    kwargs = {}
+    kwargs = offline_kwargs(path)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if load_in_4bit:

@@ -39,7 +39,9 @@ __all__ = ["main", "build_parser", "score_dataset", "importance_stats", "render_
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from .cliargs import ArgumentParser
+
+    p = ArgumentParser(
         prog="sftgo score",
         description="Token importance heatmap (importance.html) and statistics (stats.json) for one or more scorers.",
     )
@@ -249,8 +251,6 @@ def render_html(data, scores: dict, groups: dict, stats: dict, num_examples: int
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sftgo score``; returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
-    from .config import missing_reference
-    from .grouping import percentile_groups
     from .scorers import resolve_scorer
 
     names = [s.strip() for s in args.scorer.split(",") if s.strip()]
@@ -263,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             if n != "reference":
                 resolve_scorer(n)  # fail on a typo before loading anything
         if "reference" in names and not args.ref_model_name_or_path:
+            from .config import missing_reference  # (imports transformers' TrainingArguments: only here)
+
             raise ValueError(missing_reference("scorer=reference"))
         if args.ref_batch_size < 1:
             raise ValueError(f"--ref_batch_size must be >= 1, got {args.ref_batch_size}")
@@ -273,6 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"sftgo score: error: {e}", file=sys.stderr)
         return 2
+    from .hub import require_hub
+    from .scorers.llmlingua2 import DEFAULT_MODEL as ENCODER
+
+    # offline: one line now, not a minute of retries and a traceback
+    require_hub(args.model_name_or_path, "--model_name_or_path")
+    require_hub(args.dataset, "--dataset", "dataset")
+    if "llmlingua2" in names:
+        require_hub(args.llmlingua2_model or ENCODER, "--llmlingua2_model", what="the LLMLingua-2 encoder")
+    if "reference" in names:
+        require_hub(args.ref_model_name_or_path, "--ref_model_name_or_path")
 
     from .data import load_examples, tokenize_cached, tokenized_cache_dir
     from .models import load_tokenizer
@@ -283,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     data = tokenize_cached(examples, tokenizer, args.max_length, cache_dir=tokenized_cache_dir(args.cache_dir))
     t_data = time.perf_counter() - t0
     scores, info = score_dataset(data, tokenizer, names, args)
+    from .grouping import percentile_groups
+
     groups = {n: percentile_groups(scores[n], args.percentile) for n in names}
     stats = importance_stats(scores, groups, data.supervised_ids(), tokenizer, args.top_tokens)
     stats.update({

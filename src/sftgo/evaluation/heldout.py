@@ -52,7 +52,7 @@ def heldout_losses(model, tokenizer, dataset: str, cfg, *, max_examples: int | N
     t0 = time.time()
     # A Hub / saved dataset: its held-out split. The run's channel field, if it had one; the held-out data need not.
     examples = load_examples(dataset, split=None, limit=max_examples, channel_field=cfg.channel_field,
-                             strict_channel=False)
+                             strict_channel=False, flag="--heldout")
     data = tokenize_cached(examples, tokenizer, cfg.max_length, cache_dir=tokenized_cache_dir(cfg.score_cache_dir))
     add_token_columns(cfg, data, model, tokenizer)
     channels = add_channels(None, data, cfg.max_channels)  # the held-out data's own channels (names are reported)

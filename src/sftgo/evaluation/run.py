@@ -344,7 +344,9 @@ def _attach_base(rows: list[dict], base_rows: list[dict]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sftgo eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from ..cliargs import ArgumentParser
+
+    p = ArgumentParser(prog="sftgo eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", help="a run directory (evaluates final/), a model folder, or a Hub id")
     p.add_argument("--tasks", default=None, help="paper | math | local:PATH | harness task names, comma-separated "
                    "(default: paper; none when only --heldout is given)")
@@ -393,6 +395,12 @@ def main(argv: list[str]) -> int:
     logging.getLogger("lm_eval.tasks._index").setLevel(logging.ERROR)
 
     target = EvalTarget(args.target, args.checkpoint, args.output_dir)
+    from ..hub import require_hub
+
+    # offline: one line now, not a minute of retries and a traceback after the model is evaluated (the model itself:
+    # load_model / load_tokenizer check it)
+    if args.heldout:
+        require_hub(args.heldout, "--heldout", "dataset")
     data_file = {}
     for item in args.data_file:
         if "=" not in item:
@@ -402,6 +410,15 @@ def main(argv: list[str]) -> int:
     tasks_spec = args.tasks if args.tasks is not None else (None if args.heldout else "paper")
     if tasks_spec is None and not args.heldout:
         raise TaskError("nothing to do: pass --tasks and/or --heldout")
+    if tasks_spec:  # benchmarks only: held-out losses do not use the harness
+        try:
+            import lm_eval  # noqa: F401
+        except ImportError:
+            raise TaskError("lm-evaluation-harness is not installed; pip install 'sftgo[eval]' (--heldout alone "
+                            "does not need it)") from None
+    if tasks_spec and target.base and not args.no_base:
+        require_hub(target.base, "", what="the run's base model",
+                    fix="set model_name_or_path in the run's config.yaml to a local copy, or pass --no_base")
     target.out_dir.mkdir(parents=True, exist_ok=True)
     if args.heldout:
         run_heldout(target, args)
@@ -431,6 +448,16 @@ def run_suite(target: EvalTarget, spec: str, args, data_file: dict, sftgo_versio
     prepared = None
     if chosen or plan.local_files:
         prepared = prepare_local(chosen, extra, plan.local_files, cache_root() / "eval" / "tasks")
+    on_hub = [n for n in all_names if not (prepared and (n in prepared.local_names or _has_override(prepared, n)))]
+    if on_hub:
+        from ..hub import hub_unavailable, offline_flag
+
+        # HF_HUB_OFFLINE set: the harness reads copies from the Hugging Face cache (or fails at once, in one line)
+        reason = None if offline_flag() else hub_unavailable()
+        if reason:
+            raise TaskError(f"the data of {', '.join(on_hub)} comes from the Hugging Face Hub, but {reason}: pass "
+                            "--data_dir DIR with local copies (file names as in ../shared/data/README.md) or "
+                            "--data_file TASK=PATH (or set HF_HUB_OFFLINE=1 to read copies in the Hugging Face cache)")
     settings = _settings(plan, args, data_file, prepared)
     # The task folder is keyed by the files' content, so its name stands for the data in the cache keys.
     fp = model_fingerprint(target.model)

@@ -148,8 +148,11 @@ def load_encoder(model, device=None):
     elif isinstance(model, str):
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(model)
-        enc = AutoModelForTokenClassification.from_pretrained(model)
+        from ..hub import offline_kwargs, require_hub
+
+        require_hub(model, "--llmlingua2_model", what="the LLMLingua-2 encoder")  # offline: one line now, not a minute of retries and a traceback
+        tok = AutoTokenizer.from_pretrained(model, **offline_kwargs(model))
+        enc = AutoModelForTokenClassification.from_pretrained(model, **offline_kwargs(model))
     else:
         raise ValueError(
             f"llmlingua2 model must be a path/Hub id or a (model, tokenizer) pair, got {type(model).__name__}"

@@ -35,6 +35,7 @@ import shlex
 import signal
 import sys
 
+from ..cliargs import is_number as _is_number
 from ..naming import point_of, run_name
 from .core import POLL_S, Sweep, print_status, sweep_status
 from .plan import RunPlan, plan_runs, point_name, selection_runs
@@ -47,8 +48,10 @@ __all__ = ["Spec", "SweepError", "RunPlan", "Sweep", "build_parser", "is_sweep_f
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="sftgo sweep", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+    from ..cliargs import ArgumentParser
+
+    p = ArgumentParser(
+        prog="sftgo sweep", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n", 2)[0] + "\n\nOther --flags are passed to every `sftgo train`.",
         epilog="Re-run the same command to continue an interrupted sweep.")
     p.add_argument("config", nargs="?", help="train YAML (shared settings) or a sweep file")
@@ -119,14 +122,6 @@ def split_argv(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[s
         else:
             target.append(tok)
     return mine, train
-
-
-def _is_number(tok: str) -> bool:
-    try:
-        float(tok)
-        return True
-    except ValueError:
-        return False
 
 
 def main(argv: list[str]) -> int:

@@ -202,11 +202,15 @@ def load_spec(path: str | None, args) -> Spec:
 
 
 def validate_spec(spec: Spec, file_data: dict | None = None) -> None:
-    from ..config import check_keys
+    from ..config import check_keys, check_train_flags, field_names
 
     check_keys(spec.grid, "--grid")
     flags = [a[2:].split("=", 1)[0].replace("-", "_") for a in spec.train_args if a.startswith("--")]
-    check_keys(flags, "sweep train flags")
+    flags = [f[3:] if f.startswith("no_") and f not in field_names() else f for f in flags]  # --no_<bool>
+    if spec.train_args and spec.train_args[0].startswith("--"):  # one line for a typo, with the closest names
+        from . import build_parser
+
+        check_train_flags(spec.train_args, also_suggest=tuple(build_parser().long_flags()))
     if any(a for a in spec.train_args if not a.startswith("--")) and not flags:
         raise SweepError(f"unexpected arguments {spec.train_args}: train settings go as --key value")
     per_run = set(spec.grid) | set(spec.baseline or {}) | {k for v in spec.variants for k in v}
