@@ -488,18 +488,16 @@ def build_train_parser():
                f"(--gradient_accumulation_steps, --warmup_steps, --weight_decay, --bf16, ...) under their usual names: "
                "`sftgo train --help_all` lists them.")
     parser.add_argument("--help_all", action=_HelpAll, help="show sftgo's options and every TrainingArguments option")
+    def add(group, names):  # what HfArgumentParser does for a whole dataclass, field by field into our groups
+        for name in names:
+            by_name[name].type = hints[name]
+            HfArgumentParser._parse_dataclass_field(group, by_name[name])
+
     listed = {n for names in HELP_GROUPS.values() for n in names}
     for title, names in HELP_GROUPS.items():
-        group = parser.add_argument_group(title)
-        for name in names or [n for n in mine if n not in listed]:
-            field_ = by_name[name]
-            field_.type = hints[name]
-            HfArgumentParser._parse_dataclass_field(group, field_)
+        add(parser.add_argument_group(title), names or [n for n in mine if n not in listed])
     parser.transformers_group = parser.add_argument_group("transformers TrainingArguments")
-    for name in others:
-        field_ = by_name[name]
-        field_.type = hints[name]
-        HfArgumentParser._parse_dataclass_field(parser.transformers_group, field_)
+    add(parser.transformers_group, others)
     for action in parser._actions:  # transformers' --no_<flag> repeats the help of --<flag>
         if action.option_strings and action.option_strings[0].startswith("--no_") and action.dest in by_name:
             action.help = f"the same as --{action.dest} false"
