@@ -123,7 +123,11 @@ def interrupted(argv: list[str], step: int | None) -> int:
     the process at once, without a traceback."""
     import signal
 
+    from tqdm import tqdm
+
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()  # a progress bar left open would share the line
     if int(os.environ.get("RANK", "0") or 0) == 0:
         if step is None:
             import shlex

@@ -556,6 +556,8 @@ def resumed_run(parser, argv: list[str], yaml_values: dict) -> ResumedRun | None
     ``last`` / ``true``: the run in ``output_dir``. A checkpoint folder: the run it belongs to (its parent folder,
     else ``output_dir``); ``output_dir`` defaults to that run's folder. Every process of a multi-process run reads the
     same file the same way (nothing here constructs a TrainingArguments)."""
+    if "resume_from_checkpoint" not in yaml_values and not any(a.startswith("--resume") for a in argv):
+        return None
     ns, _ = parser.parse_known_args(args=argv)  # the flags' values over the YAML file's; the full parse comes next
     r = ns.resume_from_checkpoint
     if r in (None, "", "false", "False"):

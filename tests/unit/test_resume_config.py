@@ -132,3 +132,25 @@ def test_resume_command_adds_or_replaces_the_resume_flag(monkeypatch):
     assert resume_command(["--resume_from_checkpoint=true"]).endswith(" train --resume_from_checkpoint last")
     monkeypatch.setattr(sys, "argv", ["/nowhere/bin/sftgo"])  # a console script that is not the one on PATH
     assert resume_command([]) == "/nowhere/bin/sftgo train --resume_from_checkpoint last"
+
+
+def test_interrupted_prints_one_line_and_returns_130(monkeypatch, capsys):
+    import signal
+
+    from sftgo.cli import interrupted
+
+    monkeypatch.setattr(sys, "argv", ["/x/sftgo/cli.py"])
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        assert interrupted(["--output_dir", "runs/x"], 48) == 130
+        assert capsys.readouterr().err == (f"interrupted at step 48; resume with: {sys.executable} -m sftgo.cli train "
+                                           "--output_dir runs/x --resume_from_checkpoint last\n")
+        assert interrupted(["--output_dir", "runs/x"], None) == 130  # before training: the same command again
+        assert capsys.readouterr().err == (f"interrupted before training began; run again with: {sys.executable} -m "
+                                           "sftgo.cli train --output_dir runs/x\n")
+        monkeypatch.setenv("RANK", "1")  # one line from the job, not one per process
+        assert interrupted(["--output_dir", "runs/x"], 48) == 130 and capsys.readouterr().err == ""
+    finally:
+        signal.signal(signal.SIGINT, handler)
