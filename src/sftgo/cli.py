@@ -122,10 +122,12 @@ def interrupted(argv: list[str], step: int | None) -> int:
     """Ctrl-C: one line saying how to continue (process 0 only), exit status 130. A second Ctrl-C from here on ends
     the process at once, without a traceback."""
     import signal
+    import threading
 
     from tqdm import tqdm
 
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     for bar in list(getattr(tqdm, "_instances", ())):
         bar.close()  # a progress bar left open would share the line
     if int(os.environ.get("RANK", "0") or 0) == 0:
