@@ -40,11 +40,14 @@ def main(argv: list[str] | None = None) -> int:
             if warning := lone_process_warning():
                 logging.getLogger("sftgo").warning(warning)
 
-            cfg = parse_config(rest)
-            from .hub import check_train_sources
+            try:
+                cfg = parse_config(rest)
+                from .hub import check_train_sources
 
-            check_train_sources(cfg)  # offline: a Hub id fails now, in one line
-            summary = run_training(cfg)
+                check_train_sources(cfg)  # offline: a Hub id fails now, in one line
+                summary = run_training(cfg)
+            except KeyboardInterrupt as e:
+                return interrupted(rest, getattr(e, "step", None))
             if summary:
                 print(f"done: {summary['steps']} steps, train {summary['train_time_s']} s, run directory {cfg.output_dir}")
             return 0
@@ -76,6 +79,64 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"sftgo: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2
+
+
+def resume_command(argv: list[str]) -> str:
+    """The shell command that continues this `sftgo train` run: its arguments with ``--resume_from_checkpoint last``
+    (replacing any other value), run the way this process was (``sftgo``, ``python -m sftgo.cli`` or torchrun)."""
+    import shlex
+
+    args, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--resume_from_checkpoint", "--resume-from-checkpoint"):
+            skip = True
+        elif not a.startswith(("--resume_from_checkpoint=", "--resume-from-checkpoint=")):
+            args.append(a)
+    args += ["--resume_from_checkpoint", "last"]
+    return " ".join([*_program(), "train"]) + " " + shlex.join(args)
+
+
+def _program() -> list[str]:
+    """How this process was started, as a command to type (already shell-quoted words)."""
+    import shlex
+    import shutil
+    from pathlib import Path
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and os.environ.get("TORCHELASTIC_RUN_ID"):
+        return ["torchrun", "--nproc_per_node", shlex.quote(os.environ.get("LOCAL_WORLD_SIZE", str(world))), "-m",
+                "sftgo.cli"]
+    arg0 = sys.argv[0] if sys.argv else ""
+    if Path(arg0).name == "sftgo":  # the console script
+        found = shutil.which("sftgo")
+        same = found is not None and Path(found).resolve() == Path(arg0).resolve()
+        return ["sftgo" if same else shlex.quote(arg0)]
+    return [shlex.quote(sys.executable), "-m", "sftgo.cli"]
+
+
+def interrupted(argv: list[str], step: int | None) -> int:
+    """Ctrl-C: one line saying how to continue (process 0 only), exit status 130. A second Ctrl-C from here on ends
+    the process at once, without a traceback."""
+    import signal
+    import threading
+
+    from tqdm import tqdm
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()  # a progress bar left open would share the line
+    if int(os.environ.get("RANK", "0") or 0) == 0:
+        if step is None:
+            import shlex
+
+            cmd = " ".join([*_program(), "train"]) + (" " + shlex.join(argv) if argv else "")
+            print(f"interrupted before training began; run again with: {cmd}", file=sys.stderr, flush=True)
+        else:
+            print(f"interrupted at step {step}; resume with: {resume_command(argv)}", file=sys.stderr, flush=True)
+    return 130
 
 
 def report_main(argv: list[str]) -> int:

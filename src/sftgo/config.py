@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from transformers import TrainingArguments
@@ -295,6 +295,12 @@ class SFTGoConfig(ObjectiveArgs, TrainingArguments):
                                         "output_dir (an error if it has checkpoint folders but none complete; "
                                         "'false' starts over at step 0)."}
     )
+    allow_config_change: bool = field(
+        default=False,
+        metadata={"help": "With --resume_from_checkpoint: continue even though settings that change the training "
+                          "(objective, model, data, seed, batch geometry, ...) differ from the run's config.yaml "
+                          "(refused otherwise; the new values are recorded there)."},
+    )
     stop_after_steps: int | None = field(
         default=None,
         metadata={"help": "Stop after this many optimizer steps (saving a checkpoint) while keeping the learning-rate "
@@ -514,6 +520,9 @@ def parse_config(argv: list[str]) -> SFTGoConfig:
         argv = argv[1:]
     if yaml_values:
         parser.set_defaults(**yaml_values)
+    run = resumed_run(parser, argv, yaml_values)  # --resume_from_checkpoint: the run's own config.yaml
+    if run is not None:
+        parser.set_defaults(**run.defaults(yaml_values))
     try:
         (cfg,) = parser.parse_args_into_dataclasses(args=argv)
     except UserError:  # ConfigError from our checks, FlagError from the parser
@@ -523,6 +532,8 @@ def parse_config(argv: list[str]) -> SFTGoConfig:
     flags = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
     flags |= {f[3:] for f in flags if f.startswith("no_")}  # --no_<bool>
     cfg.explicit_fields = (set(yaml_values) | flags) & field_names()
+    if run is not None:
+        run.check(cfg, cfg.explicit_fields)
     return cfg
 
 
@@ -547,5 +558,126 @@ def config_to_dict(cfg: SFTGoConfig) -> dict:
     mine = {f.name for f in fields(SFTGoConfig) if f.init} - {f.name for f in fields(TrainingArguments) if f.init}
     mine |= {"output_dir", "per_device_train_batch_size", "gradient_accumulation_steps", "max_steps", "num_train_epochs",
              "learning_rate", "lr_scheduler_type", "seed", "logging_steps", "save_steps", "bf16", "fp16"}
-    keep = (mine | set(getattr(cfg, "explicit_fields", ()))) - SECRET_FIELDS
+    keep = (mine | set(getattr(cfg, "explicit_fields", ()))) - SECRET_FIELDS - LEG_ONLY
     return {k: v for k, v in cfg.to_dict().items() if k in keep}
+
+
+# ----- resuming: the run's own config.yaml is the base
+
+# How one leg continues the run, never a setting of the run: not written to config.yaml, not compared.
+LEG_ONLY = {"resume_from_checkpoint", "allow_config_change"}
+
+# Settings a resume may change without --allow_config_change: they do not change what the run trains (where output
+# goes, how often it logs / evaluates / saves and what it keeps, trackers, the step budget, data loader workers, caches,
+# gradient checkpointing). Everything else (objective and its settings, model, data, seed, batch geometry, max_length,
+# packing, optimizer, precision, ...) is refused unless --allow_config_change true.
+RESUME_SAFE = {
+    "output_dir", "logging_strategy", "logging_steps", "logging_first_step", "logging_nan_inf_filter", "log_level",
+    "log_level_replica", "log_on_each_node", "disable_tqdm", "report_to", "run_name", "project", "trackio_space_id",
+    "save_strategy", "save_steps", "save_total_limit", "save_on_each_node", "keep_checkpoints",
+    "eval_strategy", "eval_steps", "eval_delay", "eval_on_start", "per_device_eval_batch_size", "eval_accumulation_steps",
+    "eval_dataset", "eval_split", "max_steps", "num_train_epochs", "stop_after_steps",
+    "dataloader_num_workers", "dataloader_prefetch_factor", "dataloader_persistent_workers", "dataloader_pin_memory",
+    "score_cache_dir", "ddp_timeout", "gradient_checkpointing", "skip_memory_metrics", "include_num_input_tokens_seen",
+    "push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push", "hub_revision",
+}
+
+
+def _plain(v):
+    """A setting's value as config.yaml holds it (enums as their values, tuples as lists)."""
+    import enum
+
+    import yaml
+
+    if isinstance(v, enum.Enum):
+        v = v.value
+    try:
+        return yaml.safe_load(yaml.safe_dump(v))
+    except yaml.YAMLError:
+        return str(v)
+
+
+def _shown(v) -> str:
+    import json
+
+    return v if isinstance(v, str) else json.dumps(v, default=str)
+
+
+class ResumedRun:
+    """The run that ``--resume_from_checkpoint`` continues: its ``config.yaml`` (``path``) as ``saved``.
+
+    With flags alone, the saved settings are the defaults the flags override; with a YAML file, that file is the
+    config, as for a fresh start. Either way :meth:`check` compares the result with the saved settings: a setting
+    outside :data:`RESUME_SAFE` that differs is refused (one error listing each) unless ``--allow_config_change``."""
+
+    def __init__(self, path: Path, saved: dict, output_dir: str | None):
+        self.path, self.saved, self.output_dir = path, saved, output_dir
+
+    def defaults(self, yaml_values: dict) -> dict:
+        """The defaults the flags override. Without a YAML file: the run's settings, but not the leg-only ones nor
+        ``stop_after_steps`` (an earlier leg's stop is not the next one's: give it again to stop again). With one:
+        the file's (already set). Either way ``output_dir`` is the folder of the checkpoint given, unless set."""
+        base = {} if yaml_values else {k: v for k, v in self.saved.items() if k not in LEG_ONLY | {"stop_after_steps"}}
+        if self.output_dir is not None:
+            base["output_dir"] = self.output_dir
+        return base
+
+    def differences(self, cfg, explicit) -> dict[str, tuple]:
+        """``{setting: (run's value, this leg's value)}`` for every setting that differs (field order)."""
+        now = cfg.to_dict()
+        defaults = {f.name: (f.default_factory() if f.default is MISSING else f.default)
+                    for f in fields(SFTGoConfig) if f.init}
+        out = {}
+        for k in defaults:
+            if k in LEG_ONLY or k in SECRET_FIELDS or k not in now or (k not in self.saved and k not in explicit):
+                continue
+            old = self.saved[k] if k in self.saved else _plain(defaults[k])
+            new = _plain(now[k])
+            if new != old:
+                out[k] = (old, new)
+        return out
+
+    def check(self, cfg, explicit) -> None:
+        """Refuse a change outside :data:`RESUME_SAFE` (unless ``allow_config_change``); set ``cfg.run_config``, the
+        settings config.yaml is to hold after this leg: the saved ones with this leg's changes."""
+        diffs = self.differences(cfg, set(explicit))
+        refused = {k: d for k, d in diffs.items() if k not in RESUME_SAFE}
+        listed = ", ".join(f"{k}: {_shown(a)} -> {_shown(b)}" for k, (a, b) in refused.items())
+        if refused and not cfg.allow_config_change:
+            raise ConfigError(f"resume_from_checkpoint: these settings differ from the run's {self.path}: {listed}. "
+                              "They change what the run trains; pass --allow_config_change true to resume with them "
+                              "on purpose, or give only the flags you mean to change (e.g. sftgo train --output_dir "
+                              f"{cfg.output_dir} --resume_from_checkpoint last continues with the run's own settings)")
+        if refused:
+            logger.warning("resuming %s with changed settings (--allow_config_change): %s", cfg.output_dir, listed)
+        cfg.explicit_fields = set(explicit) | set(self.saved)
+        cfg.run_config = {**self.saved, **{k: b for k, (a, b) in diffs.items()}}
+
+
+def resumed_run(parser, argv: list[str], yaml_values: dict) -> ResumedRun | None:
+    """With ``--resume_from_checkpoint``, the run it continues (None without, or when the run has no config.yaml).
+
+    ``last`` / ``true``: the run in ``output_dir``. A checkpoint folder: the run it belongs to (its parent folder,
+    else ``output_dir``); ``output_dir`` defaults to that run's folder. Every process of a multi-process run reads the
+    same file the same way (nothing here constructs a TrainingArguments)."""
+    if "resume_from_checkpoint" not in yaml_values and not any(a.startswith("--resume") for a in argv):
+        return None
+    ns, _ = parser.parse_known_args(args=argv)  # the flags' values over the YAML file's; the full parse comes next
+    r = ns.resume_from_checkpoint
+    if r in (None, "", "false", "False"):
+        return None
+    flags = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+    out_given = "output_dir" in flags or "output_dir" in yaml_values
+    out_dir = None
+    if r in ("last", "true", "True"):
+        run_dir = Path(ns.output_dir)
+    else:
+        ckpt_run = Path(r).parent
+        run_dir = ckpt_run if (ckpt_run / "config.yaml").is_file() else Path(ns.output_dir)
+        if not out_given:
+            out_dir = str(ckpt_run)
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    saved = read_yaml_mapping(path)
+    return ResumedRun(path, {k: v for k, v in saved.items() if k in field_names()}, out_dir)

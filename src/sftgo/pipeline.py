@@ -234,8 +234,18 @@ def _resolve_checkpoint(cfg: SFTGoConfig) -> str | None:
 
 
 def run_training(cfg: SFTGoConfig) -> dict:
-    """Train per ``cfg`` and write the run directory; returns the summary dict."""
-    import yaml
+    """Train per ``cfg`` and write the run directory; returns the summary dict. Ctrl-C (KeyboardInterrupt) once
+    training began raises :class:`TrainingInterrupted` naming the step reached."""
+    started = []
+    try:
+        return _run_training(cfg, started)
+    except KeyboardInterrupt:
+        if not started:
+            raise
+        raise TrainingInterrupted(int(started[0].state.global_step)) from None
+
+
+def _run_training(cfg: SFTGoConfig, started: list) -> dict:
     from transformers import set_seed
 
     from .checkpoints import CompleteCheckpointCallback
@@ -248,10 +258,12 @@ def run_training(cfg: SFTGoConfig) -> dict:
 
     t0 = time.time()
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # Nothing is written into the run directory before the preparation succeeded (config.yaml included): a start that
+    # fails (a bad model path, bad data) leaves an existing run as it was and creates no directory.
+    ckpt = _resolve_checkpoint(cfg)
+    if ckpt and cfg.process_index == 0:
+        logger.info("%s", resume_description(cfg, ckpt))
     set_seed(cfg.seed)
-    if cfg.process_index == 0:
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
     # The default model is converted once into the cache: process 0 first, the others wait and then find it (on a
     # filesystem they do not share they convert their own copy; concurrent conversions are safe, see models.py).
@@ -311,7 +323,6 @@ def run_training(cfg: SFTGoConfig) -> dict:
                           "on CPU use DDP: torchrun --nproc_per_node N -m sftgo.cli train ... --use_cpu true --ddp_backend gloo")
     if ref_model is not None:
         ref_model.to(cfg.device)
-    ckpt = _resolve_checkpoint(cfg)
     prior = load_sftgo_state(trainer, ckpt)
     counters = SFTGoStateCallback(trainer, t0=t0, prior=prior)
     trainer.add_callback(counters)
@@ -319,7 +330,11 @@ def run_training(cfg: SFTGoConfig) -> dict:
         trainer.add_callback(StopAfterSteps(cfg.stop_after_steps))
     # Last: marks each checkpoint complete once all is written (it checks sftgo's counters are there), then rotates.
     trainer.add_callback(CompleteCheckpointCallback(required=(COUNTERS_FILE,)))
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.process_index == 0:
+        write_run_config(cfg, out / "config.yaml")
     t1 = time.time()
+    started.append(trainer)
     result = trainer.train(resume_from_checkpoint=ckpt)
     t_train = time.time() - t1
 
@@ -336,6 +351,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
         last = records[-1] if records else {}
         wall_leg = time.time() - t0
         whole = counters.whole_run(t_train, wall_leg)  # every leg of a resumed run; *_this_leg: this process alone
+        whole_steps = int(trainer.state.global_step)
         summary = {
             "steps": int(trainer.state.global_step),
             "supervised_tokens": whole["supervised_tokens"],
@@ -348,7 +364,10 @@ def run_training(cfg: SFTGoConfig) -> dict:
             "wall_time_s": whole["wall_time_s"],
             "train_time_s": whole["train_time_s"],
             "prepare_time_s": round(t_prep, 2),
-            "train_loss": result.training_loss,
+            # The mean step loss over every optimizer step of the run, all legs (transformers' figure after a resume
+            # covers the last leg only).
+            "train_loss": whole["loss_sum"] / whole_steps if whole.get("loss_sum") is not None and whole_steps
+            else result.training_loss,
             "final": {k: last.get(k) for k in ("loss", "loss_ce", "loss_important", "loss_unimportant", "lam")},
             "objective": cfg.objective,
             "scorer": cfg.scorer,
@@ -366,6 +385,49 @@ def run_training(cfg: SFTGoConfig) -> dict:
             plot_channel_losses(read_metrics(out / "metrics.jsonl"), out / "loss_channels.png",
                                 title=f"{cfg.objective}: loss per channel")
     return summary
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) once training began: ``step`` is the last optimizer step finished. The complete checkpoints
+    written before stay complete (a save that was under way stays unmarked: resuming skips it)."""
+
+    def __init__(self, step: int):
+        super().__init__(step)
+        self.step = step
+
+
+def resume_description(cfg: SFTGoConfig, ckpt: str) -> str:
+    """``resuming RUN from checkpoint-40 (step 40 of 60, leg 2)``, from the checkpoint's trainer state and counters."""
+    from .trainer import COUNTERS_FILE
+
+    def read(name):
+        try:
+            return json.loads((Path(ckpt) / name).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    state, counters = read("trainer_state.json"), read(COUNTERS_FILE)
+    step = state.get("global_step")
+    total = cfg.max_steps if cfg.max_steps and cfg.max_steps > 0 else state.get("max_steps")
+    where = [f"step {step} of {total}" if step is not None else None,
+             f"leg {int(counters['legs']) + 1}" if "legs" in counters else None]
+    detail = ", ".join(w for w in where if w)
+    return f"resuming {cfg.output_dir} from {Path(ckpt).name}" + (f" ({detail})" if detail else "")
+
+
+def write_run_config(cfg: SFTGoConfig, path: Path) -> None:
+    """config.yaml: the resolved settings (a resume's: the run's own with this leg's permitted changes, see
+    :class:`sftgo.config.ResumedRun`); left untouched when it already holds them."""
+    import yaml
+
+    data = getattr(cfg, "run_config", None)
+    data = config_to_dict(cfg) if data is None else data
+    try:
+        if path.is_file() and yaml.safe_load(path.read_text()) == data:
+            return
+    except yaml.YAMLError:
+        pass
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 class StopAfterSteps(TrainerCallback):

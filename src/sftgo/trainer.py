@@ -143,6 +143,16 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
             return "naive"
         return kind
 
+    def _issue_warnings_after_load(self, load_result):
+        """A model with tied weights (SmolLM2's lm_head is its input embedding) is saved with the shared tensor once,
+        so ``lm_head.weight`` is "missing" from every checkpoint although loading its twin restored it: not reported.
+        Any other missing or unexpected key is, as transformers reports it."""
+        missing = list(load_result.missing_keys)
+        tied = tied_aliases(self.model, missing)
+        if tied:
+            load_result = type(load_result)([k for k in missing if k not in tied], list(load_result.unexpected_keys))
+        return super()._issue_warnings_after_load(load_result)
+
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.args.train_sampling_strategy != "random" or not hasattr(dataset, "__len__"):
@@ -600,17 +610,28 @@ class SFTGoStateCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.t_train = time.time()
 
-    def whole_run(self, train_s: float, wall_s: float) -> dict:
+    def whole_run(self, train_s: float, wall_s: float, pending: float = 0.0) -> dict:
         """This leg's training and wall seconds added to the totals it resumed from (tokens are restored into the
-        trainer's own counter by :func:`load_sftgo_state`)."""
+        trainer's own counter by :func:`load_sftgo_state`). ``loss_sum``: the sum of the step losses over every
+        optimizer step of the run so far (the run's train_loss is it over the steps; None when a checkpoint from
+        before this counter was resumed); ``pending``: this leg's loss not yet logged (during training)."""
+        leg = getattr(self.trainer, "_total_loss_scalar", None)  # the Trainer's sum of this leg's logged step losses
+        prior = self.prior.get("loss_sum")
+        if prior is None and not getattr(self.trainer, "_initial_global_step", 0):
+            prior = 0.0  # this leg started at step 0
         return {"supervised_tokens": int(self.trainer.tokens_seen),
                 "train_time_s": round(self.prior.get("train_time_s", 0.0) + train_s, 2),
                 "wall_time_s": round(self.prior.get("wall_time_s", 0.0) + wall_s, 2),
-                "legs": int(self.prior.get("legs", 0)) + 1}
+                "legs": int(self.prior.get("legs", 0)) + 1,
+                "loss_sum": None if leg is None or prior is None else prior + float(leg) + pending}
 
     def totals(self) -> dict:
+        """The totals at a save, inside the training loop: the Trainer has not yet added its unlogged loss
+        (``_tr_loss``, this process's) to its sum; it does so only when the leg ends."""
         now = time.time()
-        return self.whole_run(now - (self.t_train or now), now - self.t0)
+        pending = getattr(self.trainer, "_tr_loss", None)
+        return self.whole_run(now - (self.t_train or now), now - self.t0,
+                              pending=0.0 if pending is None else float(pending))
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -622,6 +643,16 @@ class SFTGoStateCallback(TrainerCallback):
         if st:
             (ckpt / STATE_FILE).write_text(json.dumps(st))
         (ckpt / COUNTERS_FILE).write_text(json.dumps(self.totals()))
+
+
+def tied_aliases(model, missing) -> set[str]:
+    """The names among ``missing`` that are one parameter with another name that was loaded (tied weights)."""
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    missing = set(missing)
+    return {n for group in names.values() if len(group) > 1 and any(m not in missing for m in group)
+            for n in group if n in missing}
 
 
 def load_sftgo_state(trainer: SFTGoTrainer, checkpoint: str | None) -> dict:

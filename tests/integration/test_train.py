@@ -186,6 +186,7 @@ def test_user_mistakes_give_clear_errors(tmp_path, tiny_model_dir, alpaca_file, 
     assert main(base + args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()  # a start that fails leaves nothing behind, not even the directory
 
 
 def test_unknown_yaml_key_suggests(tmp_path, capsys):
