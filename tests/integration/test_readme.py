@@ -78,13 +78,16 @@ ADDED_FLAGS = [
     ("sftgo generate", "--max_new_tokens", "8", "short answers from the tiny model (default 256)"),
     ("sftgo score", "--llmlingua2_model", "{tiny_encoder}", "only where --scorer names llmlingua2: the Hub model -> "
      "a tiny BERT token classifier"),
+    ("sftgo sweep configs/paper/sweeps/table1_lima_llama32_3b.yaml --executor slurm", "--dry_run", "",
+     "SLURM is not here (tests/integration/test_sweep_slurm.py submits to one): the plan is read and printed"),
 ]
 
 # Commands not run here: (command start after substitutions, reason). Their file arguments (*.yaml, *.py, ...) must
-# still exist in the repository.
+# still exist in the repository, and the `sftgo.cli train` arguments of a launcher command must parse (sftgo's own
+# parser, with `--use_cpu true --bf16 false` added: no GPU here).
 NOT_RUN = [
-    ("make demo", "the real SmolLM2-135M for 30 steps (minutes); it runs `sftgo train --output_dir runs/demo` (checked "
-     "in the Makefile here), the same path as `sftgo train` below"),
+    ("make demo", "the real SmolLM2-135M for 30 steps (minutes): `sftgo train --output_dir runs/demo`, the command "
+     "path `sftgo train` below runs on the tiny model"),
     ("make test", "the test suite itself"),
     ("make ", "a Makefile target (installs or runs the real model)"),
     ("pip install", "installs packages: the wheel test installs sftgo in a fresh venv"),
@@ -93,8 +96,6 @@ NOT_RUN = [
     ("torchrun --nproc_per_node 8", "8 processes of a 3B model; checked in tests/integration/test_multiprocess_commands.py"),
     ("accelerate launch --config_file", "GPU launch configs (no GPU here); loaded and validated in "
      "tests/unit/test_launch_configs.py"),
-    ("sftgo sweep configs/paper/sweeps/table1_lima_llama32_3b.yaml --executor slurm",
-     "needs a SLURM cluster: tests/integration/test_sweep_slurm.py (dev/slurm_local.sh)"),
     ("sftgo eval runs/demo --tasks paper", "8 lm-eval suites incl. MMLU's 57 subjects twice: 30 s of CPU at --limit 1 on "
      "the tiny model; the registered tasks on local files run in tests/integration/test_eval.py"),
     ("sftgo eval runs/demo --tasks math", "generation to 256 tokens per question: tests/integration/test_eval.py "
@@ -272,7 +273,7 @@ def with_added_flags(command: str) -> list[str]:
             continue
         if flag == "--llmlingua2_model" and "llmlingua2" not in command:
             continue
-        argv += [flag, value]
+        argv += [flag, value] if value else [flag]
     return argv
 
 
@@ -431,6 +432,15 @@ def _check_not_run(ws: Workspace, command: str) -> list[str]:
     for tok in shlex.split(command):
         if re.search(r"\.(ya?ml|py|sh|json)$", tok) and "/" in tok and not (ROOT / tok).exists():
             bad.append(f"{tok} does not exist")
+    argv = shlex.split(command)
+    if "sftgo.cli" in argv and argv[argv.index("sftgo.cli") + 1] == "train":
+        from sftgo.config import parse_config
+
+        try:
+            args = [str(ROOT / a) if (ROOT / a).is_file() else a for a in argv[argv.index("sftgo.cli") + 2:]]
+            parse_config(args + ["--use_cpu", "true", "--bf16", "false"])
+        except (Exception, SystemExit) as e:
+            bad.append(f"its sftgo train arguments do not parse: {type(e).__name__}: {e}")
     if command.startswith("make "):
         target = command.split()[1]
         if not re.search(rf"^{re.escape(target)}:", (ROOT / "Makefile").read_text(), re.M):
@@ -461,15 +471,14 @@ def _run_python(ws: Workspace, block: Block) -> tuple[int, str]:
     return ws.request({"python": str(path)})
 
 
-def _load_data(ws: Workspace, block: Block) -> tuple[int, str]:
+def _load_data(ws: Workspace, block: Block):
     from sftgo.data import load_examples
 
     path = ws.root / f"readme_block_{block.line}.jsonl"
     path.write_text(block.text.strip() + "\n")
     ex = load_examples(str(path))
     rows = [json.loads(s) for s in block.text.splitlines() if s.strip()]
-    assert len(ex.examples if hasattr(ex, "examples") else ex) == len(rows)
-    return 0, ""
+    assert len(ex) == len(rows), (len(ex), rows)
 
 
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind != "text"], ids=lambda b: f"line{b.line}-{b.kind}")
