@@ -41,6 +41,9 @@ from pathlib import Path
 
 import pytest
 
+# The blocks chain (one directory, README order): under pytest-xdist they must stay on one worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("readme")
+
 ROOT = Path(__file__).parents[2]
 README = ROOT / "README.md"
 PY = sys.executable
@@ -433,11 +436,12 @@ def _check_not_run(ws: Workspace, command: str) -> list[str]:
         if re.search(r"\.(ya?ml|py|sh|json)$", tok) and "/" in tok and not (ROOT / tok).exists():
             bad.append(f"{tok} does not exist")
     argv = shlex.split(command)
-    if "sftgo.cli" in argv and argv[argv.index("sftgo.cli") + 1] == "train":
+    at = argv.index("sftgo.cli") + 1 if "sftgo.cli" in argv else 1 if argv[0] == "sftgo" else len(argv)
+    if argv[at:at + 1] == ["train"]:
         from sftgo.config import parse_config
 
         try:
-            args = [str(ROOT / a) if (ROOT / a).is_file() else a for a in argv[argv.index("sftgo.cli") + 2:]]
+            args = [str(ROOT / a) if (ROOT / a).is_file() else a for a in argv[at + 1:]]
             parse_config(args + ["--use_cpu", "true", "--bf16", "false"])
         except (Exception, SystemExit) as e:
             bad.append(f"its sftgo train arguments do not parse: {type(e).__name__}: {e}")
