@@ -20,12 +20,15 @@ are the small ones in FILES.
 
 What runs is the README's text with SUBSTITUTIONS applied (visible, on purpose: each only shrinks a run, points at
 a local file or stands for the user's own settings) and ADDED_FLAGS appended: the tiny Llama of tests/conftest.py
-instead of a 135M-8B model, one optimizer step. Measured: about 2-3 minutes on a loaded 2-core machine, most of it
-the three subprocess runs of the sweep, the 2-process torchrun and the three Python blocks.
+instead of a 135M-8B model, one optimizer step. The slow parts are the subprocesses (the sweep's three training
+runs, the 2-process torchrun) and the Rho-1 chain (two trainings, LLMLingua-2 and reference scores of the built-in
+data); measured in the commit that adds this file.
 
-To add a block that cannot run here: add its command's start (a prefix of the command after substitutions) to
-NOT_RUN with the reason; a formula/listing: its first line to TEXT_BLOCKS; a Python fragment that needs names from the
-user's script: its first line to PYTHON_CONTEXT.
+To add a block: a `sftgo` command runs by itself (add a SUBSTITUTIONS / ADDED_FLAGS entry if it names a big model,
+the Hub or a long run); one that cannot run here: its start (a prefix of the command after substitutions) in NOT_RUN
+with the reason; a new kind of command line: its first word in COMMAND_STARTS (and NOT_RUN); a formula/listing: its
+first line in TEXT_BLOCKS; a Python fragment that needs names from the user's script: its first line in
+PYTHON_CONTEXT; a data file a command names: FILES.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ SUBSTITUTIONS = [
     ("--grid percentile=55,70,90", "--grid percentile=70,90", "the first sweep's grid: its runs are complete and "
      "skipped, the sweep's continue path (a third grid point would train again)"),
     ("sftgo sweep --status runs/paper/table1_lima_llama32_3b", "sftgo sweep --status runs/sw",
-     "the SLURM sweep is not submitted here (NOT_RUN): the status of the local sweep instead"),
+     "the SLURM sweep is only planned here (--dry_run, no sweep.json): the status of the local sweep instead"),
     ("SFTConfig(...)", "SFTConfig(output_dir='out', use_cpu=True, bf16=False, max_steps=1, report_to='none')",
      "`...`: the user's own settings"),
     ("TrainingArguments(...)", "TrainingArguments(output_dir='out', use_cpu=True, max_steps=1, report_to='none')",
