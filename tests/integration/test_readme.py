@@ -147,6 +147,10 @@ PYTHON_CONTEXT = {
         _USER_ROWS, "trainer.args.max_steps = 1\ntrainer.train()\nprint('trained', trainer.state.global_step)\n"),
 }
 
+# The fields a README data example may show (what sftgo's data reader reads; a misspelt one would be ignored).
+DATA_FIELDS = {"instruction", "input", "output", "messages", "role", "content", "prompt", "completion", "question",
+               "answer", "conversations", "weight", "loss_weight", "channel"}
+
 # The small files the README's commands name, written in the run directory.
 ALPACA = [
     {"instruction": "Add three and four.", "input": "", "output": "Three plus four equals seven."},
@@ -486,6 +490,12 @@ def _load_data(ws: Workspace, block: Block):
     ex = load_examples(str(path))
     rows = [json.loads(s) for s in block.text.splitlines() if s.strip()]
     assert len(ex) == len(rows), (len(ex), rows)
+    keys = {k for r in rows for k in r} | {k for r in rows for m in r.get("messages", []) for k in m}
+    assert keys <= DATA_FIELDS, f"README.md:{block.line}: fields sftgo does not read: {keys - DATA_FIELDS}"
+    for row, e in zip(rows, ex):  # each weight / channel field the README shows is read, with its value
+        assert e.get("weight") == row.get("weight") and e.get("channel") == row.get("channel"), (row, e)
+        shown = [m.get("loss_weight") for m in row.get("messages", [])]
+        assert e.get("loss_weights", [None] * len(shown)) == shown, (row, e)
 
 
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind != "text"], ids=lambda b: f"line{b.line}-{b.kind}")
