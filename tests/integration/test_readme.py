@@ -80,6 +80,10 @@ ADDED_FLAGS = [
     ("torchrun", "--max_steps", "1", "as sftgo train"),
     ("sftgo sweep configs/", "--model_name_or_path", "{tiny_model}", "as sftgo train, for each run"),
     ("sftgo sweep configs/", "--max_steps", "1", "as sftgo train, for each run"),
+    ("sftgo train paper/", "--dataset", "data.jsonl", "a paper recipe (by name): its Hub dataset -> a small file"),
+    ("sftgo train paper/", "--bf16", "false", "a paper recipe sets bf16: true; no bf16 on this CPU"),
+    ("sftgo train configs/paper/", "--dataset", "data.jsonl", "as a paper recipe by name"),
+    ("sftgo train configs/paper/", "--bf16", "false", "as a paper recipe by name"),
     ("sftgo score", "--model_name_or_path", "{tiny_model}", "the tokenizer of the tiny Llama"),
     ("sftgo generate", "--max_new_tokens", "8", "short answers from the tiny model (default 256)"),
     ("sftgo score", "--llmlingua2_model", "{tiny_encoder}", "only where --scorer names llmlingua2: the Hub model -> "
@@ -316,6 +320,13 @@ def test_classifier_refuses_an_unknown_block():
     assert b.kind == ""
     (b,) = [classify(x) for x in readme_blocks("```\naccelerate launch --cpu -m sftgo.cli train\n```\n")]
     assert b.kind == "commands" and unrunnable(b.commands[0][1])
+
+
+def test_added_flags_leave_set_flags_and_resumes_alone():
+    assert with_added_flags("sftgo train --max_steps 5") == ["sftgo", "train", "--max_steps", "5",
+                                                             "--model_name_or_path", "{tiny_model}"]
+    resume = "sftgo train --output_dir runs/x --resume_from_checkpoint last"
+    assert with_added_flags(resume) == shlex.split(resume)  # a resume reads the run's own config.yaml
 
 
 def test_not_run_entries_are_used():
