@@ -381,3 +381,12 @@ def test_config_takes_sftgo_train_flags(tmp_path):
         ["--output_dir", str(tmp_path), "--objective", "sft-go", "--lam", "0.5", "--lam_min", "0.1", "--keep_ratio", "0.3",
          "--group_stats", "lagged", "--use_cpu", "true"])
     assert (cfg.objective, cfg.lam, cfg.lam_min, cfg.percentile, cfg.group_stats) == ("sft-go", 0.5, 0.1, 70.0, "lagged")
+
+
+def test_bf16_default_is_fp32_on_cpu_and_bf16_where_supported(tmp_path):
+    """TRL's bf16 default stops a CPU script at construction ("Your setup doesn't support bf16/gpu"): left unset,
+    SFTGoSFTConfig is fp32 on a CPU (or with use_cpu=True), TRL's bf16 where the accelerator has it; set, it is kept."""
+    assert SFTGoSFTConfig(output_dir=str(tmp_path)).bf16 is (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    assert SFTGoSFTConfig(output_dir=str(tmp_path), use_cpu=True).bf16 is False
+    assert SFTGoSFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=True).bf16 is True
+    assert SFTGoSFTConfig(output_dir=str(tmp_path), use_cpu=True, fp16=False).bf16 is False

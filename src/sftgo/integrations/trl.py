@@ -53,10 +53,18 @@ class SFTGoSFTConfig(ObjectiveArgs, SFTConfig):
     """``trl.SFTConfig`` plus sftgo's objective settings under ``sftgo train``'s names (``objective``, ``scorer``,
     ``percentile``, ``lam``, ``lam_min``, ``group_stats``, ``num_groups``, ``group_scope``, ``ref_model_name_or_path``,
     ``infosft_p``, ``target_gamma``, ...; see :class:`sftgo.config.ObjectiveArgs`). TRL's own loss switches are
-    refused: the objective decides the loss (``objective="dft"``, not ``loss_type="dft"``)."""
+    refused: the objective decides the loss (``objective="dft"``, not ``loss_type="dft"``).
+
+    ``bf16`` left unset is TRL's default (bf16 mixed precision) where the accelerator supports it, and fp32 on a CPU
+    (or ``use_cpu=True``), like ``sftgo train``: TRL's bf16 default stops a CPU run at construction ("Your setup
+    doesn't support bf16/gpu"), and bf16 autocast on a CPU without bf16 units is several times slower."""
 
     def __post_init__(self):
         self.check_objective()
+        if self.bf16 is None and not self.fp16:
+            from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+            self.bf16 = not self.use_cpu and (is_torch_bf16_gpu_available() or is_torch_xla_available())
         if self.loss_type not in ("nll", "chunked_nll"):
             raise ConfigError(f"loss_type: {self.loss_type!r} is TRL's loss switch; with SFTGoSFTConfig the objective "
                               f"decides the loss (objective='{self.loss_type}' if sftgo has it); leave loss_type='nll'")
