@@ -64,10 +64,11 @@ def test_unknown_name_one_line_with_closest(elsewhere, capsys, given, close):
     with pytest.raises(ConfigError) as e:
         parse_config([given])
     msg = str(e.value)
-    assert "\n" not in msg and given in msg and close in msg and "sftgo recipes" in msg
+    assert "\n" not in msg and given in msg and "sftgo recipes" in msg
+    assert close in msg.split("did you mean", 1)[1].split()[0].rstrip(",?")  # the closest name comes first
     assert main(["train", given]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "sftgo train: error:" in err and close in err
+    assert err.count("\n") == 1 and "sftgo train: error:" in err and close in err.split("did you mean", 1)[1]
 
 
 def test_recipes_lists_names_with_descriptions(capsys):
@@ -125,3 +126,15 @@ def test_sweep_file_names_a_recipe(elsewhere, tmp_path):
 
     with pytest.raises(SweepError, match=r"bad.yaml: config: train config demoo does not exist.*did you mean demo"):
         _plan(elsewhere / "bad.yaml", tmp_path)
+
+
+def test_a_bundled_sweep_reads_its_relative_paths_from_its_own_folder(elsewhere, tmp_path, monkeypatch):
+    import sftgo.recipes
+
+    book = tmp_path / "book"
+    (book / "mine" / "sweeps").mkdir(parents=True)
+    (book / "mine" / "base.yaml").write_text("# base\nmax_steps: 7\n")
+    (book / "mine" / "sweeps" / "s.yaml").write_text("# s\nconfig: ../base.yaml\ngrid: {lam: [0.1, 0.2]}\n")
+    monkeypatch.setattr(sftgo.recipes, "RECIPE_DIR", book)
+    runs, points = _plan("mine/sweeps/s", tmp_path)
+    assert [p["config"]["max_steps"] for p in points] == [7, 7]
