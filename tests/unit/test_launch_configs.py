@@ -10,7 +10,9 @@ from unittest import mock
 
 import pytest
 
-CONFIG_DIR = Path(__file__).parents[2] / "configs" / "accelerate"
+from sftgo.recipes import RECIPE_DIR
+
+CONFIG_DIR = RECIPE_DIR / "accelerate"  # configs/accelerate/ in a checkout
 EXPECTED = {"single_gpu.yaml", "ddp.yaml", "fsdp.yaml", "zero2.yaml", "zero3.yaml"}
 
 

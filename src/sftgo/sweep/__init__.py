@@ -12,9 +12,10 @@ still queued or running are attached to, not submitted again. Each training is a
 train``; ``--launcher "torchrun --nproc_per_node 8"`` / ``"accelerate launch ..."``), so one crash does not stop the
 sweep; each evaluation is ``sftgo eval RUN --tasks ... [--heldout DATA]`` (or ``--eval_cmd``).
 
-A sweep file (YAML) holds the same options: ``config`` (a train YAML, relative to the sweep file), ``set`` (settings
-for every run), ``grid`` (key: [values]), ``variants`` (a list, each a mapping of settings or a train YAML, crossed with
-the grid), ``baseline`` (mapping or train YAML), ``seeds``, ``eval``, ``heldout``, ``eval_args``, ``launcher``,
+A sweep file (YAML) holds the same options: ``config`` (a train YAML, relative to the sweep file, or a bundled
+recipe by name: ``paper/llama32_3b_alpaca_sft``), ``set`` (settings for every run), ``grid`` (key: [values]),
+``variants`` (a list, each a mapping of settings or a train YAML, crossed with the grid), ``baseline`` (mapping or
+train YAML), ``seeds``, ``eval``, ``heldout``, ``eval_args``, ``launcher``,
 ``select``, ``select_steps``, ``output_dir``, ``executor``, ``slots``, ``gpus_per_run``, ``slurm`` (a mapping:
 partition, time_min, gpus_per_node, cpus_per_task, mem_gb, account, qos, array_parallelism, setup). Command-line
 options override it.

@@ -92,10 +92,9 @@ def parse_settings(items: list[str], source: str) -> dict:
 
 def _load_train_yaml(path: Path, source: str) -> dict:
     from ..config import load_yaml
+    from ..recipes import resolve_recipe
 
-    if not path.exists():
-        raise SweepError(f"{source}: train config {path} does not exist")
-    return load_yaml(path)
+    return load_yaml(resolve_recipe(path, SweepError, f"{source}: train config"))
 
 
 def is_sweep_file(data: dict) -> bool:
@@ -113,11 +112,12 @@ def _resolve(ref: str, base_dir: Path) -> Path:
 def load_spec(path: str | None, args) -> Spec:
     """Sweep file or train YAML (or nothing) + command-line options -> Spec."""
     from ..config import check_keys, read_yaml_mapping
+    from ..recipes import resolve_recipe
 
     spec = Spec()
     file_data: dict = {}
     if path:
-        p = Path(path)
+        p = resolve_recipe(path, SweepError)  # a bundled sweep by name: its own references are relative to it
         data = read_yaml_mapping(p, SweepError)
         if is_sweep_file(data):
             file_data = data
