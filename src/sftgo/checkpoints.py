@@ -15,6 +15,11 @@ Rotation (``save_total_limit``): transformers deletes old checkpoints at the end
 ``on_save`` callbacks run, so a kill right after that deletion (with ``save_total_limit 1``) left no complete
 checkpoint at all. :class:`RotateAfterCompletion` turns transformers' rotation off and
 :class:`CompleteCheckpointCallback` rotates itself, right after the new marker is written (:func:`rotate_checkpoints`).
+
+Which checkpoints are written: every ``save_steps`` and at ``--stop_after_steps``, not at the last step as such
+(transformers' default flow adds one there: :class:`SaveOnlyWhenAsked`). What a *complete* run keeps of them
+(``--keep_checkpoints none|last|all``) is decided once at its end (:func:`apply_keep_checkpoints`); a run stopped
+early or killed keeps them all, to resume.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ import shutil
 from pathlib import Path
 
 from transformers import TrainerCallback
+from transformers.trainer_utils import SaveStrategy
 
-from .config import ConfigError
+from .config import KEEP_CHECKPOINTS, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -149,3 +155,55 @@ class CompleteCheckpointCallback(TrainerCallback):
         if args.save_total_limit is not None and args.save_total_limit > 0:
             rotate_checkpoints(args.output_dir, args.save_total_limit, int(state.global_step),
                                protect=[state.best_model_checkpoint])
+
+
+class SaveOnlyWhenAsked(TrainerCallback):
+    """Undoes the checkpoint transformers' ``DefaultFlowCallback`` adds at the last step when that step is not a
+    multiple of ``save_steps``: with optimizer state it is about 3x the model (1.6 GB beside a 0.5 GB ``final/`` for
+    SmolLM2-135M, ~100 GB for an 8B model), written for a run that is over. Checkpoints come every ``save_steps`` and
+    from whatever callback after this one asks (``--stop_after_steps``). Kept with ``load_best_model_at_end`` (choosing
+    the best model compares the last evaluation only through its checkpoint) and with ``--keep_checkpoints last|all``
+    (the user keeps checkpoints to continue the run: the last step's is the one to continue from). Register it before
+    the callbacks that ask for a save (DefaultFlowCallback is always first)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if (control.should_save and state.global_step >= state.max_steps and args.save_strategy == SaveStrategy.STEPS
+                and not args.load_best_model_at_end and getattr(args, "keep_checkpoints", "none") == "none"
+                and not (state.save_steps > 0 and state.global_step % state.save_steps == 0)):
+            control.should_save = False
+        return control
+
+
+TRASH_PREFIX = ".deleting-"  # a checkpoint being deleted: out of the checkpoint-N names, so never resumed from
+
+
+def delete_checkpoint(path: str | os.PathLike) -> None:
+    """Deletes a checkpoint folder so that a kill at any moment leaves either the whole folder or none under its name:
+    one rename to ``.deleting-checkpoint-N`` (which :func:`checkpoint_folders` does not list), then the files."""
+    path = Path(path)
+    trash = path.with_name(TRASH_PREFIX + path.name)
+    shutil.rmtree(trash, ignore_errors=True)  # left by a deletion killed before
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def apply_keep_checkpoints(output_dir: str | os.PathLike, policy: str) -> list[Path]:
+    """``--keep_checkpoints`` on a run that is complete (``final/`` and ``summary.json`` written, not stopped early):
+    ``none`` deletes every ``checkpoint-N``, ``last`` all but the newest complete one, ``all`` none of them. Call it
+    on process 0 only, once the others are done with the checkpoints. Also removes what a deletion killed midway left
+    (``.deleting-*``). Returns the deleted folders, oldest first."""
+    out = Path(output_dir)
+    if policy not in KEEP_CHECKPOINTS:
+        raise ValueError(f"keep_checkpoints {policy!r}: one of {', '.join(KEEP_CHECKPOINTS)}")
+    for trash in out.glob(TRASH_PREFIX + "checkpoint-*"):
+        shutil.rmtree(trash, ignore_errors=True)
+    if policy == "all":
+        return []
+    keep = next((p for _, p in reversed(checkpoint_folders(out)) if is_complete(p)), None) if policy == "last" else None
+    gone = [p for _, p in checkpoint_folders(out) if p != keep]
+    for path in gone:
+        delete_checkpoint(path)
+    if gone:
+        logger.info("deleted %s (keep_checkpoints %s; the run is complete, final/ is its model)",
+                    ", ".join(p.name for p in gone), policy)
+    return gone

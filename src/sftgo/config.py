@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 TOKEN_HEADS = ("auto", "fused", "chunked", "naive")
 GROUP_SCOPES = ("sequence", "batch")
 GROUP_STATS = ("exact", "lagged", "micro")
+KEEP_CHECKPOINTS = ("none", "last", "all")  # --keep_checkpoints (sftgo.checkpoints.apply_keep_checkpoints)
 
 
 class ConfigError(UserError):
@@ -306,6 +307,13 @@ class SFTGoConfig(ObjectiveArgs, TrainingArguments):
         metadata={"help": "Stop after this many optimizer steps (saving a checkpoint) while keeping the learning-rate "
                           "schedule of the full budget; --resume_from_checkpoint last later continues the same run."},
     )
+    keep_checkpoints: str = field(
+        default="none",
+        metadata={"help": "What a run keeps of its checkpoint-*/ folders (each holds the optimizer state: about 3x the "
+                          "model) once it is complete (final/ and summary.json written; a run stopped by "
+                          "--stop_after_steps or killed keeps them all to resume): none (default: final/ is the "
+                          "result), last (the newest complete one) or all. May change on resume."},
+    )
     report_to: None | str | list[str] = field(
         default="auto",
         metadata={"help": "Trackers that get every logged value (losses, group losses, lam, diagnostics): tensorboard, "
@@ -332,6 +340,8 @@ class SFTGoConfig(ObjectiveArgs, TrainingArguments):
             bad("channel_field", "must name a field of the examples (or be left unset)")
         if self.stop_after_steps is not None and self.stop_after_steps < 1:
             bad("stop_after_steps", f"{self.stop_after_steps} must be at least 1")
+        if self.keep_checkpoints not in KEEP_CHECKPOINTS:
+            bad("keep_checkpoints", f"{self.keep_checkpoints!r}: one of {', '.join(KEEP_CHECKPOINTS)}")
         if self.packing and self.padding_free:
             bad("padding_free", "packing and padding_free are two layouts of the same batch; set only one")
         if self.lora_r < 0:

@@ -1,7 +1,8 @@
 """`sftgo train` end to end: data -> static token columns (cached) -> model -> SFTGoTrainer -> run directory.
 
 Run directory (``output_dir``): ``config.yaml`` (resolved settings), ``metrics.jsonl`` (one object per logging step),
-``checkpoint-*`` (resumable; ``sftgo_complete.json`` marks a complete one, see :mod:`sftgo.checkpoints`), ``final/`` (model + tokenizer, loadable with ``from_pretrained``), ``loss_groups.png``
+``checkpoint-*`` (resumable; ``sftgo_complete.json`` marks a complete one, see :mod:`sftgo.checkpoints`; once the run
+is complete only what ``--keep_checkpoints`` says stays), ``final/`` (model + tokenizer, loadable with ``from_pretrained``), ``loss_groups.png``
 (overall / important / unimportant loss over steps, the paper's Figure 2), ``loss_channels.png`` (one loss curve per
 channel, only when the data has channels) and ``summary.json``.
 """
@@ -248,7 +249,7 @@ def run_training(cfg: SFTGoConfig) -> dict:
 def _run_training(cfg: SFTGoConfig, started: list) -> dict:
     from transformers import set_seed
 
-    from .checkpoints import CompleteCheckpointCallback
+    from .checkpoints import CompleteCheckpointCallback, SaveOnlyWhenAsked
     from .distributed import on_main
     from .models import apply_lora, load_model, load_tokenizer, resolve_model_path, save_merged
     from .objectives import objective_class
@@ -326,6 +327,7 @@ def _run_training(cfg: SFTGoConfig, started: list) -> dict:
     prior = load_sftgo_state(trainer, ckpt)
     counters = SFTGoStateCallback(trainer, t0=t0, prior=prior)
     trainer.add_callback(counters)
+    trainer.add_callback(SaveOnlyWhenAsked())  # no checkpoint at the last step unless save_steps or the next asks
     if cfg.stop_after_steps:
         trainer.add_callback(StopAfterSteps(cfg.stop_after_steps))
     # Last: marks each checkpoint complete once all is written (it checks sftgo's counters are there), then rotates.
@@ -384,6 +386,7 @@ def _run_training(cfg: SFTGoConfig, started: list) -> dict:
             plot_loss_groups(records, out / "loss_groups.png", title=f"{cfg.objective} / {cfg.scorer}")
             plot_channel_losses(read_metrics(out / "metrics.jsonl"), out / "loss_channels.png",
                                 title=f"{cfg.objective}: loss per channel")
+    keep_checkpoints(cfg, completed=bool(summary) and not summary["stopped_early"])
     return summary
 
 
@@ -428,6 +431,19 @@ def write_run_config(cfg: SFTGoConfig, path: Path) -> None:
     except yaml.YAMLError:
         pass
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+def keep_checkpoints(cfg: SFTGoConfig, completed: bool) -> None:
+    """--keep_checkpoints, once the run is complete (``completed``: summary.json written, not stopped early; known on
+    process 0): process 0 deletes, after every process is done with the checkpoints. A run stopped by
+    --stop_after_steps, killed or interrupted never gets here complete: it keeps its checkpoints to resume."""
+    import torch.distributed as dist
+
+    from .checkpoints import apply_keep_checkpoints
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    if completed:
+        apply_keep_checkpoints(cfg.output_dir, cfg.keep_checkpoints)
 
 
 class StopAfterSteps(TrainerCallback):

@@ -164,7 +164,7 @@ def test_killed_right_after_rotation_with_save_total_limit_1_resumes_from_a_comp
     marker. Killed right after checkpoint-2 is deleted (while checkpoint-4 is saved, keeping 1), the run must still
     have a complete checkpoint, and the resumed run must equal the uninterrupted one."""
     run = tmp_path / "killed"
-    keep1 = ["--save_total_limit", "1"]
+    keep1 = ["--save_total_limit", "1", "--keep_checkpoints", "last"]
     r = _run(tmp_path, tiny_model_dir, alpaca_file, run, kill_at="after_rmtree:2", extra=keep1)
     assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
     assert not (run / "checkpoint-2").exists()

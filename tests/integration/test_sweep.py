@@ -238,9 +238,10 @@ def test_sweep_with_real_sftgo_eval_heldout(tmp_path, tiny_model_dir, alpaca_fil
     assert f"{h['loss_worst']:.4f} (1)" in md
 
 
-def test_prune_checkpoints_drops_them_only_when_asked(tmp_path, tiny_model_dir, alpaca_file):
-    """--prune_checkpoints: a complete run keeps final/ and eval/ and loses checkpoint-*/; without it (the default)
-    they stay; the sweep-file key does the same."""
+def test_runs_keep_checkpoints_as_asked_and_prune_checkpoints_is_keep_none(tmp_path, tiny_model_dir, alpaca_file):
+    """A complete run keeps final/ and eval/; of its checkpoint-*/ what --keep_checkpoints says: all of them when
+    passed `all` (a train flag of the sweep), none by default (its training deletes them once it completes); the
+    sweep-file key prune_checkpoints is keep_checkpoints none, applied to the complete runs of a finished sweep."""
     fake_eval = write_fake_eval(tmp_path)
     cache = tmp_path / "cache"
 
@@ -254,8 +255,8 @@ def test_prune_checkpoints_drops_them_only_when_asked(tmp_path, tiny_model_dir, 
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         return d, out.stdout + out.stderr
 
-    kept, _ = sweep("kept")
-    pruned, log = sweep("pruned", "--prune_checkpoints")
+    kept, _ = sweep("kept", "--keep_checkpoints", "all")
+    pruned, _ = sweep("pruned")
     for d in (kept, pruned):
         runs = sorted(p for p in d.iterdir() if (p / "summary.json").exists())
         assert [p.name for p in runs] == ["sft-go_tfidf_s1", "sft_s1"]
@@ -263,7 +264,7 @@ def test_prune_checkpoints_drops_them_only_when_asked(tmp_path, tiny_model_dir, 
             assert (r / "final").is_dir() and (r / "eval" / "paper.json").exists()
             ckpts = sorted(p.name for p in r.glob("checkpoint-*"))
             assert ckpts == ([] if d is pruned else ["checkpoint-2", "checkpoint-4"]), (r, ckpts)
-    assert "removed checkpoint-2, checkpoint-4 (prune_checkpoints" in log
+    assert "deleted checkpoint-2, checkpoint-4 (keep_checkpoints none" in (pruned / "logs" / "sft_s1.train.log").read_text()
     # The sweep-file key, on a finished sweep: complete runs are pruned when the sweep is run again.
     spec = tmp_path / "sweep.yaml"
     spec.write_text(f"prune_checkpoints: true\noutput_dir: {kept}\n")
@@ -275,3 +276,4 @@ def test_prune_checkpoints_drops_them_only_when_asked(tmp_path, tiny_model_dir, 
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert not list(kept.glob("*/checkpoint-*")) and (kept / "sft_s1" / "final").is_dir()
+    assert "sft_s1: removed checkpoint-2, checkpoint-4 (keep_checkpoints none" in out.stdout + out.stderr

@@ -129,7 +129,8 @@ def test_run_trained_again_after_evaluation_is_evaluated_again(tmp_path, tiny_mo
     current training it is not evaluated again."""
     fake_eval = write_fake_eval(tmp_path)
     d = tmp_path / "sweep"
-    cmd = _cmd(d, tiny_model_dir, alpaca_file, tmp_path / "cache", fake_eval, "--max_steps", "3", "--save_steps", "3")
+    cmd = _cmd(d, tiny_model_dir, alpaca_file, tmp_path / "cache", fake_eval, "--max_steps", "3", "--save_steps", "3",
+               "--keep_checkpoints", "last")
     cmd[cmd.index("objective=sft,sft-go")] = "objective=sft"
     out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -142,7 +143,8 @@ def test_run_trained_again_after_evaluation_is_evaluated_again(tmp_path, tiny_mo
                             str(tmp_path / "cache"), "--max_steps", "5", "--resume_from_checkpoint", "last"],
                            capture_output=True, text=True, env=_env(), timeout=600)
     assert train.returncode == 0, train.stderr[-3000:]
-    assert json.loads((run / "summary.json").read_text())["steps"] == 5
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 5 and summary["resumed_from"].endswith("checkpoint-3")  # kept: keep_checkpoints last
     again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert (d / "eval_calls.txt").read_text().split() == ["sft_s1", "sft_s1"]

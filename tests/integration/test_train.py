@@ -110,7 +110,7 @@ def test_resume_appends_without_duplicates(tmp_path, tiny_model_dir, alpaca_file
 
     extra = ["--objective", objective, "--dro_eta", "0.5"]
     full = _train(tmp_path, tiny_model_dir, alpaca_file, "--max_steps", "4", "--save_steps", "2", "--lam_min", "0",
-                  *extra, name="full")
+                  *extra, "--keep_checkpoints", "all", name="full")
     # Simulate an interruption after step 3: the last checkpoint is step 2, metrics already hold step 3.
     run = tmp_path / "resumed"
     shutil.copytree(full, run)
@@ -249,7 +249,7 @@ def test_rho1_two_stage_reference(tmp_path, tiny_model_dir, alpaca_file, caplog,
 def test_resume_with_nothing_left_tolerates_a_torn_last_metrics_line(tmp_path, tiny_model_dir, alpaca_file):
     # A leg killed while appending to metrics.jsonl, then resumed from the last checkpoint with no step left to train:
     # nothing rewrites the file, and the summary must still be written from the records before the torn line.
-    run = _train(tmp_path, tiny_model_dir, alpaca_file, "--save_steps", "2")
+    run = _train(tmp_path, tiny_model_dir, alpaca_file, "--save_steps", "2", "--keep_checkpoints", "all")
     (run / "summary.json").unlink()
     with (run / "metrics.jsonl").open("a") as f:
         f.write('{"step": 3, "loss": 0.1')
@@ -258,12 +258,39 @@ def test_resume_with_nothing_left_tolerates_a_torn_last_metrics_line(tmp_path, t
     assert summary["resumed_from"].endswith("checkpoint-2") and summary["final"]["loss"] == _records_before_torn(run)
 
 
+def test_checkpoints_written_as_asked_and_kept_per_keep_checkpoints(tmp_path, tiny_model_dir, alpaca_file):
+    """No checkpoint at the last step unless --save_steps (or --stop_after_steps) falls there or checkpoints are kept
+    (--keep_checkpoints last|all: the last step's is the one to continue from); once the run is complete the default
+    --keep_checkpoints none leaves only final/, last keeps the newest, all keeps every one; a run stopped early keeps its
+    checkpoint to resume, and loses it when the resumed run completes."""
+    def ckpts(run):
+        return sorted(p.name for p in run.glob("checkpoint-*"))
+
+    steps = ("--max_steps", "3", "--save_steps", "2")
+    kept = _train(tmp_path, tiny_model_dir, alpaca_file, *steps, "--keep_checkpoints", "all", name="all")
+    assert ckpts(kept) == ["checkpoint-2", "checkpoint-3"]  # step 3: the end, kept to continue from
+    assert all((kept / c / "sftgo_complete.json").exists() for c in ckpts(kept))
+    last = _train(tmp_path, tiny_model_dir, alpaca_file, *steps, "--keep_checkpoints", "last", name="last")
+    assert ckpts(last) == ["checkpoint-3"]
+    run = _train(tmp_path, tiny_model_dir, alpaca_file, *steps, name="default")
+    assert ckpts(run) == [] and (run / "final" / "model.safetensors").exists()
+    assert json.loads((run / "summary.json").read_text())["steps"] == 3
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]  # no half-deleted leftovers
+    stopped = _train(tmp_path, tiny_model_dir, alpaca_file, *steps, "--stop_after_steps", "1", name="stopped")
+    assert json.loads((stopped / "summary.json").read_text())["stopped_early"] and ckpts(stopped) == ["checkpoint-1"]
+    _train(tmp_path, tiny_model_dir, alpaca_file, *steps, "--stop_after_steps", "3", "--resume_from_checkpoint", "last",
+           name="stopped")
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-1") and summary["steps"] == 3 and not summary["stopped_early"]
+    assert ckpts(stopped) == []
+
+
 def _records_before_torn(run):
     return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()[:-1]][-1]["loss"]
 
 
 def test_resume_with_only_incomplete_checkpoints_stops_and_names_them(tmp_path, tiny_model_dir, alpaca_file, capsys):
-    run = _train(tmp_path, tiny_model_dir, alpaca_file, "--save_steps", "1")
+    run = _train(tmp_path, tiny_model_dir, alpaca_file, "--save_steps", "1", "--keep_checkpoints", "all")
     for d in run.glob("checkpoint-*"):
         (d / "sftgo_complete.json").unlink()  # as if killed while saving each of them
     before = (run / "metrics.jsonl").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -66,3 +67,85 @@ def test_marker_refused_while_a_required_file_is_missing(tmp_path):
     (d / "sftgo_counters.json").write_text("{}")
     cb.on_save(args, state, None)
     assert (d / COMPLETE_MARKER).exists()
+
+
+def test_keep_checkpoints_none_last_all(tmp_path):
+    from sftgo.checkpoints import apply_keep_checkpoints
+
+    def run(name):
+        out = tmp_path / name
+        for s, done in ((2, True), (4, True), (6, False)):  # checkpoint-6: a leg killed while saving it
+            _ckpt(out, s, done)
+        (out / "final").mkdir()
+        return out
+
+    out = run("all")
+    assert apply_keep_checkpoints(out, "all") == []
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "checkpoint-4", "checkpoint-6", "final"]
+    out = run("last")
+    assert [p.name for p in apply_keep_checkpoints(out, "last")] == ["checkpoint-2", "checkpoint-6"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-4", "final"]  # the newest *complete* one
+    out = run("none")
+    assert [p.name for p in apply_keep_checkpoints(out, "none")] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    assert sorted(p.name for p in out.iterdir()) == ["final"]
+
+
+def test_keep_checkpoints_killed_mid_deletion_never_leaves_a_gutted_checkpoint_that_reads_complete(tmp_path, monkeypatch):
+    """A kill while a checkpoint's files are being deleted: no checkpoint-N folder may read complete without its
+    weights (a resume would load it), and the next pass removes what is left."""
+    import shutil
+
+    import sftgo.checkpoints as ck
+
+    for s in (2, 4):
+        _ckpt(tmp_path, s)
+    real_rmtree = shutil.rmtree
+
+    class Killed(BaseException):
+        pass
+
+    def killed_rmtree(path, *a, **kw):  # deletes the weights, then the process dies
+        path = Path(path)
+        if (path / "model.safetensors").exists():
+            (path / "model.safetensors").unlink()
+            raise Killed
+        real_rmtree(path, *a, **kw)
+
+    monkeypatch.setattr(ck.shutil, "rmtree", killed_rmtree)
+    with pytest.raises(Killed):
+        ck.apply_keep_checkpoints(tmp_path, "last")
+    for _, p in ck.checkpoint_folders(tmp_path):
+        assert not ck.is_complete(p) or (p / "model.safetensors").exists(), p
+    assert resolve_resume(tmp_path, "last") == str(tmp_path / "checkpoint-4")
+    monkeypatch.setattr(ck.shutil, "rmtree", real_rmtree)
+    ck.apply_keep_checkpoints(tmp_path, "last")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4"]
+
+
+def test_no_checkpoint_at_the_last_step_unless_save_steps_or_a_later_callback_asks():
+    """transformers' DefaultFlowCallback saves at the last step whatever save_steps says; SaveOnlyWhenAsked (after it)
+    takes that back, but not a save of save_steps, of --stop_after_steps (a later callback) or for the best model."""
+    from transformers.trainer_callback import DefaultFlowCallback, TrainerControl
+    from transformers.trainer_utils import IntervalStrategy, SaveStrategy
+
+    from sftgo.checkpoints import SaveOnlyWhenAsked
+    from sftgo.pipeline import StopAfterSteps
+
+    def saves(step, max_steps=3, save_steps=100, best=False, stop_after=None, keep="none"):
+        args = SimpleNamespace(logging_first_step=False, logging_strategy=IntervalStrategy.STEPS,
+                               eval_strategy=IntervalStrategy.NO, save_strategy=SaveStrategy.STEPS, eval_delay=0,
+                               load_best_model_at_end=best, keep_checkpoints=keep)
+        state = SimpleNamespace(global_step=step, max_steps=max_steps, save_steps=save_steps, logging_steps=1,
+                                eval_steps=1)
+        control = TrainerControl()
+        for cb in [DefaultFlowCallback(), SaveOnlyWhenAsked()] + ([StopAfterSteps(stop_after)] if stop_after else []):
+            control = cb.on_step_end(args, state, control) or control
+        return control.should_save
+
+    assert not saves(3)  # the last step, save_steps past the run
+    assert [saves(s, save_steps=2) for s in (1, 2, 3)] == [False, True, False]
+    assert saves(4, max_steps=4, save_steps=2)  # the last step is also a save_steps step
+    assert saves(2, stop_after=2) and saves(3, stop_after=3)
+    assert saves(3, best=True)
+    assert saves(3, keep="last") and saves(3, keep="all")  # kept checkpoints: the last step's is the one to continue
+    assert not saves(2, keep="last")

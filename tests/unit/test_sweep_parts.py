@@ -87,6 +87,9 @@ def _sweep(*args, tmp_path, capsys):
     (["--detach"], "--detach needs --executor slurm"),
     (["--executor", "slurm", "--slots", "2"], "--slots is for --executor local"),
     (["--executor", "slurm", "--gpus_per_run", "2"], "with slurm pass --slurm_gpus_per_node K"),
+    (["--prune_checkpoints", "--keep_checkpoints", "all"], "prune_checkpoints is keep_checkpoints none, but the runs "
+                                                           "are also given keep_checkpoints all: drop one"),
+    (["--keep_checkpoints", "some"], "keep_checkpoints 'some': one of none, last, all"),
 ])
 def test_bad_options_are_one_line(args, message, tmp_path, capsys):
     rc, err = _sweep(*args, tmp_path=tmp_path, capsys=capsys)
@@ -98,6 +101,16 @@ def test_bad_slurm_key_in_a_sweep_file(tmp_path, capsys):
     f.write_text("grid: {percentile: [70, 90]}\nexecutor: slurm\nslurm: {partiton: gpu}\n")
     rc, err = _sweep(str(f), tmp_path=tmp_path, capsys=capsys)
     assert rc == 2 and f"{f}: slurm.partiton: not a SLURM option" in err, err
+
+
+def test_what_a_sweep_says_its_runs_keep_of_their_checkpoints():
+    from sftgo.sweep.spec import Spec
+
+    assert Spec().keep_checkpoints is None  # sftgo train's default applies; runs found complete are left alone
+    assert Spec(prune_checkpoints=True).keep_checkpoints == "none"
+    assert Spec(set={"keep_checkpoints": "last"}).keep_checkpoints == "last"
+    assert Spec(config={"keep_checkpoints": "last"},
+                train_args=["--keep_checkpoints", "none", "--keep_checkpoints=all"]).keep_checkpoints == "all"
 
 
 def test_sweep_lock(tmp_path):

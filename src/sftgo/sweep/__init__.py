@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select_steps", type=int, help="short budget (optimizer steps) per grid point for --select")
     p.add_argument("--output_dir", help="sweep directory (run directories, sweep.json, logs/, configs/)")
     p.add_argument("--prune_checkpoints", action="store_true", default=None,
-                   help="delete each run's checkpoint-*/ once it is complete (final/ and its evaluation stay)")
+                   help="the same as --keep_checkpoints none (sftgo train's default) for every run: a complete run "
+                   "keeps final/ and its evaluation, no checkpoint-*/; a finished sweep run again applies it to "
+                   "its complete runs (so does --keep_checkpoints last|none)")
     p.add_argument("--dry_run", action="store_true", help="print the runs and their state; train nothing")
     g = p.add_argument_group("where runs go")
     g.add_argument("--executor", choices=EXECUTORS, help="local (default): subprocesses on this machine; slurm: one "

@@ -192,6 +192,8 @@ class Sweep:
         import yaml
 
         cfg = r.config()
+        if self.spec.prune_checkpoints:
+            cfg["keep_checkpoints"] = "none"
         if stop_after:
             cfg["stop_after_steps"] = int(stop_after)
         else:
@@ -397,21 +399,18 @@ class Sweep:
         return [r.name for r in todo if r.name in failed]
 
     def prune(self, r: RunPlan, stop_after=None) -> None:
-        """``prune_checkpoints``: a complete run keeps final/ (and its eval/) and drops its checkpoint-*/ folders
-        (each holds the optimizer state: about 12 bytes per parameter). Selection runs keep theirs: the chosen one
-        resumes from it."""
+        """A complete run keeps what ``keep_checkpoints`` says: its training applied the setting when it completed;
+        a run found complete (trained before, perhaps with another setting) gets the sweep's now, where the sweep
+        states one (:attr:`Spec.keep_checkpoints`). Selection runs keep theirs: the chosen one resumes from it."""
+        from ..checkpoints import apply_keep_checkpoints
         from .status import is_trained
 
-        if not self.spec.prune_checkpoints or stop_after or r.role == "select" or not is_trained(r.dir) \
-                or not (r.dir / "final").is_dir():
+        keep = self.spec.keep_checkpoints
+        if keep is None or stop_after or r.role == "select" or not is_trained(r.dir) or not (r.dir / "final").is_dir():
             return
-        import shutil
-
-        gone = sorted(d.name for d in r.dir.glob("checkpoint-*") if d.is_dir())
-        for name in gone:
-            shutil.rmtree(r.dir / name, ignore_errors=True)
+        gone = apply_keep_checkpoints(r.dir, keep)
         if gone:
-            self.log(f"  {r.name}: removed {', '.join(gone)} (prune_checkpoints; final/ stays)")
+            self.log(f"  {r.name}: removed {', '.join(p.name for p in gone)} (keep_checkpoints {keep}; final/ stays)")
 
     # ---------------------------------------------------------------- the sweep
     def run(self, dry_run=False) -> int:

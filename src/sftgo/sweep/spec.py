@@ -44,7 +44,7 @@ class Spec:
     select: str | None = None
     select_steps: int | None = None
     output_dir: str | None = None
-    prune_checkpoints: bool = False  # delete a run's checkpoint-*/ once it is complete (final/ and its evaluation)
+    prune_checkpoints: bool = False  # = keep_checkpoints none for every run (see keep_checkpoints below)
     train_args: list = field(default_factory=list)  # extra `sftgo train` flags for every run
     executor: str = "local"  # where runs go: "local" (slots on this machine) or "slurm" (one job per run)
     slots: int = 1  # local: runs at once
@@ -54,6 +54,23 @@ class Spec:
     @property
     def base(self) -> dict:
         return {**self.config, **self.set}
+
+    @property
+    def keep_checkpoints(self) -> str | None:
+        """What every run keeps of its checkpoints once complete, where the sweep says it: ``prune_checkpoints``
+        (= none), a ``--keep_checkpoints`` train flag, or the train YAML / ``set``; None: sftgo train's default."""
+        return "none" if self.prune_checkpoints else self.keep_checkpoints_given
+
+    @property
+    def keep_checkpoints_given(self) -> str | None:
+        """``keep_checkpoints`` from a train flag of the sweep or the train YAML / ``set``."""
+        value = self.base.get("keep_checkpoints")
+        for i, a in enumerate(self.train_args):  # the last one wins, as on sftgo train's command line
+            if a.startswith("--keep_checkpoints="):
+                value = a.split("=", 1)[1]
+            elif a == "--keep_checkpoints" and i + 1 < len(self.train_args):
+                value = self.train_args[i + 1]
+        return value
 
 def parse_value(text: str):
     """A grid value as YAML reads it: 90 -> int, 0.9 -> float, none -> None, tfidf -> str."""
@@ -246,6 +263,13 @@ def validate_spec(spec: Spec, file_data: dict | None = None) -> None:
     if spec.executor == "slurm" and spec.slots != 1:
         raise SweepError("--slots is for --executor local; with slurm every run is its own job "
                          "(--slurm_array_parallelism caps how many run at once)")
+    from ..config import KEEP_CHECKPOINTS
+
+    if spec.keep_checkpoints_given not in (None, *KEEP_CHECKPOINTS):
+        raise SweepError(f"keep_checkpoints {spec.keep_checkpoints_given!r}: one of {', '.join(KEEP_CHECKPOINTS)}")
+    if spec.prune_checkpoints and spec.keep_checkpoints_given not in (None, "none"):
+        raise SweepError(f"prune_checkpoints is keep_checkpoints none, but the runs are also given keep_checkpoints "
+                         f"{spec.keep_checkpoints_given}: drop one of the two")
     if spec.eval_cmd and "{run_dir}" not in spec.eval_cmd:
         raise SweepError("--eval_cmd must contain {run_dir} (where the run directory goes)")
 

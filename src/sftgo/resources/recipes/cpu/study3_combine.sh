@@ -39,14 +39,13 @@ train() {  # $1 = run name, $2 = seed, then the objective's flags
   local run="$OUT/${name}_s${seed}"
   if [ ! -f "$run/summary.json" ] || [ ! -f "$run/final/config.json" ]; then
     echo "$(date -u +%FT%TZ) train $run"
-    # save_steps 1000 > 20 steps: no checkpoint before the end, so an interrupted run starts over.
+    # save_steps 1000 > 20 steps: no checkpoint at all (a complete run keeps final/ only: --keep_checkpoints none),
+    # so an interrupted run starts over.
     "$BIN/sftgo" train configs/cpu/gsm8k_learn_forget.yaml --dataset "$DATA/gsm8k_train.jsonl" "$@" --seed "$seed" \
         --output_dir "$run" \
         --save_total_limit 1 --resume_from_checkpoint false > "$OUT/logs/${name}_s${seed}.train.log" 2>&1
   fi
   evaluate "$run" "${name}_s${seed}" "$run/eval"
-  # Training ends with a checkpoint holding the optimizer state (1.6 GB); once evaluated only final/ is needed.
-  rm -rf "$run"/checkpoint-*
 }
 
 # The "before" of learn and forget; a model (not a run directory) writes its results into --output_dir itself.

@@ -21,7 +21,7 @@ for seed in $SEEDS; do
     run="$OUT/${obj}_s${seed}"
     if [ ! -f "$run/summary.json" ] || [ ! -f "$run/final/config.json" ]; then
       echo "$(date -u +%FT%TZ) train $run"
-      # No checkpoint before the end (save_steps > the run), so an interrupted run starts over.
+      # No checkpoint at all (save_steps > the run; a complete run keeps final/ only), so an interrupted run starts over.
       "$BIN/sftgo" train configs/cpu/study3_prop1.yaml --dataset "$OUT/data/train.json" --objective "$obj" \
           --seed "$seed" --output_dir "$run" --resume_from_checkpoint false > "$OUT/logs/${obj}_s${seed}.train.log" 2>&1
     fi
@@ -31,8 +31,6 @@ for seed in $SEEDS; do
         "$BIN/sftgo" eval "$run" --heldout "$OUT/data/$split.json" "${HELD[@]}" > "$OUT/logs/${obj}_s${seed}.eval-$split.log" 2>&1
       fi
     done
-    # Training ends with a checkpoint holding the optimizer state (1.6 GB); once evaluated only final/ is needed.
-    rm -rf "$run"/checkpoint-*
   done
 done
 # The base model on the same two sets (the "before"); a model (not a run directory) writes into --output_dir itself.
