@@ -42,6 +42,21 @@ def test_run_status_from_the_directory(tmp_path):
     assert not run_status(d, "sig").evaluated
 
 
+def test_status_orders_checkpoints_by_step_number(tmp_path, capsys):
+    # "checkpoint-9" > "checkpoint-10" as strings: a name order would resume one step back and show step 9 as the last.
+    from sftgo.sweep import print_status
+
+    d = tmp_path / "run"
+    for step in (9, 10):
+        (d / f"checkpoint-{step}").mkdir(parents=True)
+        (d / f"checkpoint-{step}" / "sftgo_complete.json").write_text(json.dumps({"step": step}))
+    st = run_status(d, None)
+    assert st.checkpoint == str(d / "checkpoint-10") and st.last_step == 10
+    (tmp_path / "sweep.json").write_text(json.dumps({"runs": [{"name": "run", "dir": "run", "state": "interrupted"}]}))
+    assert print_status(tmp_path) == 0
+    assert capsys.readouterr().out.splitlines()[1].split() == ["run", "interrupted", "–", "10"]
+
+
 def test_slot_envs(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     envs, k = slot_envs(2, None, ["0", "1", "2", "3"], cpus=8)
