@@ -243,10 +243,25 @@ def test_clear_errors(tmp_path, chat_tokenizer, data):
 # ----------------------------------------------------------------------------------------------- state, precision, eval
 
 
-def test_resume_restores_the_objective_state(tmp_path, chat_tokenizer, data):
+def test_resume_restores_the_objective_state(tmp_path, chat_tokenizer, data, monkeypatch):
     """sft-go-dro with accumulation 2, stopped after 2 of 4 steps and resumed, ends where the straight run ends:
-    Group-DRO's q (logged as dro_q*) and the weights (q saved in the checkpoint and restored by train())."""
+    Group-DRO's q (logged as dro_q*) and the weights (q saved in the checkpoint and restored by train()). Each
+    checkpoint is marked complete only once sftgo's state and counters are in it, as in `sftgo train`."""
+    from types import SimpleNamespace
+
+    from sftgo.checkpoints import CompleteCheckpointCallback
     from sftgo.pipeline import StopAfterSteps
+    from sftgo.trainer import COUNTERS_FILE, STATE_FILE
+
+    found_when_marked = []
+    mark = CompleteCheckpointCallback.on_save
+
+    def spy(self, args, state, control, **kwargs):
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        found_when_marked.append(sorted(f for f in (COUNTERS_FILE, STATE_FILE) if (ckpt / f).is_file()))
+        return mark(self, args, state, control, **kwargs)
+
+    monkeypatch.setattr(CompleteCheckpointCallback, "on_save", spy)
 
     kw = dict(objective="sft-go-dro", dro_eta=1.0, lam=0.9, num_groups=3, score_cache_dir=str(tmp_path / "cache"),
               max_steps=4, per_device_train_batch_size=2, gradient_accumulation_steps=2)
@@ -261,6 +276,15 @@ def test_resume_restores_the_objective_state(tmp_path, chat_tokenizer, data):
     first = trainer(tmp_path / "resumed", callbacks=[StopAfterSteps(2)], save_strategy="steps", save_steps=2)
     first.train()
     assert first.state.global_step == 2
+    assert found_when_marked == [sorted([COUNTERS_FILE, STATE_FILE])]
+    # The marker refuses a checkpoint that lacks the counters (the guard `sftgo train` has against a misordering).
+    marker = next(c for c in first.callback_handler.callbacks if isinstance(c, CompleteCheckpointCallback))
+    bare = tmp_path / "bare" / "checkpoint-1"
+    bare.mkdir(parents=True)
+    (bare / "trainer_state.json").write_text("{}")
+    with pytest.raises(RuntimeError, match=COUNTERS_FILE):
+        mark(marker, SimpleNamespace(output_dir=str(bare.parent), save_total_limit=None),
+             SimpleNamespace(is_world_process_zero=True, global_step=1, best_model_checkpoint=None), None)
     second = trainer(tmp_path / "resumed", save_strategy="steps", save_steps=2)
     second.train(resume_from_checkpoint=True)
     a = [r for r in straight.state.log_history if "loss" in r]
