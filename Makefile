@@ -23,8 +23,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/sftgo train --output_dir runs/demo
 
+# Both cores (pytest-xdist): tests that launch several processes or send signals run one at a time beside the others
+# (the `serial` group of tests/conftest.py). The 25 slowest tests are listed at the end.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q -n 2 --dist loadgroup --durations=25
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -117,6 +117,7 @@ INVARIANCE = {
 }
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("name", list(INVARIANCE))
 def test_step_statistics_however_split(tmp_path, chat_tokenizer, name):
     """(1 process, micro-batch 4), (1 process, micro-batch 1, accumulation 4) and (2 torchrun processes, micro-batch 2):
