@@ -9,6 +9,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ from tests.integration.trl_worker import common_args, conversational, run  # noq
 WORKER = Path(__file__).with_name("trl_worker.py")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data():
     return datasets.Dataset.from_list(conversational(distinct_examples(12)))
 
@@ -117,25 +118,48 @@ INVARIANCE = {
 }
 
 
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory):
+    """Each INVARIANCE setting's 2-process run (torchrun, micro-batch 2), one after the other in one torchrun job
+    started here; yields a function that waits for one (``<out>.done``) and returns its folder."""
+    d = tmp_path_factory.mktemp("trl_ddp")
+    path = d / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in distinct_examples(12)))
+    jobs = [[str(d / name), str(path), 2, 1, {**s, "score_cache_dir": str(d / "cache"), "group_stats": "exact"}]
+            for name, s in INVARIANCE.items()]
+    (d / "jobs.json").write_text(json.dumps(jobs))
+    log = d / "jobs.log"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()),
+                                 str(WORKER), str(d / "jobs.json")], stdout=f, stderr=subprocess.STDOUT)
+
+    def wait(name, timeout=600):
+        t_end = time.time() + timeout
+        while not (d / f"{name}.done").exists():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.time() < t_end, f"{name}: not done in {timeout} s; " + log.read_text()[-3000:]
+            time.sleep(0.2)
+        return d / name
+
+    yield wait
+    if proc.poll() is None:  # a test failed before the job ended
+        proc.kill()
+    proc.wait()
+
+
 @pytest.mark.serial
 @pytest.mark.parametrize("name", list(INVARIANCE))
-def test_step_statistics_however_split(tmp_path, chat_tokenizer, name):
+def test_step_statistics_however_split(tmp_path, chat_tokenizer, ddp_runs, name):
     """(1 process, micro-batch 4), (1 process, micro-batch 1, accumulation 4) and (2 torchrun processes, micro-batch 2):
     the same global batch per step (sftgo's step-order sampler), group statistics over the whole step."""
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in distinct_examples(12)))
     settings = {**INVARIANCE[name], "score_cache_dir": str(tmp_path / "cache"), "group_stats": "exact"}
-    outs = {k: tmp_path / k for k in ("micro4", "accum4", "ddp2")}
-    torchrun = Path(sys.executable).parent / "torchrun"
-    proc = subprocess.Popen([str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), str(WORKER),
-                             str(outs["ddp2"]), str(path), "2", "1", json.dumps(settings)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        run(outs["micro4"], path, 4, 1, settings)
-        run(outs["accum4"], path, 1, 4, settings)
-    finally:
-        log, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, log[-3000:]
+    outs = {k: tmp_path / k for k in ("micro4", "accum4")}
+    run(outs["micro4"], path, 4, 1, settings)  # in-process while the 2-process runs go
+    run(outs["accum4"], path, 1, 4, settings)
+    outs["ddp2"] = ddp_runs(name)
     from safetensors.torch import load_file
 
     logs = {k: [r for r in json.loads((o / "log.json").read_text()) if "loss" in r] for k, o in outs.items()}
