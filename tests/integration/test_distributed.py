@@ -84,6 +84,7 @@ def _reference_worker(rank, world, init_file, model_dir, cache_dir, out_dir):
     handler.close()
 
 
+@pytest.mark.serial
 def test_two_processes_share_one_reference_pass_and_the_cache_entry_of_one(tmp_path, tiny_model_dir):
     import re
 

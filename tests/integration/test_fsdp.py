@@ -40,6 +40,7 @@ def _single(tmp_path, objective):
     return losses, model.state_dict()
 
 
+@pytest.mark.serial
 def test_fsdp_full_shard_equals_one_process(tmp_path):
     objectives = ["sft", "dft"]  # additive objectives: the step's loss is a sum over tokens, whatever the split
     proc, out = _run_fsdp(tmp_path, ",".join(objectives))
@@ -55,6 +56,7 @@ def test_fsdp_full_shard_equals_one_process(tmp_path):
             torch.testing.assert_close(got["state"][k], v, atol=1e-5, rtol=1e-5, msg=lambda m: f"{objective} {k}: {m}")
 
 
+@pytest.mark.serial
 def test_lm_head_in_its_own_fsdp_unit_is_a_clear_error(tmp_path):
     proc, _ = _run_fsdp(tmp_path, "sft", "wrap_head", port=29532)
     assert proc.returncode != 0

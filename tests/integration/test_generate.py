@@ -132,6 +132,29 @@ def test_generate_continues_an_interrupted_call(two_runs):
     assert [r["answer_token_ids"] for r in rows] == [r["answer_token_ids"] for r in expected]
 
 
+def test_sampled_call_continued_after_an_interruption_equals_an_uninterrupted_one(two_runs):
+    """Sampling is seeded per batch: a continued call redoes a half-written batch whole, so every batch draws with the
+    seed an uninterrupted call gives it, and the answers are the same."""
+    root, runs, prompts = two_runs
+    args = ["generate", str(runs[1]), "--prompts", str(prompts), "--max_new_tokens", "12", "--seed", "5",
+            "--batch_size", "2"]
+    assert main([*args, "--output_dir", str(root / "sampled_whole")]) == 0
+    full = (root / "sampled_whole" / "appendix.jsonl").read_text().splitlines()
+    out = root / "sampled_resumed"
+    out.mkdir()
+    kept = json.loads(full[2])
+    kept["answer"] = "KEPT FROM THE PARTIAL FILE"
+    # header, the first batch (answers 0 and 1, 1 marked), then answer 2 alone: its batch-mate 3 was never written
+    (out / "appendix.jsonl.partial").write_text("\n".join([full[0], full[1], json.dumps(kept), full[3]]) + "\n")
+    assert main([*args, "--output_dir", str(out)]) == 0
+    _, rows = read_generations(out / "appendix.jsonl")
+    assert rows[1]["answer"] == "KEPT FROM THE PARTIAL FILE"  # a whole batch is kept
+    expected = [json.loads(l) for l in full[1:]]
+    assert [r["answer_token_ids"] for r in rows] == [r["answer_token_ids"] for r in expected]
+    greedy = [r["answer_token_ids"] for r in read_generations(runs[1] / "generations" / "appendix.jsonl")[1]]
+    assert [r["answer_token_ids"] for r in rows] != greedy  # sampled indeed
+
+
 def test_batched_greedy_equals_one_at_a_time(two_runs):
     root, runs, prompts = two_runs
     assert main(["generate", str(runs[0]), "--prompts", str(prompts), "--max_new_tokens", "12", "--batch_size", "3",

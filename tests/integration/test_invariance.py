@@ -5,13 +5,15 @@ accumulation 4) and (2 processes under torchrun + gloo, micro-batch 2) gives the
 weights after 3 steps, for every objective: the same examples in each step (StepOrderSampler), one normalization by the
 step's token count, and group statistics (worst group, DRO weights, Rho-1's top-k, batch-scope top-k) taken over the
 whole step (--group_stats exact). The examples carry channels, so the per-channel losses (loss/<channel>, and per group)
-are checked the same way. One torchrun launch per objective; the two single-process runs are in-process.
+are checked the same way. One torchrun launch trains every objective's 2-process run in turn (train_worker.py) beside
+the tests' single-process runs, which are in-process.
 ``sft-go-weighted`` is SFT-GO on data with per-example weights (issue 20): the step's weight W, the weighted group
 sums and counts are as exact over accumulation and processes as the counts."""
 
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,8 +92,38 @@ def _weights(out):
     return load_file(str(Path(out) / "final" / "model.safetensors"))
 
 
+@pytest.fixture(scope="module")
+def ddp_runs(setup, tiny_model_dir):
+    """Every objective's 2-process run (torchrun + gloo, micro-batch 2), one after the other in one torchrun job started
+    here; a test waits for ``<its ddp2 run>.done``. Yields a function that waits for one run."""
+    d, data, ref = setup
+    jobs = [[str(d / f"{name}-ddp2"), ["train", *_args(name, tiny_model_dir, data, ref, str(d / "cache")),
+                                       "--output_dir", str(d / f"{name}-ddp2"), "--per_device_train_batch_size", "2",
+                                       "--use_cpu", "true", "--ddp_backend", "gloo"]] for name in OBJECTIVES]
+    (d / "ddp_jobs.json").write_text(json.dumps(jobs))
+    log = d / "ddp_jobs.log"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()),
+                                 str(Path(__file__).with_name("train_worker.py")), str(d / "ddp_jobs.json")],
+                                stdout=f, stderr=subprocess.STDOUT)
+
+    def wait(out: Path, timeout=600):
+        t_end = time.time() + timeout
+        while not Path(f"{out}.done").exists():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.time() < t_end, f"{out}: not done in {timeout} s; " + log.read_text()[-3000:]
+            time.sleep(0.2)
+
+    yield wait
+    if proc.poll() is None:  # a test failed before the job ended
+        proc.kill()
+    proc.wait()
+
+
+@pytest.mark.serial
 @pytest.mark.parametrize("name", list(OBJECTIVES))
-def test_same_step_however_split(setup, tiny_model_dir, name):
+def test_same_step_however_split(setup, ddp_runs, tiny_model_dir, name):
     d, data, ref = setup
     common = _args(name, tiny_model_dir, data, ref, str(d / "cache"))
     runs = {
@@ -99,20 +131,9 @@ def test_same_step_however_split(setup, tiny_model_dir, name):
         "accum4": ["--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "4"],
     }
     outs = {k: d / f"{name}-{k}" for k in [*runs, "ddp2"]}
-    torchrun = Path(sys.executable).parent / "torchrun"
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), "-m", "sftgo.cli", "train", *common,
-         "--output_dir", str(outs["ddp2"]), "--per_device_train_batch_size", "2", "--use_cpu", "true",
-         "--ddp_backend", "gloo"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        for k, extra in runs.items():  # in-process while the 2-process run goes
-            assert main(["train", *common, "--output_dir", str(outs[k]), *extra]) == 0
-    finally:
-        log, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, log[-3000:]
+    for k, extra in runs.items():  # in-process while the 2-process runs go
+        assert main(["train", *common, "--output_dir", str(outs[k]), *extra]) == 0
+    ddp_runs(outs["ddp2"])
 
     recs = {k: _records(o) for k, o in outs.items()}
     weights = {k: _weights(o) for k, o in outs.items()}

@@ -55,6 +55,7 @@ def test_the_section_has_its_commands():
     assert not any("--cpu" in shlex.split(c) for c in cmds)  # the one-process command is gone
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("command", readme_commands())
 def test_readme_command_starts_its_processes(command, tmp_path):
     tokens = shlex.split(command)
@@ -70,6 +71,7 @@ def test_readme_command_starts_its_processes(command, tmp_path):
     assert {r["world"] for r in records} == {str(n)} and sorted(int(r["rank"]) for r in records) == list(range(n))
 
 
+@pytest.mark.serial
 def test_accelerate_cpu_starts_one_process_and_sftgo_warns(tmp_path):
     launcher = [str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "2"]
     records, _ = _run(launcher, tmp_path)

@@ -27,7 +27,7 @@ def _weights(out):
     return load_file(str(out / "final" / "model.safetensors"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def other_model_dir(tmp_path_factory, chat_tokenizer):
     """A second tiny model (another seed): Rho-1's reference, so excess losses differ by more than float noise (with
     the initial model as its own reference every excess loss is ~0 at step 1 and the top-k is decided by rounding)."""

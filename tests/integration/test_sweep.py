@@ -82,6 +82,7 @@ def sweep_cmd(sweep_dir, tiny_model_dir, alpaca_file, cache, fake_eval, *extra):
             "--max_length", "64", "--score_cache_dir", str(cache), *extra]
 
 
+@pytest.mark.serial
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and PR_SET_PDEATHSIG")
 def test_sweep_killed_continued_and_reported(tmp_path, tiny_model_dir, alpaca_file):
     fake_eval = write_fake_eval(tmp_path)

@@ -41,6 +41,7 @@ def _intervals(log: Path) -> list[tuple[datetime, datetime]]:
     return list(zip(starts, ends))
 
 
+@pytest.mark.serial
 def test_two_slots_overlap_and_equal_one_slot(tmp_path, tiny_model_dir, alpaca_file):
     from safetensors.torch import load_file
 
@@ -88,6 +89,7 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+@pytest.mark.serial
 def test_killed_two_slot_sweep_leaves_no_child(tmp_path, tiny_model_dir, alpaca_file):
     """SIGKILL of a sweep whose two slots are both training: no handler runs, and still no child outlives it."""
     fake_eval = write_fake_eval(tmp_path)

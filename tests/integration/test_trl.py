@@ -9,6 +9,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ from tests.integration.trl_worker import common_args, conversational, run  # noq
 WORKER = Path(__file__).with_name("trl_worker.py")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data():
     return datasets.Dataset.from_list(conversational(distinct_examples(12)))
 
@@ -117,24 +118,48 @@ INVARIANCE = {
 }
 
 
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory):
+    """Each INVARIANCE setting's 2-process run (torchrun, micro-batch 2), one after the other in one torchrun job
+    started here; yields a function that waits for one (``<out>.done``) and returns its folder."""
+    d = tmp_path_factory.mktemp("trl_ddp")
+    path = d / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in distinct_examples(12)))
+    jobs = [[str(d / name), str(path), 2, 1, {**s, "score_cache_dir": str(d / "cache"), "group_stats": "exact"}]
+            for name, s in INVARIANCE.items()]
+    (d / "jobs.json").write_text(json.dumps(jobs))
+    log = d / "jobs.log"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()),
+                                 str(WORKER), str(d / "jobs.json")], stdout=f, stderr=subprocess.STDOUT)
+
+    def wait(name, timeout=600):
+        t_end = time.time() + timeout
+        while not (d / f"{name}.done").exists():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.time() < t_end, f"{name}: not done in {timeout} s; " + log.read_text()[-3000:]
+            time.sleep(0.2)
+        return d / name
+
+    yield wait
+    if proc.poll() is None:  # a test failed before the job ended
+        proc.kill()
+    proc.wait()
+
+
+@pytest.mark.serial
 @pytest.mark.parametrize("name", list(INVARIANCE))
-def test_step_statistics_however_split(tmp_path, chat_tokenizer, name):
+def test_step_statistics_however_split(tmp_path, chat_tokenizer, ddp_runs, name):
     """(1 process, micro-batch 4), (1 process, micro-batch 1, accumulation 4) and (2 torchrun processes, micro-batch 2):
     the same global batch per step (sftgo's step-order sampler), group statistics over the whole step."""
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in distinct_examples(12)))
     settings = {**INVARIANCE[name], "score_cache_dir": str(tmp_path / "cache"), "group_stats": "exact"}
-    outs = {k: tmp_path / k for k in ("micro4", "accum4", "ddp2")}
-    torchrun = Path(sys.executable).parent / "torchrun"
-    proc = subprocess.Popen([str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), str(WORKER),
-                             str(outs["ddp2"]), str(path), "2", "1", json.dumps(settings)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        run(outs["micro4"], path, 4, 1, settings)
-        run(outs["accum4"], path, 1, 4, settings)
-    finally:
-        log, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, log[-3000:]
+    outs = {k: tmp_path / k for k in ("micro4", "accum4")}
+    run(outs["micro4"], path, 4, 1, settings)  # in-process while the 2-process runs go
+    run(outs["accum4"], path, 1, 4, settings)
+    outs["ddp2"] = ddp_runs(name)
     from safetensors.torch import load_file
 
     logs = {k: [r for r in json.loads((o / "log.json").read_text()) if "loss" in r] for k, o in outs.items()}
@@ -243,10 +268,25 @@ def test_clear_errors(tmp_path, chat_tokenizer, data):
 # ----------------------------------------------------------------------------------------------- state, precision, eval
 
 
-def test_resume_restores_the_objective_state(tmp_path, chat_tokenizer, data):
+def test_resume_restores_the_objective_state(tmp_path, chat_tokenizer, data, monkeypatch):
     """sft-go-dro with accumulation 2, stopped after 2 of 4 steps and resumed, ends where the straight run ends:
-    Group-DRO's q (logged as dro_q*) and the weights (q saved in the checkpoint and restored by train())."""
+    Group-DRO's q (logged as dro_q*) and the weights (q saved in the checkpoint and restored by train()). Each
+    checkpoint is marked complete only once sftgo's state and counters are in it, as in `sftgo train`."""
+    from types import SimpleNamespace
+
+    from sftgo.checkpoints import CompleteCheckpointCallback
     from sftgo.pipeline import StopAfterSteps
+    from sftgo.trainer import COUNTERS_FILE, STATE_FILE
+
+    found_when_marked = []
+    mark = CompleteCheckpointCallback.on_save
+
+    def spy(self, args, state, control, **kwargs):
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        found_when_marked.append(sorted(f for f in (COUNTERS_FILE, STATE_FILE) if (ckpt / f).is_file()))
+        return mark(self, args, state, control, **kwargs)
+
+    monkeypatch.setattr(CompleteCheckpointCallback, "on_save", spy)
 
     kw = dict(objective="sft-go-dro", dro_eta=1.0, lam=0.9, num_groups=3, score_cache_dir=str(tmp_path / "cache"),
               max_steps=4, per_device_train_batch_size=2, gradient_accumulation_steps=2)
@@ -261,6 +301,15 @@ def test_resume_restores_the_objective_state(tmp_path, chat_tokenizer, data):
     first = trainer(tmp_path / "resumed", callbacks=[StopAfterSteps(2)], save_strategy="steps", save_steps=2)
     first.train()
     assert first.state.global_step == 2
+    assert found_when_marked == [sorted([COUNTERS_FILE, STATE_FILE])]
+    # The marker refuses a checkpoint that lacks the counters (the guard `sftgo train` has against a misordering).
+    marker = next(c for c in first.callback_handler.callbacks if isinstance(c, CompleteCheckpointCallback))
+    bare = tmp_path / "bare" / "checkpoint-1"
+    bare.mkdir(parents=True)
+    (bare / "trainer_state.json").write_text("{}")
+    with pytest.raises(RuntimeError, match=COUNTERS_FILE):
+        mark(marker, SimpleNamespace(output_dir=str(bare.parent), save_total_limit=None),
+             SimpleNamespace(is_world_process_zero=True, global_step=1, best_model_checkpoint=None), None)
     second = trainer(tmp_path / "resumed", save_strategy="steps", save_steps=2)
     second.train(resume_from_checkpoint=True)
     a = [r for r in straight.state.log_history if "loss" in r]

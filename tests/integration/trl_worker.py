@@ -2,6 +2,10 @@
 tiny model and a prompt-completion dataset; rank 0 writes its log history (``log.json``) and final weights.
 
     torchrun --nproc_per_node 2 tests/integration/trl_worker.py OUT_DIR DATA.jsonl MICRO ACCUM JSON_SETTINGS
+    torchrun --nproc_per_node 2 tests/integration/trl_worker.py JOBS.json   # [[OUT_DIR, DATA, MICRO, ACCUM, {...}], ...]
+
+With a JOBS.json the runs go one after the other in the same processes (one launch); rank 0 writes ``OUT_DIR.done``
+after each.
 """
 
 from __future__ import annotations
@@ -52,7 +56,13 @@ if __name__ == "__main__":
     import torch.distributed as dist
 
     sys.path.insert(0, str(ROOT))
-    out, data, micro, accum, settings = sys.argv[1:6]
-    run(out, data, int(micro), int(accum), json.loads(settings), world_size=2)
+    if len(sys.argv) == 2:
+        for out, data, micro, accum, settings in json.loads(Path(sys.argv[1]).read_text()):
+            run(out, data, micro, accum, settings, world_size=2)
+            if dist.get_rank() == 0:
+                Path(out + ".done").write_text("")
+    else:
+        out, data, micro, accum, settings = sys.argv[1:6]
+        run(out, data, int(micro), int(accum), json.loads(settings), world_size=2)
     if dist.is_initialized():
         dist.destroy_process_group()

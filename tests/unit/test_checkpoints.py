@@ -149,3 +149,53 @@ def test_no_checkpoint_at_the_last_step_unless_save_steps_or_a_later_callback_as
     assert saves(3, best=True)
     assert saves(3, keep="last") and saves(3, keep="all")  # kept checkpoints: the last step's is the one to continue
     assert not saves(2, keep="last")
+
+
+class _Killed(BaseException):
+    """The process dying in the middle of a write."""
+
+
+def test_a_kill_while_writing_the_marker_never_leaves_a_checkpoint_that_reads_as_complete(tmp_path, monkeypatch):
+    # Every write in sftgo.checkpoints stops half-way (the first half of the text is on disk, then the process dies):
+    # the marker must go to a temporary name first and be renamed, so a torn one never carries the marker's name.
+    import builtins
+    import pathlib
+
+    from sftgo import checkpoints
+
+    builtins_open = builtins.open
+    _ckpt(tmp_path, 2)
+    d = _ckpt(tmp_path, 3, complete=False)
+
+    def torn_write_text(self, data, *a, **k):
+        with builtins_open(self, "w") as f:
+            f.write(data[: len(data) // 2])
+        raise _Killed
+
+    class TornFile:
+        def __init__(self, path, mode="r", *a, **k):
+            self.f = builtins_open(path, mode, *a, **k)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[: len(data) // 2])
+            raise _Killed
+
+    monkeypatch.setattr(pathlib.Path, "write_text", torn_write_text)
+    monkeypatch.setattr(checkpoints, "open", lambda p, mode="r", *a, **k: TornFile(p, mode, *a, **k)
+                        if "w" in mode else builtins_open(p, mode, *a, **k), raising=False)
+    args = SimpleNamespace(output_dir=str(tmp_path), save_total_limit=1)
+    state = SimpleNamespace(is_world_process_zero=True, global_step=3, best_model_checkpoint=None)
+    with pytest.raises(_Killed):
+        CompleteCheckpointCallback().on_save(args, state, None)
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")  # not the torn checkpoint-3
+    assert (tmp_path / "checkpoint-2").is_dir()  # nor rotated away on its account
+    monkeypatch.undo()
+    CompleteCheckpointCallback().on_save(args, state, None)  # the next save of step 3 marks it
+    assert last_complete_checkpoint(tmp_path) == str(d)
+    assert json.loads((d / COMPLETE_MARKER).read_text()) == {"step": 3}

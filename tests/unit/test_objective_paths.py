@@ -368,9 +368,28 @@ WEIGHTED = [  # (aggregator, settings, micro-batches)
 ]
 
 
-@pytest.mark.parametrize("aggregator,over,micro_batches", WEIGHTED,
-                         ids=[f"{a}-{'-'.join(f'{k}={v}' for k, v in o.items())}-mb{m}" for a, o, m in WEIGHTED])
+def _weighted_ids(cases):
+    return [f"{a}-{'-'.join(f'{k}={v}' for k, v in o.items())}-mb{m}" for a, o, m in cases]
+
+
+@pytest.mark.parametrize("aggregator,over,micro_batches", WEIGHTED, ids=_weighted_ids(WEIGHTED))
 def test_data_weights_are_the_formula(tmp_path, aggregator, over, micro_batches):
+    _check_data_weights(tmp_path, aggregator, over, micro_batches)
+
+
+# One micro-batch: the worst group is decided inside the head, from the groups' sums and weighted counts C_g (not their
+# sizes). The cases above run the fused head; the chunked and naive heads resolve the same factors by autograd.
+WEIGHTED_GROUPED = [("sft-go", {}, 1), ("sft-go", {"token_weight": "eaft"}, 1)]
+
+
+@pytest.mark.parametrize("head", ["chunked", "naive"])
+@pytest.mark.parametrize("aggregator,over,micro_batches", WEIGHTED_GROUPED, ids=_weighted_ids(WEIGHTED_GROUPED))
+def test_data_weights_are_the_formula_on_the_chunked_and_naive_heads(tmp_path, aggregator, over, micro_batches, head):
+    _check_data_weights(tmp_path, aggregator, over, micro_batches, token_head=head)
+
+
+def _check_data_weights(tmp_path, aggregator, over, micro_batches, **head):
+    over = {**over, **head}
     model = peaked_model()
     ref_model = reference_model() if aggregator == "asft" else None
     trainer, cfg = make_trainer(tmp_path, model, aggregator, ref_model=ref_model, **over)
@@ -390,8 +409,8 @@ def test_data_weights_are_the_formula(tmp_path, aggregator, over, micro_batches)
         logs = {"loss": loss}
         trainer.log(logs)  # the logged CE means are w-weighted means; tokens stays a count
         assert logs["tokens"] == sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
-        if aggregator == "sft" and not over:  # the loss is the weighted mean CE
+        if aggregator == "sft" and over == head:  # the loss is the weighted mean CE
             assert logs["loss_ce"] == pytest.approx(ref_loss, rel=1e-5)
-        if aggregator == "sft-go" and not over:  # (1 - lam) mean + lam * worst of the two weighted group means
+        if aggregator == "sft-go" and over == head:  # (1 - lam) mean + lam * worst of the two weighted group means
             worst = max(logs["loss_important"], logs["loss_unimportant"])
             assert (1 - cfg.lam) * logs["loss_ce"] + cfg.lam * worst == pytest.approx(ref_loss, rel=1e-5)

@@ -257,6 +257,24 @@ def test_method_labels_leave_out_unset_settings_and_name_reference_models():
                                          "sft-go reference eta=90 ref=ref/final"]
 
 
+def test_lam_min_equal_to_lam_is_a_static_lambda():
+    """The trainer keeps lambda constant when lam_min >= lam (or unset); the report must call exactly those static."""
+    from sftgo.objectives import lambda_schedule
+    from sftgo.report.runs import Group, is_static_lam, label_groups, method_label
+    from sftgo.report.tables import lambda_table
+
+    for lam_min in (None, 0.95, 0.9, 0.5, 0.1):
+        cfg = {"objective": "sft-go", "scorer": "tfidf", "lam": 0.9, "lam_min": lam_min}
+        constant = len({lambda_schedule(s, 10, 0.9, 0.9 if lam_min is None else lam_min) for s in range(11)}) == 1
+        assert is_static_lam(cfg) == constant == (lam_min is None or lam_min >= 0.9), lam_min
+        assert ("static lam" in method_label(cfg, ["lam_min"])) == constant, lam_min
+    groups = [Group(config={"objective": "sft-go", "scorer": "tfidf", "lam": 0.9, "lam_min": v}, runs=[])
+              for v in (0.9, 0.1)]
+    label_groups(groups)
+    assert [g.label for g in groups] == ["sft-go tfidf static lam", "sft-go tfidf lam 0.9->0.1"]
+    assert lambda_table(groups, None).data == {"sft-go tfidf static lam": "static", "sft-go tfidf lam 0.9->0.1": "decaying"}
+
+
 def test_runs_table_leaves_out_unset_settings_and_marks_resumed_runs(tmp_path):
     from sftgo.report import build_report
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +41,21 @@ def test_run_status_from_the_directory(tmp_path):
     assert run_status(d, "sig").done and not run_status(d, "other").evaluated
     _summary(d, wall_time_s=2.0)  # trained again: a new summary.json
     assert not run_status(d, "sig").evaluated
+
+
+def test_status_orders_checkpoints_by_step_number(tmp_path, capsys):
+    # "checkpoint-9" > "checkpoint-10" as strings: a name order would resume one step back and show step 9 as the last.
+    from sftgo.sweep import print_status
+
+    d = tmp_path / "run"
+    for step in (9, 10):
+        (d / f"checkpoint-{step}").mkdir(parents=True)
+        (d / f"checkpoint-{step}" / "sftgo_complete.json").write_text(json.dumps({"step": step}))
+    st = run_status(d, None)
+    assert st.checkpoint == str(d / "checkpoint-10") and st.last_step == 10
+    (tmp_path / "sweep.json").write_text(json.dumps({"runs": [{"name": "run", "dir": "run", "state": "interrupted"}]}))
+    assert print_status(tmp_path) == 0
+    assert capsys.readouterr().out.splitlines()[1].split() == ["run", "interrupted", "–", "10"]
 
 
 def test_slot_envs(monkeypatch):
@@ -126,3 +142,41 @@ def test_sweep_lock(tmp_path):
             with SweepLock(path):
                 pass
     assert not path.exists()
+
+
+@pytest.mark.parametrize("timed_out", [False, True], ids=["preempted", "timed-out"])
+def test_a_preempted_or_timed_out_slurm_job_is_requeued_and_resumes(tmp_path, monkeypatch, timed_out):
+    """The signal path of a SLURM job, without SLURM: submitit's own handler of the pre-emption / time-limit signal
+    asks the submitted work for its checkpoint, requeues the job with what that returns, and the requeued job runs the
+    same work again, which resumes the run from its last complete checkpoint."""
+    pytest.importorskip("submitit")
+    from submitit.core.job_environment import SignalHandler
+    from submitit.core.utils import DelayedSubmission, JobPaths
+
+    from sftgo.sweep.work import RunWork
+
+    run = tmp_path / "run"
+    (run / "checkpoint-3").mkdir(parents=True)
+    (run / "checkpoint-3" / "sftgo_complete.json").write_text('{"step": 3}')
+    # A stand-in for `sftgo train`: records its arguments and finishes the run.
+    train = ("import json, sys; from pathlib import Path; d = Path(sys.argv[1]); "
+             "(d / 'argv.json').write_text(json.dumps(sys.argv[2:])); "
+             "(d / 'summary.json').write_text(json.dumps({'steps': 6, 'stopped_early': False}))")
+    work = RunWork(name="run", run_dir=str(run), train_cmd=[sys.executable, "-c", train, str(run)], eval_cmd=None,
+                   eval_signature=None, stop_after=None, train_log=str(tmp_path / "train.log"),
+                   eval_log=str(tmp_path / "eval.log"))
+    delayed = DelayedSubmission(work)
+    delayed.set_timeout(60, 3)
+    paths = JobPaths(tmp_path / "job", job_id="42")
+    paths.folder.mkdir()
+    requeued = []
+    env = type("Env", (), {"global_rank": 0, "_requeue": lambda self, countdown: requeued.append(countdown)})()
+    handler = SignalHandler(env, paths, delayed)
+    monkeypatch.setattr(handler, "has_timed_out", lambda: timed_out)
+    with pytest.raises(SystemExit):  # submitit exits the job once it is requeued
+        handler.checkpoint_and_try_requeue(signal.SIGUSR2)
+    assert requeued == [3 - timed_out]  # a time-out uses one of the job's time-outs, a pre-emption none
+    again = DelayedSubmission.load(paths.submitted_pickle)  # what the requeued job starts with
+    assert isinstance(again.function, RunWork) and again.function.run_dir == str(run)
+    assert again.result()["ok"]
+    assert json.loads((run / "argv.json").read_text()) == ["--resume_from_checkpoint", "last"]

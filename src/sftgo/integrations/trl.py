@@ -38,7 +38,7 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from ..config import ConfigError, ObjectiveArgs
 from ..data import IGNORE_INDEX
-from ..trainer import SFTGoStateCallback, SFTGoTrainer, load_sftgo_state
+from ..trainer import COUNTERS_FILE, SFTGoStateCallback, SFTGoTrainer, load_sftgo_state
 
 logger = logging.getLogger(__name__)
 
@@ -164,9 +164,10 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
         from ..checkpoints import CompleteCheckpointCallback
 
         # Each checkpoint carries the objective's cross-step state (Group-DRO's q, lagged group means) and is marked
-        # complete last, as in `sftgo train`; train(resume_from_checkpoint=...) restores the state.
+        # complete last, as in `sftgo train` (it checks sftgo's counters are there); train(resume_from_checkpoint=...)
+        # restores the state.
         self.add_callback(SFTGoStateCallback(self))
-        self.add_callback(CompleteCheckpointCallback())
+        self.add_callback(CompleteCheckpointCallback(required=(COUNTERS_FILE,)))
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         """``trl.SFTTrainer.train``; ``resume_from_checkpoint=True`` (or ``"last"``) takes the newest *complete*
