@@ -102,6 +102,7 @@ NOT_RUN = [
     ("make test", "the test suite itself"),
     ("make ", "a Makefile target (installs or runs the real model)"),
     ("pip install", "installs packages: the wheel test installs sftgo in a fresh venv"),
+    ("pip check", "the wheel test runs it in the fresh venv (tests/integration/test_pip_install.py, under CI=true)"),
     ("accelerate launch --multi_gpu", "8 GPUs; the launcher's process count is checked in "
      "tests/integration/test_multiprocess_commands.py"),
     ("torchrun --nproc_per_node 8", "8 processes of a 3B model; checked in tests/integration/test_multiprocess_commands.py"),
@@ -205,7 +206,7 @@ class Block:
         return next((s.strip() for s in self.text.splitlines() if s.strip()), "")
 
 
-COMMAND_STARTS = ("sftgo ", "make ", "torchrun ", "accelerate launch ", "pip install ", "python ", "python3 ")
+COMMAND_STARTS = ("sftgo ", "make ", "torchrun ", "accelerate launch ", "pip install ", "pip check", "python ", "python3 ")
 
 
 def readme_blocks(text: str | None = None) -> list[Block]:
