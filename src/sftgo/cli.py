@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"sftgo {cmd}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`sftgo recipes | head`): stop quietly, as `ls | head` does. stdout points at
+        # /dev/null so that the interpreter's own flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the shell's status for a command ended by a closed pipe
     print(f"sftgo: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

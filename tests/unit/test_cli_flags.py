@@ -123,3 +123,17 @@ def test_train_help_shows_sftgo_options_first_with_their_help(capsys):
     full = _help(capsys, "--help_all")
     assert "--adam_beta1" in full and "--weight_decay" in full
     assert full.index("--objective") < full.index("--adam_beta1")
+
+
+def test_output_piped_into_head_ends_quietly():
+    """`sftgo recipes | head -1`: the reader closes the pipe early; sftgo stops without a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "sftgo.cli", "recipes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         bufsize=0)
+    p.stdout.read(1)  # one byte of the first line is out: the rest goes to a closed pipe
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
