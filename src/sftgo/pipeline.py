@@ -355,7 +355,7 @@ def _run_training(cfg: SFTGoConfig, started: list) -> dict:
         whole = counters.whole_run(t_train, wall_leg)  # every leg of a resumed run; *_this_leg: this process alone
         whole_steps = int(trainer.state.global_step)
         summary = {
-            "steps": int(trainer.state.global_step),
+            "steps": whole_steps,
             "supervised_tokens": whole["supervised_tokens"],
             "examples": len(data),
             "examples_skipped_empty": data.num_empty,
@@ -431,6 +431,7 @@ def write_run_config(cfg: SFTGoConfig, path: Path) -> None:
     except yaml.YAMLError:
         pass
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
 
 def keep_checkpoints(cfg: SFTGoConfig, completed: bool) -> None:
     """--keep_checkpoints, once the run is complete (``completed``: summary.json written, not stopped early; known on
