@@ -94,8 +94,6 @@ def main(argv: list[str] | None = None) -> int:
 def resume_command(argv: list[str]) -> str:
     """The shell command that continues this `sftgo train` run: its arguments with ``--resume_from_checkpoint last``
     (replacing any other value), run the way this process was (``sftgo``, ``python -m sftgo.cli`` or torchrun)."""
-    import shlex
-
     args, skip = [], False
     for a in argv:
         if skip:
@@ -104,8 +102,14 @@ def resume_command(argv: list[str]) -> str:
             skip = True
         elif not a.startswith(("--resume_from_checkpoint=", "--resume-from-checkpoint=")):
             args.append(a)
-    args += ["--resume_from_checkpoint", "last"]
-    return " ".join([*_program(), "train"]) + " " + shlex.join(args)
+    return _train_command([*args, "--resume_from_checkpoint", "last"])
+
+
+def _train_command(args: list[str]) -> str:
+    """``sftgo train ARGS`` as this process was started (see :func:`_program`), shell-quoted."""
+    import shlex
+
+    return " ".join([*_program(), "train", *map(shlex.quote, args)])
 
 
 def _program() -> list[str]:
@@ -140,10 +144,8 @@ def interrupted(argv: list[str], step: int | None) -> int:
         bar.close()  # a progress bar left open would share the line
     if int(os.environ.get("RANK", "0") or 0) == 0:
         if step is None:
-            import shlex
-
-            cmd = " ".join([*_program(), "train"]) + (" " + shlex.join(argv) if argv else "")
-            print(f"interrupted before training began; run again with: {cmd}", file=sys.stderr, flush=True)
+            print(f"interrupted before training began; run again with: {_train_command(argv)}", file=sys.stderr,
+                  flush=True)
         else:
             print(f"interrupted at step {step}; resume with: {resume_command(argv)}", file=sys.stderr, flush=True)
     return 130

@@ -117,21 +117,25 @@ def offline_kwargs(name: str | None) -> dict:
     return {"local_files_only": True} if looks_like_hub_id(name) and hub_unavailable() else {}
 
 
+def check_sources(*, model=None, datasets=(), reference=None, encoder=None) -> None:
+    """Every Hub id a command would download, checked before anything is loaded or written: the model, ``datasets``
+    as ``(flag, value)`` pairs, the reference model and the LLMLingua-2 ``encoder`` (where used; None otherwise).
+    Local paths, the built-in model and data pass (:func:`looks_like_hub_id`)."""
+    require_hub(model, "--model_name_or_path")
+    for flag, value in datasets:
+        require_hub(value, flag, "dataset")
+    require_hub(reference, "--ref_model_name_or_path")
+    require_hub(encoder, "--llmlingua2_model", what="the LLMLingua-2 encoder")
+
+
 def check_train_sources(cfg) -> None:
     """Every Hub id a ``sftgo train`` run would download, checked before anything is loaded."""
-    from .data import DEFAULT_DATASET
-    from .models import DEFAULT_MODEL
     from .objectives import objective_class
     from .pipeline import needs_reference, reference_path
+    from .scorers.llmlingua2 import DEFAULT_MODEL as ENCODER
 
-    if cfg.model_name_or_path not in (None, "", DEFAULT_MODEL):
-        require_hub(cfg.model_name_or_path, "--model_name_or_path")
-    for flag, value in (("--dataset", cfg.dataset), ("--eval_dataset", cfg.eval_dataset)):
-        if value not in (None, "", DEFAULT_DATASET):
-            require_hub(value, flag, "dataset")
-    if needs_reference(cfg) or objective_class(cfg.objective).needs_ref_model(cfg):
-        require_hub(reference_path(cfg), "--ref_model_name_or_path")
-    if cfg.scorer == "llmlingua2":
-        from .scorers.llmlingua2 import DEFAULT_MODEL as ENCODER
-
-        require_hub(cfg.llmlingua2_model or ENCODER, "--llmlingua2_model", what="the LLMLingua-2 encoder")
+    uses_reference = needs_reference(cfg) or objective_class(cfg.objective).needs_ref_model(cfg)
+    check_sources(model=cfg.model_name_or_path,
+                  datasets=(("--dataset", cfg.dataset), ("--eval_dataset", cfg.eval_dataset)),
+                  reference=reference_path(cfg) if uses_reference else None,
+                  encoder=(cfg.llmlingua2_model or ENCODER) if cfg.scorer == "llmlingua2" else None)

@@ -275,16 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"sftgo score: error: {e}", file=sys.stderr)
         return 2
-    from .hub import require_hub
+    from .hub import check_sources
     from .scorers.llmlingua2 import DEFAULT_MODEL as ENCODER
 
     # offline: one line now, not a minute of retries and a traceback
-    require_hub(args.model_name_or_path, "--model_name_or_path")
-    require_hub(args.dataset, "--dataset", "dataset")
-    if "llmlingua2" in names:
-        require_hub(args.llmlingua2_model or ENCODER, "--llmlingua2_model", what="the LLMLingua-2 encoder")
-    if "reference" in names:
-        require_hub(args.ref_model_name_or_path, "--ref_model_name_or_path")
+    check_sources(model=args.model_name_or_path, datasets=(("--dataset", args.dataset),),
+                  reference=args.ref_model_name_or_path if "reference" in names else None,
+                  encoder=(args.llmlingua2_model or ENCODER) if "llmlingua2" in names else None)
 
     from .data import load_examples, tokenize_cached, tokenized_cache_dir
     from .models import load_tokenizer
