@@ -44,14 +44,7 @@ def recipe_kind(name: str) -> str:
 
 def recipe_path(name: str) -> Path | None:
     """The bundled file of a recipe name (``demo``, ``paper/x``, ``paper/x.yaml``, ``configs/paper/x.yaml``), or None."""
-    key = name.strip().replace("\\", "/")
-    if key.startswith("./"):
-        key = key[2:]
-    if key.startswith("configs/"):
-        key = key[len("configs/"):]
-    for suffix in SUFFIXES:
-        if key.endswith(suffix):
-            key = key[: -len(suffix)]
+    key = recipe_key(name)
     if not key or key.startswith("/") or ".." in key.split("/"):
         return None
     for suffix in SUFFIXES:
@@ -76,10 +69,16 @@ def resolve_recipe(name_or_path: str | Path, error: type[ValueError] = RecipeErr
     raise error(unknown_recipe_message(str(name_or_path), what))
 
 
-def unknown_recipe_message(name: str, what: str = "config file") -> str:
-    key = name.removeprefix("configs/")
+def recipe_key(name: str) -> str:
+    """A recipe name as given (``./configs/paper/x.yaml``) -> the name it is listed by (``paper/x``)."""
+    key = name.strip().replace("\\", "/").removeprefix("./").removeprefix("configs/")
     for suffix in SUFFIXES:
         key = key.removesuffix(suffix)
+    return key
+
+
+def unknown_recipe_message(name: str, what: str = "config file") -> str:
+    key = recipe_key(name)
     names = recipe_names()
     close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
     if not close:  # a bare file name of a recipe in a folder: llama32_3b_alpaca_tfidf -> paper/llama32_3b_alpaca_tfidf
