@@ -117,25 +117,27 @@ def offline_kwargs(name: str | None) -> dict:
     return {"local_files_only": True} if looks_like_hub_id(name) and hub_unavailable() else {}
 
 
-def check_sources(*, model=None, datasets=(), reference=None, encoder=None) -> None:
+def check_sources(*, model=None, datasets=(), reference=None, scorer_models=()) -> None:
     """Every Hub id a command would download, checked before anything is loaded or written: the model, ``datasets``
-    as ``(flag, value)`` pairs, the reference model and the LLMLingua-2 ``encoder`` (where used; None otherwise).
+    as ``(flag, value)`` pairs, the reference model (where used; None otherwise) and the scorers' models
+    (``(flag, value, what)``: :meth:`sftgo.scorers.Scorer.hub_models`, e.g. the LLMLingua-2 encoder).
     Local paths, the built-in model and data pass (:func:`looks_like_hub_id`)."""
     require_hub(model, "--model_name_or_path")
     for flag, value in datasets:
         require_hub(value, flag, "dataset")
     require_hub(reference, "--ref_model_name_or_path")
-    require_hub(encoder, "--llmlingua2_model", what="the LLMLingua-2 encoder")
+    for flag, value, what in scorer_models:
+        require_hub(value, flag, what=what)
 
 
 def check_train_sources(cfg) -> None:
     """Every Hub id a ``sftgo train`` run would download, checked before anything is loaded."""
     from .objectives import objective_class
     from .pipeline import needs_reference, reference_path
-    from .scorers.llmlingua2 import DEFAULT_MODEL as ENCODER
+    from .scorers import scorer_spec
 
     uses_reference = needs_reference(cfg) or objective_class(cfg.objective).needs_ref_model(cfg)
     check_sources(model=cfg.model_name_or_path,
                   datasets=(("--dataset", cfg.dataset), ("--eval_dataset", cfg.eval_dataset)),
                   reference=reference_path(cfg) if uses_reference else None,
-                  encoder=(cfg.llmlingua2_model or ENCODER) if cfg.scorer == "llmlingua2" else None)
+                  scorer_models=scorer_spec(cfg.scorer).hub_models(cfg) if cfg.scorer else ())

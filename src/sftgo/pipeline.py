@@ -29,22 +29,21 @@ logger = logging.getLogger(__name__)
 def needs_reference(cfg: SFTGoConfig) -> bool:
     """Reference log-probs are computed when the objective reads them, or when they are the (logged) grouping."""
     from .objectives import objective_class
+    from .scorers import scorer_spec
 
-    return objective_class(cfg.objective).needs_ref_logp(cfg) or cfg.scorer == "reference"
+    return (objective_class(cfg.objective).needs_ref_logp(cfg)
+            or bool(cfg.scorer and scorer_spec(cfg.scorer).needs_reference))
 
 
-def scorer_settings(name: str, tokenizer, *, seed: int = 0, llmlingua2_model: str | None = None) -> dict:
+def scorer_settings(name: str, tokenizer, config=None, **values) -> dict:
     """The settings that change a scorer's output (they go into the cache key; `sftgo train` and `sftgo score` use
-    the same ones, so they share cache entries)."""
-    if name == "random":
-        return {"seed": seed}
-    if name == "llmlingua2":
-        from .scorers.llmlingua2 import DEFAULT_MODEL
+    the same ones, so they share cache entries): the scorer's declared settings, read from ``config`` (a config or
+    ``sftgo score``'s arguments) or given as keywords (``seed=``, ``llmlingua2_model=``); unset ones take their
+    declared defaults."""
+    from .scorers import scorer_spec
 
-        # Chat markup such as <|im_end|> is not text: it is kept out of the encoder's input.
-        return {"model": llmlingua2_model or DEFAULT_MODEL,
-                "special_token_ids": sorted(int(t) for t in getattr(tokenizer, "all_special_ids", []))}
-    return {}
+    spec = scorer_spec(name)
+    return spec.cache_settings({**(spec.values(config) if config is not None else {}), **values}, tokenizer)
 
 
 def score_tokens(name: str, data: TokenizedData, tokenizer, settings: dict, cache_dir=None,
@@ -57,7 +56,7 @@ def score_tokens(name: str, data: TokenizedData, tokenizer, settings: dict, cach
     from .cache import cached_scores
     from .scorers import resolve_scorer
 
-    fn = resolve_scorer(name)
+    fn = resolve_scorer(name)  # its declaration (a module:function scorer's is built here)
     token_ids = data.supervised_ids()
     offsets = [data.supervised(i)[1] for i in range(len(data))]
     lengths = [len(t) for t in token_ids]
@@ -67,7 +66,7 @@ def score_tokens(name: str, data: TokenizedData, tokenizer, settings: dict, cach
         missed.append(True)
         return fn(token_ids, texts=data.texts, offsets=offsets, **settings, **(run_settings or {}))
 
-    if ":" in name:
+    if not fn.cached:
         scores, state = compute(), "off"
     else:
         key = {"scorer": name, "settings": settings, "data": data.fingerprint(),
@@ -87,7 +86,7 @@ def compute_importance(cfg: SFTGoConfig, data: TokenizedData, tokenizer) -> list
     process 0 only in a multi-process run, every process gets the result."""
     from .distributed import on_main
 
-    settings = scorer_settings(cfg.scorer, tokenizer, seed=cfg.seed, llmlingua2_model=cfg.llmlingua2_model)
+    settings = scorer_settings(cfg.scorer, tokenizer, cfg)
     scores, _ = on_main(lambda: score_tokens(cfg.scorer, data, tokenizer, settings, cfg.score_cache_dir))
     return [np.asarray(s, dtype=np.float32) for s in scores]
 
@@ -203,7 +202,9 @@ def compute_reference(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -
 
 def add_token_columns(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -> None:
     """The static per-token columns the run needs: scorer importance, reference log-probs (both cached)."""
-    if cfg.scorer and cfg.scorer != "reference":
+    from .scorers import scorer_spec
+
+    if cfg.scorer and not scorer_spec(cfg.scorer).needs_reference:
         data.columns["importance"] = compute_importance(cfg, data, tokenizer)
     if needs_reference(cfg):
         data.columns["ref_logp"] = compute_reference(cfg, data, model, tokenizer)

@@ -40,6 +40,7 @@ __all__ = ["main", "build_parser", "score_dataset", "importance_stats", "render_
 
 def build_parser() -> argparse.ArgumentParser:
     from .cliargs import ArgumentParser
+    from .scorers import SCORERS
 
     p = ArgumentParser(
         prog="sftgo score",
@@ -47,22 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", default=None, help="JSON/JSONL file or Hub dataset id (default: the built-in dataset).")
     p.add_argument("--model_name_or_path", default=None, help="Model whose tokenizer defines the tokens (default: SmolLM2-135M-Instruct).")
+    names = [n + (" (Rho-1 excess loss; needs --ref_model_name_or_path)" if s.needs_reference else "")
+             for n, s in SCORERS.items()]
     p.add_argument("--scorer", default="tfidf,frequency,random",
-                   help="Comma-separated scorers: tfidf, frequency, random, llmlingua2, reference (Rho-1 excess loss; "
-                        "needs --ref_model_name_or_path), or my_module:my_function.")
+                   help=f"Comma-separated scorers: {', '.join(names)}, or my_module:my_function.")
     p.add_argument("--percentile", type=float, default=90.0, help="eta: the top (100 - eta)%% of each sequence is important (default 90).")
     p.add_argument("--output_dir", required=True, help="Where importance.html and stats.json are written.")
     p.add_argument("--num_examples", type=int, default=20, help="Examples rendered in importance.html (scores use all).")
     p.add_argument("--max_length", type=int, default=512, help="Tokens per example (right-truncated).")
-    p.add_argument("--llmlingua2_model", default=None,
-                   help="LLMLingua-2 token classifier: local folder or Hub id (default microsoft/llmlingua-2-xlm-roberta-large-meetingbank).")
-    p.add_argument("--llmlingua2_batch_size", type=int, default=16, help="Encoder chunks per forward pass.")
+    declared = {s.name: s for spec in SCORERS.values() for s in (*spec.settings, *spec.run_settings)}
+    for s in declared.values():  # each scorer's settings, as it declares them (--seed, --llmlingua2_model, ...)
+        p.add_argument(s.flag, type=s.type, default=s.default, help=s.help)
     p.add_argument("--ref_model_name_or_path", default=None,
                    help="Reference model of the reference scorer (e.g. runs/ref/final from `sftgo train --objective sft "
                         "--output_dir runs/ref`), or 'initial' (the model itself: every excess loss is zero).")
     p.add_argument("--model_dtype", default="auto", help="dtype of the models the reference scorer runs (auto: fp32 on CPU).")
     p.add_argument("--ref_batch_size", type=int, default=8, help="Sequences per forward pass of the reference scorer.")
-    p.add_argument("--seed", type=int, default=0, help="Seed of the random scorer.")
     p.add_argument("--top_tokens", type=int, default=25, help="Most-often-important tokens listed per scorer in stats.json.")
     p.add_argument("--cache_dir", default=None, help="Score cache (default $SFTGO_CACHE/scores or ~/.cache/sftgo/scores); tokenized data goes to DIR/tokenized.")
     return p
@@ -74,17 +75,19 @@ def score_dataset(data, tokenizer, scorer_names: list[str], args) -> tuple[dict,
     Returns ``(scores: {name: [np.ndarray n_i]}, info: {name: {"cache": "hit"|"miss"|"off", "seconds": float}})``.
     """
     from .pipeline import score_tokens, scorer_settings
+    from .scorers import scorer_spec
 
     scores, info = {}, {}
     for name in scorer_names:
-        if name == "reference":
+        spec = scorer_spec(name)
+        if spec.needs_reference:
             t0 = time.perf_counter()
             scores[name], state = excess_loss_scores(data, tokenizer, args)
             info[name] = {"cache": state, "seconds": round(time.perf_counter() - t0, 4)}
             logger.info("scorer %s: %s (%.2f s)", name, state, info[name]["seconds"])
             continue
-        settings = scorer_settings(name, tokenizer, seed=args.seed, llmlingua2_model=args.llmlingua2_model)
-        run = {"batch_size": args.llmlingua2_batch_size} if name == "llmlingua2" else None
+        settings = scorer_settings(name, tokenizer, args)
+        run = spec.run_kwargs(args) or None
         t0 = time.perf_counter()
         out, state = score_tokens(name, data, tokenizer, settings, args.cache_dir, run_settings=run)
         scores[name] = [np.asarray(s, dtype=np.float64) for s in out]
@@ -251,7 +254,7 @@ def render_html(data, scores: dict, groups: dict, stats: dict, num_examples: int
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sftgo score``; returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
-    from .scorers import resolve_scorer
+    from .scorers import scorer_spec
 
     names = [s.strip() for s in args.scorer.split(",") if s.strip()]
     try:
@@ -259,13 +262,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--scorer is empty; give e.g. --scorer tfidf,frequency")
         if len(set(names)) != len(names):
             raise ValueError(f"--scorer lists a scorer twice: {args.scorer!r}")
-        for n in names:
-            if n != "reference":
-                resolve_scorer(n)  # fail on a typo before loading anything
-        if "reference" in names and not args.ref_model_name_or_path:
+        specs = [scorer_spec(n, load=True) for n in names]  # fail on a typo before loading anything
+        with_reference = [s.name for s in specs if s.needs_reference]
+        if with_reference and not args.ref_model_name_or_path:
             from .config import missing_reference  # (imports transformers' TrainingArguments: only here)
 
-            raise ValueError(missing_reference("scorer=reference"))
+            raise ValueError(missing_reference(f"scorer={with_reference[0]}"))
         if args.ref_batch_size < 1:
             raise ValueError(f"--ref_batch_size must be >= 1, got {args.ref_batch_size}")
         if not 0 <= args.percentile <= 100:
@@ -276,12 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sftgo score: error: {e}", file=sys.stderr)
         return 2
     from .hub import check_sources
-    from .scorers.llmlingua2 import DEFAULT_MODEL as ENCODER
 
     # offline: one line now, not a minute of retries and a traceback
     check_sources(model=args.model_name_or_path, datasets=(("--dataset", args.dataset),),
-                  reference=args.ref_model_name_or_path if "reference" in names else None,
-                  encoder=(args.llmlingua2_model or ENCODER) if "llmlingua2" in names else None)
+                  reference=args.ref_model_name_or_path if with_reference else None,
+                  scorer_models=[m for s in specs for m in s.hub_models(args)])
 
     from .data import load_examples, tokenize_cached, tokenized_cache_dir
     from .models import load_tokenizer

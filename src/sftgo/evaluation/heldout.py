@@ -31,13 +31,14 @@ def heldout_config(run_config: dict, **overrides):
     ``overrides`` (``scorer``, ``percentile``, ``max_length``, ``per_device_eval_batch_size``, ...; None = keep)."""
     from ..config import SFTGoConfig
     from ..objectives import METHOD_SETTINGS
+    from ..scorers import scorer_spec
 
     keep = {k: v for k, v in run_config.items() if k in set(METHOD_SETTINGS) | set(LOSS_SETTINGS) and v is not None}
     keep.update({k: v for k, v in overrides.items() if v is not None})
-    if keep.get("scorer") == "reference" and not keep.get("ref_model_name_or_path"):
+    if keep.get("scorer") and scorer_spec(keep["scorer"]).needs_reference and not keep.get("ref_model_name_or_path"):
         from ..config import ConfigError
 
-        raise ConfigError("held-out group losses with --scorer reference need the run's ref_model_name_or_path")
+        raise ConfigError(f"held-out group losses with --scorer {keep['scorer']} need the run's ref_model_name_or_path")
     keep.setdefault("scorer", "tfidf")
     return SFTGoConfig(**keep, output_dir=tempfile.mkdtemp(prefix="sftgo-heldout-"), report_to="none",
                        eval_strategy="no", save_strategy="no", logging_strategy="no")

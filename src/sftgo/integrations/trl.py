@@ -77,9 +77,10 @@ class SFTGoSFTConfig(ObjectiveArgs, SFTConfig):
 def _wanted(args) -> list[str]:
     """The token columns a run needs, as ``sftgo train`` decides them (sftgo.pipeline.add_token_columns)."""
     from ..pipeline import needs_reference
+    from ..scorers import scorer_spec
 
     out = []
-    if args.scorer and args.scorer != "reference":
+    if args.scorer and not scorer_spec(args.scorer).needs_reference:
         out.append("importance")
     if needs_reference(args):
         out.append("ref_logp")
@@ -221,7 +222,10 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
         seq_col = dataset["seq_lengths"] if "seq_lengths" in dataset.column_names else None
         rows = []  # per row: [(start, labels)] of its sequences
         data = TokenizedData([], [], [], [])
-        decode = self.args.scorer not in ("tfidf", "frequency", "random", "reference", "")  # text-reading scorers
+        from ..scorers import scorer_spec
+
+        # only a scorer that reads text needs it decoded (token by token, so that the offsets are exact)
+        decode = "importance" in todo and scorer_spec(self.args.scorer).reads_text
         tok = getattr(self, "_tokenizer", self.processing_class)
         for r, (ids, labels) in enumerate(zip(dataset["input_ids"], dataset["labels"])):
             parts = []

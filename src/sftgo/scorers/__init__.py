@@ -19,7 +19,14 @@ Use your own scorer by name ``"my_module:my_function"`` (imported with :func:`im
 
     scores = resolve_scorer("my_module:my_function")(token_ids, texts=texts, offsets=offsets)
 
-``"reference"`` is special and not in :data:`SCORERS`: it needs a frozen reference model and the full
+Each scorer is declared once, beside its code, as a :class:`~sftgo.scorers.spec.Scorer` (name, the settings that
+feed its cache key, whether it reads the text, whether it needs a reference model, the scoring function), and
+:data:`SCORERS` lists the declarations (each is called like its function: ``SCORERS["tfidf"](token_ids)``). The rest
+of sftgo asks :func:`scorer_spec` instead of comparing names. To add a scorer: a module with its function and its
+``Scorer(...)``, and one line in :data:`SCORERS`; its settings' flags (``sftgo score``) and config fields
+(:data:`SCORER_SETTINGS`) come from the declaration.
+
+``"reference"`` (Rho-1's excess loss) has no scoring function: it needs a frozen reference model and the full
 ``input_ids``/``labels``; see :func:`sftgo.pipeline.cached_token_logp` (``sftgo train`` and ``sftgo score`` use it),
 :func:`sftgo.scorers.reference.reference_token_logp` and :func:`sftgo.scorers.reference.excess_loss`.
 """
@@ -29,12 +36,18 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from sftgo.scorers.llmlingua2 import align_word_probs_to_tokens, llmlingua2
-from sftgo.scorers.reference import excess_loss, reference_token_logp
-from sftgo.scorers.statistical import frequency, random, tfidf
+from sftgo.scorers.llmlingua2 import LLMLINGUA2, align_word_probs_to_tokens, llmlingua2
+from sftgo.scorers.reference import REFERENCE, excess_loss, reference_token_logp
+from sftgo.scorers.spec import Scorer, ScorerError, ScorerSetting
+from sftgo.scorers.statistical import FREQUENCY, RANDOM, TFIDF, frequency, random, tfidf
 
 __all__ = [
     "SCORERS",
+    "SCORER_SETTINGS",
+    "Scorer",
+    "ScorerError",
+    "ScorerSetting",
+    "scorer_spec",
     "resolve_scorer",
     "tfidf",
     "frequency",
@@ -45,39 +58,55 @@ __all__ = [
     "excess_loss",
 ]
 
-SCORERS: dict[str, Callable] = {
-    "tfidf": tfidf,
-    "frequency": frequency,
-    "random": random,
-    "llmlingua2": llmlingua2,
+SCORERS: dict[str, Scorer] = {
+    "tfidf": TFIDF,
+    "frequency": FREQUENCY,
+    "random": RANDOM,
+    "llmlingua2": LLMLINGUA2,
+    "reference": REFERENCE,
 }
 
+# The config fields the scorers declare themselves (``ObjectiveArgs`` / ``sftgo train`` flags; ``seed`` is
+# TrainingArguments'): name -> ScorerSetting (default, help, type).
+SCORER_SETTINGS: dict[str, ScorerSetting] = {s.name: s for sc in SCORERS.values() for s in sc.settings if s.field}
 
-def resolve_scorer(name: str | Callable) -> Callable:
-    """A scorer by name: a key of :data:`SCORERS`, ``"module:function"``, or a callable (returned as is)."""
-    if callable(name):
-        return name
+
+def scorer_spec(name: str, *, load: bool = False) -> Scorer:
+    """The declaration of scorer ``name``: a key of :data:`SCORERS`, or ``"module:function"`` (a declaration built
+    here: it reads the text and is never cached; ``load``: import the function now, else it is left None).
+    :class:`ScorerError` naming the valid names otherwise. Needs neither torch nor the user's module (unless
+    ``load``)."""
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"scorer must be a name or a callable, got {name!r}")
+        raise ScorerError(f"scorer must be a name or a callable, got {name!r}")
     name = name.strip()
-    if name in SCORERS:
-        return SCORERS[name]
-    valid = ", ".join(sorted(SCORERS))
-    if name == "reference":
-        raise ValueError(
-            "scorer 'reference' needs a reference model: pass --ref_model_name_or_path to `sftgo train` or "
-            "`sftgo score` (in Python: sftgo.pipeline.cached_token_logp, or sftgo.scorers.reference.reference_token_logp)"
-        )
+    spec = SCORERS.get(name)
+    if spec is not None:
+        return spec
     if ":" not in name:
-        raise ValueError(f"unknown scorer {name!r}; valid names: {valid}, or 'my_module:my_function'")
+        raise ScorerError(f"unknown scorer {name!r}; valid names: {', '.join(sorted(SCORERS))}, or 'my_module:my_function'")
     module_name, _, fn_name = name.partition(":")
     if not module_name or not fn_name:
-        raise ValueError(f"scorer {name!r}: use the form 'my_module:my_function'")
+        raise ScorerError(f"scorer {name!r}: use the form 'my_module:my_function'")
+    return Scorer(name, _import_function(name, module_name, fn_name) if load else None, reads_text=True, cached=False)
+
+
+def _import_function(name: str, module_name: str, fn_name: str) -> Callable:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ValueError(f"scorer {name!r}: cannot import module {module_name!r} ({e}); is it on PYTHONPATH?") from e
+        raise ScorerError(f"scorer {name!r}: cannot import module {module_name!r} ({e}); is it on PYTHONPATH?") from e
     fn = getattr(module, fn_name, None)
     if fn is None or not callable(fn):
-        raise ValueError(f"scorer {name!r}: module {module_name!r} has no function {fn_name!r}")
+        raise ScorerError(f"scorer {name!r}: module {module_name!r} has no function {fn_name!r}")
     return fn
+
+
+def resolve_scorer(name: str | Callable) -> Callable:
+    """A scorer by name, to call: a key of :data:`SCORERS` or ``"module:function"`` (imported now) -> its declaration
+    (called like its function), or a callable (returned as is). ``reference`` raises: it needs a reference model."""
+    if callable(name):
+        return name
+    spec = scorer_spec(name, load=True)
+    if spec.score is None:
+        raise ScorerError(spec.error)
+    return spec

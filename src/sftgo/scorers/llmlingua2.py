@@ -57,9 +57,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sftgo.scorers.spec import Scorer, ScorerSetting
+
 __all__ = [
     "llmlingua2", "align_word_probs_to_tokens", "supervised_runs", "chunk_tokens", "encoder_words", "word_rule",
-    "load_encoder", "DEFAULT_MODEL", "SMALL_MODEL",
+    "load_encoder", "DEFAULT_MODEL", "SMALL_MODEL", "LLMLINGUA2",
 ]
 
 log = logging.getLogger(__name__)
@@ -402,3 +404,22 @@ def llmlingua2(
             res[others] = align_word_probs_to_tokens(ws, wp, spans[others])
         out.append(res)
     return out
+
+
+def _cache_settings(values: dict, tokenizer) -> dict:
+    # Chat markup such as <|im_end|> is not text: it is kept out of the encoder's input.
+    return {"model": values["model"] or DEFAULT_MODEL,
+            "special_token_ids": sorted(int(t) for t in getattr(tokenizer, "all_special_ids", []))}
+
+
+def _downloads(values: dict) -> list[tuple[str, str, str]]:
+    return [("--llmlingua2_model", values["llmlingua2_model"] or DEFAULT_MODEL, "the LLMLingua-2 encoder")]
+
+
+LLMLINGUA2 = Scorer(
+    "llmlingua2", llmlingua2, reads_text=True, key=_cache_settings, downloads=_downloads,
+    settings=(ScorerSetting("llmlingua2_model", DEFAULT_MODEL, kwarg="model",
+                            help=f"LLMLingua-2 token classifier: local folder or Hub id (default {DEFAULT_MODEL})."),),
+    run_settings=(ScorerSetting("llmlingua2_batch_size", 16, "Encoder chunks per forward pass.", int,
+                                kwarg="batch_size", field=False),),
+)

@@ -5,8 +5,8 @@ finds much harder than a good reference model does are the ones still worth lear
 not change during training, so it is computed once here (and cached by :mod:`sftgo.cache`); the trainer
 regroups every step from the current loss, without another reference forward.
 
-This scorer is not in ``SCORERS``: it needs a model and the full ``input_ids``/``labels`` rather than only the
-supervised ids.
+The ``reference`` scorer (``REFERENCE``) has no scoring function over supervised ids: it needs a model and the full
+``input_ids``/``labels``; ``sftgo train`` and ``sftgo score`` compute it from these log-probs.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from sftgo.data import IGNORE_INDEX
+from sftgo.scorers.spec import Scorer
 
-__all__ = ["reference_token_logp", "excess_loss"]
+__all__ = ["reference_token_logp", "excess_loss", "REFERENCE"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,3 +166,10 @@ def excess_loss(current_logp, ref_logp):
     if tuple(current_logp.shape) != tuple(ref_logp.shape):
         raise ValueError(f"shape mismatch: current {tuple(current_logp.shape)} vs reference {tuple(ref_logp.shape)}")
     return (-current_logp) - (-ref_logp)
+
+
+REFERENCE = Scorer(
+    "reference", needs_reference=True,
+    error="scorer 'reference' needs a reference model: pass --ref_model_name_or_path to `sftgo train` or `sftgo score` "
+          "(in Python: sftgo.pipeline.cached_token_logp, or sftgo.scorers.reference.reference_token_logp)",
+)

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["tfidf", "frequency", "random", "flatten"]
+from sftgo.scorers.spec import Scorer, ScorerSetting
+
+__all__ = ["tfidf", "frequency", "random", "flatten", "TFIDF", "FREQUENCY", "RANDOM"]
 
 
 def flatten(token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -94,3 +96,8 @@ def random(token_ids: Sequence[Sequence[int]], seed: int = 0, **_) -> list[np.nd
     _, lengths = flatten(token_ids)
     rng = np.random.default_rng(seed)
     return _split(rng.random(int(lengths.sum())), lengths)
+
+
+TFIDF = Scorer("tfidf", tfidf)
+FREQUENCY = Scorer("frequency", frequency)
+RANDOM = Scorer("random", random, settings=(ScorerSetting("seed", 0, "Seed of the random scorer.", int, field=False),))
