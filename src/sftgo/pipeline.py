@@ -29,10 +29,9 @@ logger = logging.getLogger(__name__)
 def needs_reference(cfg: SFTGoConfig) -> bool:
     """Reference log-probs are computed when the objective reads them, or when they are the (logged) grouping."""
     from .objectives import objective_class
-    from .scorers import scorer_spec
+    from .scorers import scorer_needs_reference
 
-    return (objective_class(cfg.objective).needs_ref_logp(cfg)
-            or bool(cfg.scorer and scorer_spec(cfg.scorer).needs_reference))
+    return objective_class(cfg.objective).needs_ref_logp(cfg) or scorer_needs_reference(cfg.scorer)
 
 
 def scorer_settings(name: str, tokenizer, config=None, **values) -> dict:
@@ -202,9 +201,9 @@ def compute_reference(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -
 
 def add_token_columns(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -> None:
     """The static per-token columns the run needs: scorer importance, reference log-probs (both cached)."""
-    from .scorers import scorer_spec
+    from .scorers import scorer_needs_reference
 
-    if cfg.scorer and not scorer_spec(cfg.scorer).needs_reference:
+    if cfg.scorer and not scorer_needs_reference(cfg.scorer):
         data.columns["importance"] = compute_importance(cfg, data, tokenizer)
     if needs_reference(cfg):
         data.columns["ref_logp"] = compute_reference(cfg, data, model, tokenizer)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import sftgo
-from sftgo.scorers import SCORER_SETTINGS, SCORERS, ScorerError, resolve_scorer, scorer_spec
+from sftgo.scorers import SCORER_SETTINGS, SCORERS, ScorerError, resolve_scorer, scorer_needs_reference, scorer_spec
 
 # ---------------------------------------------------------------- cache keys: the entries users already have still hit
 
@@ -154,6 +154,7 @@ def test_a_module_function_scorer_is_declared_on_the_fly(tmp_path, monkeypatch):
     spec = scorer_spec("decl_mod:length")  # not imported: the config check needs no user module
     assert (spec.score, spec.reads_text, spec.cached, spec.needs_reference) == (None, True, False, False)
     assert resolve_scorer("decl_mod:length")([[1, 2]]) == [[2.0, 2.0]]
+    assert [scorer_needs_reference(n) for n in ("decl_mod:length", "", None, "reference")] == [False, False, False, True]
     with pytest.raises(ScorerError, match=r"unknown scorer 'tf-idf'; valid names: frequency, llmlingua2, random, "
                                           r"reference, tfidf, or 'my_module:my_function'"):
         scorer_spec("tf-idf")

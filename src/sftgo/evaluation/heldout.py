@@ -31,11 +31,11 @@ def heldout_config(run_config: dict, **overrides):
     ``overrides`` (``scorer``, ``percentile``, ``max_length``, ``per_device_eval_batch_size``, ...; None = keep)."""
     from ..config import SFTGoConfig
     from ..objectives import METHOD_SETTINGS
-    from ..scorers import scorer_spec
+    from ..scorers import scorer_needs_reference
 
     keep = {k: v for k, v in run_config.items() if k in set(METHOD_SETTINGS) | set(LOSS_SETTINGS) and v is not None}
     keep.update({k: v for k, v in overrides.items() if v is not None})
-    if keep.get("scorer") and scorer_spec(keep["scorer"]).needs_reference and not keep.get("ref_model_name_or_path"):
+    if scorer_needs_reference(keep.get("scorer")) and not keep.get("ref_model_name_or_path"):
         from ..config import ConfigError
 
         raise ConfigError(f"held-out group losses with --scorer {keep['scorer']} need the run's ref_model_name_or_path")

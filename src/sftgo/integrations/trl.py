@@ -77,10 +77,10 @@ class SFTGoSFTConfig(ObjectiveArgs, SFTConfig):
 def _wanted(args) -> list[str]:
     """The token columns a run needs, as ``sftgo train`` decides them (sftgo.pipeline.add_token_columns)."""
     from ..pipeline import needs_reference
-    from ..scorers import scorer_spec
+    from ..scorers import scorer_needs_reference
 
     out = []
-    if args.scorer and not scorer_spec(args.scorer).needs_reference:
+    if args.scorer and not scorer_needs_reference(args.scorer):
         out.append("importance")
     if needs_reference(args):
         out.append("ref_logp")

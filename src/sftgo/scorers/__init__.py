@@ -48,6 +48,7 @@ __all__ = [
     "ScorerError",
     "ScorerSetting",
     "scorer_spec",
+    "scorer_needs_reference",
     "resolve_scorer",
     "tfidf",
     "frequency",
@@ -88,6 +89,12 @@ def scorer_spec(name: str, *, load: bool = False) -> Scorer:
     if not module_name or not fn_name:
         raise ScorerError(f"scorer {name!r}: use the form 'my_module:my_function'")
     return Scorer(name, _import_function(name, module_name, fn_name) if load else None, reads_text=True, cached=False)
+
+
+def scorer_needs_reference(name: str | None) -> bool:
+    """Whether scorer ``name`` is the excess loss under a reference model (its grouping is the ``ref_logp`` column, not
+    ``importance``); False for no scorer (``None`` / ``""``)."""
+    return bool(name) and scorer_spec(name).needs_reference
 
 
 def _import_function(name: str, module_name: str, fn_name: str) -> Callable:
