@@ -301,8 +301,7 @@ def generate_one(model_path: str, run_dir: Path | None, prompts: list[dict], a, 
     import transformers
 
     from . import __version__
-    from .evaluation.run import model_fingerprint
-    from .models import load_model, load_tokenizer
+    from .models import load_model, load_tokenizer, model_fingerprint
 
     settings = settings_of(a, prompts_digest(prompts), model_fingerprint(model_path))
     if out.exists() and not a.overwrite:

@@ -101,18 +101,6 @@ def reference_path(cfg: SFTGoConfig) -> str | None:
     return None if r in (None, "", INITIAL) else r
 
 
-def _model_fingerprint(name_or_path: str | None) -> list:
-    """A model's identity for cache keys: for a local folder its resolved path and its weight/config files' names,
-    sizes and modification times (a retrained reference changes them); a Hub id is its own fingerprint."""
-    from .models import resolve_model_path
-
-    p = Path(resolve_model_path(name_or_path))
-    if not p.is_dir():
-        return [str(name_or_path)]
-    return [str(p.resolve())] + sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns]
-                                       for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".pt", ".json"))
-
-
 def _placed(model) -> bool:
     """A model its loader put on devices itself (a device map, 4/8-bit weights): it must not be moved."""
     return bool(getattr(model, "hf_device_map", None) or getattr(model, "is_loaded_in_4bit", False)
@@ -135,10 +123,11 @@ def cached_token_logp(name_or_path: str | None, data: TokenizedData, tokenizer, 
 
     from .cache import lookup_scores, store_scores
     from .distributed import gather_shards, on_main, world
-    from .models import load_model
+    from .models import load_model, model_fingerprint, resolve_model_path
     from .scorers.reference import reference_token_logp
 
-    key = {"scorer": "reference", "ref_model": _model_fingerprint(name_or_path), "dtype": dtype, "data": data.fingerprint()}
+    key = {"scorer": "reference", "ref_model": model_fingerprint(resolve_model_path(name_or_path)), "dtype": dtype,
+           "data": data.fingerprint()}
     lengths = data.supervised_lengths()
     hit = on_main(lambda: lookup_scores(key, cache_dir, expected_lengths=lengths))
     if hit is not None:

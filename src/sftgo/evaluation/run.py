@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..cache import atomic_write_text
+from ..models import model_fingerprint  # noqa: F401 (defined in sftgo.models; importable here as before)
 from .tasks import COLUMNS, PAPER_COLUMNS, TaskError, TaskPlan, c_tasks, limit_coverage_note, plan_tasks
 
 logger = logging.getLogger(__name__)
@@ -63,39 +64,6 @@ class EvalTarget:
             self.model = resolve_model_path(target)
             safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in target.strip("/"))
             self.out_dir = Path(output_dir) if output_dir else (p / "eval" if p.is_dir() else Path("eval_results") / safe)
-
-
-def model_fingerprint(path: str) -> str:
-    """sha256 over a local model folder's config, tokenizer and weight files (name + content); a Hub id as itself.
-    Cached per (path, size, mtime) so a 500 MB checkpoint is hashed once."""
-    from ..models import cache_root
-
-    p = Path(path)
-    if not p.is_dir():
-        return "hub:" + path
-    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja"))
-    stat = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    memo = cache_root() / "eval" / "fingerprints.json"
-    key = hashlib.sha256(json.dumps([str(p.resolve()), stat]).encode()).hexdigest()
-    try:
-        known = json.loads(memo.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if key in known:
-        return known[key]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-    known[key] = h.hexdigest()
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(memo, json.dumps(known))  # shared by every evaluation: never a torn file
-    except OSError:
-        pass
-    return known[key]
 
 
 # ------------------------------------------------------------------------------------------------------ NLTK (IFEval)
