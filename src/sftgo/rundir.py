@@ -34,7 +34,7 @@ GENERATIONS_DIR = "generations"
 GENERATIONS_KIND = "sftgo.generations"  # the "kind" of a generations file's header line
 
 CHECKPOINT_PREFIX = "checkpoint-"
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+CHECKPOINT_RE = re.compile("^" + re.escape(CHECKPOINT_PREFIX) + r"(\d+)$")
 COMPLETE_MARKER = "sftgo_complete.json"  # in checkpoint-N: the checkpoint is complete (sftgo.checkpoints)
 TRAINER_STATE = "trainer_state.json"  # transformers' TRAINER_STATE_NAME: the last file _save_checkpoint writes
 STATE_FILE = "sftgo_state.json"  # in checkpoint-N: the objective's trainer state (sftgo.trainer)
