@@ -57,7 +57,8 @@ def module_files(root: Path = PACKAGE) -> dict[str, Path]:
 
 def import_edges(files: dict[str, Path]) -> dict[str, dict[str, list[str]]]:
     """module -> {imported sftgo module: ["file:line", ...]}. ``from X import a`` points at ``X.a`` where that is a
-    module, else at ``X``; a dotted name that is not a module points at its longest module prefix."""
+    module, else at ``X`` (``from sftgo import a``: at the module ``sftgo.a`` lazily comes from); a dotted name that is
+    not a module points at its longest module prefix."""
     def known(name: str) -> str | None:
         while name and name not in files:
             name = name.rpartition(".")[0]
@@ -75,7 +76,10 @@ def import_edges(files: dict[str, Path]) -> dict[str, dict[str, list[str]]]:
                     source = ".".join(base + ([node.module] if node.module else []))
                 else:
                     source = node.module or ""
-                targets = [f"{source}.{a.name}" if f"{source}.{a.name}" in files else source for a in node.names]
+                # sftgo's lazy attributes (``from sftgo import SFTGoTrainer``) import the module that defines them
+                lazy = sftgo._EXPORTS if source == "sftgo" else {}
+                targets = [lazy.get(a.name) or (f"{source}.{a.name}" if f"{source}.{a.name}" in files else source)
+                           for a in node.names]
             else:
                 continue
             for target in targets:
