@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -35,25 +34,9 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import SaveStrategy
 
 from .config import KEEP_CHECKPOINTS, ConfigError
+from .rundir import CHECKPOINT_PREFIX, COMPLETE_MARKER, TRAINER_STATE, checkpoint_folders, checkpoint_name, is_complete
 
 logger = logging.getLogger(__name__)
-
-COMPLETE_MARKER = "sftgo_complete.json"
-TRAINER_STATE = "trainer_state.json"  # transformers' TRAINER_STATE_NAME: the last file _save_checkpoint writes
-_CKPT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def is_complete(checkpoint: str | os.PathLike) -> bool:
-    return (Path(checkpoint) / COMPLETE_MARKER).is_file()
-
-
-def checkpoint_folders(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """``(step, folder)`` of every ``checkpoint-N`` folder of ``output_dir``, oldest step first (numeric order:
-    ``checkpoint-9`` before ``checkpoint-10``)."""
-    out = Path(output_dir)
-    if not out.is_dir():
-        return []
-    return sorted((int(m.group(1)), p) for p in out.iterdir() if p.is_dir() and (m := _CKPT.match(p.name)))
 
 
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
@@ -142,7 +125,7 @@ class CompleteCheckpointCallback(TrainerCallback):
             dist.barrier()  # every process has written its part (e.g. its RNG state)
         if not state.is_world_process_zero:
             return
-        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        ckpt = Path(args.output_dir) / checkpoint_name(state.global_step)
         if not ckpt.is_dir():
             return
         missing = [f for f in self.required if not (ckpt / f).is_file()]
@@ -195,7 +178,7 @@ def apply_keep_checkpoints(output_dir: str | os.PathLike, policy: str) -> list[P
     out = Path(output_dir)
     if policy not in KEEP_CHECKPOINTS:
         raise ValueError(f"keep_checkpoints {policy!r}: one of {', '.join(KEEP_CHECKPOINTS)}")
-    for trash in out.glob(TRASH_PREFIX + "checkpoint-*"):
+    for trash in out.glob(TRASH_PREFIX + CHECKPOINT_PREFIX + "*"):
         shutil.rmtree(trash, ignore_errors=True)
     if policy == "all":
         return []

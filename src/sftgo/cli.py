@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
             try:
                 cfg = parse_config(rest)
-                from .hub import check_train_sources
+                from .pipeline import check_train_sources
 
                 check_train_sources(cfg)  # offline: a Hub id fails now, in one line
                 summary = run_training(cfg)
@@ -167,17 +167,18 @@ def report_main(argv: list[str]) -> int:
     from pathlib import Path
 
     from .report import build_report, report_run
+    from .rundir import CONFIG, METRICS
 
-    single_run = len(a.paths) == 1 and (Path(a.paths[0]) / "config.yaml").exists()
+    single_run = len(a.paths) == 1 and (Path(a.paths[0]) / CONFIG).exists()
     if a.output_dir is None:
-        if single_run or (len(a.paths) == 1 and (Path(a.paths[0]) / "metrics.jsonl").exists()):
+        if single_run or (len(a.paths) == 1 and (Path(a.paths[0]) / METRICS).exists()):
             print(report_run(a.paths[0]))
             return 0
         if len(a.paths) != 1:
             raise ValueError("several directories given: pass --output_dir OUT for the combined report")
         a.output_dir = str(Path(a.paths[0]) / "report")
     paths = build_report(a.paths, a.output_dir, domain_suite=a.domain_suite)
-    if single_run and (Path(a.paths[0]) / "metrics.jsonl").exists():
+    if single_run and (Path(a.paths[0]) / METRICS).exists():
         report_run(a.paths[0])
     print(f"wrote {paths['md']} and {paths['html']}")
     return 0

@@ -670,6 +670,8 @@ def resumed_run(parser, argv: list[str], yaml_values: dict) -> ResumedRun | None
     ``last`` / ``true``: the run in ``output_dir``. A checkpoint folder: the run it belongs to (its parent folder,
     else ``output_dir``); ``output_dir`` defaults to that run's folder. Every process of a multi-process run reads the
     same file the same way (nothing here constructs a TrainingArguments)."""
+    from .rundir import CONFIG
+
     if "resume_from_checkpoint" not in yaml_values and not any(a.startswith("--resume") for a in argv):
         return None
     ns, _ = parser.parse_known_args(args=argv)  # the flags' values over the YAML file's; the full parse comes next
@@ -683,10 +685,10 @@ def resumed_run(parser, argv: list[str], yaml_values: dict) -> ResumedRun | None
         run_dir = Path(ns.output_dir)
     else:
         ckpt_run = Path(r).parent
-        run_dir = ckpt_run if (ckpt_run / "config.yaml").is_file() else Path(ns.output_dir)
+        run_dir = ckpt_run if (ckpt_run / CONFIG).is_file() else Path(ns.output_dir)
         if not out_given:
             out_dir = str(ckpt_run)
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG
     if not path.is_file():
         return None
     saved = read_yaml_mapping(path)

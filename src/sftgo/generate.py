@@ -26,11 +26,12 @@ import time
 from pathlib import Path
 
 from .data import DataError, _read_records, check_messages, render
+from .rundir import CONFIG, FINAL, GENERATIONS_DIR, read_generations
+from .rundir import GENERATIONS_KIND as KIND
 
 logger = logging.getLogger(__name__)
 
 FORMAT = 1
-KIND = "sftgo.generations"
 
 
 # ----------------------------------------------------------------------------------------------------------- prompts
@@ -200,10 +201,10 @@ def expand_targets(targets: list[str]) -> list[tuple[str, Path | None]]:
     out = []
     for t in targets:
         p = Path(t).expanduser()
-        if p.is_dir() and (p / "config.yaml").exists() and not (p / "config.json").exists():
+        if p.is_dir() and (p / CONFIG).exists() and not (p / "config.json").exists():
             runs = [p]
         elif p.is_dir() and not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
-            runs = sorted(c for c in p.iterdir() if c.is_dir() and (c / "config.yaml").exists())
+            runs = sorted(c for c in p.iterdir() if c.is_dir() and (c / CONFIG).exists())
             if not runs:
                 raise ModelLoadError(f"{t}: neither a run directory (config.yaml), a sweep directory (run folders "
                                      "inside) nor a model folder (config.json)")
@@ -211,7 +212,7 @@ def expand_targets(targets: list[str]) -> list[tuple[str, Path | None]]:
             out.append((resolve_model_path(t), None))
             continue
         for r in runs:
-            final = r / "final"
+            final = r / FINAL
             if not ((final / "config.json").exists() or (final / "adapter_config.json").exists()):
                 if r != p:  # a sweep still running: answer with the runs that are done
                     print(f"skipping {r}: no final/ model yet (training not finished)")
@@ -226,25 +227,12 @@ def output_path(model: str, run_dir: Path | None, stem: str, output_dir: str | N
     if output_dir:
         return Path(output_dir) / f"{stem}.jsonl"
     if run_dir is not None:
-        return run_dir / "generations" / f"{stem}.jsonl"
+        return run_dir / GENERATIONS_DIR / f"{stem}.jsonl"
     p = Path(model)
     if p.is_dir():
-        return p / "generations" / f"{stem}.jsonl"
+        return p / GENERATIONS_DIR / f"{stem}.jsonl"
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model.strip("/"))
     return Path("generations") / safe / f"{stem}.jsonl"
-
-
-def read_generations(path: str | Path) -> tuple[dict | None, list[dict]]:
-    """(header, rows) of a generations file; a torn last line (a killed call) is skipped; (None, []) if unreadable."""
-    from .report.runs import read_metrics  # JSON lines, a torn last line skipped
-
-    try:
-        recs = read_metrics(Path(path))
-    except (OSError, UnicodeDecodeError):
-        return None, []
-    if not recs or recs[0].get("kind") != KIND:
-        return None, []
-    return recs[0], recs[1:]
 
 
 # ----------------------------------------------------------------------------------------------------------- command
@@ -301,8 +289,7 @@ def generate_one(model_path: str, run_dir: Path | None, prompts: list[dict], a, 
     import transformers
 
     from . import __version__
-    from .evaluation.run import model_fingerprint
-    from .models import load_model, load_tokenizer
+    from .models import load_model, load_tokenizer, model_fingerprint
 
     settings = settings_of(a, prompts_digest(prompts), model_fingerprint(model_path))
     if out.exists() and not a.overwrite:

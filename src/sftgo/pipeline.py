@@ -99,16 +99,17 @@ def reference_path(cfg: SFTGoConfig) -> str | None:
     return None if r in (None, "", INITIAL) else r
 
 
-def _model_fingerprint(name_or_path: str | None) -> list:
-    """A model's identity for cache keys: for a local folder its resolved path and its weight/config files' names,
-    sizes and modification times (a retrained reference changes them); a Hub id is its own fingerprint."""
-    from .models import resolve_model_path
+def check_train_sources(cfg) -> None:
+    """Every Hub id a ``sftgo train`` run would download, checked before anything is loaded."""
+    from .hub import check_sources
+    from .objectives import objective_class
+    from .scorers import scorer_spec
 
-    p = Path(resolve_model_path(name_or_path))
-    if not p.is_dir():
-        return [str(name_or_path)]
-    return [str(p.resolve())] + sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns]
-                                       for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".pt", ".json"))
+    uses_reference = needs_reference(cfg) or objective_class(cfg.objective).needs_ref_model(cfg)
+    check_sources(model=cfg.model_name_or_path,
+                  datasets=(("--dataset", cfg.dataset), ("--eval_dataset", cfg.eval_dataset)),
+                  reference=reference_path(cfg) if uses_reference else None,
+                  scorer_models=scorer_spec(cfg.scorer).hub_models(cfg) if cfg.scorer else ())
 
 
 def _placed(model) -> bool:
@@ -133,10 +134,11 @@ def cached_token_logp(name_or_path: str | None, data: TokenizedData, tokenizer, 
 
     from .cache import lookup_scores, store_scores
     from .distributed import gather_shards, on_main, world
-    from .models import load_model
+    from .models import load_model, model_fingerprint, resolve_model_path
     from .scorers.reference import reference_token_logp
 
-    key = {"scorer": "reference", "ref_model": _model_fingerprint(name_or_path), "dtype": dtype, "data": data.fingerprint()}
+    key = {"scorer": "reference", "ref_model": model_fingerprint(resolve_model_path(name_or_path)), "dtype": dtype,
+           "data": data.fingerprint()}
     lengths = data.supervised_lengths()
     hit = on_main(lambda: lookup_scores(key, cache_dir, expected_lengths=lengths))
     if hit is not None:
@@ -254,8 +256,8 @@ def _run_training(cfg: SFTGoConfig, started: list) -> dict:
     from .models import apply_lora, load_model, load_tokenizer, resolve_model_path, save_merged
     from .objectives import objective_class
     from .report import plot_channel_losses, plot_loss_groups
-    from .report.runs import read_metrics
-    from .trainer import COUNTERS_FILE, MetricsJsonl, SFTGoStateCallback, SFTGoTrainer, load_sftgo_state
+    from .rundir import CONFIG, COUNTERS_FILE, FINAL, LOSS_CHANNELS_PNG, LOSS_GROUPS_PNG, METRICS, SUMMARY, read_metrics
+    from .trainer import MetricsJsonl, SFTGoStateCallback, SFTGoTrainer, load_sftgo_state
 
     t0 = time.time()
     out = Path(cfg.output_dir)
@@ -313,7 +315,7 @@ def _run_training(cfg: SFTGoConfig, started: list) -> dict:
     trainer = SFTGoTrainer(
         model=model, args=cfg, train_dataset=TokenDataset(data), data_collator=make_collator(cfg, tokenizer, model),
         eval_dataset=TokenDataset(eval_data) if eval_data is not None else None,
-        processing_class=tokenizer, callbacks=[MetricsJsonl(out / "metrics.jsonl")], ref_model=ref_model,
+        processing_class=tokenizer, callbacks=[MetricsJsonl(out / METRICS)], ref_model=ref_model,
         channel_names=channel_names,
     )
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not trainer.is_fsdp_enabled:
@@ -334,13 +336,13 @@ def _run_training(cfg: SFTGoConfig, started: list) -> dict:
     trainer.add_callback(CompleteCheckpointCallback(required=(COUNTERS_FILE,)))
     out.mkdir(parents=True, exist_ok=True)
     if cfg.process_index == 0:
-        write_run_config(cfg, out / "config.yaml")
+        write_run_config(cfg, out / CONFIG)
     t1 = time.time()
     started.append(trainer)
     result = trainer.train(resume_from_checkpoint=ckpt)
     t_train = time.time() - t1
 
-    final = out / "final"
+    final = out / FINAL
     trainer.save_model(str(final))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(final))
@@ -349,7 +351,7 @@ def _run_training(cfg: SFTGoConfig, started: list) -> dict:
     summary = {}
     if trainer.is_world_process_zero():
         # Training records (not eval_*); a torn last line (a killed leg, and a resume with nothing left to log) is skipped.
-        records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+        records = [r for r in read_metrics(out / METRICS) if "loss" in r]
         last = records[-1] if records else {}
         wall_leg = time.time() - t0
         whole = counters.whole_run(t_train, wall_leg)  # every leg of a resumed run; *_this_leg: this process alone
@@ -381,10 +383,10 @@ def _run_training(cfg: SFTGoConfig, started: list) -> dict:
             # True when --stop_after_steps ended the run before its budget (a resume continues it).
             "stopped_early": bool(trainer.state.max_steps and trainer.state.global_step < trainer.state.max_steps),
         }
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))  # a sweep reads it to decide "done"
+        atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2))  # a sweep reads it to decide "done"
         if records:
-            plot_loss_groups(records, out / "loss_groups.png", title=f"{cfg.objective} / {cfg.scorer}")
-            plot_channel_losses(read_metrics(out / "metrics.jsonl"), out / "loss_channels.png",
+            plot_loss_groups(records, out / LOSS_GROUPS_PNG, title=f"{cfg.objective} / {cfg.scorer}")
+            plot_channel_losses(read_metrics(out / METRICS), out / LOSS_CHANNELS_PNG,
                                 title=f"{cfg.objective}: loss per channel")
     keep_checkpoints(cfg, completed=bool(summary) and not summary["stopped_early"])
     return summary
@@ -401,7 +403,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 def resume_description(cfg: SFTGoConfig, ckpt: str) -> str:
     """``resuming RUN from checkpoint-40 (step 40 of 60, leg 2)``, from the checkpoint's trainer state and counters."""
-    from .trainer import COUNTERS_FILE
+    from .rundir import COUNTERS_FILE, TRAINER_STATE
 
     def read(name):
         try:
@@ -409,7 +411,7 @@ def resume_description(cfg: SFTGoConfig, ckpt: str) -> str:
         except (OSError, ValueError):
             return {}
 
-    state, counters = read("trainer_state.json"), read(COUNTERS_FILE)
+    state, counters = read(TRAINER_STATE), read(COUNTERS_FILE)
     step = state.get("global_step")
     total = cfg.max_steps if cfg.max_steps and cfg.max_steps > 0 else state.get("max_steps")
     where = [f"step {step} of {total}" if step is not None else None,

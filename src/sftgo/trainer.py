@@ -39,13 +39,10 @@ from transformers import Trainer, TrainerCallback
 from . import objectives as O
 from . import token_head as H
 from .checkpoints import RotateAfterCompletion  # old checkpoints deleted only after the new one is complete
+from .rundir import COUNTERS_FILE, STATE_FILE, checkpoint_name
 from .tokens import TokenBatch
 
 logger = logging.getLogger(__name__)
-
-STATE_FILE = "sftgo_state.json"
-COUNTERS_FILE = "sftgo_counters.json"
-
 
 class StepOrderSampler(torch.utils.data.Sampler):
     """A shuffled example order that depends on (seed, epoch) only, never on the number of processes.
@@ -636,7 +633,7 @@ class SFTGoStateCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        ckpt = Path(args.output_dir) / checkpoint_name(state.global_step)
         if not ckpt.exists():
             return
         st = state_to_json(self.trainer.objective_state)

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 from ..cache import atomic_write_text
+from ..models import model_fingerprint
+from ..rundir import CHECKPOINT_PREFIX, CONFIG, EVAL_DIR, FINAL, HELDOUT, read_run_config
 from .tasks import COLUMNS, PAPER_COLUMNS, TaskError, TaskPlan, c_tasks, limit_coverage_note, plan_tasks
 
 logger = logging.getLogger(__name__)
@@ -40,62 +42,27 @@ class EvalTarget:
         self.run_dir: Path | None = None
         self.base: str | None = None
         self.checkpoint = None
-        if p.is_dir() and (p / "config.yaml").exists() and not (p / "config.json").exists():
+        if p.is_dir() and (p / CONFIG).exists() and not (p / "config.json").exists():
             self.run_dir = p
-            ckpts = sorted((c.name for c in p.glob("checkpoint-*") if c.is_dir()), key=lambda n: int(n.split("-")[-1]) if n.split("-")[-1].isdigit() else -1)
-            name = checkpoint or "final"
+            ckpts = sorted((c.name for c in p.glob(CHECKPOINT_PREFIX + "*") if c.is_dir()), key=lambda n: int(n.split("-")[-1]) if n.split("-")[-1].isdigit() else -1)
+            name = checkpoint or FINAL
             if not ((p / name / "config.json").exists() or (p / name / "adapter_config.json").exists()):  # LoRA: adapter
                 have = ", ".join(ckpts) if ckpts else "none"
                 raise ModelLoadError(f"run directory {p} has no {name}/ (checkpoints: {have}); "
                                      + ("pass --checkpoint NAME" if ckpts else "did training finish?"))
             self.model = str(p / name)
             self.checkpoint = name
-            import yaml
-
-            cfg = yaml.safe_load((p / "config.yaml").read_text()) or {}
+            cfg = read_run_config(p)
             self.config = cfg
             self.base = resolve_model_path(cfg.get("model_name_or_path"))
-            self.out_dir = Path(output_dir) if output_dir else p / "eval"
+            self.out_dir = Path(output_dir) if output_dir else p / EVAL_DIR
         else:
             if checkpoint:
                 raise ModelLoadError(f"--checkpoint needs a run directory; {target} is not one (no config.yaml)")
             self.config = {}
             self.model = resolve_model_path(target)
             safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in target.strip("/"))
-            self.out_dir = Path(output_dir) if output_dir else (p / "eval" if p.is_dir() else Path("eval_results") / safe)
-
-
-def model_fingerprint(path: str) -> str:
-    """sha256 over a local model folder's config, tokenizer and weight files (name + content); a Hub id as itself.
-    Cached per (path, size, mtime) so a 500 MB checkpoint is hashed once."""
-    from ..models import cache_root
-
-    p = Path(path)
-    if not p.is_dir():
-        return "hub:" + path
-    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja"))
-    stat = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    memo = cache_root() / "eval" / "fingerprints.json"
-    key = hashlib.sha256(json.dumps([str(p.resolve()), stat]).encode()).hexdigest()
-    try:
-        known = json.loads(memo.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if key in known:
-        return known[key]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-    known[key] = h.hexdigest()
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(memo, json.dumps(known))  # shared by every evaluation: never a torn file
-    except OSError:
-        pass
-    return known[key]
+            self.out_dir = Path(output_dir) if output_dir else (p / EVAL_DIR if p.is_dir() else Path("eval_results") / safe)
 
 
 # ------------------------------------------------------------------------------------------------------ NLTK (IFEval)
@@ -526,7 +493,7 @@ def run_heldout(target: EvalTarget, args) -> dict:
     # (a learn / forget study evaluates two: the training domain and a general one).
     text = json.dumps(out, indent=1)
     (target.out_dir / f"heldout-{Path(args.heldout).stem}.json").write_text(text)
-    path = target.out_dir / "heldout.json"
+    path = target.out_dir / HELDOUT
     path.write_text(text)
     print(f"heldout {args.heldout}: CE {_fmt(out['loss_ce'])}  important {_fmt(out['loss_important'])}  "
           f"unimportant {_fmt(out['loss_unimportant'])}  worst {_fmt(out['loss_worst'])}  "

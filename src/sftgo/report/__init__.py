@@ -20,20 +20,20 @@ __all__ = ["build_report", "moving_average", "plot_channel_losses", "plot_loss_g
 def report_run(run_dir: str | Path) -> Path:
     """Re-draw ``loss_groups.png`` of a run directory from its ``metrics.jsonl`` (and ``loss_channels.png``, one curve
     per channel, when the run logged channels)."""
-    from .runs import read_metrics
+    from ..rundir import LOSS_CHANNELS_PNG, LOSS_GROUPS_PNG, METRICS, SUMMARY, read_metrics
 
     run_dir = Path(run_dir)
-    metrics = run_dir / "metrics.jsonl"
+    metrics = run_dir / METRICS
     if not metrics.exists():
         raise FileNotFoundError(f"{metrics} not found: is {run_dir} an sftgo run directory?")
     records = read_metrics(metrics)
-    summary = run_dir / "summary.json"
+    summary = run_dir / SUMMARY
     title = ""
     if summary.exists():
         s = json.loads(summary.read_text())
         title = f"{s.get('objective', '')} / {s.get('scorer', '')}"
-    plot_channel_losses(records, run_dir / "loss_channels.png", f"{title}: loss per channel" if title else "")
-    return plot_loss_groups(records, run_dir / "loss_groups.png", title)
+    plot_channel_losses(records, run_dir / LOSS_CHANNELS_PNG, f"{title}: loss per channel" if title else "")
+    return plot_loss_groups(records, run_dir / LOSS_GROUPS_PNG, title)
 
 
 def build_report(paths, output_dir: str | Path, domain_suite: str | None = None) -> dict:

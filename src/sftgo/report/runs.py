@@ -8,6 +8,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..rundir import (CHECKPOINT_PREFIX, CONFIG, EVAL_DIR, FINAL, GENERATIONS_DIR, METRICS, SUMMARY, SWEEP_STATE,
+                      read_generations, read_metrics)
+
 # Settings that do not define a method: runs that differ only in these are seeds of one configuration.
 NON_METHOD_KEYS = {"seed", "data_seed", "output_dir", "run_name", "logging_dir", "resume_from_checkpoint",
                    "stop_after_steps", "save_steps", "save_total_limit", "logging_steps", "report_to",
@@ -80,26 +83,11 @@ def _read_json(path: Path, problems: list[str]):
         return None
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """metrics.jsonl records; a torn last line (a killed run) is skipped."""
-    out = []
-    if not path.exists():
-        return out
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
 def load_run(path: str | Path) -> Run:
     import yaml
 
     path = Path(path)
-    cfg_file = path / "config.yaml"
+    cfg_file = path / CONFIG
     if not cfg_file.exists():
         raise FileNotFoundError(f"{cfg_file} not found: is {path} an sftgo run directory?")
     try:
@@ -111,10 +99,10 @@ def load_run(path: str | Path) -> Run:
         for k, v in SETTINGS_ADDED.items():
             config.setdefault(k, v)
     run = Run(path=path, config=config)
-    if (path / "summary.json").exists():
-        run.summary = _read_json(path / "summary.json", run.problems)
-    run.metrics = read_metrics(path / "metrics.jsonl")
-    eval_dir = path / "eval"
+    if (path / SUMMARY).exists():
+        run.summary = _read_json(path / SUMMARY, run.problems)
+    run.metrics = read_metrics(path / METRICS)
+    eval_dir = path / EVAL_DIR
     if eval_dir.is_dir():
         for f in sorted(eval_dir.glob("*.json")):
             data = _read_json(f, run.problems)
@@ -127,10 +115,8 @@ def load_run(path: str | Path) -> Run:
                 run.heldout = data
             elif "results" in data or "columns" in data:
                 run.evals[suite] = data
-    gen_dir = path / "generations"
+    gen_dir = path / GENERATIONS_DIR
     if gen_dir.is_dir():
-        from ..generate import read_generations  # plain JSON reading: no torch, no model
-
         for f in sorted(gen_dir.glob("*.jsonl")):  # complete files only: a call in progress writes *.jsonl.partial
             header, rows = read_generations(f)
             if header is None:
@@ -147,11 +133,11 @@ def find_runs(paths) -> tuple[list[Run], list[dict]]:
     for p in map(Path, paths):
         if not p.exists():
             raise FileNotFoundError(f"{p} does not exist")
-        if (p / "config.yaml").exists():
+        if (p / CONFIG).exists():
             candidates = [p]
         elif p.is_dir():
-            candidates = sorted(c for c in p.iterdir() if c.is_dir() and (c / "config.yaml").exists())
-            sweep_file = p / "sweep.json"
+            candidates = sorted(c for c in p.iterdir() if c.is_dir() and (c / CONFIG).exists())
+            sweep_file = p / SWEEP_STATE
             if sweep_file.exists():
                 problems: list[str] = []
                 info = _read_json(sweep_file, problems)
@@ -216,7 +202,7 @@ def fmt_value(v) -> str:
         # A path or hub id: its last part, or its last two where the last is a run's model folder (runs/x/ref/final
         # -> ref/final, not "final"; org/model -> model).
         parts = v.rstrip("/").split("/")
-        generic = parts[-1] == "final" or parts[-1].startswith("checkpoint-")
+        generic = parts[-1] == FINAL or parts[-1].startswith(CHECKPOINT_PREFIX)
         return "/".join(parts[-2:]) if generic and len(parts) > 1 else parts[-1]
     return str(v)
 

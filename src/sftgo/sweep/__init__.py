@@ -132,6 +132,7 @@ def main(argv: list[str]) -> int:
     mine, train = split_argv(parser, argv)
     args = parser.parse_args(mine)
     args.train_args = train
+    args.sweep_flags = tuple(parser.long_flags())  # suggested for a typo beside the train flags (spec.validate_spec)
     if args.status:
         return print_status(args.status)
     spec = load_spec(args.config, args)

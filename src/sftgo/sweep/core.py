@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..naming import run_name
+from ..rundir import CONFIG, EVAL_DIR, FINAL, HELDOUT, SELECTION_HELDOUT, SWEEP_STATE
 from .executors import LocalExecutor, SlurmExecutor, short_state, slurm_available, slurm_states
 from .plan import RunPlan, plan_runs, selection_runs
 from .spec import Spec, SweepError
@@ -88,7 +89,7 @@ class Sweep:
         self.log = log
         self.poll_s = poll_s
         self.detach = detach
-        self.state_file = self.out / "sweep.json"
+        self.state_file = self.out / SWEEP_STATE
         self.state = {"runs": {}, "selection": None}
         self.t0 = time.time()
         self.durations: list[float] = []
@@ -176,7 +177,7 @@ class Sweep:
         """A run directory must hold the run this sweep would train there."""
         import yaml
 
-        f = r.dir / "config.yaml"
+        f = r.dir / CONFIG
         if not f.exists():
             return
         have = yaml.safe_load(f.read_text()) or {}
@@ -406,7 +407,7 @@ class Sweep:
         from .status import is_trained
 
         keep = self.spec.keep_checkpoints
-        if keep is None or stop_after or r.role == "select" or not is_trained(r.dir) or not (r.dir / "final").is_dir():
+        if keep is None or stop_after or r.role == "select" or not is_trained(r.dir) or not (r.dir / FINAL).is_dir():
             return
         gone = apply_keep_checkpoints(r.dir, keep)
         if gone:
@@ -474,7 +475,7 @@ class Sweep:
                 return 0
             scores = []
             for r in sel_runs:
-                h = read_json(r.dir / "eval" / "heldout.json")
+                h = read_json(r.dir / EVAL_DIR / HELDOUT)
                 v = h.get("loss_worst") if isinstance(h, dict) else None
                 scores.append({"name": r.point, "run": r.name, "loss_worst": v})
             ok = [p for p in scores if isinstance(p["loss_worst"], (int, float))]
@@ -491,8 +492,8 @@ class Sweep:
             src = self.out / "select" / run_name(chosen, seed0)
             dst = self.out / run_name(chosen, seed0)
             if src.exists() and not dst.exists():
-                if (src / "eval" / "heldout.json").exists():
-                    os.replace(src / "eval" / "heldout.json", src / "selection_heldout.json")
+                if (src / EVAL_DIR / HELDOUT).exists():
+                    os.replace(src / EVAL_DIR / HELDOUT, src / SELECTION_HELDOUT)
                 os.replace(src, dst)
             self.save_state(sel_runs)
         final = [r for r in runs if r.role == "baseline" or r.point == chosen]
@@ -518,7 +519,7 @@ def sweep_status(sweep_dir: str | Path) -> list[dict]:
     """Every run of a sweep directory: name, state (done / running / queued / failed; interrupted or pending when
     its sweep is not running), SLURM job id or local pid, last step. From the run directories, squeue, and what sweep.json recorded."""
     d = Path(sweep_dir)
-    doc = read_json(d / "sweep.json")
+    doc = read_json(d / SWEEP_STATE)
     if not isinstance(doc, dict) or not isinstance(doc.get("runs"), list):
         raise SweepError(f"{d}: no readable sweep.json: not a sweep directory (sftgo sweep ... --output_dir {d})")
     live = slurm_states() if any(e.get("job_id") for e in doc["runs"]) and slurm_available() else None

@@ -214,20 +214,20 @@ def load_spec(path: str | None, args) -> Spec:
     if args.prune_checkpoints:
         spec.prune_checkpoints = True
     spec.train_args = list(args.train_args)
-    validate_spec(spec, file_data)
+    validate_spec(spec, file_data, also_suggest=tuple(getattr(args, "sweep_flags", ())))
     return spec
 
 
-def validate_spec(spec: Spec, file_data: dict | None = None) -> None:
+def validate_spec(spec: Spec, file_data: dict | None = None, also_suggest: tuple[str, ...] = ()) -> None:
+    """``also_suggest``: the sweep's own flags, suggested beside the train flags for a typo (``sftgo sweep`` passes
+    them as ``args.sweep_flags``)."""
     from ..config import check_keys, check_train_flags, field_names
 
     check_keys(spec.grid, "--grid")
     flags = [a[2:].split("=", 1)[0].replace("-", "_") for a in spec.train_args if a.startswith("--")]
     flags = [f[3:] if f.startswith("no_") and f not in field_names() else f for f in flags]  # --no_<bool>
     if spec.train_args and spec.train_args[0].startswith("--"):  # one line for a typo, with the closest names
-        from . import build_parser
-
-        check_train_flags(spec.train_args, also_suggest=tuple(build_parser().long_flags()))
+        check_train_flags(spec.train_args, also_suggest=also_suggest)
     if any(a for a in spec.train_args if not a.startswith("--")) and not flags:
         raise SweepError(f"unexpected arguments {spec.train_args}: train settings go as --key value")
     per_run = set(spec.grid) | set(spec.baseline or {}) | {k for v in spec.variants for k in v}

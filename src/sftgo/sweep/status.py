@@ -14,12 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-EVAL_RECORD = "evaluated.json"
-_CKPT = re.compile(r"^checkpoint-(\d+)$")
+from ..rundir import CHECKPOINT_RE as _CKPT
+from ..rundir import EVAL_RECORD, METRICS, SUMMARY, is_complete
 
 
 @dataclass
@@ -43,13 +42,13 @@ def read_json(path: Path):
 
 def summary_sha256(run_dir: Path) -> str | None:
     try:
-        return hashlib.sha256((Path(run_dir) / "summary.json").read_bytes()).hexdigest()
+        return hashlib.sha256((Path(run_dir) / SUMMARY).read_bytes()).hexdigest()
     except OSError:
         return None
 
 
 def is_trained(run_dir: Path, stop_after: int | None = None) -> bool:
-    s = read_json(Path(run_dir) / "summary.json")
+    s = read_json(Path(run_dir) / SUMMARY)
     if not isinstance(s, dict):
         return False
     if stop_after:
@@ -81,7 +80,7 @@ def last_step(run_dir: Path) -> int | None:
     run_dir = Path(run_dir)
     step = None
     try:
-        with open(run_dir / "metrics.jsonl", "rb") as f:
+        with open(run_dir / METRICS, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - 4096))  # the last records are enough
             for line in f.read().decode(errors="replace").splitlines():
@@ -102,8 +101,6 @@ def last_step(run_dir: Path) -> int | None:
 def last_checkpoint(run_dir: Path) -> str | None:
     """Newest complete checkpoint (quietly: sftgo.checkpoints.last_complete_checkpoint warns about incomplete ones,
     which the training itself reports when it resumes)."""
-    from ..checkpoints import is_complete
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return None
