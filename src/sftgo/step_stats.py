@@ -62,12 +62,12 @@ class StepStats(Mapping):
     @torch.no_grad()
     def of(cls, tokens, logp: torch.Tensor, stats: dict, important: torch.Tensor | None = None,
            weight: torch.Tensor | None = None, row_metrics=(), num_channels: int = 0) -> StepStats:
-        """One micro-batch's sums. ``tokens``: its :class:`sftgo.tokens.TokenBatch`; ``logp`` ``[N]``; ``stats``: what the
-        head recorded (``entropy``, ``correct``, the chunk loss's per-token ``row_metrics``); ``important``: the
+        """One micro-batch's sums. ``tokens``: its :class:`sftgo.tokens.TokenBatch`; ``logp`` ``[N]``; ``stats``: what
+        the head recorded (``entropy``, ``correct``, the chunk loss's per-token ``row_metrics``); ``important``: the
         objective's important tokens; ``weight``: the token weighting logged as ``mean_weight``; ``num_channels``: the
         channel vocabulary's size (0: no per-channel sums)."""
         ce = -logp.float()
-        # CE means are weighted by the data weights w (sum w CE / sum w; the plain means without them); counts stay counts
+        # CE means are weighted by the data weights w (sum w CE / sum w; plain means without them); counts stay counts
         w = tokens.columns.get("loss_weight")
         w = None if w is None else w.to(ce.device).float()
         wce = ce if w is None else ce * w

@@ -6,7 +6,7 @@ The loss path, once per micro-batch (``compute_loss``):
     x      = tokens.select(head.features(model, inputs))    # [N, H] final hidden states (or [N, V] logits, naive head)
     coef, groups = plan or objective.coefficient(tokens, lam, state)   # pure (sftgo.objectives.OBJECTIVES)
     loss_sum, logp = head.weighted_nll(model, x, targets, coef, stats)   # or head.chunk_loss (Target-SFT, ASFT)
-    stats[mode].add(StepStats.of(...))  # sums of logp, entropy, accuracy (per group); mode = train | eval (sftgo.step_stats)
+    sums[mode].add(StepStats.of(tokens, logp, stats))     # metric sums (sftgo.step_stats), mode = train | eval
     return loss_sum / K * dp_scale                          # the one normalization
 
 ``objective`` is looked up once in ``OBJECTIVES`` when the trainer is built (nothing here tests its name) and ``head``

@@ -33,7 +33,8 @@ def _step(seed=0, weights=True, important=True, channels=True):
 
 def _part(step, sl):
     tokens, logp, stats, imp, weight = step
-    part = TokenBatch(tokens.targets[sl], tokens.example[sl], tokens.rows[sl], {k: v[sl] for k, v in tokens.columns.items()})
+    cols = {k: v[sl] for k, v in tokens.columns.items()}
+    part = TokenBatch(tokens.targets[sl], tokens.example[sl], tokens.rows[sl], cols)
     return part, logp[sl], {k: v[sl] for k, v in stats.items()}, None if imp is None else imp[sl], weight[sl]
 
 
