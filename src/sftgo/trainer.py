@@ -6,7 +6,7 @@ The loss path, once per micro-batch (``compute_loss``):
     x      = tokens.select(head.features(model, inputs))    # [N, H] final hidden states (or [N, V] logits, naive head)
     coef, groups = plan or objective.coefficient(tokens, lam, state)   # pure (sftgo.objectives.OBJECTIVES)
     loss_sum, logp = head.weighted_nll(model, x, targets, coef, stats)   # or head.chunk_loss (Target-SFT, ASFT)
-    metrics[mode] += sums of logp, entropy, accuracy (per group)  # mode = train | eval, reduced over ranks when logged
+    sums[mode].add(StepStats.of(tokens, logp, stats))     # metric sums (sftgo.step_stats), mode = train | eval
     return loss_sum / K * dp_scale                          # the one normalization
 
 ``objective`` is looked up once in ``OBJECTIVES`` when the trainer is built (nothing here tests its name) and ``head``
@@ -40,6 +40,7 @@ from . import objectives as O
 from . import token_head as H
 from .checkpoints import RotateAfterCompletion  # old checkpoints deleted only after the new one is complete
 from .rundir import COUNTERS_FILE, STATE_FILE, checkpoint_name
+from .step_stats import StepStats
 from .tokens import TokenBatch
 
 logger = logging.getLogger(__name__)
@@ -113,9 +114,9 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         self.head = H.make_head(self._token_head_kind(), self.args.head_chunk_size)
         self.head.check_tol = 3e-2 if (self.args.bf16 or self.args.fp16) else 1e-3  # half-precision logits (autocast)
         self.ref_head = H.LinearHead(self.args.head_chunk_size)
-        # metric sums per mode (not "_metrics": trl.SFTTrainer, a base of SFTGoSFTTrainer, owns that name)
-        self._sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
-        self._later: dict[str, list] = {"train": [], "eval": []}  # entropies to sum after the backward (_settle)
+        # metric sums per mode, summed over ranks when logged (not "_metrics": trl.SFTTrainer, a base of
+        # SFTGoSFTTrainer, owns that name)
+        self._stats: dict[str, StepStats] = {"train": StepStats(), "eval": StepStats()}
         self._step_groups = None  # this optimizer step's (group CE sums, counts), training forwards only
         self._step_info: dict = {}
         self._tokens_seen = 0.0
@@ -278,7 +279,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
     def _end_step(self):
         """After each optimizer step: the step's group sums (all micro-batches and processes) give the objective's
         next state. Everything stays on the device the statistics were accumulated on."""
-        self._settle("train")  # the step's backwards have run: its entropies are known
+        self._stats["train"].settle()  # the step's backwards have run: its entropies are known
         if self._step_groups is None:
             return
         sums, counts = self._step_groups
@@ -360,109 +361,27 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
 
     @torch.no_grad()
     def _accumulate(self, mode, tokens, logp, ids, lam, stats=None):
-        """Additive sums of the micro-batch (``+`` over micro-batches here, SUM over processes when logged), so every
-        logged mean is exact over the optimizer step (or the whole evaluation)."""
+        """The micro-batch's metric sums (added over micro-batches here, summed over processes when logged) and, in
+        training, its group statistics for the objective's next state."""
         stats = stats or {}
-        ce = -logp.float()
-        # CE means are weighted by the data weights w (sum w CE / sum w; the plain means without them); counts stay counts
-        w = tokens.columns.get("loss_weight")
-        w = None if w is None else w.to(ce.device).float()
-        wce = ce if w is None else ce * w
-        vals = {"ce_sum": wce.sum(), "n": torch.tensor(float(ce.numel()), device=ce.device), "p_sum": logp.float().exp().sum()}
-        if w is not None:
-            vals["w_n"] = w.sum()
-        per_token = {"": wce}
-        if "entropy" in stats:
-            per_token["acc_"] = stats["correct"].float()
-            vals["acc_sum"] = per_token["acc_"].sum()
-        imp = self.objective.important(tokens, logp, ids)
-        if imp is not None:
-            imp = imp.bool()
-            for pre, v in per_token.items():
-                vals[f"{pre}imp_sum"] = v[imp].sum()
-                vals[f"{pre}unimp_sum"] = v[~imp].sum()
-            vals["imp_n"] = imp.sum().float()
-            vals["unimp_n"] = (~imp).sum().float()
-            if w is not None:
-                vals["imp_w"], vals["unimp_w"] = w[imp].sum(), w[~imp].sum()
-        w = self.objective.metric_weight(logp, stats)  # the token weighting t_n (logged as mean_weight)
-        if w is not None:
-            vals["w_sum"] = w.float().sum()
-        for name in self.objective.row_metrics:  # per-token values of a chunk loss (ASFT's KL), logged as means
-            if name in stats:
-                vals[f"row_{name}_sum"] = stats[name].float().sum()
-        vals.update(self._channel_sums(tokens, ce, imp))
-        d = self._sums[mode]
-        for k, v in vals.items():
-            d[k] = d.get(k, 0) + v
-        if "entropy" in stats:  # summed once the step's backwards ran: the chunked head fills it from its grad_h GEMM
-            self._later[mode].append((stats["entropy"], None if imp is None else imp.bool()))
+        obj = self.objective
+        self._stats[mode].add(StepStats.of(tokens, logp, stats, obj.important(tokens, logp, ids),
+                                           obj.metric_weight(logp, stats), obj.row_metrics, len(self.channel_names)))
         if mode == "train":
             self._last_lam = lam
-            if ids is not None and self.objective.step_stats:
+            if ids is not None and obj.step_stats:
                 tw = stats.get("token_weight")
-                sums, counts = O.group_stats(ids, ce, self.objective.num_groups,
-                                             *self.objective.stat_weights(tokens, None if tw is None else tw.float()))
+                sums, counts = O.group_stats(ids, -logp.float(), obj.num_groups,
+                                             *obj.stat_weights(tokens, None if tw is None else tw.float()))
                 if self._step_groups is None:
                     self._step_groups = (sums, counts)
                 else:
                     self._step_groups = (self._step_groups[0] + sums, self._step_groups[1] + counts)
 
-    @torch.no_grad()
-    def _settle(self, mode) -> None:
-        """Add the recorded entropies (overall and per group) to the metric sums. Called after the backwards: the
-        chunked head writes each token's entropy in its backward (see ``token_head._ChunkedLogp``)."""
-        d = self._sums[mode]
-        for ent, imp in self._later[mode]:
-            ent = ent.float()
-            parts = {"ent_sum": ent.sum()}
-            if imp is not None:
-                parts["ent_imp_sum"], parts["ent_unimp_sum"] = ent[imp].sum(), ent[~imp].sum()
-            for k, v in parts.items():
-                d[k] = d.get(k, 0) + v
-        self._later[mode] = []
-
-    def _channel_sums(self, tokens, ce, imp) -> dict[str, torch.Tensor]:
-        """Per-channel sums of the micro-batch, fixed-size ``[C]`` vectors (C = the vocabulary's size, the same on
-        every process, so they all-reduce with the other sums): ``ch_w`` = sum of the data weights w_n (1 without a
-        ``loss_weight`` column) and ``ch_ce`` = sum of w_n * CE_n over each channel's tokens; with groups the same
-        over the important (``ch_imp_*``) and unimportant (``ch_unimp_*``) tokens."""
-        ch = tokens.columns.get("channel")
-        if not self.channel_names or ch is None:
-            return {}
-        C, idx = len(self.channel_names), ch.long()
-        w = tokens.columns.get("loss_weight")
-        w = torch.ones_like(ce) if w is None else w.to(ce.device).float()
-
-        def by_channel(x, sel=None):
-            x, i = (x, idx) if sel is None else (x[sel], idx[sel])
-            return torch.zeros(C, device=ce.device).index_add_(0, i.to(ce.device), x)
-
-        out = {"ch_w": by_channel(w), "ch_ce": by_channel(w * ce)}
-        if imp is not None:
-            for pre, sel in (("ch_imp", imp), ("ch_unimp", ~imp)):
-                out[f"{pre}_w"], out[f"{pre}_ce"] = by_channel(w, sel), by_channel(w * ce, sel)
-        return out
-
-    def _reduced(self, mode) -> dict[str, float | list[float]]:
-        """The mode's sums, summed over processes: a float per scalar sum, a list per vector (the per-channel sums)."""
-        self._settle(mode)
-        d = self._sums[mode]
-        self._sums[mode] = {}
-        if not d:
-            return {}
-        keys = sorted(d)
-        parts = [torch.as_tensor(d[k], device=self.args.device).float().reshape(-1) for k in keys]
-        vec = torch.cat(parts)
-        if self.args.world_size > 1:  # every rank calls log(): sum over ranks
-            vec = self.accelerator.reduce(vec, reduction="sum")
-        vals = vec.tolist()
-        out, at = {}, 0
-        for k, p in zip(keys, parts):
-            n = p.numel()
-            out[k] = vals[at] if torch.as_tensor(d[k]).dim() == 0 else vals[at:at + n]
-            at += n
-        return out
+    def _reduced(self, mode) -> StepStats | None:
+        """The mode's sums, summed over processes (every rank calls log()); the next window starts empty."""
+        window, self._stats[mode] = self._stats[mode], StepStats()
+        return window.all_reduce(self._sum, self.args.device)
 
     @property
     def tokens_seen(self) -> int:
@@ -472,83 +391,18 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
     def log(self, logs: dict, start_time: float | None = None) -> None:
         if "loss" in logs:
             s = self._reduced("train")
-            if s:
-                n = max(s["n"], 1.0)
-                logs["loss_ce"] = _ce_mean(s, "ce_sum", "w_n", "n", 0.0)
-                logs["mean_p"] = s["p_sum"] / n
-                if "imp_n" in s:
-                    logs["loss_important"] = _ce_mean(s, "imp_sum", "imp_w", "imp_n")
-                    logs["loss_unimportant"] = _ce_mean(s, "unimp_sum", "unimp_w", "unimp_n")
-                    logs["frac_important"] = s["imp_n"] / n
-                if "w_sum" in s:
-                    logs["mean_weight"] = s["w_sum"] / n
-                logs.update(_row_means(self.objective.row_metrics, s, ""))
-                logs.update(_readable(s, ""))
-                logs.update(_channel_losses(s, self.channel_names, ""))
-                logs.update(self.objective.extra_metrics(s, self.objective_state))
+            if s is not None:
+                extra = dict(self.objective.extra_metrics(s, self.objective_state))
                 if self.objective.uses_lam:
-                    logs["lam"] = self._last_lam
-                logs["tokens"] = int(s["n"])
+                    extra["lam"] = self._last_lam
+                logs.update(s.train_logs(self.channel_names, self.objective.row_metrics, extra))
             logs.update({k: int(v) if torch.is_tensor(v) else v for k, v in self._step_info.items()})
             self._step_info = {}
         elif any(k.startswith("eval_") for k in logs):
             s = self._reduced("eval")
-            if s:
-                logs["eval_loss_ce"] = _ce_mean(s, "ce_sum", "w_n", "n", 0.0)
-                if "imp_n" in s:
-                    imp, unimp = _ce_mean(s, "imp_sum", "imp_w", "imp_n"), _ce_mean(s, "unimp_sum", "unimp_w", "unimp_n")
-                    logs["eval_loss_important"], logs["eval_loss_unimportant"] = imp, unimp
-                    logs["eval_loss_worst"] = max(x for x in (imp, unimp, -math.inf) if not math.isnan(x))
-                    logs["eval_tokens_important"] = int(s["imp_n"])
-                logs.update(_row_means(self.objective.row_metrics, s, "eval_"))
-                logs.update(_readable(s, "eval_"))
-                logs.update(_channel_losses(s, self.channel_names, "eval_"))
-                logs["eval_tokens"] = int(s["n"])
+            if s is not None:
+                logs.update(s.eval_logs(self.channel_names, self.objective.row_metrics))
         super().log(logs, start_time)
-
-
-def _row_means(names, s: dict, prefix: str) -> dict:
-    """The means over the supervised tokens of the per-token values a chunk loss reported (``row_metrics``)."""
-    n = max(s.get("n", 0.0), 1.0)
-    return {f"{prefix}{name}": s[f"row_{name}_sum"] / n for name in names if f"row_{name}_sum" in s}
-
-
-def _readable(s: dict, prefix: str) -> dict:
-    """``entropy`` and ``token_accuracy`` (means over the supervised tokens) and, where the run logs groups, their
-    ``_important`` / ``_unimportant`` means, from the reduced sums ``s``."""
-    if "ent_sum" not in s:
-        return {}
-    n = max(s["n"], 1.0)
-    out = {f"{prefix}entropy": s["ent_sum"] / n, f"{prefix}token_accuracy": s["acc_sum"] / n}
-    if "imp_n" in s:
-        for pre, name in (("ent_", "entropy"), ("acc_", "token_accuracy")):
-            out[f"{prefix}{name}_important"] = _mean(s[f"{pre}imp_sum"], s["imp_n"])
-            out[f"{prefix}{name}_unimportant"] = _mean(s[f"{pre}unimp_sum"], s["unimp_n"])
-    return out
-
-
-def _ce_mean(s: dict, total: str, weight: str, count: str, empty: float = float("nan")) -> float:
-    """A logged CE mean from the reduced sums: ``sum w CE / sum w`` with data weights (``weight`` in ``s``), ``sum CE /
-    count`` without; ``empty`` when nothing was counted."""
-    denom = s.get(weight, s[count])
-    return s[total] / denom if denom > 0 else empty
-
-
-def _channel_losses(s: dict, names: list[str], prefix: str) -> dict:
-    """``loss/<channel>`` (and ``loss_important/<channel>``, ``loss_unimportant/<channel>`` where the run logs groups):
-    the weighted mean CE, sum w_n CE_n / sum w_n, over the channel's supervised tokens of the logging window, from the
-    reduced per-channel sums; a channel with no token in the window is left out."""
-    out = {}
-    for name, key in (("loss", "ch"), ("loss_important", "ch_imp"), ("loss_unimportant", "ch_unimp")):
-        if f"{key}_w" in s:
-            for ch, ce, w in zip(names, s[f"{key}_ce"], s[f"{key}_w"]):
-                if w > 0:
-                    out[f"{prefix}{name}/{ch}"] = ce / w
-    return out
-
-
-def _mean(total: float, count: float) -> float:
-    return total / count if count > 0 else float("nan")
 
 
 class _StepEnd(TrainerCallback):

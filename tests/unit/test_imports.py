@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("objectives", {"sftgo.objectives", "sftgo.loss_func"}),
     ("report (reads run directories: never config, trainer, pipeline or sweep)", {"sftgo.report"}),
     ("config", {"sftgo.config"}),
-    ("training", {"sftgo.checkpoints", "sftgo.trainer"}),
+    ("training", {"sftgo.checkpoints", "sftgo.step_stats", "sftgo.trainer"}),
     ("commands", {"sftgo.pipeline", "sftgo.evaluation", "sftgo.generate", "sftgo.score_cmd", "sftgo.integrations"}),
     ("sweep", {"sftgo.sweep"}),
     ("cli", {"sftgo.cli"}),
