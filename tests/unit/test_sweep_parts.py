@@ -1,5 +1,6 @@
 """The sweep's pure parts: a run's status from its directory, the local slots' environments, the SLURM options as
-sbatch lines, option errors, and the sweep lock."""
+sbatch lines, option errors, and the sweep lock; the executors' one interface (a new executor, defined here, run
+through the sweep's processing loop)."""
 
 from __future__ import annotations
 
@@ -268,8 +269,9 @@ def _fake_executor():
                 if run in self.fail:
                     self.fail.discard(run)
                 else:
-                    (Path(job[0].run_dir)).mkdir(parents=True, exist_ok=True)
-                    (Path(job[0].run_dir) / "summary.json").write_text(json.dumps({"steps": 3, "stopped_early": False}))
+                    run_dir = Path(job[0].run_dir)
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    (run_dir / "summary.json").write_text(json.dumps({"steps": 3, "stopped_early": False}))
                 out.append(Event(run, "done", {"ok": None, "job_log": f"fake/{jid}"}))
             return out
 
