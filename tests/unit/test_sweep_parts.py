@@ -1,5 +1,6 @@
 """The sweep's pure parts: a run's status from its directory, the local slots' environments, the SLURM options as
-sbatch lines, option errors, and the sweep lock."""
+sbatch lines, option errors, and the sweep lock; the executors' one interface (a new executor, defined here, run
+through the sweep's processing loop)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +182,192 @@ def test_a_preempted_or_timed_out_slurm_job_is_requeued_and_resumes(tmp_path, mo
     assert isinstance(again.function, RunWork) and again.function.run_dir == str(run)
     assert again.result()["ok"]
     assert json.loads((run / "argv.json").read_text()) == ["--resume_from_checkpoint", "last"]
+
+
+# ------------------------------------------------------------------------------------------------------ executors
+
+
+def test_every_executor_implements_the_interface():
+    """Each entry of EXECUTORS is a complete Executor: no abstract method left, the interface's signatures, a help
+    phrase (shown by `sftgo sweep --help`), and what the sweep says when --detach is refused or an interrupted sweep
+    leaves jobs running."""
+    import inspect
+
+    from sftgo.sweep import build_parser
+    from sftgo.sweep.executors import EXECUTORS, Executor
+
+    assert EXECUTORS and list(EXECUTORS) == [k.lower() for k in EXECUTORS]
+    methods = [n for n, f in vars(Executor).items() if callable(getattr(Executor, n)) and not n.startswith("_")]
+    assert {"submit", "poll", "attach", "wait", "interrupt", "from_spec", "run_states", "check_spec"} <= set(methods)
+    help_ = next(a.help for a in build_parser()._actions if "--executor" in a.option_strings)
+    for name, kind in EXECUTORS.items():
+        assert issubclass(kind, Executor) and not inspect.isabstract(kind), name
+        for m in methods:
+            assert inspect.signature(getattr(kind, m)).parameters.keys() == \
+                inspect.signature(getattr(Executor, m)).parameters.keys(), (name, m)
+        assert kind.help and (f"{name}: {kind.help}" in help_ or f"{name} (default): {kind.help}" in help_), name
+        assert kind.interrupted_note if kind.detachable else kind.why_not_detachable, name
+
+
+def test_no_executor_name_is_compared_outside_its_module():
+    """The sweep (core, spec, CLI) never branches on an executor's name: what differs lives in the executor."""
+    import ast
+    from pathlib import Path
+
+    import sftgo.sweep
+    from sftgo.sweep.executors import EXECUTORS
+
+    root = Path(sftgo.sweep.__file__).parent
+    found = []
+    for f in sorted(root.glob("*.py")):  # the executors/ package holds the executors themselves
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Compare):
+                consts = {c.value for side in [node.left, *node.comparators] for c in ast.walk(side)
+                          if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+                found += [f"{f.name}:{node.lineno} {n}" for n in consts & set(EXECUTORS)]
+    assert not found, found
+
+
+def _fake_executor():
+    """A new executor as a newcomer would write it: a scheduler in a class attribute (its jobs outlive the sweep
+    process, like SLURM's). A job shows as running at its first poll and ends at the second, having trained its run
+    (a summary.json) unless its run is in ``fail`` (then it ends without one, once)."""
+    from sftgo.sweep.executors import Event, Executor
+
+    class FakeExecutor(Executor):
+        help = "jobs of a fake scheduler"
+        detachable = True
+        interrupted_note = "the fake jobs keep running"
+        held: dict = {}  # job id -> [work, polls seen]
+        submitted: list = []  # run names, one per submission
+        fail: set = set()
+
+        @classmethod
+        def from_spec(cls, spec, out, poll_s):
+            return cls()
+
+        def submit(self, works):
+            ids = []
+            for w in works:
+                self.submitted.append(w.name)
+                ids.append(f"f{len(self.submitted)}")
+                self.held[ids[-1]] = [w, 0]
+            return ids
+
+        def attach(self, records):
+            return {run: "queued" for run, e in records.items() if e.get("job_id") in self.held}
+
+        def poll(self, jobs):
+            out = []
+            for run, jid in jobs.items():
+                job = self.held[jid]
+                job[1] += 1
+                if job[1] == 1:
+                    out.append(Event(run, "state", {"state": "running"}))
+                    continue
+                del self.held[jid]
+                if run in self.fail:
+                    self.fail.discard(run)
+                else:
+                    run_dir = Path(job[0].run_dir)
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    (run_dir / "summary.json").write_text(json.dumps({"steps": 3, "stopped_early": False}))
+                out.append(Event(run, "done", {"ok": None, "job_log": f"fake/{jid}"}))
+            return out
+
+        def wait(self):
+            pass
+
+        def label(self, job_id):
+            return f"fake job {job_id}"
+
+    return FakeExecutor
+
+
+def test_a_new_executor_is_one_class_and_one_dict_entry(tmp_path, monkeypatch, capsys):
+    """An executor defined here and added to EXECUTORS (nothing else) runs a sweep through the real processing loop:
+    `--executor fake` is accepted, --detach submits and returns, the same command attaches to the jobs instead of
+    submitting them again and polls them to their end (one run trained, one job that ended without training its run:
+    failed), and once more resubmits only the failed run."""
+    from sftgo.cli import main
+    from sftgo.sweep import sweep_status
+    from sftgo.sweep.executors import EXECUTORS
+
+    fake = _fake_executor()
+    monkeypatch.setitem(EXECUTORS, "fake", fake)
+    out = tmp_path / "sw"
+    cmd = ["sweep", "--grid", "percentile=70,90", "--executor", "fake", "--output_dir", str(out), "--poll_s", "0"]
+    runs = ["sft-go_tfidf_p70_s1", "sft-go_tfidf_p90_s1"]
+    fake.fail.add(runs[1])
+
+    def records():
+        return {r["name"]: r for r in json.loads((out / "sweep.json").read_text())["runs"]}
+
+    assert main([*cmd, "--detach"]) == 0
+    said = capsys.readouterr().out
+    assert fake.submitted == runs and set(fake.held) == {"f1", "f2"}
+    for i, run in enumerate(runs, 1):
+        assert f"{run}: submitted as fake job f{i}" in said, said
+        assert records()[run]["job_id"] == f"f{i}" and records()[run]["state"] == "queued"
+    assert "2 jobs submitted, 0 already queued or running; detached" in said
+    assert {r["name"]: (r["state"], r["job_id"]) for r in sweep_status(out)} == {
+        runs[0]: ("pending", "f1"), runs[1]: ("pending", "f2")}
+
+    # Run again: attached to both jobs, nothing submitted; polled until both ended.
+    assert main(cmd) == 1
+    said = capsys.readouterr().out
+    assert fake.submitted == runs and not fake.held
+    for i, run in enumerate(runs, 1):
+        assert f"{run}: attached to fake job f{i} (queued), not submitted again" in said, said
+        assert f"{run}: running (fake job f{i})" in said, said
+    assert f"{runs[0]}: done (fake job f1)" in said
+    assert f"{runs[1]}: fake job f2 ended without finishing the run; job log fake/f2" in said
+    assert {n: (r["state"], r["job_id"], r["attempts"]) for n, r in records().items()} == {
+        runs[0]: ("complete", "f1", 1), runs[1]: ("failed", "f2", 1)}
+    assert {r["name"]: r["state"] for r in sweep_status(out)} == {runs[0]: "done", runs[1]: "failed"}
+
+    # Once more: the complete run is skipped, only the failed one is submitted again, and now trains.
+    assert main(cmd) == 0
+    said = capsys.readouterr().out
+    assert fake.submitted == [*runs, runs[1]]
+    assert f"{runs[0]}: complete, skipped" in said and f"{runs[1]}: submitted as fake job f3" in said
+    assert {n: (r["state"], r["job_id"], r["attempts"]) for n, r in records().items()} == {
+        runs[0]: ("complete", "f1", 1), runs[1]: ("complete", "f3", 2)}
+    assert {r["name"]: r["state"] for r in sweep_status(out)} == {runs[0]: "done", runs[1]: "done"}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_an_interrupted_local_sweep_records_its_runs_interrupted(tmp_path, capsys):
+    """SIGTERM while two local slots train: the sweep stops both children and records the runs as interrupted (what
+    --status shows and the same command resumes), not as failed by the exit code of the child it stopped."""
+    import threading
+    import time
+
+    from sftgo.cli import main
+    from sftgo.sweep import sweep_status
+    from sftgo.sweep.work import pid_alive
+
+    out = tmp_path / "sw"
+    sleeper = f"{sys.executable} -c 'import time; time.sleep(120)'"  # stands in for `sftgo train`
+    pids = []
+
+    def stop_when_both_train():
+        deadline = time.time() + 120
+        while time.time() < deadline and len(pids) < 2:
+            time.sleep(0.05)
+            try:
+                runs = json.loads((out / "sweep.json").read_text())["runs"]
+            except (OSError, ValueError, KeyError):
+                continue
+            pids[:] = [r["pid"] for r in runs if r.get("state") == "training" and r.get("pid")]
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    t = threading.Thread(target=stop_when_both_train, daemon=True)
+    t.start()
+    rc = main(["sweep", "--grid", "percentile=70,90", "--slots", "2", "--gpus_per_run", "0", "--launcher", sleeper,
+               "--output_dir", str(out)])
+    t.join()
+    assert rc == 130 and len(pids) == 2, capsys.readouterr()
+    assert not any(pid_alive(p) for p in pids)
+    assert {r["state"] for r in json.loads((out / "sweep.json").read_text())["runs"]} == {"interrupted"}
+    assert {r["state"] for r in sweep_status(out)} == {"interrupted"}

@@ -25,8 +25,9 @@ budget's schedule, evaluates held-out group losses, and continues only the point
 loss (and the baseline) to the full budget over all seeds.
 
 Layout: :mod:`.spec` (options -> Spec), :mod:`.plan` (Spec -> runs; pure), :mod:`.status` (a run's status from its
-directory; pure), :mod:`.work` (one run's train + evaluate, what a slot or a job runs), :mod:`.executors` (local
-slots, SLURM via submitit), :mod:`.core` (the sweep: phases, selection, sweep.json, --status).
+directory; pure), :mod:`.work` (one run's train + evaluate, what a slot or a job runs), :mod:`.executors` (one
+interface; one module each: local slots, SLURM via submitit), :mod:`.core` (the sweep: phases, its one processing
+loop, selection, sweep.json, --status).
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "its complete runs (so does --keep_checkpoints last|none)")
     p.add_argument("--dry_run", action="store_true", help="print the runs and their state; train nothing")
     g = p.add_argument_group("where runs go")
-    g.add_argument("--executor", choices=EXECUTORS, help="local (default): subprocesses on this machine; slurm: one "
-                   "SLURM job per run through submitit (requeued jobs resume from the run's last checkpoint)")
+    g.add_argument("--executor", choices=EXECUTORS, help="; ".join(
+        f"{k}{' (default)' if k == Spec.executor else ''}: {x.help}" for k, x in EXECUTORS.items()))
     g.add_argument("--slots", type=int, help="local: runs at once (default 1); each slot gets its own GPUs or its "
                    "share of the CPU threads")
     g.add_argument("--gpus_per_run", type=int, help="local: GPUs per run (default 1 when GPUs are visible, else 0: "
@@ -146,9 +147,9 @@ def main(argv: list[str]) -> int:
     try:
         return sweep.run(dry_run=args.dry_run)
     except KeyboardInterrupt:
+        note = EXECUTORS[spec.executor].interrupted_note
         print(f"sweep: interrupted; run the same command again to continue (state in {sweep.state_file})"
-              + ("; the SLURM jobs keep running, the same command attaches to them" if spec.executor == "slurm" else ""),
-              file=sys.stderr)
+              + (f"; {note}" if note else ""), file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, old)

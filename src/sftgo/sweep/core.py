@@ -13,13 +13,13 @@ from pathlib import Path
 
 from ..naming import run_name
 from ..rundir import CONFIG, EVAL_DIR, FINAL, HELDOUT, SELECTION_HELDOUT, SWEEP_STATE
-from .executors import LocalExecutor, SlurmExecutor, short_state, slurm_available, slurm_states
+from .executors import EXECUTORS, Executor
 from .plan import RunPlan, plan_runs, selection_runs
 from .spec import Spec, SweepError
 from .status import last_step, read_json, run_status
-from .work import RunWork
+from .work import RunWork, pid_alive
 
-POLL_S = 10.0  # how often a waiting SLURM sweep asks squeue (--poll_s)
+POLL_S = 10.0  # how often a waiting sweep polls a scheduler (--poll_s: SLURM's squeue)
 DETACHED = "detached"
 
 
@@ -28,17 +28,6 @@ def fmt_dur(s: float | None) -> str:
         return "?"
     s = int(s)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def _pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError, TypeError):
-        return False
-    try:  # a zombie (exited, not yet reaped) is not alive
-        return Path(f"/proc/{int(pid)}/stat").read_text().split(")")[-1].split()[0] not in ("Z", "X")
-    except OSError:
-        return True
 
 
 class SweepLock:
@@ -55,7 +44,7 @@ class SweepLock:
 
     def owner_alive(self) -> bool:
         rec = self.owner()
-        return bool(rec) and (rec.get("host") != socket.gethostname() or _pid_alive(rec.get("pid")))
+        return bool(rec) and (rec.get("host") != socket.gethostname() or pid_alive(rec.get("pid")))
 
     def __enter__(self):
         me = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -64,7 +53,7 @@ class SweepLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 rec = self.owner()
-                if rec and rec.get("host") == socket.gethostname() and not _pid_alive(rec.get("pid")):
+                if rec and rec.get("host") == socket.gethostname() and not pid_alive(rec.get("pid")):
                     self.path.unlink(missing_ok=True)  # its process died (kill -9, crash): stale
                     continue
                 where = f"pid {rec.get('pid')} on {rec.get('host')}" if rec else "another process"
@@ -95,8 +84,10 @@ class Sweep:
         self.durations: list[float] = []
         self.command = ""
         self._executor = None
-        if detach and spec.executor != "slurm":
-            raise SweepError("--detach needs --executor slurm (local runs are children of the sweep process)")
+        kind = EXECUTORS[spec.executor]
+        if detach and not kind.detachable:
+            need = " or ".join(k for k, x in EXECUTORS.items() if x.detachable)
+            raise SweepError(f"--detach needs --executor {need} ({kind.why_not_detachable})")
 
     # ---------------------------------------------------------------- sweep.json (a record, not the source of truth)
     def load_state(self):
@@ -142,8 +133,6 @@ class Sweep:
         return json.dumps([s.eval, s.heldout, s.eval_args, s.eval_cmd])
 
     def gpus_per_run(self) -> int:
-        if self.spec.executor == "slurm":
-            return int(self.spec.slurm.get("gpus_per_node") or 0)
         return self.executor().gpus_per_run
 
     def _python_m(self) -> list[str]:
@@ -216,18 +205,17 @@ class Sweep:
     def status(self, r: RunPlan, stop_after=None, heldout_only=False):
         return run_status(r.dir, self.eval_signature(heldout_only), stop_after)
 
-    def executor(self):
+    def executor(self) -> Executor:
         if self._executor is None:
-            s = self.spec
-            self._executor = (SlurmExecutor(self.out / "slurm", s.slurm) if s.executor == "slurm"
-                              else LocalExecutor(s.slots, s.gpus_per_run))
+            self._executor = EXECUTORS[self.spec.executor].from_spec(self.spec, self.out, self.poll_s)
         return self._executor
 
     # ---------------------------------------------------------------- one phase: the runs that are not done
     def process(self, runs: list[RunPlan], order: list[RunPlan], stop_after: int | None = None,
                 heldout_only=False):
         """Trains (or resumes) and evaluates every run of ``runs`` that is not done; returns the names that failed,
-        or DETACHED when SLURM jobs were left running (--detach)."""
+        or DETACHED when jobs were left running (--detach). The one loop of every executor: attach to the jobs a
+        stopped sweep left, submit the others, then poll until each has ended."""
         n = len(runs)
         index = {r.name: i for i, r in enumerate(runs, start=1)}
         todo = []
@@ -242,11 +230,43 @@ class Sweep:
         self.save_state(order)
         if not todo:
             return []
+        ex = self.executor()
+        records = self.state["runs"]
         works = {r.name: self.work(r, stop_after, heldout_only) for r in todo}
-        plans = {r.name: r for r in todo}
-        if self.spec.executor == "slurm":
-            return self._process_slurm(todo, works, order, index, n, stop_after, heldout_only)
-        return self._process_local(todo, works, plans, order, index, n, stop_after)
+        budget = f" (selection budget: {stop_after} steps)" if stop_after else ""
+        attached = ex.attach({r.name: records[r.name] for r in todo})
+        for r in todo:
+            if r.name in attached:
+                self.log(f"[{index[r.name]}/{n}] {r.name}: attached to {ex.label(records[r.name]['job_id'])} "
+                         f"({attached[r.name]}), not submitted again")
+        submit = [r for r in todo if r.name not in attached]
+        jobs = {r.name: records[r.name]["job_id"] for r in todo if r.name in attached}
+        try:
+            for r, jid in zip(submit, ex.submit([works[r.name] for r in submit]) if submit else []):
+                jobs[r.name] = jid
+                if jid is None:  # a child of this process: its events say when it starts
+                    continue
+                e = records[r.name]
+                e.update(state="queued", job_id=jid, submitted=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         attempts=e.get("attempts", 0) + 1, pid=None, train_command=shlex.join(works[r.name].train_cmd),
+                         **ex.job_record(jid))
+                self.log(f"[{index[r.name]}/{n}] {r.name}: submitted as {ex.label(jid)}{budget}")
+            self.save_state(order)
+            if self.detach:
+                self.log(f"sweep: {len(submit)} jobs submitted, {len(attached)} already queued or running; detached. "
+                         f"`sftgo sweep --status {self.out}` shows their states; the same command again attaches to "
+                         "them (and goes on to the next phase once they are done)")
+                return DETACHED
+            failed = self._wait(ex, jobs, {r.name: r for r in todo}, order, index, stop_after, heldout_only)
+        except KeyboardInterrupt:
+            ex.interrupt()
+            for r in todo:
+                e = records[r.name]
+                if e.get("state") in ("training", "evaluating"):
+                    e["state"] = "interrupted"
+            self.save_state(order)
+            raise
+        return [r.name for r in todo if r.name in failed]
 
     def progress(self, i: int, n: int, name: str, what: str, left: int, slots: int = 1):
         el = time.time() - self.t0
@@ -254,150 +274,94 @@ class Sweep:
         self.log(f"[{i}/{n}] {name}: {what} | elapsed {fmt_dur(el)}, remaining ~{fmt_dur(rem)}"
                  + ("" if self.durations else " (estimate after the first run)"))
 
-    def _process_local(self, todo, works, plans, order, index, n, stop_after):
-        ex = self.executor()
-        started, failed, finished = {}, [], set()
-
-        def on_event(w: RunWork, kind: str, **d):
-            e = self.state["runs"][w.name]
-            r = plans[w.name]
-            if kind in ("train", "eval"):
-                started.setdefault(w.name, time.time())
-                left = len(todo) - len(finished) - 1  # the others not finished yet
-                if kind == "train":
-                    how = "resuming from its last checkpoint" if d["resumed_from"] else "training"
-                    if stop_after:
-                        how += f" (selection budget: {stop_after} steps)"
-                    e.update(state="training", started=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                             resumed=bool(d["resumed_from"]), attempts=e.get("attempts", 0) + 1,
-                             train_command=d["command"], host=socket.gethostname(), job_id=None)
-                else:
-                    how = "evaluating"
-                    e.update(state="evaluating", eval_command=d["command"])
-                self.progress(index[w.name], n, w.name, how, left, ex.slots)
-            elif kind == "pid":
-                e["pid"] = d["pid"]
-            elif kind == "trained":
-                e.update(train_rc=d["rc"], train_time_s=d["seconds"])
-                e["state"] = "trained" if d["rc"] == 0 else "failed"
-            elif kind == "evaluated":
-                e.update(eval_rc=d["rc"], eval_time_s=d["seconds"])
-                e["state"] = "eval-failed" if d["rc"] else ("selection-evaluated" if stop_after else "complete")
-            elif kind == "done":
-                finished.add(w.name)
-                if w.name in started:
-                    self.durations.append(time.time() - started[w.name])
-                if d["ok"]:
-                    e["state"] = "selection-evaluated" if stop_after else "complete"
-                    self.prune(r, stop_after)
-                else:
-                    failed.append(w.name)
-                    if d.get("stage") == "training":
-                        e["state"] = "failed"
-                    elif d.get("stage") == "evaluation":
-                        e["state"] = "eval-failed"
-                    else:
-                        e["state"] = "failed"
-                        e["error"] = d.get("error")
-                    self._report_failure(w.name, d)
-            self.save_state(order)
-
-        try:
-            ex.run([works[r.name] for r in todo], on_event)
-        except KeyboardInterrupt:
-            for r in todo:
-                e = self.state["runs"][r.name]
-                if e.get("state") in ("training", "evaluating"):
-                    e["state"] = "interrupted"
-            self.save_state(order)
-            raise
-        return [r.name for r in todo if r.name in failed]
-
-    def _report_failure(self, name: str, d: dict):
-        if d.get("log"):
-            self.log(f"sweep: {name}: {d['stage']} failed (exit {d['rc']}); log {d['log']}:\n{_tail(Path(d['log']))}")
-        else:
-            self.log(f"sweep: {name}: failed: {d.get('error') or d.get('stage')}")
-
-    def _process_slurm(self, todo, works, order, index, n, stop_after, heldout_only):
-        ex = self.executor()
-        live = slurm_states()
-        if live is None:
-            raise SweepError("squeue does not answer: is SLURM up (sinfo)? Nothing was submitted")
-        attach, submit = [], []
-        for r in todo:
-            e = self.state["runs"][r.name]
-            if e.get("job_id") and e["job_id"] in live:
-                attach.append(r)
-            else:
-                submit.append(r)
-        for r in attach:
-            e = self.state["runs"][r.name]
-            self.log(f"[{index[r.name]}/{n}] {r.name}: attached to SLURM job {e['job_id']} "
-                     f"({short_state(live[e['job_id']])}), not submitted again")
-        if submit:
-            ids = ex.submit([works[r.name] for r in submit])
-            for r, jid in zip(submit, ids):
-                e = self.state["runs"][r.name]
-                e.update(state="queued", job_id=jid, submitted=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                         attempts=e.get("attempts", 0) + 1, pid=None,
-                         train_command=shlex.join(works[r.name].train_cmd),
-                         slurm_log=str(self.out / "slurm" / jid))
-                self.log(f"[{index[r.name]}/{n}] {r.name}: submitted as SLURM job {jid}"
-                         + (f" (selection budget: {stop_after} steps)" if stop_after else ""))
-        self.save_state(order)
-        if self.detach:
-            self.log(f"sweep: {len(submit)} jobs submitted, {len(attach)} already queued or running; detached. "
-                     f"`sftgo sweep --status {self.out}` shows their states; the same command again attaches to them "
-                     "(and goes on to the next phase once they are done)")
-            return DETACHED
-        return self._wait_slurm(todo, order, index, n, stop_after, heldout_only)
-
-    def _wait_slurm(self, todo, order, index, n, stop_after, heldout_only):
-        pending = {r.name: r for r in todo}
+    def _wait(self, ex: Executor, jobs: dict, plans: dict, order, index, stop_after, heldout_only) -> list[str]:
+        """Polls ``jobs`` ({run: job id}) until every one has ended, recording what the executor's events say in
+        sweep.json; returns the runs that failed."""
+        n = len(index)
+        pending = dict(jobs)
+        started: dict[str, float] = {}
         shown: dict[str, str] = {}
         failed = []
         last_summary = time.time()
         while pending:
-            live = slurm_states()
-            if live is None:
-                self.log("sweep: squeue does not answer; waiting")
-                time.sleep(self.poll_s)
-                continue
-            for name, r in list(pending.items()):
-                e = self.state["runs"][name]
-                st = short_state(live.get(e["job_id"]))
-                if st is not None:
-                    if shown.get(name) != st:
-                        step = last_step(r.dir)
-                        self.log(f"[{index[name]}/{n}] {name}: {st} (SLURM job {e['job_id']}"
-                                 + (f", at step {step}" if step else "") + f") | elapsed {fmt_dur(time.time() - self.t0)}")
-                        shown[name] = st
-                    e["state"] = st
-                    continue
-                # The job has left SLURM: the run directory says whether it did its work.
-                del pending[name]
-                if self.status(r, stop_after, heldout_only).done:
-                    e["state"] = "selection-evaluated" if stop_after else "complete"
-                    self.log(f"[{index[name]}/{n}] {name}: done (SLURM job {e['job_id']}) | "
-                             f"elapsed {fmt_dur(time.time() - self.t0)}")
-                    self.prune(r, stop_after)
-                else:
-                    e["state"] = "failed"
-                    failed.append(name)
-                    logs = [p for p in (self.out / "logs" / f"{name}.train.log", self.out / "logs" / f"{name}.eval.log")
-                            if p.exists()]
-                    self.log(f"sweep: {name}: SLURM job {e['job_id']} ended without finishing the run; job log "
-                             f"{self.out / 'slurm' / e['job_id']}" + (f", run log {logs[-1]}:\n{_tail(logs[-1])}" if logs else ""))
-            self.save_state(order)
-            if pending and time.time() - last_summary > 60:
+            events = ex.poll(pending)
+            for ev in events:
+                if ev.run is None:
+                    self.log(f"sweep: {ev.data['text']}")
+                elif ev.run in pending:
+                    self._on_event(ex, ev, plans[ev.run], pending, started, shown, failed, index[ev.run], n,
+                                   stop_after, heldout_only)
+            if events:
+                self.save_state(order)
+            if pending and ex.summary_s is not None and time.time() - last_summary > ex.summary_s:
                 states = [self.state["runs"][x]["state"] for x in pending]
                 self.log(f"sweep: {states.count('running')} running, {states.count('queued')} queued, "
-                         f"{len(todo) - len(pending)} of {len(todo)} ended | elapsed {fmt_dur(time.time() - self.t0)}")
+                         f"{len(jobs) - len(pending)} of {len(jobs)} ended | elapsed {fmt_dur(time.time() - self.t0)}")
                 last_summary = time.time()
             if pending:
-                time.sleep(self.poll_s)
-        return [r.name for r in todo if r.name in failed]
+                ex.wait()
+        return failed
+
+    def _on_event(self, ex, ev, r: RunPlan, pending, started, shown, failed, i, n, stop_after, heldout_only):
+        name, kind, d = ev.run, ev.kind, ev.data
+        e = self.state["runs"][name]
+        job = pending[name]
+        if kind in ("train", "eval"):
+            started.setdefault(name, time.time())
+            left = len(pending) - 1  # the others not finished yet
+            if kind == "train":
+                how = "resuming from its last checkpoint" if d["resumed_from"] else "training"
+                if stop_after:
+                    how += f" (selection budget: {stop_after} steps)"
+                e.update(state="training", started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         resumed=bool(d["resumed_from"]), attempts=e.get("attempts", 0) + 1,
+                         train_command=d["command"], host=socket.gethostname(), job_id=job)
+            else:
+                how = "evaluating"
+                e.update(state="evaluating", eval_command=d["command"])
+            self.progress(i, n, name, how, left, ex.slots)
+        elif kind == "pid":
+            e["pid"] = d["pid"]
+        elif kind == "trained":
+            e.update(train_rc=d["rc"], train_time_s=d["seconds"])
+            e["state"] = "trained" if d["rc"] == 0 else "failed"
+        elif kind == "evaluated":
+            e.update(eval_rc=d["rc"], eval_time_s=d["seconds"])
+            e["state"] = "eval-failed" if d["rc"] else ("selection-evaluated" if stop_after else "complete")
+        elif kind == "state":
+            if shown.get(name) != d["state"]:
+                step = last_step(r.dir)
+                self.log(f"[{i}/{n}] {name}: {d['state']} ({ex.label(job)}"
+                         + (f", at step {step}" if step else "") + f") | elapsed {fmt_dur(time.time() - self.t0)}")
+                shown[name] = d["state"]
+            e["state"] = d["state"]
+        elif kind == "done":
+            del pending[name]
+            if name in started:
+                self.durations.append(time.time() - started[name])
+            ok = d["ok"] if d["ok"] is not None else self.status(r, stop_after, heldout_only).done
+            if ok:
+                e["state"] = "selection-evaluated" if stop_after else "complete"
+                if job is not None:
+                    self.log(f"[{i}/{n}] {name}: done ({ex.label(job)}) | elapsed {fmt_dur(time.time() - self.t0)}")
+                self.prune(r, stop_after)
+                return
+            failed.append(name)
+            e["state"] = "eval-failed" if d.get("stage") == "evaluation" else "failed"
+            if "error" in d:
+                e["error"] = d["error"]
+            self._report_failure(name, d, job and ex.label(job))
+
+    def _report_failure(self, name: str, d: dict, job: str | None):
+        if d.get("log"):
+            self.log(f"sweep: {name}: {d['stage']} failed (exit {d['rc']}); log {d['log']}:\n{_tail(Path(d['log']))}")
+        elif d["ok"] is None:  # the job ended, the run directory says the run is not done
+            logs = [p for p in (self.out / "logs" / f"{name}.train.log", self.out / "logs" / f"{name}.eval.log")
+                    if p.exists()]
+            self.log(f"sweep: {name}: {job} ended without finishing the run; job log {d['job_log']}"
+                     + (f", run log {logs[-1]}:\n{_tail(logs[-1])}" if logs else ""))
+        else:
+            self.log(f"sweep: {name}: failed: {d.get('error') or d.get('stage')}")
 
     def prune(self, r: RunPlan, stop_after=None) -> None:
         """A complete run keeps what ``keep_checkpoints`` says: its training applied the setting when it completed;
@@ -517,14 +481,17 @@ def _tail(path: Path, n=15) -> str:
 
 def sweep_status(sweep_dir: str | Path) -> list[dict]:
     """Every run of a sweep directory: name, state (done / running / queued / failed; interrupted or pending when
-    its sweep is not running), SLURM job id or local pid, last step. From the run directories, squeue, and what sweep.json recorded."""
+    its sweep is not running), SLURM job id or local pid, last step. From the run directories, what each executor
+    tells of the runs it knows (squeue, a live child process), and what sweep.json recorded."""
     d = Path(sweep_dir)
     doc = read_json(d / SWEEP_STATE)
     if not isinstance(doc, dict) or not isinstance(doc.get("runs"), list):
         raise SweepError(f"{d}: no readable sweep.json: not a sweep directory (sftgo sweep ... --output_dir {d})")
-    live = slurm_states() if any(e.get("job_id") for e in doc["runs"]) and slurm_available() else None
     lock = SweepLock(d / ".sweep.lock")
     sweep_alive = lock.owner_alive()
+    told = {}  # what the sweep's executor (every executor, for a sweep.json that does not name one) tells
+    for kind in [EXECUTORS[doc["executor"]]] if doc.get("executor") in EXECUTORS else EXECUTORS.values():
+        told.update(kind.run_states(doc["runs"], sweep_alive))
     rows = []
     for e in doc["runs"]:
         run_dir = d / e.get("dir", e["name"])
@@ -535,14 +502,10 @@ def sweep_status(sweep_dir: str | Path) -> list[dict]:
         chosen = (doc.get("selection") or {}).get("chosen")
         if st.done or (sel and chosen == e.get("point") and not run_dir.exists()):
             state = "done"  # (the chosen selection run was moved on to continue as the full-budget run)
-        elif job and live is not None and job in live:
-            state = short_state(live[job])
-        elif job and live is None:
-            state = "unknown (squeue does not answer)"
-        elif not job and sweep_alive and e.get("state") in ("training", "evaluating") and _pid_alive(e.get("pid")):
-            state = "running"
-        elif e.get("state") in ("failed", "eval-failed") or job:
-            state = "failed"  # a job that left SLURM without finishing its run
+        elif e["name"] in told:
+            state = told[e["name"]]  # queued / running / failed (a job that left SLURM without finishing its run)
+        elif e.get("state") in ("failed", "eval-failed"):
+            state = "failed"
         elif e.get("state") in ("training", "evaluating", "interrupted") and not sweep_alive:
             state = "interrupted"  # its sweep was stopped: the same command resumes it
         elif sweep_alive:

@@ -8,24 +8,20 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
+from .errors import SweepError
+from .executors import EXECUTORS
 
 SWEEP_KEYS = {"config", "set", "grid", "variants", "baseline", "seeds", "eval", "heldout", "eval_args", "eval_cmd",
               "launcher", "select", "select_steps", "output_dir", "prune_checkpoints", "executor", "slots",
               "gpus_per_run", "slurm"}
 SELECTORS = ("heldout_worst",)
-EXECUTORS = ("local", "slurm")
-# The sweep file's `slurm:` mapping and the --slurm_<key> options (what each becomes: sftgo.sweep.executors).
+# The sweep file's `slurm:` mapping and the --slurm_<key> options (what each becomes: sftgo.sweep.executors.slurm).
 SLURM_KEYS = {"partition": str, "time_min": int, "gpus_per_node": int, "cpus_per_task": int, "mem_gb": float,
               "account": str, "qos": str, "array_parallelism": int, "setup": list}
 ABBREV = {"percentile": "p", "lam": "lam", "lam_min": "lmin", "learning_rate": "lr", "keep_ratio": "kr",
           "num_train_epochs": "ep", "max_steps": "steps", "per_device_train_batch_size": "bs", "infosft_p": "P",
           "target_gamma": "g", "target_residual": "res", "model_name_or_path": "", "dataset": "", "num_groups": "k",
           "ref_model_name_or_path": "ref-", "token_weight": ""}
-
-
-class SweepError(UserError):
-    """A bad sweep specification or a sweep directory that does not match it; the message says what to change."""
 
 
 @dataclass
@@ -258,11 +254,7 @@ def validate_spec(spec: Spec, file_data: dict | None = None, also_suggest: tuple
         v = getattr(spec, k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (1 if k == "slots" else 0)):
             raise SweepError(f"{k} {v!r}: a whole number >= {1 if k == 'slots' else 0}")
-    if spec.executor == "slurm" and spec.gpus_per_run is not None:
-        raise SweepError("--gpus_per_run is for --executor local; with slurm pass --slurm_gpus_per_node K")
-    if spec.executor == "slurm" and spec.slots != 1:
-        raise SweepError("--slots is for --executor local; with slurm every run is its own job "
-                         "(--slurm_array_parallelism caps how many run at once)")
+    EXECUTORS[spec.executor].check_spec(spec)
     from ..config import KEEP_CHECKPOINTS
 
     if spec.keep_checkpoints_given not in (None, *KEEP_CHECKPOINTS):

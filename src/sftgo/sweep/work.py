@@ -53,6 +53,18 @@ def _print_event(work: RunWork, kind: str, **data) -> None:
     print(f"sftgo sweep: {work.name}: {kind} {data}", flush=True)
 
 
+def pid_alive(pid) -> bool:
+    """A process of this machine is alive (a zombie, exited and not yet reaped, is not)."""
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError, TypeError):
+        return False
+    try:
+        return Path(f"/proc/{int(pid)}/stat").read_text().split(")")[-1].split()[0] not in ("Z", "X")
+    except OSError:
+        return True
+
+
 class Children:
     """The child processes of the sweep's slots, so that an interrupted sweep stops all of them."""
 
