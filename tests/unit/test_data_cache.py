@@ -52,7 +52,7 @@ class Spy:
     """Counts calls of tokenize_examples made by tokenize_cached (a miss calls it, a hit does not)."""
 
     def __init__(self, monkeypatch):
-        import sftgo.data as data
+        import sftgo.data.cache as data  # the module whose tokenize_cached calls it
 
         self.calls = 0
         real = data.tokenize_examples

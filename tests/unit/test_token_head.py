@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from sftgo.objectives import dft_weights, infosft_weights, target_sft_chunk_loss, worst_onehot
-from sftgo.token_head import GroupCoef, chunked_loss, naive_token_logp, token_logp, weighted_nll
+from sftgo.token_head import Coef, GroupCoef, chunked_loss, naive_token_logp, token_logp, weighted_nll
 from tests.reference_objectives import infosft_weight
 
 N, H, V = 37, 16, 101
@@ -392,6 +392,39 @@ def test_chunked_loss_all_ignored():
     assert loss.item() == 0.0
     gh, gw = grads(loss, hidden, weight)
     assert bool((gh == 0).all()) and bool((gw == 0).all())
+
+
+class _MaxProbCoef(Coef):
+    """A coefficient kind written outside sftgo: ``c_n = 2 * max_v p_n(v)``, read from each chunk's logits row."""
+
+    weighted = True
+
+    def __init__(self):
+        self.of_row = lambda z: torch.softmax(z, dim=-1).amax(dim=-1)
+
+    def chunk(self, lp, s, e, row=None):
+        return 2.0 * row, row
+
+
+@pytest.mark.parametrize("chunk_size", [5, 512])
+def test_weighted_nll_takes_any_coefficient_kind(chunk_size):
+    """The kernels only ask a coefficient what the Coef protocol declares: a new kind (its own of_row and chunk) runs
+    through the fused pass like the built-in ones, with its token weighting recorded."""
+    from sftgo.token_head import RowCoef, weighted_nll_rows
+
+    hidden, weight, targets = make(dtype=torch.float64, ignore_every=0)
+    mine = _MaxProbCoef()
+    stats, ref_stats = {}, {}
+    loss, lp = weighted_nll_rows(hidden, weight, targets, mine, chunk_size, stats=stats)
+    ref, ref_lp = weighted_nll_rows(hidden, weight, targets, RowCoef(mine.of_row, scale=2.0), chunk_size,
+                                    stats=ref_stats)
+    p = torch.softmax(hidden.detach() @ weight.detach().T, dim=-1)
+    expected = -(2.0 * p.amax(dim=-1) * p.gather(1, targets[:, None]).squeeze(1).log()).sum()
+    assert_close(loss, expected)
+    assert torch.equal(loss, ref) and torch.equal(lp, ref_lp)
+    assert torch.equal(stats["token_weight"], ref_stats["token_weight"]) and torch.equal(stats["coef"], ref_stats["coef"])
+    for a, b in zip(grads(loss, hidden, weight), grads(ref, hidden, weight)):
+        assert torch.equal(a, b)
 
 
 # ---------------------------------------------------------------------------------------------------------
