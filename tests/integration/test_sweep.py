@@ -55,6 +55,23 @@ def write_fake_eval(tmp_path: Path) -> Path:
     return p
 
 
+def run_here(capfd, cmd, env=None):
+    """``cmd`` (``[python, -m, sftgo.cli, ...]``) run in this process as sftgo.cli.main, with ``env`` (a whole
+    environment, as subprocess.run takes it) in os.environ meanwhile: the command without its own interpreter and
+    transformers import (~5 s of CPU); the training runs a sweep starts are still processes of their own. Returns
+    what subprocess.run(cmd, capture_output=True, text=True, env=env) would (returncode, stdout, stderr)."""
+    from unittest import mock
+
+    from sftgo.cli import main
+
+    assert cmd[:3] == [sys.executable, "-m", "sftgo.cli"], cmd
+    capfd.readouterr()  # what came before is not this command's output
+    with mock.patch.dict(os.environ, env or {}, clear=env is not None):
+        rc = main(cmd[3:])
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(cmd, rc, out, err)
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
@@ -84,7 +101,7 @@ def sweep_cmd(sweep_dir, tiny_model_dir, alpaca_file, cache, fake_eval, *extra):
 
 @pytest.mark.serial
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and PR_SET_PDEATHSIG")
-def test_sweep_killed_continued_and_reported(tmp_path, tiny_model_dir, alpaca_file):
+def test_sweep_killed_continued_and_reported(tmp_path, tiny_model_dir, alpaca_file, capfd):
     fake_eval = write_fake_eval(tmp_path)
     sweep_dir = tmp_path / "sweep"
     cmd = sweep_cmd(sweep_dir, tiny_model_dir, alpaca_file, tmp_path / "cache", fake_eval)
@@ -118,7 +135,7 @@ def test_sweep_killed_continued_and_reported(tmp_path, tiny_model_dir, alpaca_fi
     assert (sweep_dir / "eval_calls.txt").read_text().split() == ["sft_s1"]
 
     # 2. The same command continues: run 1 skipped, run 2 resumed from its last checkpoint, runs 3-4 trained.
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    out = run_here(capfd, cmd, env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "[1/4] sft_s1: complete, skipped" in out.stdout
     assert "[2/4] sft-go_tfidf_s1: resuming from its last checkpoint" in out.stdout
@@ -135,7 +152,7 @@ def test_sweep_killed_continued_and_reported(tmp_path, tiny_model_dir, alpaca_fi
         ["sft_s1", "sft-go_tfidf_s1", "sft_s2", "sft-go_tfidf_s2"])
 
     # 3. A third invocation has nothing to do.
-    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    again = run_here(capfd, cmd, env)
     assert again.returncode == 0 and again.stdout.count("complete, skipped") == 4
 
     # 4. The report's tables equal the means / stds of what the fake evaluation wrote.
@@ -166,7 +183,7 @@ def test_sweep_killed_continued_and_reported(tmp_path, tiny_model_dir, alpaca_fi
     assert "data:image/png;base64," in (rep / "report.html").read_text()
 
 
-def test_select_heldout_worst_continues_only_the_best(tmp_path, tiny_model_dir, alpaca_file):
+def test_select_heldout_worst_continues_only_the_best(tmp_path, tiny_model_dir, alpaca_file, capfd):
     """Two grid points for 3 steps; the fake held-out loss is lower for eta = 50, so only that point (and the sft
     baseline) goes on to the full 6 steps, continuing the selection run from its step-3 checkpoint."""
     fake_eval = write_fake_eval(tmp_path)
@@ -177,7 +194,7 @@ def test_select_heldout_worst_continues_only_the_best(tmp_path, tiny_model_dir, 
            "--output_dir", str(sweep_dir), "--model_name_or_path", tiny_model_dir, "--dataset", alpaca_file,
            "--max_steps", "6", "--save_steps", "100", "--per_device_train_batch_size", "2", "--max_length", "64",
            "--score_cache_dir", str(tmp_path / "cache"), "--lr_scheduler_type", "linear"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    out = run_here(capfd, cmd)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     state = json.loads((sweep_dir / "sweep.json").read_text())
     sel = state["selection"]
@@ -217,7 +234,7 @@ def test_select_heldout_worst_continues_only_the_best(tmp_path, tiny_model_dir, 
     assert "| sft-go_tfidf_p90 | 2.0400 | 3 | – |  |" in md, md
 
 
-def test_sweep_with_real_sftgo_eval_heldout(tmp_path, tiny_model_dir, alpaca_file):
+def test_sweep_with_real_sftgo_eval_heldout(tmp_path, tiny_model_dir, alpaca_file, capfd):
     """The default evaluation is `sftgo eval RUN --heldout DATA` as a subprocess; its eval/heldout.json reaches the
     report's held-out table."""
     pytest.importorskip("lm_eval")
@@ -226,7 +243,7 @@ def test_sweep_with_real_sftgo_eval_heldout(tmp_path, tiny_model_dir, alpaca_fil
            "--eval_args", "--max_examples 4", "--output_dir", str(sweep_dir), "--model_name_or_path", tiny_model_dir,
            "--dataset", alpaca_file, "--max_steps", "2", "--per_device_train_batch_size", "2", "--max_length", "64",
            "--score_cache_dir", str(tmp_path / "cache")]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    out = run_here(capfd, cmd)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     run = sweep_dir / "sft-go_tfidf_s3"
     h = json.loads((run / "eval" / "heldout.json").read_text())
@@ -239,7 +256,8 @@ def test_sweep_with_real_sftgo_eval_heldout(tmp_path, tiny_model_dir, alpaca_fil
     assert f"{h['loss_worst']:.4f} (1)" in md
 
 
-def test_runs_keep_checkpoints_as_asked_and_prune_checkpoints_is_keep_none(tmp_path, tiny_model_dir, alpaca_file):
+def test_runs_keep_checkpoints_as_asked_and_prune_checkpoints_is_keep_none(tmp_path, tiny_model_dir, alpaca_file,
+                                                                          capfd):
     """A complete run keeps final/ and eval/; of its checkpoint-*/ what --keep_checkpoints says: all of them when
     passed `all` (a train flag of the sweep), none by default (its training deletes them once it completes); the
     sweep-file key prune_checkpoints is keep_checkpoints none, applied to the complete runs of a finished sweep."""
@@ -252,7 +270,7 @@ def test_runs_keep_checkpoints_as_asked_and_prune_checkpoints_is_keep_none(tmp_p
         cmd[cmd.index("--max_steps") + 1] = "4"
         cmd[cmd.index("--save_steps") + 1] = "2"
         cmd[cmd.index("--seeds") + 1] = "1"
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        out = run_here(capfd, cmd)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         return d, out.stdout + out.stderr
 
@@ -274,7 +292,7 @@ def test_runs_keep_checkpoints_as_asked_and_prune_checkpoints_is_keep_none(tmp_p
     cmd[cmd.index("--save_steps") + 1] = "2"
     cmd[cmd.index("--seeds") + 1] = "1"
     cmd.insert(cmd.index("sweep") + 1, str(spec))
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    out = run_here(capfd, cmd)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert not list(kept.glob("*/checkpoint-*")) and (kept / "sft_s1" / "final").is_dir()
     assert "sft_s1: removed checkpoint-2, checkpoint-4 (keep_checkpoints none" in out.stdout + out.stderr

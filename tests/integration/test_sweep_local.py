@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_sweep import alive, write_fake_eval
+from tests.integration.test_sweep import alive, run_here, write_fake_eval
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and PR_SET_PDEATHSIG")
 
@@ -42,7 +42,7 @@ def _intervals(log: Path) -> list[tuple[datetime, datetime]]:
 
 
 @pytest.mark.serial
-def test_two_slots_overlap_and_equal_one_slot(tmp_path, tiny_model_dir, alpaca_file):
+def test_two_slots_overlap_and_equal_one_slot(tmp_path, tiny_model_dir, alpaca_file, capfd):
     from safetensors.torch import load_file
 
     fake_eval = write_fake_eval(tmp_path)
@@ -50,9 +50,8 @@ def test_two_slots_overlap_and_equal_one_slot(tmp_path, tiny_model_dir, alpaca_f
     results = {}
     for slots in (2, 1):
         d = tmp_path / f"slots{slots}"
-        out = subprocess.run(_cmd(d, tiny_model_dir, alpaca_file, tmp_path / "cache", fake_eval, "--slots", str(slots),
-                                  "--max_steps", "12", "--save_steps", "6"),
-                             capture_output=True, text=True, env=_env(), timeout=900)
+        out = run_here(capfd, _cmd(d, tiny_model_dir, alpaca_file, tmp_path / "cache", fake_eval, "--slots", str(slots),
+                                   "--max_steps", "12", "--save_steps", "6"), _env())
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         (a0, a1), = _intervals(d / "logs" / f"{names[0]}.train.log")
         (b0, b1), = _intervals(d / "logs" / f"{names[1]}.train.log")
@@ -125,7 +124,7 @@ def test_killed_two_slot_sweep_leaves_no_child(tmp_path, tiny_model_dir, alpaca_
     assert {r["state"] for r in sweep_status(d)} == {"interrupted"}
 
 
-def test_run_trained_again_after_evaluation_is_evaluated_again(tmp_path, tiny_model_dir, alpaca_file):
+def test_run_trained_again_after_evaluation_is_evaluated_again(tmp_path, tiny_model_dir, alpaca_file, capfd):
     """A run evaluated by the sweep, then trained further by hand (its summary.json rewritten): the next sweep
     evaluates it again instead of crediting it with the evaluation of the older training; once evaluated for its
     current training it is not evaluated again."""
@@ -134,23 +133,22 @@ def test_run_trained_again_after_evaluation_is_evaluated_again(tmp_path, tiny_mo
     cmd = _cmd(d, tiny_model_dir, alpaca_file, tmp_path / "cache", fake_eval, "--max_steps", "3", "--save_steps", "3",
                "--keep_checkpoints", "last")
     cmd[cmd.index("objective=sft,sft-go")] = "objective=sft"
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    out = run_here(capfd, cmd, _env())
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert (d / "eval_calls.txt").read_text().split() == ["sft_s1"]
     # Train sft_s1 further (3 -> 5 steps) with its own config: its summary is rewritten.
     run = d / "sft_s1"
-    train = subprocess.run([sys.executable, "-m", "sftgo.cli", "train", str(d / "configs" / "sft_s1.yaml"),
-                            "--model_name_or_path", tiny_model_dir, "--dataset", alpaca_file,
-                            "--per_device_train_batch_size", "2", "--max_length", "64", "--score_cache_dir",
-                            str(tmp_path / "cache"), "--max_steps", "5", "--resume_from_checkpoint", "last"],
-                           capture_output=True, text=True, env=_env(), timeout=600)
+    train = run_here(capfd, [sys.executable, "-m", "sftgo.cli", "train", str(d / "configs" / "sft_s1.yaml"),
+                             "--model_name_or_path", tiny_model_dir, "--dataset", alpaca_file,
+                             "--per_device_train_batch_size", "2", "--max_length", "64", "--score_cache_dir",
+                             str(tmp_path / "cache"), "--max_steps", "5", "--resume_from_checkpoint", "last"], _env())
     assert train.returncode == 0, train.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 5 and summary["resumed_from"].endswith("checkpoint-3")  # kept: keep_checkpoints last
-    again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    again = run_here(capfd, cmd, _env())
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert (d / "eval_calls.txt").read_text().split() == ["sft_s1", "sft_s1"]
     # The third time it is evaluated for its current training: nothing to do.
-    third = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    third = run_here(capfd, cmd, _env())
     assert third.returncode == 0 and "sft_s1: complete, skipped" in third.stdout, third.stdout
     assert (d / "eval_calls.txt").read_text().split() == ["sft_s1", "sft_s1"]
