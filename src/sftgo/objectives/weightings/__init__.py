@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .chord import CHORDWeighting
 from .dft import DFTWeighting, dft_weights
 from .eaft import EAFTWeighting, eaft_weights
 from .infosft import InfoSFTWeighting, infosft_weights
@@ -12,6 +13,7 @@ TOKEN_WEIGHTS = {
     "dft": DFTWeighting,
     "infosft": InfoSFTWeighting,
     "eaft": EAFTWeighting,
+    "chord": CHORDWeighting,
 }
 
 __all__ = ["TOKEN_WEIGHTS", "DFTWeighting", "EAFTWeighting", "InfoSFTWeighting", "NoWeighting", "dft_weights",
