@@ -175,10 +175,12 @@ def step_loss(objective: str, toks: list[Tok], a, *, lam: float, state: dict) ->
 
 
 def token_weight(t: Tok, a) -> float:
-    """t_n of ``--token_weight`` (detached): none 1, dft p, infosft InfoSFT's weight, eaft the normalized top-k entropy."""
+    """t_n of ``--token_weight`` (detached): none 1, dft p, infosft InfoSFT's weight, eaft the normalized top-k entropy,
+    chord p (1 - p)."""
     p = math.exp(t.logp.item())
     return {"none": lambda: 1.0, "dft": lambda: p, "infosft": lambda: infosft_weight(p, a.infosft_p),
-            "eaft": lambda: eaft_weight(t.logits.tolist(), a.eaft_k, a.eaft_alpha, a.eaft_normalize)}[a.token_weight]()
+            "eaft": lambda: eaft_weight(t.logits.tolist(), a.eaft_k, a.eaft_alpha, a.eaft_normalize),
+            "chord": lambda: p * (1.0 - p)}[a.token_weight]()
 
 
 def formula_step_loss(aggregator: str, toks: list[Tok], a, *, lam: float, state: dict) -> tuple[torch.Tensor, dict]:

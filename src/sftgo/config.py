@@ -18,193 +18,13 @@ from transformers import TrainingArguments
 
 from .data import DEFAULT_DATASET
 from .models import DEFAULT_MODEL
-from .objectives import ASFT_KL, OBJECTIVES, TARGET_RESIDUALS, TOKEN_WEIGHTS, ignored_settings
-from .errors import UserError
+# ObjectiveArgs: every objective setting (field, default, help, check), built from the objectives' declarations
+from .objectives import GROUP_SCOPES, GROUP_STATS, TOKEN_HEADS, ObjectiveArgs, missing_reference  # noqa: F401
+from .errors import ConfigError, UserError  # noqa: F401 -- ConfigError: a bad setting (re-exported here)
 
 logger = logging.getLogger(__name__)
 
-TOKEN_HEADS = ("auto", "fused", "chunked", "naive")
-GROUP_SCOPES = ("sequence", "batch")
-GROUP_STATS = ("exact", "lagged", "micro")
 KEEP_CHECKPOINTS = ("none", "last", "all")  # --keep_checkpoints (sftgo.checkpoints.apply_keep_checkpoints)
-
-
-class ConfigError(UserError):
-    """A bad setting; the message names the field and the fix."""
-
-
-@dataclass
-class ObjectiveArgs:
-    """sftgo's objective settings, declared once: the fields ``sftgo train`` takes as flags, mixed into
-    :class:`SFTGoConfig` (over ``transformers.TrainingArguments``) and into
-    :class:`sftgo.integrations.trl.SFTGoSFTConfig` (over ``trl.SFTConfig``), so both read and check them the same way.
-    On its own (``ObjectiveArgs(objective="infosft", infosft_p=0.9)``) it holds the settings of
-    :func:`sftgo.objectives.compute_loss_func`. Call :meth:`check_objective` after construction."""
-
-    # ----- objective
-    objective: str = field(default="sft-go", metadata={"help": f"Training objective: one of {', '.join(OBJECTIVES)}."})
-    lam: float = field(default=0.9, metadata={"help": "SFT-GO lambda (Eq. 4): weight of the worst-group loss; lam_max under decay."})
-    lam_min: float | None = field(
-        default=None,
-        metadata={"help": "If set below --lam, lambda decays linearly over optimizer steps to this floor (Eq. 5)."},
-    )
-    keep_ratio: float | None = field(
-        default=None,
-        metadata={"help": "Alias that sets eta: --keep_ratio r is --percentile 100*(1-r) (Rho-1's habit: the fraction of "
-                          "tokens kept). Give one of the two."},
-    )
-    token_weight: str = field(
-        default="none",
-        metadata={"help": f"Token weighting t_n ({', '.join(TOKEN_WEIGHTS)}) multiplying each token's loss inside sft, "
-                          "sft-go (2 or k groups), sft-go-dro and rho1: dft sg(p), infosft InfoSFT's weight (--infosft_p), "
-                          "eaft the normalized top-k entropy ** alpha (--eaft_*). --objective dft|infosft|eaft is sft "
-                          "with that weighting. The formula: README, 'Token weights compose'."},
-    )
-    infosft_p: float = field(default=0.93, metadata={"help": "InfoSFT P: tokens with p >= P get zero weight; C = log(P/(1-P))."})
-    eaft_alpha: float = field(
-        default=1.0,
-        metadata={"help": "EAFT: exponent alpha of the token weight (H_k / ln k) ** alpha (0 = plain SFT; >= 0)."},
-    )
-    eaft_k: int = field(default=20, metadata={"help": "EAFT: the entropy is over the softmax of each token's k largest logits (>= 2)."})
-    eaft_normalize: bool = field(
-        default=True,
-        metadata={"help": "EAFT: divide the top-k entropy by ln k (the paper's normalized entropy, in [0, 1]); false: the "
-                          "raw entropy, as axolotl's eaft_loss."},
-    )
-    asft_alpha: float = field(
-        default=0.1,
-        metadata={"help": "ASFT: weight of the KL anchor to the reference model (>= 0; 0 = DFT; 0.1 is LLaMA-Factory's and "
-                          "the authors' code's default, the paper's runs use 0.05). Needs --ref_model_name_or_path "
-                          "(initial = the model before training)."},
-    )
-    asft_kl: str = field(
-        default="forward",
-        metadata={"help": "ASFT: KL direction, forward = KL(reference || model) as the authors' code and LLaMA-Factory "
-                          "compute, reverse = KL(model || reference) as the paper's Eq. 6 writes."},
-    )
-    target_gamma: str = field(default="0.9", metadata={"help": "Target-SFT gamma: a float in [0, 1] or 'p' for sg(p_y)."})
-    target_residual: str = field(default="uniform", metadata={"help": "Target-SFT residual: uniform, model, topk or reference."})
-    target_topk: int = field(default=10, metadata={"help": "Target-SFT: k for residual=topk."})
-    num_groups: int = field(default=2, metadata={"help": "sft-go / sft-go-dro: number of score-quantile groups (2 = the paper's split)."})
-    dro_eta: float = field(default=0.01, metadata={"help": "sft-go-dro: step size of the exponentiated group-weight update."})
-
-    # ----- importance and grouping
-    scorer: str = field(
-        default="tfidf",
-        metadata={"help": "Importance function g: tfidf, frequency, random, llmlingua2, reference (Rho-1 excess loss), "
-                          "or module:function for your own."},
-    )
-    percentile: float = field(
-        default=90.0,
-        metadata={"help": "eta: tokens above this percentile are important (90 = top 10 percent), per sequence for the "
-                          "static scorers, over the optimizer step's tokens by excess loss for rho1 (which trains on them)."},
-    )
-    group_scope: str = field(default="sequence", metadata={"help": "Rank scores per sequence or across the whole batch (as Rho-1 does)."})
-    group_stats: str = field(
-        default="exact",
-        metadata={"help": "Group statistics of sft-go / sft-go-dro / rho1 / --group_scope batch: exact (over the whole "
-                          "optimizer step, all micro-batches and processes; one extra no-grad forward per step when the "
-                          "step has several micro-batches or processes), lagged (the previous step's group means pick the "
-                          "worst group; no extra forward), micro (each micro-batch on its own)."},
-    )
-    ref_model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "Reference model for objective=rho1 / scorer=reference (required: a model trained on in-domain data, "
-                          "e.g. runs/ref/final from `sftgo train --objective sft --output_dir runs/ref`; 'initial' uses the "
-                          "initial model), for objective=asft (required; 'initial' = the model before training) and for "
-                          "target_residual=reference (default: the initial model)."},
-    )
-    llmlingua2_model: str = field(
-        default="microsoft/llmlingua-2-xlm-roberta-large-meetingbank",
-        metadata={"help": "Token classifier for scorer=llmlingua2 (Hub id or local folder)."},
-    )
-    score_cache_dir: str | None = field(default=None, metadata={"help": "Where static scores are cached (default ~/.cache/sftgo/scores)."})
-
-    # ----- per-token head
-    token_head: str = field(
-        default="auto",
-        metadata={"help": "How per-token log-probs are computed: fused (gradient in the forward, no [N, V] logits), chunked "
-                          "(recompute in backward), naive (full logits), auto (fused where the objective allows)."},
-    )
-    head_chunk_size: int = field(default=512, metadata={"help": "Tokens per chunk in the per-token head."})
-
-
-    def check_objective(self) -> None:
-        """Resolve ``keep_ratio`` into ``percentile`` and check every objective setting (ConfigError naming the field)."""
-        def bad(name, msg):
-            raise ConfigError(f"{name}: {msg}")
-
-        if self.keep_ratio is not None and 0.0 < self.keep_ratio <= 1.0:
-            eta = round(100.0 * (1.0 - self.keep_ratio), 10)
-            if self.percentile not in (90.0, eta):  # 90 is the default: an explicit other eta conflicts
-                bad("keep_ratio", f"{self.keep_ratio} means percentile {eta}, but percentile is {self.percentile}; "
-                                  "give only one of them")
-            self.percentile = eta
-        if self.objective not in OBJECTIVES:
-            bad("objective", f"{self.objective!r} is not one of {', '.join(OBJECTIVES)}")
-        from .scorers import SCORERS
-
-        if self.scorer and self.scorer not in SCORERS and self.scorer != "reference" and ":" not in self.scorer:
-            # Fail before the model is loaded, not after.
-            bad("scorer", f"{self.scorer!r} is not one of {', '.join([*SCORERS, 'reference'])}, or my_module:my_function")
-        obj = OBJECTIVES[self.objective]
-        if (obj.needs_ref_logp(self) or self.scorer == "reference") and not self.ref_model_name_or_path:
-            bad("ref_model_name_or_path", missing_reference("scorer=reference" if self.scorer == "reference"
-                                                            else f"objective={self.objective}"))
-        if self.token_head not in TOKEN_HEADS:
-            bad("token_head", f"{self.token_head!r} is not one of {', '.join(TOKEN_HEADS)}")
-        if self.group_scope not in GROUP_SCOPES:
-            bad("group_scope", f"{self.group_scope!r} is not one of {', '.join(GROUP_SCOPES)}")
-        if not 0.0 <= self.lam <= 1.0:
-            bad("lam", f"{self.lam} must be in [0, 1]")
-        if self.lam_min is not None and not 0.0 <= self.lam_min <= 1.0:
-            bad("lam_min", f"{self.lam_min} must be in [0, 1]")
-        if not 0.0 <= self.percentile <= 100.0:
-            bad("percentile", f"{self.percentile} must be in [0, 100] (90 marks the top 10% important)")
-        if self.keep_ratio is not None and not 0.0 < self.keep_ratio <= 1.0:
-            bad("keep_ratio", f"{self.keep_ratio} must be in (0, 1]")
-        if self.group_stats not in GROUP_STATS:
-            bad("group_stats", f"{self.group_stats!r} is not one of {', '.join(GROUP_STATS)}")
-        if not 0.5 < self.infosft_p < 1.0:
-            bad("infosft_p", f"{self.infosft_p} must be in (0.5, 1) so that C = log(P/(1-P)) > 0")
-        if isinstance(self.eaft_alpha, bool) or not isinstance(self.eaft_alpha, (int, float)) \
-                or not 0.0 <= float(self.eaft_alpha) < float("inf"):
-            bad("eaft_alpha", f"{self.eaft_alpha!r} must be a finite number >= 0 (1.0 is the paper's)")
-        if isinstance(self.eaft_k, bool) or not isinstance(self.eaft_k, int) or self.eaft_k < 2:
-            bad("eaft_k", f"{self.eaft_k!r} must be an integer >= 2 (the entropy of fewer than 2 logits is 0; 20 is the "
-                          "paper's)")
-        if isinstance(self.asft_alpha, bool) or not isinstance(self.asft_alpha, (int, float)) \
-                or not 0.0 <= float(self.asft_alpha) < float("inf"):
-            bad("asft_alpha", f"{self.asft_alpha!r} must be a finite number >= 0 (0.1 is the default; 0 gives DFT)")
-        if self.asft_kl not in ASFT_KL:
-            bad("asft_kl", f"{self.asft_kl!r} is not one of {', '.join(ASFT_KL)}")
-        if self.target_gamma != "p":
-            try:
-                g = float(self.target_gamma)
-            except ValueError:
-                bad("target_gamma", f"{self.target_gamma!r} must be a float in [0, 1] or 'p'")
-            if not 0.0 <= g <= 1.0:
-                bad("target_gamma", f"{g} must be in [0, 1]")
-        if self.target_residual not in TARGET_RESIDUALS:
-            bad("target_residual", f"{self.target_residual!r} is not one of {', '.join(TARGET_RESIDUALS)}")
-        if self.num_groups < 2:
-            bad("num_groups", f"{self.num_groups} must be at least 2")
-        if self.head_chunk_size < 1:
-            bad("head_chunk_size", f"{self.head_chunk_size} must be positive")
-        try:
-            obj.check_token_weight(self)
-            obj.check_args(self)
-        except ValueError as e:
-            raise ConfigError(str(e)) from e
-        defaults = {f.name: f.default for f in fields(type(self)) if f.init}
-        ignored = ignored_settings(self, defaults)
-        if ignored:  # not an error: a sweep's baseline (objective=sft) inherits the base config's method settings
-            logger.warning("objective %s does not read %s; %s ignored", self.objective,
-                           ", ".join(f"{k}={getattr(self, k)!r}" for k in ignored), "it is" if len(ignored) == 1 else "they are")
-
-    @property
-    def gamma_value(self) -> float | str:
-        return "p" if self.target_gamma == "p" else float(self.target_gamma)
 
 
 @dataclass
@@ -369,14 +189,6 @@ class SFTGoConfig(ObjectiveArgs, TrainingArguments):
                 "needs LoRA (--lora_r 16, say): 4-bit weights cannot be trained directly and there is nothing to merge")
 
 
-def missing_reference(what: str) -> str:
-    """The error for Rho-1 / the reference scorer without --ref_model_name_or_path (also used by `sftgo score`)."""
-    return (f"{what} needs a reference model trained on in-domain data. Make one with "
-            "`sftgo train --objective sft --dataset <in-domain data> --output_dir runs/ref`, then pass "
-            "`--ref_model_name_or_path runs/ref/final` (or `--ref_model_name_or_path initial` for the initial model: "
-            "every excess loss then starts at zero)")
-
-
 def resolve_report_to(value):
     """``auto`` -> ``tensorboard`` when TensorBoard is installed, else ``none``; a comma-separated string -> a list
     (``--report_to tensorboard,wandb``); anything else is left to TrainingArguments."""
@@ -428,9 +240,7 @@ def load_yaml(path: str | Path) -> dict:
 # `sftgo train --help`: sftgo's own settings first, under these headings (a field not listed goes under "run"); the
 # other TrainingArguments options only with --help_all.
 HELP_GROUPS = {
-    "objective and its settings": ("objective", "lam", "lam_min", "token_weight", "infosft_p", "eaft_alpha", "eaft_k",
-                                   "eaft_normalize", "asft_alpha", "asft_kl", "target_gamma", "target_residual",
-                                   "target_topk", "num_groups", "dro_eta"),
+    "objective and its settings": (),  # every other ObjectiveArgs field, in declaration order (below)
     "importance scorer and grouping": ("scorer", "percentile", "keep_ratio", "group_scope", "group_stats",
                                        "llmlingua2_model", "score_cache_dir"),
     "reference model": ("ref_model_name_or_path",),
@@ -440,6 +250,8 @@ HELP_GROUPS = {
                        "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "merge_lora"),
     "run": (),
 }
+HELP_GROUPS["objective and its settings"] = tuple(
+    f.name for f in fields(ObjectiveArgs) if not any(f.name in names for names in HELP_GROUPS.values()))
 TRAIN_USAGE = "sftgo train [CONFIG.yaml] [--flag value ...]"
 
 

@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """A mistake in the user's input; the message names what is wrong and how to fix it."""
+
+
+class ConfigError(UserError):
+    """A bad setting; the message names the field and the fix (re-exported by :mod:`sftgo.config`)."""

@@ -118,7 +118,7 @@ NOT_RUN = [
 # Text blocks (not code): first line -> what it is.
 TEXT_BLOCKS = {
     "w_n   data weight (1 without data weights)": "formula (Token weights compose)",
-    "src/sftgo/   data/ models.py config.py objectives.py tokens.py token_head/ grouping.py scorers/ cache.py":
+    "src/sftgo/   data/ models.py config.py objectives/ tokens.py token_head/ grouping.py scorers/ cache.py":
         "listing (Layout)",
 }
 

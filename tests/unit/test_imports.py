@@ -35,7 +35,6 @@ LAYERS: list[tuple[str, set[str]]] = [
 # allowed only where its modules are exactly a listed cycle's; the edges of a listed cycle are also exempt from the
 # layer checks.
 KNOWN_CYCLES_TO_REMOVE: set[tuple[str, ...]] = {
-    ("sftgo.config", "sftgo.objectives", "sftgo.loss_func"),  # helper `objectives`: declarations torch- and config-free
 }
 
 # report reads run directories: it must not import these, directly or through anything it imports.

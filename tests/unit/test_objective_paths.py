@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sftgo.objectives import OBJECTIVES
+from sftgo.objectives import OBJECTIVES, SETTINGS, TOKEN_WEIGHTS
 from tests.conftest import build_tiny_model
 from tests.reference_objectives import Tok, formula_step_loss, step_loss, token_weight
 
@@ -90,10 +90,7 @@ def reference_path(model, batches, objective, cfg, state, ref_model=None, refere
                     toks.append(Tok(lsm[r, t, y], logits[r, t], y, (m, r), float(b["importance"][r, t + 1]),
                                     float(b["ref_logp"][r, t + 1]), None if ref_logits is None else ref_logits[r, t],
                                     w))
-    a = SimpleNamespace(**{k: getattr(cfg, k) for k in (
-        "infosft_p", "target_gamma", "target_residual", "target_topk", "scorer", "percentile", "num_groups",
-        "group_scope", "group_stats", "dro_eta", "eaft_k", "eaft_alpha", "eaft_normalize", "asft_alpha", "asft_kl",
-        "token_weight")})
+    a = SimpleNamespace(**{k: getattr(cfg, k) for k in SETTINGS})  # every declared objective setting
     loss, new_state = reference(objective, toks, a, lam=cfg.lam, state=state)
     loss.backward()
     return loss.item(), [p.grad.detach().clone() for p in model.parameters()], new_state, \
@@ -273,6 +270,8 @@ COMBOS = [  # (aggregator, settings, micro-batches)
     ("sft-go-dro", {"token_weight": "eaft", "num_groups": 3, "dro_eta": 0.5}, 2),
     ("sft-go-dro", {"token_weight": "dft", "num_groups": 3, "dro_eta": 1.0, "group_scope": "batch"}, 1),
 ]
+# every token weighting composes with sft-go over a step of two micro-batches (a new weighting is checked here too)
+COMBOS += [c for c in (("sft-go", {"token_weight": w}, 2) for w in TOKEN_WEIGHTS if w != "none") if c not in COMBOS]
 
 
 @pytest.mark.parametrize("aggregator,over,micro_batches", COMBOS,

@@ -257,5 +257,42 @@ def test_group_stats_sums_and_counts():
 
 
 def test_objective_names():
-    assert tuple(OBJECTIVES) == ("sft", "sft-go", "rho1", "dft", "infosft", "target-sft", "sft-go-dro", "eaft", "asft")
+    # the names and order users see (in --help and errors) stay; a new objective is one row after them
+    assert tuple(OBJECTIVES)[:9] == ("sft", "sft-go", "rho1", "dft", "infosft", "target-sft", "sft-go-dro", "eaft",
+                                     "asft")
     assert TARGET_RESIDUALS == ("uniform", "model", "topk", "reference")
+
+
+def test_chord_weight_is_p_times_one_minus_p_token_by_token():
+    from sftgo.objectives.weightings.chord import chord_weights
+
+    logp = torch.log_softmax(torch.randn(6, 11, generator=torch.Generator().manual_seed(5)) * 4, -1).flatten()
+    logp = torch.cat([logp, torch.tensor([0.0, -math.inf, math.log(0.5)])]).requires_grad_()
+    w = chord_weights(logp)
+    assert not w.requires_grad
+    for lp, got in zip(logp.tolist(), w.tolist()):
+        p = math.exp(lp)
+        assert got == pytest.approx(p * (1 - p), abs=1e-7)
+    assert w[-1].item() == pytest.approx(0.25) and w[-3].item() == 0.0 and w[-2].item() == 0.0
+
+
+def test_chord_gradient_is_that_of_the_detached_weight_times_ce():
+    """``--token_weight chord``: d/dlogits of ``sum_n sg(p_n (1 - p_n)) CE_n / K``, written here from the formula."""
+    from types import SimpleNamespace
+
+    from sftgo.objectives import compute_loss_func
+
+    g = torch.Generator().manual_seed(7)
+    logits = (torch.randn(2, 6, 13, generator=g, dtype=torch.float64) * 3).requires_grad_()
+    labels = torch.randint(0, 13, (2, 6), generator=g)
+    labels[0, :2] = -100
+    compute_loss_func("sft", token_weight="chord")(SimpleNamespace(logits=logits), labels).backward()
+    got = logits.grad.clone()
+    ref_logits = logits.detach().clone().requires_grad_()
+    z, y = ref_logits[:, :-1].reshape(-1, 13), labels[:, 1:].reshape(-1)
+    keep = y != -100
+    ce = -torch.log_softmax(z[keep], -1).gather(1, y[keep, None]).squeeze(1)
+    p = (-ce).exp().detach()
+    ((p * (1 - p) * ce).sum() / keep.sum()).backward()
+    torch.testing.assert_close(got, ref_logits.grad, atol=1e-7, rtol=1e-5)  # the head works in float32
+    assert got.abs().sum() > 0

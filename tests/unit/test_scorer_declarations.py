@@ -178,9 +178,9 @@ def test_declarations_import_without_torch():
 # Settings whose values may equal a scorer's name without naming a scorer (``--target_residual reference``, the
 # Trainer's ``train_sampling_strategy == "random"``).
 NOT_SCORERS = {"target_residual", "residual", "train_sampling_strategy"}
-# TEMPORARY (issue 27): config.py and objectives.py still compare scorer names (other helpers' files); the coordinator
-# replaces those comparisons with scorer_spec(...) at merge and empties this set.
-PENDING = {"config", "objectives"}
+# Modules allowed to compare scorer names for a while (each must still compare one, so the allowance cannot rot);
+# empty since issue 27 connected config / objectives to scorer_spec.
+PENDING: set[str] = set()
 
 
 def _scorer_name_comparisons(path: Path) -> list[str]:

@@ -17,24 +17,24 @@ NON_METHOD_KEYS = {"seed", "data_seed", "output_dir", "run_name", "logging_dir",
                    "score_cache_dir", "dataloader_num_workers", "overwrite_output_dir"}
 
 # Method settings, and which objective reads each one (a label shows a setting only where the objective uses it):
-# the objectives' own declarations (sftgo.objectives; importing it does not import torch).
+# the objectives' own declarations (sftgo.objectives; importing it imports neither torch nor transformers).
 from ..objectives import METHOD_SETTINGS, OBJECTIVES, settings_of  # noqa: E402
+from ..objectives import SETTINGS_ADDED as OBJECTIVE_SETTINGS_ADDED, SHORT as OBJECTIVE_SHORT  # noqa: E402
 
 METHOD_KEYS = set(METHOD_SETTINGS)
 # Config fields newer than some runs, with their defaults: what every run did before the field existed (no token
-# weighting, one channel, ...), so an old run groups with an identical new one. Checked against SFTGoConfig's defaults
-# by a test (this module must not import the config: it pulls transformers and torch).
-SETTINGS_ADDED = {"token_weight": "none", "eaft_alpha": 1.0, "eaft_k": 20, "eaft_normalize": True, "asft_alpha": 0.1,
-                  "asft_kl": "forward", "eval_split": None, "channel_field": None, "max_channels": 32}
+# weighting, one channel, ...), so an old run groups with an identical new one. The objective settings' come from their
+# declarations (``added=True``); the others are listed here. Checked against SFTGoConfig's defaults by a test (this
+# module must not import the config: it pulls transformers and torch).
+SETTINGS_ADDED = {**OBJECTIVE_SETTINGS_ADDED, "eval_split": None, "channel_field": None, "max_channels": 32}
 
 
 def declared(objective, flag: str) -> bool:
     """A declaration flag of the objective a run used (False for a name this version does not know)."""
     obj = OBJECTIVES.get(str(objective))
     return bool(getattr(obj, flag, False)) if obj is not None else False
-SHORT = {"percentile": "eta", "lam_min": "lam_min", "learning_rate": "lr", "model_name_or_path": "model",
-         "num_train_epochs": "epochs", "per_device_train_batch_size": "batch", "ref_model_name_or_path": "ref",
-         "llmlingua2_model": "encoder"}
+SHORT = {**OBJECTIVE_SHORT, "learning_rate": "lr", "model_name_or_path": "model", "num_train_epochs": "epochs",
+         "per_device_train_batch_size": "batch"}  # a setting's label in tables (the objective settings' declared)
 
 
 @dataclass

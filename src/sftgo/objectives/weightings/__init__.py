@@ -1,0 +1,20 @@
+"""Token weightings ``t_n`` (``--token_weight``), one module each; adding one is a module here and a row below."""
+
+from __future__ import annotations
+
+from .chord import CHORDWeighting
+from .dft import DFTWeighting, dft_weights
+from .eaft import EAFTWeighting, eaft_weights
+from .infosft import InfoSFTWeighting, infosft_weights
+from .none import NoWeighting
+
+TOKEN_WEIGHTS = {
+    "none": NoWeighting,
+    "dft": DFTWeighting,
+    "infosft": InfoSFTWeighting,
+    "eaft": EAFTWeighting,
+    "chord": CHORDWeighting,
+}
+
+__all__ = ["TOKEN_WEIGHTS", "DFTWeighting", "EAFTWeighting", "InfoSFTWeighting", "NoWeighting", "dft_weights",
+           "eaft_weights", "infosft_weights"]
