@@ -19,6 +19,7 @@ from transformers import TrainingArguments
 from .data import DEFAULT_DATASET
 from .models import DEFAULT_MODEL
 # ObjectiveArgs: every objective setting (field, default, help, check), built from the objectives' declarations
+from .scorers import SCORER_SETTINGS
 from .objectives import GROUP_SCOPES, GROUP_STATS, TOKEN_HEADS, ObjectiveArgs, missing_reference  # noqa: F401
 from .errors import ConfigError, UserError  # noqa: F401 -- ConfigError: a bad setting (re-exported here)
 
@@ -242,7 +243,7 @@ def load_yaml(path: str | Path) -> dict:
 HELP_GROUPS = {
     "objective and its settings": (),  # every other ObjectiveArgs field, in declaration order (below)
     "importance scorer and grouping": ("scorer", "percentile", "keep_ratio", "group_scope", "group_stats",
-                                       "llmlingua2_model", "score_cache_dir"),
+                                       *SCORER_SETTINGS, "score_cache_dir"),
     "reference model": ("ref_model_name_or_path",),
     "data": ("dataset", "dataset_split", "eval_dataset", "eval_split", "max_examples", "max_length", "channel_field",
              "max_channels", "packing", "padding_free"),

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_length", type=int, default=512, help="Tokens per example (right-truncated).")
     declared = {s.name: s for spec in SCORERS.values() for s in (*spec.settings, *spec.run_settings)}
     for s in declared.values():  # each scorer's settings, as it declares them (--seed, --llmlingua2_model, ...)
-        p.add_argument(s.flag, type=s.type, default=s.default, help=s.help)
+        p.add_argument(s.flag, type=s.type, default=s.default, help=f"{s.help} (default {s.default})")
     p.add_argument("--ref_model_name_or_path", default=None,
                    help="Reference model of the reference scorer (e.g. runs/ref/final from `sftgo train --objective sft "
                         "--output_dir runs/ref`), or 'initial' (the model itself: every excess loss is zero).")

@@ -57,7 +57,7 @@ from ..errors import ConfigError
 from .args import missing_reference, objective_args
 from .asft import ASFT, ASFT_KL, ASFTSettings, asft_chunk_loss
 from .base import Objective, lambda_schedule
-from .common import GROUP_SCOPES, GROUP_STATS, METRIC_SETTINGS, TOKEN_HEADS, RunSettings, SharedSettings
+from .common import GROUP_SCOPES, GROUP_STATS, METRIC_SETTINGS, TOKEN_HEADS, RunSettings, SharedSettings, scorer_settings
 from .declare import Setting, declared, setting
 from .groups import Grouped, group_means, group_stats, worst_onehot
 from .loss_func import make_loss_func
@@ -107,9 +107,8 @@ def _declared_settings() -> dict[str, Setting]:
     parts = [Choices, SharedSettings, *(w.Settings for w in TOKEN_WEIGHTS.values()),
              *(o.Settings for o in OBJECTIVES.values()), RunSettings]
     found: dict[str, Setting] = {}
-    for part in parts:
-        for s in declared(part):
-            found.setdefault(s.name, s)
+    for s in [*(s for part in parts for s in declared(part)), *scorer_settings()]:
+        found.setdefault(s.name, s)
     rank = {n: i for i, n in enumerate(_FIELD_ORDER)}
     return {n: found[n] for n in sorted(found, key=lambda n: rank.get(n, len(rank)))}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..scorers import SCORER_SETTINGS
-from .declare import one_of, optional, setting, unit_interval
+from .declare import Setting, one_of, optional, setting, unit_interval
 
 TOKEN_HEADS = ("auto", "fused", "chunked", "naive")
 GROUP_SCOPES = ("sequence", "batch")
@@ -55,9 +55,6 @@ class SharedSettings:
                    "e.g. runs/ref/final from `sftgo train --objective sft --output_dir runs/ref`; 'initial' uses the "
                    "initial model), for objective=asft (required; 'initial' = the model before training) and for "
                    "target_residual=reference (default: the initial model).", short="ref")
-    llmlingua2_model: str = setting(
-        "microsoft/llmlingua-2-xlm-roberta-large-meetingbank",
-        help="Token classifier for scorer=llmlingua2 (Hub id or local folder).", short="encoder")
 
 
 @dataclass
@@ -77,3 +74,8 @@ class RunSettings:
 # for plain SFT), beside the settings that change an objective's loss (``settings`` of each class).
 # The scorers' own config fields (llmlingua2_model) come from their declarations (sftgo.scorers, torch-free).
 METRIC_SETTINGS = ("scorer", "percentile", "keep_ratio", *SCORER_SETTINGS)
+
+
+def scorer_settings() -> list[Setting]:
+    """The config fields the scorers declare themselves (:data:`sftgo.scorers.SCORER_SETTINGS`), as settings."""
+    return [Setting(s.name, s.type.__name__, s.default, s.help, short=s.short) for s in SCORER_SETTINGS.values()]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..scorers import scorer_needs_reference
+from ..scorers import SCORER_SETTINGS, scorer_needs_reference
 from .groups import Grouped
 
 
@@ -15,7 +15,7 @@ class SFTGo(Grouped):
     """
 
     shared = ("scorer", "percentile", "keep_ratio", "lam", "lam_min", "num_groups", "group_scope", "group_stats",
-              "llmlingua2_model", "ref_model_name_or_path")
+              *SCORER_SETTINGS, "ref_model_name_or_path")  # SCORER_SETTINGS: the scorers' own (llmlingua2_model)
     metrics = ("loss_important", "loss_unimportant", "frac_important", "worst_group", "worst_group_step")
     eta_ablation = True
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..scorers import SCORER_SETTINGS
 from .declare import setting
 from .groups import group_means
 from .sft_go import SFTGo
@@ -26,7 +27,7 @@ class SFTGoDRO(SFTGo):
     uniform at the start) is trainer state. The "important" curve is the top quantile group."""
 
     Settings = DROSettings
-    shared = ("scorer", "lam", "lam_min", "num_groups", "group_scope", "group_stats", "llmlingua2_model",
+    shared = ("scorer", "lam", "lam_min", "num_groups", "group_scope", "group_stats", *SCORER_SETTINGS,
               "ref_model_name_or_path")
     metrics = ("loss_important", "loss_unimportant", "frac_important", "dro_q{g}")
     needs_means = False

@@ -418,8 +418,8 @@ def _downloads(values: dict) -> list[tuple[str, str, str]]:
 
 LLMLINGUA2 = Scorer(
     "llmlingua2", llmlingua2, reads_text=True, key=_cache_settings, downloads=_downloads,
-    settings=(ScorerSetting("llmlingua2_model", DEFAULT_MODEL, kwarg="model",
-                            help=f"LLMLingua-2 token classifier: local folder or Hub id (default {DEFAULT_MODEL})."),),
+    settings=(ScorerSetting("llmlingua2_model", DEFAULT_MODEL, kwarg="model", short="encoder",
+                            help="Token classifier for scorer=llmlingua2 (Hub id or local folder)."),),
     run_settings=(ScorerSetting("llmlingua2_batch_size", 16, "Encoder chunks per forward pass.", int,
                                 kwarg="batch_size", field=False),),
 )

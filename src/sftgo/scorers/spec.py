@@ -27,8 +27,9 @@ class ScorerSetting:
     """A setting a scorer reads, under its ``sftgo train`` / ``sftgo score`` flag name ``name``.
 
     ``kwarg``: the scoring function's keyword (default ``name``). ``field``: the scorer declares the config field
-    itself (``llmlingua2_model``: :data:`sftgo.scorers.SCORER_SETTINGS`); False for a field declared elsewhere
-    (``seed``, a ``TrainingArguments`` field)."""
+    itself (``llmlingua2_model``: :data:`sftgo.scorers.SCORER_SETTINGS`, a field of
+    :class:`sftgo.objectives.ObjectiveArgs` made from this declaration); False for a field declared elsewhere
+    (``seed``, a ``TrainingArguments`` field). ``short``: its label in report tables (None: the name)."""
 
     name: str
     default: Any
@@ -36,6 +37,7 @@ class ScorerSetting:
     type: type = str
     kwarg: str | None = None
     field: bool = True
+    short: str | None = None
 
     @property
     def flag(self) -> str:
