@@ -25,7 +25,21 @@ commands:
 """
 
 
+TRAIN_HELP_FLAGS = ("-h", "--help", "--help_all")  # sftgo train prints its help and exits (sftgo.config)
+
+
+def help_without_peft() -> None:
+    """``sftgo train --help`` only prints: nothing in it needs peft, which transformers imports with TrainingArguments
+    whenever peft is installed (3-4 s of the help's 7 s of CPU). Mark peft absent for this process only (``None`` in
+    ``sys.modules`` is Python's "cannot be imported"; transformers then sees it as not installed). The help text is
+    the same either way (tests/unit/test_startup_imports.py). Only in the ``sftgo`` process itself (``main()`` without
+    argv) before transformers is loaded: that process prints the help, or one error line, and exits."""
+    if "peft" not in sys.modules and "transformers" not in sys.modules:
+        sys.modules["peft"] = None
+
+
 def main(argv: list[str] | None = None) -> int:
+    entry_point = argv is None  # the sftgo process itself (console script, python -m sftgo.cli)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -34,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         if cmd == "train":
+            if entry_point and any(a in TRAIN_HELP_FLAGS for a in rest):
+                help_without_peft()
             from .config import parse_config
             from .launch import lone_process_warning
             from .pipeline import run_training

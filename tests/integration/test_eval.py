@@ -90,6 +90,12 @@ def test_local_task_matches_independent_loglikelihood(tiny_model_dir, tmp_path, 
     assert len(harness_lls) == len(lls)
     for h, mine in zip(harness_lls, lls):
         assert h == pytest.approx(mine, abs=1e-4)
+    # the harness's environment report (torch's collect_env runs `pip list`: 0.5-7 s a call) is never written out:
+    # skipped, and torch's own function is back afterwards
+    from torch.utils import collect_env
+
+    assert next(iter(raw.values()))["pretty_env_info"] == R.ENV_REPORT_SKIPPED
+    assert collect_env.get_pretty_env_info.__module__ == "torch.utils.collect_env"
 
 
 

@@ -10,6 +10,7 @@ evaluation; every result row then carries ``base_value`` and ``delta_vs_base``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -122,6 +123,23 @@ def _friendly_dataset_error(e: Exception, tasks: list[str]) -> TaskError:
                      "--data_file TASK=PATH")
 
 
+ENV_REPORT_SKIPPED = "not collected by sftgo eval"
+
+
+@contextlib.contextmanager
+def _no_env_report():
+    """Each ``simple_evaluate`` call records torch's ``collect_env`` report (it runs ``pip list`` and probes the
+    GPU tools: 0.5-7 s) in its raw results' ``pretty_env_info``, which sftgo never writes out: skip that probe."""
+    from torch.utils import collect_env
+
+    probe = collect_env.get_pretty_env_info
+    collect_env.get_pretty_env_info = lambda: ENV_REPORT_SKIPPED
+    try:
+        yield
+    finally:
+        collect_env.get_pretty_env_info = probe
+
+
 def run_harness(lm, tm, tasks: list[str], *, limit, num_fewshot, apply_chat_template=False, gen_kwargs=None,
                 log_samples=False) -> dict:
     """One ``lm_eval.simple_evaluate`` call on an in-memory HFLM."""
@@ -130,9 +148,10 @@ def run_harness(lm, tm, tasks: list[str], *, limit, num_fewshot, apply_chat_temp
     if "ifeval" in tasks:
         ensure_punkt()
     try:
-        return lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=tm, limit=limit, num_fewshot=num_fewshot,
-                                       apply_chat_template=apply_chat_template, gen_kwargs=gen_kwargs,
-                                       log_samples=log_samples)
+        with _no_env_report():
+            return lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=tm, limit=limit,
+                                           num_fewshot=num_fewshot, apply_chat_template=apply_chat_template,
+                                           gen_kwargs=gen_kwargs, log_samples=log_samples)
     except ImportError as e:  # a task's optional dependency (langdetect, math_verify, ...)
         raise TaskError(f"{', '.join(tasks)}: missing Python package {e.name or e} ({e}); "
                         "pip install 'sftgo[eval]' (lm_eval[hf,ifeval,math])") from None
