@@ -86,9 +86,9 @@ def cell(values, n_expected):
     return f"{m * 100:.2f} ± {s * 100:.2f} ({n_expected})"
 
 
-# Steps per run: enough that the kill below lands mid-run (after checkpoint-5 of run 2, with 5 checkpoints to go), few
-# enough that four runs stay cheap.
-STEPS = 30
+# Steps per run: enough that the kill below lands mid-run (after checkpoint-5 of run 2, with 10 steps and 2
+# checkpoints to go), few enough that four runs stay cheap.
+STEPS = 15
 
 
 def sweep_cmd(sweep_dir, tiny_model_dir, alpaca_file, cache, fake_eval, *extra):
@@ -150,6 +150,15 @@ def test_sweep_killed_continued_and_reported(tmp_path, tiny_model_dir, alpaca_fi
     assert {r["state"] for r in state["runs"]} == {"complete"}
     assert sorted((sweep_dir / "eval_calls.txt").read_text().split()) == sorted(
         ["sft_s1", "sft-go_tfidf_s1", "sft_s2", "sft-go_tfidf_s2"])
+    # Complete runs keep final/ and eval/ and, by default (keep_checkpoints none), none of their checkpoint-*/: their
+    # training deletes them once it completes.
+    done = sorted(p for p in sweep_dir.iterdir() if (p / "summary.json").exists())
+    assert [p.name for p in done] == ["sft-go_tfidf_s1", "sft-go_tfidf_s2", "sft_s1", "sft_s2"]
+    for r in done:
+        assert (r / "final").is_dir() and (r / "eval" / "paper.json").exists()
+        assert sorted(p.name for p in r.glob("checkpoint-*")) == [], r
+    assert ("deleted checkpoint-5, checkpoint-10, checkpoint-15 (keep_checkpoints none"
+            in (sweep_dir / "logs" / "sft_s1.train.log").read_text())
 
     # 3. A third invocation has nothing to do.
     again = run_here(capfd, cmd, env)
@@ -259,8 +268,9 @@ def test_sweep_with_real_sftgo_eval_heldout(tmp_path, tiny_model_dir, alpaca_fil
 def test_runs_keep_checkpoints_as_asked_and_prune_checkpoints_is_keep_none(tmp_path, tiny_model_dir, alpaca_file,
                                                                           capfd):
     """A complete run keeps final/ and eval/; of its checkpoint-*/ what --keep_checkpoints says: all of them when
-    passed `all` (a train flag of the sweep), none by default (its training deletes them once it completes); the
-    sweep-file key prune_checkpoints is keep_checkpoints none, applied to the complete runs of a finished sweep."""
+    passed `all` (a train flag of the sweep; none by default: test_sweep_killed_continued_and_reported checks that on
+    its sweep); the sweep-file key prune_checkpoints is keep_checkpoints none, applied to the complete runs of a
+    finished sweep."""
     fake_eval = write_fake_eval(tmp_path)
     cache = tmp_path / "cache"
 
@@ -275,15 +285,12 @@ def test_runs_keep_checkpoints_as_asked_and_prune_checkpoints_is_keep_none(tmp_p
         return d, out.stdout + out.stderr
 
     kept, _ = sweep("kept", "--keep_checkpoints", "all")
-    pruned, _ = sweep("pruned")
-    for d in (kept, pruned):
-        runs = sorted(p for p in d.iterdir() if (p / "summary.json").exists())
-        assert [p.name for p in runs] == ["sft-go_tfidf_s1", "sft_s1"]
-        for r in runs:
-            assert (r / "final").is_dir() and (r / "eval" / "paper.json").exists()
-            ckpts = sorted(p.name for p in r.glob("checkpoint-*"))
-            assert ckpts == ([] if d is pruned else ["checkpoint-2", "checkpoint-4"]), (r, ckpts)
-    assert "deleted checkpoint-2, checkpoint-4 (keep_checkpoints none" in (pruned / "logs" / "sft_s1.train.log").read_text()
+    runs = sorted(p for p in kept.iterdir() if (p / "summary.json").exists())
+    assert [p.name for p in runs] == ["sft-go_tfidf_s1", "sft_s1"]
+    for r in runs:
+        assert (r / "final").is_dir() and (r / "eval" / "paper.json").exists()
+        ckpts = sorted(p.name for p in r.glob("checkpoint-*"))
+        assert ckpts == ["checkpoint-2", "checkpoint-4"], (r, ckpts)
     # The sweep-file key, on a finished sweep: complete runs are pruned when the sweep is run again.
     spec = tmp_path / "sweep.yaml"
     spec.write_text(f"prune_checkpoints: true\noutput_dir: {kept}\n")

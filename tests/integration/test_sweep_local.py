@@ -51,7 +51,7 @@ def test_two_slots_overlap_and_equal_one_slot(tmp_path, tiny_model_dir, alpaca_f
     for slots in (2, 1):
         d = tmp_path / f"slots{slots}"
         out = run_here(capfd, _cmd(d, tiny_model_dir, alpaca_file, tmp_path / "cache", fake_eval, "--slots", str(slots),
-                                   "--max_steps", "12", "--save_steps", "6"), _env())
+                                   "--max_steps", "6", "--save_steps", "3"), _env())
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         (a0, a1), = _intervals(d / "logs" / f"{names[0]}.train.log")
         (b0, b1), = _intervals(d / "logs" / f"{names[1]}.train.log")
