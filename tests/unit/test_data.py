@@ -198,3 +198,20 @@ def test_eval_split_defaults_to_validation_then_test_else_a_clear_error(tmp_path
         load_examples(only_train, split=None)
     with pytest.raises(DataError, match=r"no split 'dev' \(its splits: train, validation, test\)"):
         load_examples(both, split="dev")
+
+
+@pytest.mark.parametrize("rec, message", [
+    ({"instruction": "Say hi."}, "data.jsonl:3: missing field 'output' (Alpaca records need 'instruction', optional "
+                                 "'input', and 'output')"),
+    ({"instruction": "Say hi.", "output": 7}, "data.jsonl:3: field 'output' must be a string"),
+    ({"question": ["2+2?"], "answer": "4"}, "data.jsonl:3: field 'question' must be a string"),
+    ({"prompt": "Say hi."}, "data.jsonl:3: missing field 'completion' (prompt/completion records need both)"),
+    ({"prompt": None, "completion": "hi"}, "data.jsonl:3: field 'prompt' must be a string"),
+])
+def test_a_bad_record_names_its_line_and_field(tmp_path, rec, message):
+    path = tmp_path / "data.jsonl"
+    good = {"instruction": "a", "output": "b"}
+    path.write_text("\n".join(json.dumps(r) for r in (good, good, rec)) + "\n")
+    with pytest.raises(DataError) as e:
+        load_examples(str(path))
+    assert message in str(e.value)

@@ -179,6 +179,16 @@ def _span_weights(ex: dict) -> list[float]:
             if m["role"] == "assistant" and m["content"].strip()]
 
 
+def _string_fields(rec: dict, keys, where: str, missing: str | None = None) -> None:
+    """DataError unless each of ``keys`` is a string field of ``rec``; ``missing``: the hint for an absent one (None:
+    the caller already knows they are present)."""
+    for key in keys:
+        if missing is not None and key not in rec:
+            raise DataError(f"{where}: missing field '{key}' ({missing})")
+        if not isinstance(rec[key], str):
+            raise DataError(f"{where}: field '{key}' must be a string")
+
+
 def _normalize_messages(rec, where: str) -> dict:
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
@@ -195,11 +205,8 @@ def _normalize_messages(rec, where: str) -> dict:
         turns = [{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(conv)]
         return _normalize_messages({"messages": turns}, where)
     if "instruction" in rec or "output" in rec:
-        for key in ("instruction", "output"):
-            if key not in rec:
-                raise DataError(f"{where}: missing field '{key}' (Alpaca records need 'instruction', optional 'input', and 'output')")
-            if not isinstance(rec[key], str):
-                raise DataError(f"{where}: field '{key}' must be a string")
+        _string_fields(rec, ("instruction", "output"), where,
+                       missing="Alpaca records need 'instruction', optional 'input', and 'output'")
         user = rec["instruction"]
         extra = rec.get("input") or ""
         if not isinstance(extra, str):
@@ -209,16 +216,10 @@ def _normalize_messages(rec, where: str) -> dict:
         return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": rec["output"]}]}
     if "question" in rec and isinstance(rec.get("answer"), str):
         # GSM8K and similar question / answer files (the answer may carry a chain of thought and '#### <number>').
-        for key in ("question", "answer"):
-            if not isinstance(rec[key], str):
-                raise DataError(f"{where}: field '{key}' must be a string")
+        _string_fields(rec, ("question", "answer"), where)
         return {"messages": [{"role": "user", "content": rec["question"]}, {"role": "assistant", "content": rec["answer"]}]}
     if "prompt" in rec or "completion" in rec:
-        for key in ("prompt", "completion"):
-            if key not in rec:
-                raise DataError(f"{where}: missing field '{key}' (prompt/completion records need both)")
-            if not isinstance(rec[key], str):
-                raise DataError(f"{where}: field '{key}' must be a string")
+        _string_fields(rec, ("prompt", "completion"), where, missing="prompt/completion records need both")
         return {"messages": [{"role": "user", "content": rec["prompt"]}, {"role": "assistant", "content": rec["completion"]}]}
     raise DataError(
         f"{where}: unrecognized record with fields {sorted(rec)}; expected 'messages' (chat), "

@@ -17,8 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..rundir import CHECKPOINT_RE as _CKPT
-from ..rundir import EVAL_RECORD, METRICS, SUMMARY, is_complete
+from ..rundir import EVAL_RECORD, METRICS, SUMMARY, checkpoint_folders, is_complete
 
 
 @dataclass
@@ -101,12 +100,7 @@ def last_step(run_dir: Path) -> int | None:
 def last_checkpoint(run_dir: Path) -> str | None:
     """Newest complete checkpoint (quietly: sftgo.checkpoints.last_complete_checkpoint warns about incomplete ones,
     which the training itself reports when it resumes)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return None
-    found = sorted(((int(m.group(1)), p) for p in run_dir.iterdir() if (m := _CKPT.match(p.name)) and p.is_dir()),
-                   reverse=True)
-    return next((str(p) for _, p in found if is_complete(p)), None)
+    return next((str(p) for _, p in reversed(checkpoint_folders(run_dir)) if is_complete(p)), None)
 
 
 def run_status(run_dir: Path, eval_signature: str | None, stop_after: int | None = None) -> RunStatus:
