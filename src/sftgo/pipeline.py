@@ -225,7 +225,17 @@ def cached_reference(name_or_path: str | None, data: TokenizedData, tokenizer, c
     return out, "miss"
 
 
-def warn_initial_reference(model_name) -> None:
+def warn_initial_reference(model_name, cfg=None) -> None:
+    """The initial model as Rho-1's reference is a warning (its excess losses start at zero); as the reference of a
+    token weighting alone (PriFT: the authors' default, ``cfg`` given) it is what the method asks for."""
+    from .objectives import objective_class
+    from .scorers import scorer_needs_reference
+
+    if cfg is not None and "ref_logp" not in objective_class(cfg.objective).columns(cfg) \
+            and not scorer_needs_reference(cfg.scorer):
+        logger.info("reference = the initial model (%s), for --token_weight %s", model_name or "default",
+                    cfg.token_weight)
+        return
     logger.warning("reference = the initial model (%s): every excess loss starts at zero, so the first steps' "
                    "token selection is noise; train a reference on in-domain data for Rho-1 as the paper runs it",
                    model_name or "default")
@@ -238,7 +248,7 @@ def compute_reference(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer,
     :data:`REFERENCE_COLUMNS`): a dict of those columns, from the same pass, instead."""
     ref_path = reference_path(cfg)
     if ref_path is None:
-        warn_initial_reference(cfg.model_name_or_path)
+        warn_initial_reference(cfg.model_name_or_path, cfg)
     out, _ = cached_reference(ref_path or cfg.model_name_or_path, data, tokenizer, columns or ("ref_logp",),
                               dtype=cfg.model_dtype, cache_dir=cfg.score_cache_dir,
                               batch_size=cfg.per_device_train_batch_size, model=model if ref_path is None else None,

@@ -279,7 +279,7 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
                     raise ConfigError("ref_model_name_or_path: 'initial' is the model before training; pass this "
                                       "dataset as eval_dataset when building the trainer, or give a reference path")
 
-                P.warn_initial_reference(getattr(self.model, "name_or_path", None))
+                P.warn_initial_reference(getattr(self.model, "name_or_path", None), self.args)
                 lower = "ref_lower_mass" in ref
                 got = reference_token_logp(self.model, data.input_ids, data.labels,
                                            batch_size=self.args.per_device_train_batch_size,
