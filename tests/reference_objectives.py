@@ -23,6 +23,7 @@ class Tok:
     ref_logp: float
     ref_logits: torch.Tensor | None = None  # [V], a frozen reference model's logits at the token's position (ASFT)
     weight: float = 1.0  # the data weight w_n (1 without data weights)
+    ref_lower_mass: float = 0.0  # the reference's probability of the tokens less likely than the target (PriFT mass)
 
 
 def k_half_up(n: int, eta: float) -> int:
@@ -176,11 +177,14 @@ def step_loss(objective: str, toks: list[Tok], a, *, lam: float, state: dict) ->
 
 def token_weight(t: Tok, a) -> float:
     """t_n of ``--token_weight`` (detached): none 1, dft p, infosft InfoSFT's weight, eaft the normalized top-k entropy,
-    chord p (1 - p)."""
+    chord p (1 - p), prift_prob the reference's p, prift_mass 1 where the reference's p plus its lower mass reaches the
+    threshold (PriFT, arXiv 2606.09396)."""
     p = math.exp(t.logp.item())
+    p_ref = math.exp(t.ref_logp)
     return {"none": lambda: 1.0, "dft": lambda: p, "infosft": lambda: infosft_weight(p, a.infosft_p),
             "eaft": lambda: eaft_weight(t.logits.tolist(), a.eaft_k, a.eaft_alpha, a.eaft_normalize),
-            "chord": lambda: p * (1.0 - p)}[a.token_weight]()
+            "chord": lambda: p * (1.0 - p), "prift_prob": lambda: p_ref,
+            "prift_mass": lambda: float(t.ref_lower_mass + p_ref >= a.prift_threshold)}[a.token_weight]()
 
 
 def formula_step_loss(aggregator: str, toks: list[Tok], a, *, lam: float, state: dict) -> tuple[torch.Tensor, dict]:

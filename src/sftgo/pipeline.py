@@ -34,6 +34,17 @@ def needs_reference(cfg: SFTGoConfig) -> bool:
     return objective_class(cfg.objective).needs_ref_logp(cfg) or scorer_needs_reference(cfg.scorer)
 
 
+def reference_columns(cfg) -> tuple[str, ...]:
+    """The columns of the one reference pass a run needs (:data:`REFERENCE_COLUMNS`; none without a reference): the
+    reference log p, and the lower mass where the token weighting reads it (PriFT's ``mass``)."""
+    from .objectives import objective_class
+
+    if not needs_reference(cfg):
+        return ()
+    read = objective_class(cfg.objective).token_columns(cfg)
+    return ("ref_logp", *(c for c in REFERENCE_COLUMNS[1:] if c in read))
+
+
 def scorer_settings(name: str, tokenizer, config=None, **values) -> dict:
     """The settings that change a scorer's output (they go into the cache key; `sftgo train` and `sftgo score` use
     the same ones, so they share cache entries): the scorer's declared settings, read from ``config`` (a config or
@@ -130,24 +141,53 @@ def cached_token_logp(name_or_path: str | None, data: TokenizedData, tokenizer, 
     over the processes (each scores its share: the job does the pass once, not once per process), every process gets
     all of them, and process 0 stores the entry. The batches are the same whatever the number of processes, and so
     is the key."""
+    cols, state = cached_reference(name_or_path, data, tokenizer, ("ref_logp",), dtype=dtype, cache_dir=cache_dir,
+                                   batch_size=batch_size, model=model, device=device, progress=progress)
+    return cols["ref_logp"], state
+
+
+REFERENCE_COLUMNS = ("ref_logp", "ref_lower_mass")
+"""The per-token columns the one reference pass gives: ``log p_ref`` of the label and its lower mass (the reference's
+probability of the tokens strictly less likely than the label; PriFT's ``mass``)."""
+
+
+def _reference_key(name_or_path, dtype, data, column: str) -> dict:
+    """The cache key of one reference column; ``ref_logp``'s is the one Rho-1 and ``sftgo score`` have always used."""
+    from .models import model_fingerprint, resolve_model_path
+
+    key = {"scorer": "reference", "ref_model": model_fingerprint(resolve_model_path(name_or_path)), "dtype": dtype,
+           "data": data.fingerprint()}
+    return key if column == "ref_logp" else {**key, "scorer": f"reference_{column.removeprefix('ref_')}"}
+
+
+def cached_reference(name_or_path: str | None, data: TokenizedData, tokenizer, columns=("ref_logp",), *,
+                     dtype: str = "auto", cache_dir=None, batch_size: int = 8, model=None, device=None,
+                     progress: bool = False) -> tuple[dict[str, list[np.ndarray]], str]:
+    """The reference ``columns`` (of :data:`REFERENCE_COLUMNS`) of every supervised token -> ({column: N float arrays
+    [n_i]}, "hit" | "miss"), each cached under its own key (model files, dtype, data; see :func:`cached_token_logp`),
+    the missing ones from one reference pass (sharded over the processes) that gives them all."""
     import torch
 
     from .cache import lookup_scores, store_scores
     from .distributed import gather_shards, on_main, world
-    from .models import load_model, model_fingerprint, resolve_model_path
+    from .models import load_model
     from .scorers.reference import reference_token_logp
 
-    key = {"scorer": "reference", "ref_model": model_fingerprint(resolve_model_path(name_or_path)), "dtype": dtype,
-           "data": data.fingerprint()}
+    unknown = [c for c in columns if c not in REFERENCE_COLUMNS]
+    if unknown:
+        raise ValueError(f"reference columns {unknown} are not among {', '.join(REFERENCE_COLUMNS)}")
+    keys = {c: _reference_key(name_or_path, dtype, data, c) for c in columns}
     lengths = data.supervised_lengths()
-    hit = on_main(lambda: lookup_scores(key, cache_dir, expected_lengths=lengths))
-    if hit is not None:
-        return hit, "hit"
+    found = on_main(lambda: {c: lookup_scores(k, cache_dir, expected_lengths=lengths) for c, k in keys.items()})
+    missing = [c for c in columns if found[c] is None]
+    if not missing:
+        return found, "hit"
+    lower = "ref_lower_mass" in missing
     rank, _ = world()
     order = sorted(range(len(data)), key=lambda i: -len(data.input_ids[i]))  # reference_token_logp's own order
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
-    def score(my_batches: list[list[int]]) -> list[list[np.ndarray]]:
+    def score(my_batches: list[list[int]]) -> list[list]:
         if not my_batches:  # more processes than batches: nothing to load
             return []
         m = model if model is not None else load_model(name_or_path, dtype=dtype)
@@ -157,9 +197,9 @@ def cached_token_logp(name_or_path: str | None, data: TokenizedData, tokenizer, 
         m.to(dev).eval()
         try:
             idx = [i for b in my_batches for i in b]
-            logp = reference_token_logp(m, [data.input_ids[i] for i in idx], [data.labels[i] for i in idx],
-                                        batch_size=batch_size, device=dev, pad_token_id=tokenizer.pad_token_id,
-                                        progress=progress and rank == 0)
+            got = reference_token_logp(m, [data.input_ids[i] for i in idx], [data.labels[i] for i in idx],
+                                       batch_size=batch_size, device=dev, pad_token_id=tokenizer.pad_token_id,
+                                       progress=progress and rank == 0, lower_mass=lower)
         finally:
             m.train(was_training)
             if model is not None:
@@ -167,48 +207,65 @@ def cached_token_logp(name_or_path: str | None, data: TokenizedData, tokenizer, 
         del m
         if dev.type == "cuda":
             torch.cuda.empty_cache()
+        per_seq = list(zip(*got)) if lower else [(v,) for v in got]  # (log p, lower mass) of each sequence
         parts, k = [], 0
         for b in my_batches:
-            parts.append(logp[k:k + len(b)])
+            parts.append(per_seq[k:k + len(b)])
             k += len(b)
         return parts
 
-    out: list = [None] * len(data)
+    made = {c: [None] * len(data) for c in ("ref_logp", "ref_lower_mass")[:1 + lower]}
     for b, vals in zip(batches, gather_shards(score, batches)):
         for i, v in zip(b, vals):
-            out[i] = v
-    if rank == 0:
-        out = store_scores(key, out, cache_dir, expected_lengths=lengths)
+            for c, arr in zip(made, v):
+                made[c][i] = arr
+    out = dict(found)
+    for c in missing:
+        out[c] = store_scores(keys[c], made[c], cache_dir, expected_lengths=lengths) if rank == 0 else made[c]
     return out, "miss"
 
 
-def warn_initial_reference(model_name) -> None:
+def warn_initial_reference(model_name, cfg=None) -> None:
+    """The initial model as Rho-1's reference is a warning (its excess losses start at zero); as the reference of a
+    token weighting alone (PriFT: the authors' default, ``cfg`` given) it is what the method asks for."""
+    from .objectives import objective_class
+    from .scorers import scorer_needs_reference
+
+    if cfg is not None and "ref_logp" not in objective_class(cfg.objective).columns(cfg) \
+            and not scorer_needs_reference(cfg.scorer):
+        logger.info("reference = the initial model (%s), for --token_weight %s", model_name or "default",
+                    cfg.token_weight)
+        return
     logger.warning("reference = the initial model (%s): every excess loss starts at zero, so the first steps' "
                    "token selection is noise; train a reference on in-domain data for Rho-1 as the paper runs it",
                    model_name or "default")
 
 
-def compute_reference(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -> list[np.ndarray]:
+def compute_reference(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer,
+                      columns: tuple[str, ...] | None = None):
     """Reference log-probs of every supervised token (Rho-1), computed once before training and cached (keyed by the
-    reference model's weight files, so a retrained reference is recomputed)."""
+    reference model's weight files, so a retrained reference is recomputed). ``columns`` (of
+    :data:`REFERENCE_COLUMNS`): a dict of those columns, from the same pass, instead."""
     ref_path = reference_path(cfg)
     if ref_path is None:
-        warn_initial_reference(cfg.model_name_or_path)
-    out, _ = cached_token_logp(ref_path or cfg.model_name_or_path, data, tokenizer, dtype=cfg.model_dtype,
-                               cache_dir=cfg.score_cache_dir, batch_size=cfg.per_device_train_batch_size,
-                               model=model if ref_path is None else None, device=cfg.device,
-                               progress=not cfg.disable_tqdm)
-    return out
+        warn_initial_reference(cfg.model_name_or_path, cfg)
+    out, _ = cached_reference(ref_path or cfg.model_name_or_path, data, tokenizer, columns or ("ref_logp",),
+                              dtype=cfg.model_dtype, cache_dir=cfg.score_cache_dir,
+                              batch_size=cfg.per_device_train_batch_size, model=model if ref_path is None else None,
+                              device=cfg.device, progress=not cfg.disable_tqdm)
+    return out if columns else out["ref_logp"]
 
 
 def add_token_columns(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -> None:
-    """The static per-token columns the run needs: scorer importance, reference log-probs (both cached)."""
+    """The static per-token columns the run needs: scorer importance, reference log-probs (and the lower mass where
+    the token weighting reads it; all cached)."""
     from .scorers import scorer_needs_reference
 
     if cfg.scorer and not scorer_needs_reference(cfg.scorer):
         data.columns["importance"] = compute_importance(cfg, data, tokenizer)
-    if needs_reference(cfg):
-        data.columns["ref_logp"] = compute_reference(cfg, data, model, tokenizer)
+    columns = reference_columns(cfg)
+    if columns:
+        data.columns.update(compute_reference(cfg, data, model, tokenizer, columns))
 
 
 def make_collator(cfg: SFTGoConfig, tokenizer, model) -> Collator:

@@ -62,7 +62,7 @@ def _reference_worker(rank, world, init_file, model_dir, cache_dir, out_dir):
 
     from sftgo.data import load_examples, tokenize_examples
     from sftgo.models import load_tokenizer
-    from sftgo.pipeline import cached_token_logp
+    from sftgo.pipeline import cached_reference
     from tests.conftest import EXAMPLES
 
     _init(rank, world, init_file)
@@ -78,8 +78,12 @@ def _reference_worker(rank, world, init_file, model_dir, cache_dir, out_dir):
 
     dist.barrier()
     data = tokenize_examples(load_examples(str(f)), tok, 64)
-    out, state = cached_token_logp(model_dir, data, tok, cache_dir=cache_dir, batch_size=2, device="cpu")
+    # with PriFT's lower mass: the same one pass gives both columns
+    cols, state = cached_reference(model_dir, data, tok, ("ref_logp", "ref_lower_mass"), cache_dir=cache_dir,
+                                   batch_size=2, device="cpu")
+    out = cols["ref_logp"]
     np.savez(Path(out_dir) / f"out{rank}.npz", *out)
+    np.savez(Path(out_dir) / f"lower{rank}.npz", *cols["ref_lower_mass"])
     (Path(out_dir) / f"state{rank}.txt").write_text(state)
     handler.close()
 
@@ -112,3 +116,12 @@ def test_two_processes_share_one_reference_pass_and_the_cache_entry_of_one(tmp_p
         np.testing.assert_array_equal(hit[i], want)
         for o in outs:
             np.testing.assert_array_equal(o[f"arr_{i}"], want)
+    from sftgo.pipeline import cached_reference
+
+    lower, state = cached_reference(tiny_model_dir, data, tok, ("ref_lower_mass",), cache_dir=str(tmp_path / "low"),
+                                    batch_size=2)
+    assert state == "miss"
+    for r in range(2):
+        got = np.load(tmp_path / f"lower{r}.npz")
+        for i, want in enumerate(lower["ref_lower_mass"]):
+            np.testing.assert_array_equal(got[f"arr_{i}"], want)

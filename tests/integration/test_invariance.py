@@ -55,9 +55,12 @@ OBJECTIVES = {
     "sft-go-infosft": ["--objective", "sft-go", "--lam", "0.9", "--token_weight", "infosft"],
     "target-sft": ["--target_gamma", "0.8", "--target_residual", "topk", "--target_topk", "5"],
     "sft-go-weighted": ["--objective", "sft-go", "--lam", "0.9", "--dataset", "{weighted}"],
+    # PriFT's static t_n (the reference columns, computed once, sharded over the 2 processes) inside a grouping, on
+    # weighted data: t_n in the groups' sums, the data weights alone in their counts
+    "sft-go-prift": ["--objective", "sft-go", "--lam", "0.9", "--token_weight", "prift_mass", "--dataset", "{weighted}"],
 }
 KEYS = ("loss", "loss_ce", "loss_important", "loss_unimportant", "tokens", "dro_q0", "frac_kept", "entropy",
-        "token_accuracy", "entropy_important", "token_accuracy_unimportant")
+        "token_accuracy", "entropy_important", "token_accuracy_unimportant", "mean_weight")
 
 
 @pytest.fixture(scope="module")

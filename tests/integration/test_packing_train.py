@@ -39,18 +39,22 @@ def other_model_dir(tmp_path_factory, chat_tokenizer):
     return str(d)
 
 
-@pytest.mark.parametrize("objective", ["sft", "sft-go", "rho1", "sft-go-weighted"])
+@pytest.mark.parametrize("objective", ["sft", "sft-go", "rho1", "sft-go-weighted", "sft-go-prift"])
 def test_packed_and_padding_free_runs_equal_the_padded_run(tmp_path, tiny_model_dir, other_model_dir, objective):
     data = tmp_path / "data.jsonl"
     rows = MORE
     if objective == "sft-go-weighted":  # distinct weights per example
         rows, objective = [{**r, "weight": 0.5 + 0.75 * i} for i, r in enumerate(MORE)], "sft-go"
+    prift = objective == "sft-go-prift"  # PriFT's reference columns travel with their tokens too
+    if prift:
+        objective = "sft-go"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     # 8 examples of different lengths, batch 4, 2 steps; max_length 96 lets a packed row hold 2-3 examples.
     # Plain SGD: the weight change is lr x gradient, so equal weights mean equal gradients (Adam would divide tiny
     # gradients by their own magnitude and turn float noise in them into visible weight differences).
     args = ["--objective", objective, "--max_length", "96", "--optim", "sgd", "--learning_rate", "0.5",
-            "--percentile", "70"] + (["--ref_model_name_or_path", other_model_dir] if objective == "rho1" else [])
+            "--percentile", "70"] + (["--ref_model_name_or_path", other_model_dir] if objective == "rho1" or prift else [])
+    args += ["--token_weight", "prift_mass"] if prift else []
     runs = {name: _train(tmp_path, tiny_model_dir, str(data), *args, *extra, name=name)
             for name, extra in [("padded", []), ("packed", ["--packing", "true"]), ("free", ["--padding_free", "true"])]}
     ref, ref_w = _records(runs["padded"]), _weights(runs["padded"])
@@ -60,6 +64,8 @@ def test_packed_and_padding_free_runs_equal_the_padded_run(tmp_path, tiny_model_
         for a, b in zip(ref, got):
             for k in ("loss", "loss_ce", "loss_important", "loss_unimportant", "grad_norm"):
                 assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-6), (name, a["step"], k)
+            if prift:
+                assert 0.0 < a["mean_weight"] < 1.0 and b["mean_weight"] == pytest.approx(a["mean_weight"], rel=1e-6)
             assert b["tokens"] == a["tokens"]
         w = _weights(runs[name])
         for k, v in ref_w.items():

@@ -190,11 +190,13 @@ def position_scorer(token_ids, **_):
 
 @pytest.mark.parametrize("layout", ["padded-truncated", "packed"])
 def test_columns_stay_aligned_with_their_tokens(tmp_path, chat_tokenizer, data, layout):
-    """Every supervised token of every collated batch carries its own importance and reference log p, through TRL's
-    truncation (max_length 20 cuts most completions), packing (bfd: several sequences per row) and padding-free rows."""
+    """Every supervised token of every collated batch carries its own importance, reference log p and lower mass
+    (PriFT's, with --token_weight prift_mass), through TRL's truncation (max_length 20 cuts most completions), packing
+    (bfd: several sequences per row) and padding-free rows."""
     kw = dict(max_length=20) if layout == "padded-truncated" else dict(packing=True, max_length=100)
     args = SFTGoSFTConfig(**common_args(tmp_path, objective="rho1", scorer="tests.integration.test_trl:position_scorer",
-                                        ref_model_name_or_path="initial", per_device_train_batch_size=3, **kw))
+                                        ref_model_name_or_path="initial", per_device_train_batch_size=3,
+                                        token_weight="prift_mass", **kw))
     ds = datasets.Dataset.from_list([{"messages": r["prompt"] + r["completion"]} for r in data])  # conversational LM
     trainer = SFTGoSFTTrainer(build_tiny_model(len(chat_tokenizer), seed=0), args=args, train_dataset=ds,
                               processing_class=chat_tokenizer)
@@ -215,10 +217,37 @@ def test_columns_stay_aligned_with_their_tokens(tmp_path, chat_tokenizer, data, 
         expected = tokens.targets.double() + j.double() / 1000
         assert torch.allclose(imp.double(), expected, atol=1e-4), (imp[:8], expected[:8])
         with torch.no_grad():  # the reference is the initial model: its log p on the collated batch, packed or not
-            lp = trainer.head.logp(model, tokens.select(trainer.head.features(model, batch)), tokens.targets)
+            lp, low = trainer.head.logp_lower_mass(model, tokens.select(trainer.head.features(model, batch)),
+                                                   tokens.targets)
         assert torch.allclose(tokens.columns["ref_logp"], lp, atol=1e-5), (tokens.columns["ref_logp"] - lp).abs().max()
+        assert torch.allclose(tokens.columns["ref_lower_mass"], low, atol=1e-5)
         n += len(tokens)
     assert n > 100
+
+
+def test_prift_trains_with_the_cached_reference_columns(tmp_path, chat_tokenizer, data):
+    """token_weight prift_mass with a reference folder (the cached reference pass): the reference is the initial model
+    saved, so step 1's loss is sum_n t_n (-log p_ref) / K with t_n = 1[lower_n + p_ref >= tau], read off the columns
+    TRL's prepared dataset got, and the logged mean_weight is the mean t_n."""
+    ref = tmp_path / "ref"
+    build_tiny_model(len(chat_tokenizer), seed=0).save_pretrained(ref)  # train() starts from these weights
+    chat_tokenizer.save_pretrained(ref)
+    trainer, steps, _ = train(SFTGoSFTTrainer, SFTGoSFTConfig, chat_tokenizer, data, tmp_path / "run", objective="sft",
+                              token_weight="prift_mass", prift_threshold=0.4, ref_model_name_or_path=str(ref),
+                              per_device_train_batch_size=12, max_steps=1, score_cache_dir=str(tmp_path / "cache"))
+    ds = trainer.train_dataset
+    lp, low = [], []
+    for labels, a, b in zip(ds["labels"], ds["ref_logp"], ds["ref_lower_mass"]):
+        sup = [j for j in range(1, len(labels)) if labels[j] != -100]
+        lp += [a[j] for j in sup]
+        low += [b[j] for j in sup]
+    lp, low = torch.tensor(lp), torch.tensor(low)
+    t = ((low + lp.exp()) >= 0.4).float()
+    assert 0.0 < float(t.mean()) < 1.0
+    assert steps[0]["loss"] == pytest.approx(float((t * -lp).sum() / len(t)), rel=1e-4)
+    assert steps[0]["mean_weight"] == pytest.approx(float(t.mean()), rel=1e-5)
+    entries = [json.loads(f.read_text())["key"]["scorer"] for f in (tmp_path / "cache").rglob("*.json")]
+    assert sorted(e for e in entries if e.startswith("reference")) == ["reference", "reference_lower_mass"]
 
 
 # ----------------------------------------------------------------------------------------------- compute_loss_func

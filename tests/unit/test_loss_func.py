@@ -135,3 +135,7 @@ def test_refuses_what_a_loss_function_cannot_do():
         compute_loss_func("infosft", infosft_P=0.9)
     with pytest.raises(ConfigError, match="objective"):
         compute_loss_func("nope")
+    # PriFT's static weights come from a reference pass before training: not a loss function's inputs
+    for settings in ({"token_weight": "prift_prob"}, {"token_weight": "prift_mass", "ref_model_name_or_path": "initial"}):
+        with pytest.raises(ConfigError, match=f"token_weight '{settings['token_weight']}' reads ref_logp.*SFTGoSFTTrainer"):
+            compute_loss_func("sft", **settings)

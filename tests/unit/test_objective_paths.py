@@ -19,7 +19,8 @@ V, B, T = 48, 2, 11
 
 
 def make_batch(seed: int) -> dict:
-    """Two padded rows, prompt and padding unsupervised, importance with ties, reference log-probs."""
+    """Two padded rows, prompt and padding unsupervised, importance with ties, reference log-probs and lower masses
+    (the reference's probability below the label's: at most 1 - p_ref)."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, V, (B, T), generator=g)
     attn = torch.ones(B, T, dtype=torch.long)
@@ -29,7 +30,9 @@ def make_batch(seed: int) -> dict:
     labels[attn == 0] = -100
     importance = torch.randint(0, 4, (B, T), generator=g).float()  # ties on purpose
     ref_logp = -4.0 * torch.rand(B, T, generator=g)
-    return {"input_ids": ids, "attention_mask": attn, "labels": labels, "importance": importance, "ref_logp": ref_logp}
+    ref_lower_mass = torch.rand(B, T, generator=g) * (1.0 - ref_logp.exp())
+    return {"input_ids": ids, "attention_mask": attn, "labels": labels, "importance": importance, "ref_logp": ref_logp,
+            "ref_lower_mass": ref_lower_mass}
 
 
 def reference_model():
@@ -44,7 +47,8 @@ def make_trainer(tmp_path, model, objective: str, ref_model=None, **over):
 
     kw = dict(output_dir=str(tmp_path), use_cpu=True, report_to="none", objective=objective, lam=0.7, max_steps=10,
               percentile=75.0, head_chunk_size=7)
-    if objective in ("rho1", "asft") or over.get("scorer") == "reference":
+    if objective in ("rho1", "asft") or over.get("scorer") == "reference" \
+            or TOKEN_WEIGHTS[over.get("token_weight", "none")].columns:  # a static weighting from the reference
         kw["ref_model_name_or_path"] = "initial"
     kw.update(over)
     cfg = SFTGoConfig(**kw)
@@ -89,7 +93,7 @@ def reference_path(model, batches, objective, cfg, state, ref_model=None, refere
                     w = float(b["loss_weight"][r, t + 1]) if "loss_weight" in b else 1.0
                     toks.append(Tok(lsm[r, t, y], logits[r, t], y, (m, r), float(b["importance"][r, t + 1]),
                                     float(b["ref_logp"][r, t + 1]), None if ref_logits is None else ref_logits[r, t],
-                                    w))
+                                    w, float(b["ref_lower_mass"][r, t + 1])))
     a = SimpleNamespace(**{k: getattr(cfg, k) for k in SETTINGS})  # every declared objective setting
     loss, new_state = reference(objective, toks, a, lam=cfg.lam, state=state)
     loss.backward()
@@ -269,6 +273,11 @@ COMBOS = [  # (aggregator, settings, micro-batches)
     ("rho1", {"token_weight": "eaft", "percentile": 60.0, "group_stats": "micro"}, 1),
     ("sft-go-dro", {"token_weight": "eaft", "num_groups": 3, "dro_eta": 0.5}, 2),
     ("sft-go-dro", {"token_weight": "dft", "num_groups": 3, "dro_eta": 1.0, "group_scope": "batch"}, 1),
+    # PriFT's static t_n (read from the batch's reference columns): inside the GroupCoef of one micro-batch, the kept
+    # set of Rho-1 (which reads ref_logp itself) and DRO's q
+    ("sft-go", {"token_weight": "prift_mass", "prift_threshold": 0.8, "num_groups": 3}, 1),
+    ("rho1", {"token_weight": "prift_prob", "percentile": 60.0}, 2),
+    ("sft-go-dro", {"token_weight": "prift_mass", "num_groups": 3, "dro_eta": 0.5}, 1),
 ]
 # every token weighting composes with sft-go over a step of two micro-batches (a new weighting is checked here too)
 COMBOS += [c for c in (("sft-go", {"token_weight": w}, 2) for w in TOKEN_WEIGHTS if w != "none") if c not in COMBOS]
@@ -299,8 +308,9 @@ def test_token_weight_combination_is_the_formula(tmp_path, aggregator, over, mic
             # on the gradient: on an untrained model every token's CE is about log V, so the losses can nearly agree
             # while the per-token coefficients (t_n, and the groups' W / C_g) differ a lot.
             flat = torch.cat([g.flatten() for g in grads])
-            for part in (aggregator, over["token_weight"]):
-                other = torch.cat([g.flatten() for g in reference_path(model, batches, part, cfg, {})[1]])
+            # the weighting alone is sft with it (the named objective for dft / infosft / eaft: SPECIAL above)
+            for part, ref in ((aggregator, step_loss), ("sft", formula_step_loss)):
+                other = torch.cat([g.flatten() for g in reference_path(model, batches, part, cfg, {}, reference=ref)[1]])
                 assert (flat - other).norm() > 0.05 * other.norm(), part
 
 
@@ -361,6 +371,8 @@ WEIGHTED = [  # (aggregator, settings, micro-batches)
     ("sft-go", {"token_weight": "dft", "group_stats": "lagged", "num_groups": 3}, 2),
     ("rho1", {"percentile": 60.0}, 2),
     ("rho1", {"percentile": 60.0, "token_weight": "dft"}, 1),  # the kept set's weighted count, in the micro-batch path
+    ("sft", {"token_weight": "prift_mass"}, 2),
+    ("sft-go", {"token_weight": "prift_prob"}, 1),  # a static t_n is no data weight: C_g stays the sum of w_n
     ("sft-go-dro", {"num_groups": 3, "dro_eta": 0.5}, 2),
     ("target-sft", {"target_residual": "topk", "target_gamma": "0.6", "target_topk": 3}, 2),  # rows weighted in the head
     ("asft", {"asft_alpha": 0.3}, 2),  # rows weighted in the head, beside a reference model
@@ -378,7 +390,7 @@ def test_data_weights_are_the_formula(tmp_path, aggregator, over, micro_batches)
 
 # One micro-batch: the worst group is decided inside the head, from the groups' sums and weighted counts C_g (not their
 # sizes). The cases above run the fused head; the chunked and naive heads resolve the same factors by autograd.
-WEIGHTED_GROUPED = [("sft-go", {}, 1), ("sft-go", {"token_weight": "eaft"}, 1)]
+WEIGHTED_GROUPED = [("sft-go", {}, 1), ("sft-go", {"token_weight": "eaft"}, 1), ("sft-go", {"token_weight": "prift_mass"}, 1)]
 
 
 @pytest.mark.parametrize("head", ["chunked", "naive"])

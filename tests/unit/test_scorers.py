@@ -336,6 +336,87 @@ def test_reference_token_logp_falls_back_to_the_models_logits_when_they_are_not_
         np.testing.assert_allclose(g, want, rtol=0, atol=1e-5)
 
 
+def _full_softmax_lower_mass(model, input_ids, labels):
+    """The slow, obvious lower mass (PriFT): each sequence's full softmax, summed over the tokens whose logit is strictly
+    below the label's (ties with the label excluded), in float64."""
+    out = []
+    for x, y in zip(input_ids, labels):
+        with torch.no_grad():
+            logits = model(torch.tensor([x])).logits[0].double()  # [T, V]
+        p = torch.softmax(logits, -1)
+        out.append(np.array([p[t - 1][logits[t - 1] < logits[t - 1, y[t]]].sum().item()
+                             for t in range(1, len(y)) if y[t] != -100]))
+    return out
+
+
+@pytest.mark.parametrize("model_kind,batch_size,chunk_size", [("llama", 2, 512), ("llama", 3, 1), ("llama", 7, 4),
+                                                              ("softcapped", 3, 2)])
+def test_reference_lower_mass_equals_the_full_softmax_computation_with_ties(model_kind, batch_size, chunk_size):
+    """lower_mass=True: each label's lower mass from the chunked head (the softcapped model: from its own logits) equals
+    the full-softmax computation. Tokens 1..6 have an all-zero LM-head row, so their logits tie exactly (0, in any GEMM
+    order); labels among them must not count the others' mass (strictly below), and the log-probs stay the same."""
+    if model_kind == "llama":
+        model = tiny_llama()
+        head = model.lm_head
+    else:
+        from transformers import Gemma2Config, Gemma2ForCausalLM
+
+        torch.manual_seed(0)
+        model = Gemma2ForCausalLM(Gemma2Config(
+            vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, max_position_embeddings=64, final_logit_softcapping=0.5)).eval()
+        head = model.lm_head
+    with torch.no_grad():
+        head.weight[1:7] = 0.0
+    input_ids, labels = _ref_data()
+    logp, lower = reference_token_logp(model, input_ids, labels, batch_size=batch_size, chunk_size=chunk_size,
+                                       lower_mass=True)
+    plain = reference_token_logp(model, input_ids, labels, batch_size=batch_size, chunk_size=chunk_size)
+    tied = 0
+    for lp, lo, pl, want, y in zip(logp, lower, plain, _full_softmax_lower_mass(model, input_ids, labels), labels):
+        np.testing.assert_array_equal(lp, pl)  # the same log-probs as without the lower mass
+        assert lo.dtype == np.float32 and lo.shape == want.shape
+        np.testing.assert_allclose(lo, want, rtol=0, atol=2e-6)
+        assert np.all(lo + np.exp(lp) <= 1.0 + 1e-5)
+        tied += sum(1 <= v <= 6 for v in y if v != -100)
+    assert tied >= 3  # labels with exact ties were checked
+
+
+def test_reference_columns_are_cached_and_recomputed_for_another_reference(tmp_path, tiny_model_dir, alpaca_file,
+                                                                           chat_tokenizer, monkeypatch):
+    """The lower mass is cached beside Rho-1's log-probs (its own key; the log-probs' entry is reused, not rewritten):
+    asked again it is a hit, with no reference pass; another reference model is a miss and gives other values."""
+    import sftgo.scorers.reference as R
+    from sftgo.data import load_examples, tokenize_examples
+    from sftgo.pipeline import cached_reference, cached_token_logp
+    from tests.conftest import build_tiny_model
+
+    calls = []
+    real = R.reference_token_logp
+    monkeypatch.setattr(R, "reference_token_logp", lambda *a, **k: calls.append(k.get("lower_mass")) or real(*a, **k))
+    data = tokenize_examples(load_examples(alpaca_file), chat_tokenizer, 64)
+    both = ("ref_logp", "ref_lower_mass")
+    kw = dict(cache_dir=str(tmp_path / "cache"), batch_size=3, device="cpu")
+    logp, state = cached_token_logp(tiny_model_dir, data, chat_tokenizer, **kw)  # Rho-1's entry
+    assert state == "miss" and calls == [False]
+    cols, state = cached_reference(tiny_model_dir, data, chat_tokenizer, both, **kw)
+    assert state == "miss" and calls == [False, True]  # one pass for the missing column
+    again, state = cached_reference(tiny_model_dir, data, chat_tokenizer, both, **kw)
+    assert state == "hit" and calls == [False, True]
+    _, state = cached_token_logp(tiny_model_dir, data, chat_tokenizer, **kw)
+    assert state == "hit"
+    for i in range(len(data)):
+        np.testing.assert_array_equal(cols["ref_logp"][i], logp[i])
+        np.testing.assert_array_equal(again["ref_lower_mass"][i], cols["ref_lower_mass"][i])
+        assert cols["ref_lower_mass"][i].shape == logp[i].shape and np.all(cols["ref_lower_mass"][i] >= 0)
+    other = tmp_path / "other"  # another reference: new weights, same tokenizer
+    build_tiny_model(len(chat_tokenizer), seed=5).save_pretrained(other)
+    chat_tokenizer.save_pretrained(other)
+    new, state = cached_reference(str(other), data, chat_tokenizer, both, **kw)
+    assert state == "miss" and calls == [False, True, True]
+    assert not np.allclose(np.concatenate(new["ref_lower_mass"]), np.concatenate(cols["ref_lower_mass"]))
+
+
 def test_reference_token_logp_matches_manual_forward():
     model = tiny_llama()
     input_ids, labels = _ref_data((7, 12, 3, 9, 12))

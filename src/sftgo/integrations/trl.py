@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SFTGoSFTConfig", "SFTGoSFTTrainer"]
 
-TOKEN_COLUMNS = ("importance", "ref_logp")
+TOKEN_COLUMNS = ("importance", "ref_logp", "ref_lower_mass")
 """The per-token float columns sftgo adds to TRL's prepared data (which ones a run needs: :func:`_wanted`)."""
 
 
@@ -76,15 +76,13 @@ class SFTGoSFTConfig(ObjectiveArgs, SFTConfig):
 
 def _wanted(args) -> list[str]:
     """The token columns a run needs, as ``sftgo train`` decides them (sftgo.pipeline.add_token_columns)."""
-    from ..pipeline import needs_reference
+    from ..pipeline import reference_columns
     from ..scorers import scorer_needs_reference
 
     out = []
     if args.scorer and not scorer_needs_reference(args.scorer):
         out.append("importance")
-    if needs_reference(args):
-        out.append("ref_logp")
-    return out
+    return [*out, *reference_columns(args)]
 
 
 @dataclass
@@ -143,7 +141,7 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
         super().__init__(model, args=args, data_collator=data_collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, ref_model=ref_model, **kwargs)
         self._columns = _wanted(self.args)
-        missing = [c for c in self.objective.columns(self.args) if c not in self._columns]
+        missing = [c for c in self.objective.token_columns(self.args) if c not in self._columns]
         if missing:  # cannot happen through the config's checks; a guard against a new objective row
             raise ConfigError(f"objective {self.args.objective!r} reads {', '.join(missing)}, which no setting computes")
         if isinstance(self.data_collator, DataCollatorForLanguageModeling):
@@ -267,11 +265,13 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
         out = {}
         if "importance" in todo:
             out["importance"] = P.compute_importance(self.args, data, tokenizer)
-        if "ref_logp" in todo:
+        ref = tuple(c for c in P.REFERENCE_COLUMNS if c in todo)
+        if ref:
             path = P.reference_path(self.args)
             if path is not None:
-                out["ref_logp"], _ = P.cached_token_logp(path, data, tokenizer, cache_dir=self.args.score_cache_dir,
-                                                          batch_size=self.args.per_device_train_batch_size)
+                cols, _ = P.cached_reference(path, data, tokenizer, ref, cache_dir=self.args.score_cache_dir,
+                                             batch_size=self.args.per_device_train_batch_size)
+                out.update(cols)
             else:  # the initial model: not cached (an in-memory model has no file identity to key a cache by)
                 from ..scorers.reference import reference_token_logp
 
@@ -279,10 +279,12 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
                     raise ConfigError("ref_model_name_or_path: 'initial' is the model before training; pass this "
                                       "dataset as eval_dataset when building the trainer, or give a reference path")
 
-                P.warn_initial_reference(getattr(self.model, "name_or_path", None))
-                out["ref_logp"] = reference_token_logp(self.model, data.input_ids, data.labels,
-                                                       batch_size=self.args.per_device_train_batch_size,
-                                                       pad_token_id=tokenizer.pad_token_id)
+                P.warn_initial_reference(getattr(self.model, "name_or_path", None), self.args)
+                lower = "ref_lower_mass" in ref
+                got = reference_token_logp(self.model, data.input_ids, data.labels,
+                                           batch_size=self.args.per_device_train_batch_size,
+                                           pad_token_id=tokenizer.pad_token_id, lower_mass=lower)
+                out.update(zip(("ref_logp", "ref_lower_mass"), got) if lower else [("ref_logp", got)])
         return out
 
     def _load_reference_model(self):
@@ -303,7 +305,7 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
                                    *[c for c in self._columns if c not in self._signature_columns]]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        missing = [c for c in self.objective.columns(self.args) if c not in inputs]
+        missing = [c for c in self.objective.token_columns(self.args) if c not in inputs]
         if missing:
             raise ValueError(f"the batch has no {', '.join(missing)} column, which objective {self.args.objective!r} "
                              "reads; a custom data_collator must pass it through ([B, T] float, aligned with labels)")

@@ -174,10 +174,16 @@ def compute_loss_func(name: str, **settings):
             raise ConfigError(f"compute_loss_func: unknown setting {k!r}"
                               + (f"; did you mean {', '.join(close)}?" if close else f"; valid: {', '.join(sorted(valid))}"))
     args = ObjectiveArgs(objective=name, **settings)
+    static = TOKEN_WEIGHTS.get(OBJECTIVES[name].weighting_name(args)) if name in OBJECTIVES else None
+    if static is not None and static.columns:  # before the config's checks: a reference would not help here
+        raise ConfigError(f"compute_loss_func: token_weight {args.token_weight!r} reads {', '.join(static.columns)}, "
+                          "per-token columns a reference model computes before training, which a compute_loss_func "
+                          "does not receive; use sftgo.integrations.trl.SFTGoSFTTrainer (TRL) or `sftgo train` with "
+                          "ref_model_name_or_path")
     args.check_objective()
     objective = OBJECTIVES[name](args)
-    if objective.columns(args) or objective.step_stats:
-        cols = ", ".join(objective.columns(args)) or "the optimizer step's group statistics"
+    if objective.token_columns(args) or objective.step_stats:
+        cols = ", ".join(objective.token_columns(args)) or "the optimizer step's group statistics"
         raise ConfigError(f"compute_loss_func: objective {name!r} needs {cols}, which a compute_loss_func does not "
                           "receive; use sftgo.integrations.trl.SFTGoSFTTrainer (TRL) or sftgo.trainer.SFTGoTrainer")
     if objective.needs_ref_model(args):

@@ -89,6 +89,8 @@ class Objective:
         if w is not None:
             scale = w if not isinstance(scale, torch.Tensor) and float(scale) == 1.0 else scale * w
         fns = self.weighting.fns()
+        if self.weighting.columns:  # a static t_n, from per-token columns computed before training (PriFT)
+            fns = {**fns, "token": self.weighting.token(tokens)}
         if not fns and w is None:
             return scale
         from ..token_head import TokenCoef
@@ -109,9 +111,17 @@ class Objective:
         return ()
 
     @classmethod
+    def token_columns(cls, args) -> tuple[str, ...]:
+        """Every per-token column the loss reads: its own (:meth:`columns`) and its token weighting's (a static
+        ``t_n`` read from columns computed before training: PriFT's reference quantities)."""
+        own = cls.columns(args)
+        weighting = TOKEN_WEIGHTS.get(cls.weighting_name(args))
+        return (*own, *(c for c in getattr(weighting, "columns", ()) if c not in own))
+
+    @classmethod
     def needs_ref_logp(cls, args) -> bool:
         """Whether reference log-probs (the ``ref_logp`` column, computed once before training) are needed."""
-        return "ref_logp" in cls.columns(args)
+        return "ref_logp" in cls.token_columns(args)
 
     @classmethod
     def needs_ref_model(cls, args) -> bool:

@@ -51,8 +51,9 @@ def reference_token_logp(
     pad_token_id: int = 0,
     chunk_size: int = 512,
     progress: bool = False,
-) -> list[np.ndarray]:
-    """Per-token ``log p_ref`` of every supervised label.
+    lower_mass: bool = False,
+) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per-token ``log p_ref`` of every supervised label (``lower_mass=True``: and its lower mass, a second list).
 
     ``out[i][j] = log p(labels[i][t_j] | input_ids[i][:t_j])`` where ``t_1 < t_2 < ...`` are the positions
     ``t >= 1`` with ``labels[i][t] != -100`` (the logits at position ``t - 1`` predict position ``t``: the usual
@@ -65,6 +66,10 @@ def reference_token_logp(
     uses (:class:`sftgo.token_head.LinearHead`; one ``[chunk_size, V]`` tile at a time). A model whose logits are not
     ``lm_head(last hidden state)`` (a bias, logit scaling or softcapping; checked on the first batch) falls back to its
     own logits, batch by batch. ``progress``: a progress bar over the batches.
+
+    ``lower_mass=True`` returns ``(log p, lower mass)``: the lower mass of a label is ``sum_v p_ref(v) 1[p_ref(v) <
+    p_ref(y)]``, the reference's probability of the tokens strictly less likely than the label (PriFT's ``mass``
+    weighting, :mod:`sftgo.objectives.weightings.prift`), computed in the same chunks as ``log p``.
     """
     import torch
 
@@ -88,6 +93,7 @@ def reference_token_logp(
     was_training = model.training
     model.eval()
     out: list[np.ndarray | None] = [None] * len(input_ids)
+    below: list[np.ndarray | None] = [None] * len(input_ids)
     order = sorted(range(len(input_ids)), key=lambda i: -len(input_ids[i]))
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     head, hidden = LinearHead(chunk_size), _final_hidden_fn(model)
@@ -100,7 +106,7 @@ def reference_token_logp(
                 length = max(len(input_ids[i]) for i in idx)
                 if length == 0:
                     for i in idx:
-                        out[i] = np.zeros(0, dtype=np.float32)
+                        out[i] = below[i] = np.zeros(0, dtype=np.float32)
                     continue
                 x = torch.full((len(idx), length), pad_token_id, dtype=torch.long)
                 y = torch.full((len(idx), length), IGNORE_INDEX, dtype=torch.long)
@@ -123,16 +129,22 @@ def reference_token_logp(
                     checked = True
                 feats = (hidden(inputs["input_ids"], inputs["attention_mask"])[:, :-1] if hidden is not None
                          else head.features(model, inputs))  # [B, T-1, H] (or [B, T-1, V] for the logits fallback)
-                logp = head.logp(model, tokens.select(feats), tokens.targets).float()  # [N] fp32
+                if lower_mass:
+                    logp, low = head.logp_lower_mass(model, tokens.select(feats), tokens.targets)
+                else:
+                    logp = head.logp(model, tokens.select(feats), tokens.targets)
                 counts = torch.bincount(tokens.example, minlength=len(idx)).tolist()
-                for i, part in zip(idx, torch.split(logp.cpu(), counts)):
+                for i, part in zip(idx, torch.split(logp.float().cpu(), counts)):  # [N] fp32
                     out[i] = part.numpy().astype(np.float32)
+                if lower_mass:
+                    for i, part in zip(idx, torch.split(low.float().cpu(), counts)):
+                        below[i] = part.numpy().astype(np.float32)
     finally:
         model.train(was_training)
     # One line per call and process: a multi-process run's lines add up to the dataset once (tests count them).
     logger.info("reference log-probs: %d examples, %d supervised tokens scored in this process", len(out),
                 sum(len(o) for o in out))
-    return out  # type: ignore[return-value]
+    return (out, below) if lower_mass else out  # type: ignore[return-value]
 
 
 def _head_reads_last_hidden(model, head, hidden, inputs) -> bool:

@@ -59,25 +59,30 @@ class TokenCoef(Coef):
     known before the forward: data weights, the group factors of the optimizer step) times a token weighting ``t_n``
     computed inside the chunk loop, from the token's own detached log p (``of_logp(lp [c]) -> [c]``: DFT, InfoSFT) or
     from its whole logits row (``of_row(z [c, V] fp32 logits of one chunk) -> [c]``: EAFT's top-k entropy, read before
-    the tile is overwritten), or ``t_n = 1`` when neither is given. ``t`` depends on the row alone (no position), so the
-    coefficient of any subset of rows is :meth:`restrict`'s. No ``[N, V]`` tensor is kept."""
+    the tile is overwritten), or ``t_n = 1`` when neither is given; ``token`` (an ``[M]`` tensor known before the
+    forward: PriFT's weights from a frozen reference) is a static ``t_n``, sliced like the scale (times the computed one
+    when both are given). Unlike the scale, ``t`` is no part of what a group's count adds up. ``t`` depends on the row
+    alone (no position), so the coefficient of any subset of rows is :meth:`restrict`'s. No ``[N, V]`` tensor is
+    kept."""
 
     _what = "TokenCoef scale must be a float or a tensor"  # the shape error's wording (see _PlainCoef)
 
-    def __init__(self, scale=1.0, of_logp: Callable | None = None, of_row: Callable | None = None):
-        self.scale, self.of_logp, self.of_row = scale, of_logp, of_row
+    def __init__(self, scale=1.0, of_logp: Callable | None = None, of_row: Callable | None = None,
+                 token: torch.Tensor | None = None):
+        self.scale, self.of_logp, self.of_row, self.token = scale, of_logp, of_row, token
 
     @property
     def weighted(self) -> bool:
         """Whether a token weighting ``t`` is part of it (recorded as ``stats["token_weight"]``)."""
-        return self.of_logp is not None or self.of_row is not None
+        return self.of_logp is not None or self.of_row is not None or self.token is not None
 
     def restrict(self, idx: torch.Tensor | None = None, factor=None) -> "TokenCoef":
         """The coefficient of rows ``idx`` (None: all), its scale multiplied by ``factor`` (their ``[M]``) when given."""
         sc = self.scale.index_select(0, idx) if isinstance(self.scale, torch.Tensor) and idx is not None else self.scale
         if factor is not None:
             sc = factor * sc if isinstance(sc, torch.Tensor) or sc != 1.0 else factor
-        return TokenCoef(sc, self.of_logp, self.of_row)
+        tok = self.token if self.token is None or idx is None else self.token.index_select(0, idx)
+        return TokenCoef(sc, self.of_logp, self.of_row, tok)
 
     def scale_rows(self, m: int, device, dtype) -> torch.Tensor:
         """The scale as ``[m]`` (what a group's count adds up: data weights, 1 without)."""
@@ -87,6 +92,8 @@ class TokenCoef(Coef):
 
     def chunk(self, lp, s, e, row=None):
         t = row if row is not None else (self.of_logp(lp).to(lp.dtype) if self.of_logp is not None else None)
+        if self.token is not None:
+            t = self.token[s:e].to(lp.dtype) if t is None else self.token[s:e].to(lp.dtype) * t
         sc = self.scale
         if isinstance(sc, torch.Tensor):
             sc = sc[s:e].to(lp.dtype)
@@ -96,13 +103,17 @@ class TokenCoef(Coef):
         return (t if float(sc) == 1.0 else float(sc) * t), t
 
     def rows(self, idx):
-        if isinstance(self.scale, torch.Tensor):
-            return TokenCoef(self.scale.reshape(-1).index_select(0, idx), self.of_logp, self.of_row)
+        if isinstance(self.scale, torch.Tensor) or self.token is not None:
+            sc = self.scale.reshape(-1).index_select(0, idx) if isinstance(self.scale, torch.Tensor) else self.scale
+            tok = None if self.token is None else self.token.reshape(-1).index_select(0, idx)
+            return TokenCoef(sc, self.of_logp, self.of_row, tok)
         return self
 
     def check(self, targets):
         if isinstance(self.scale, torch.Tensor) and tuple(self.scale.shape) != tuple(targets.shape):
             raise ValueError(f"{self._what} of targets' shape {tuple(targets.shape)}")
+        if self.token is not None and tuple(self.token.shape) != tuple(targets.shape):
+            raise ValueError(f"TokenCoef token (static token weights) must have targets' shape {tuple(targets.shape)}")
 
     def is_unit(self) -> bool:
         return not self.weighted and not isinstance(self.scale, torch.Tensor) and float(self.scale) == 1.0

@@ -13,7 +13,7 @@ import torch
 
 from ..data import IGNORE_INDEX, model_inputs  # the one definition of the label-ignore value; the forward's kwargs
 from .coefficients import Coef, TokenCoef, as_coef
-from .kernels import _acc, _ChunkedLogp, _FusedNLL, _flat, _logp_pass, _Rec, _rows_into, chunked_loss_rows
+from .kernels import _acc, _ChunkedLogp, _FusedNLL, _flat, _logp_pass, _lower_mass, _Rec, _rows_into, chunked_loss_rows
 
 # ----------------------------------------------------------------------------------------------------------
 # input checks (bad input -> ValueError naming the argument, not a shape error deep inside a GEMM)
@@ -336,6 +336,13 @@ class LinearHead:
         fill with ``entropy`` / ``correct`` [N] from the same chunk loop (see :func:`weighted_nll_rows`)."""
         return self._logp(model, x, t, _Rec(x.shape[0], x.device, True) if stats is not None else None, stats)
 
+    def logp_lower_mass(self, model, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward only: ``(log p [N], lower mass [N])``, the lower mass ``sum_v p_v 1[p_v < p_y]`` of each row (the
+        probability of the tokens strictly less likely than the target) from the same chunks as ``log p``."""
+        with torch.no_grad():
+            rec = _Rec(x.shape[0], x.device, False, lower=True)
+            return self._logp(model, x, t, rec, None), rec.lower
+
     def _logp(self, model, x, t, rec: _Rec | None, stats: dict | None) -> torch.Tensor:
         W = self.weight(model)
         if x.shape[0] == 0:
@@ -409,6 +416,9 @@ class LogitsHead(LinearHead):
                     q = logq.detach()
                     rec.entropy = -(q.exp() * q).sum(dim=-1)
                     rec.correct = z.argmax(dim=-1) == t
+                if rec.lower is not None:
+                    e = (z - z.amax(dim=-1, keepdim=True)).exp_()
+                    rec.lower = _lower_mass(e, t[:, None], e.sum(dim=-1)).float()
             rec.into(stats)
         return logq.gather(-1, t[:, None]).squeeze(-1)
 

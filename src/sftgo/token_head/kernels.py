@@ -66,13 +66,15 @@ _TINY_COEF = 1e-30
 
 class _Rec:
     """What a chunk loop records on its way, per row: the full-vocabulary entropy of the next-token distribution and
-    whether its argmax is the target (``metrics``), and a :class:`RowCoef`'s values (``row_fn``). ``[M]`` tensors."""
+    whether its argmax is the target (``metrics``), a :class:`RowCoef`'s values (``row_fn``) and, in the forward-only
+    pass (:func:`_logp_pass`), the probability mass below the target (``lower``, :func:`_lower_mass`). ``[M]`` tensors."""
 
-    def __init__(self, m: int, device, metrics: bool, row_fn=None):
+    def __init__(self, m: int, device, metrics: bool, row_fn=None, lower: bool = False):
         self.entropy = torch.empty(m, dtype=torch.float32, device=device) if metrics else None
         self.correct = torch.empty(m, dtype=torch.bool, device=device) if metrics else None
         self.row_fn = row_fn
         self.row = torch.empty(m, dtype=torch.float32, device=device) if row_fn is not None else None
+        self.lower = torch.empty(m, dtype=torch.float32, device=device) if lower else None
         self.used = self.token = None  # set by the fused pass: the coefficients applied, the token weighting in them
 
     def into(self, stats: dict | None) -> None:
@@ -85,6 +87,22 @@ class _Rec:
             mine = getattr(self, name)
             if mine is not None:
                 mine[idx] = getattr(other, name)
+
+
+def _lower_mass(e: torch.Tensor, tc: torch.Tensor, sumexp: torch.Tensor) -> torch.Tensor:
+    """``[c]``: each row's probability mass on the tokens strictly less likely than its target,
+    ``sum_v p_v 1[p_v < p_y]`` (the target and its ties excluded), from ``e = exp(z - max) [c, V]`` (the tile as
+    :func:`_chunk_logsumexp_` leaves it), targets ``tc [c, 1]`` and ``sumexp = sum_v e [c]``. The comparison is on
+    ``e`` itself, so two logits that round to the same ``e`` tie. A block of rows at a time (a scratch of at most
+    ``_SCRATCH_ELEMS``), so no second ``[c, V]`` tile."""
+    c, V = e.shape
+    ey = e.gather(1, tc)  # [c, 1]
+    below = torch.empty(c, dtype=e.dtype, device=e.device)
+    rows = max(1, min(c, _SCRATCH_ELEMS // max(V, 1)))
+    for r in range(0, c, rows):
+        blk = e[r:r + rows]
+        below[r:r + rows] = torch.where(blk < ey[r:r + rows], blk, 0.0).sum(dim=-1)
+    return below / sumexp
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -280,16 +298,20 @@ def _fused_pass(h, t, weight, coef: Coef, grad_w, want_h, chunk_size, buf=None, 
 
 
 def _logp_pass(h, t, weight, chunk_size, buf=None, rec=None):
-    """Forward-only chunked logp over rows ``h [M, H]`` (1 GEMM per chunk), filling ``rec`` if given. Returns [M] fp32."""
+    """Forward-only chunked logp over rows ``h [M, H]`` (1 GEMM per chunk), filling ``rec`` if given (its ``lower``
+    from the same tile, once it holds ``exp(z - max)``). Returns [M] fp32."""
     m = h.shape[0]
     acc = _acc(h.dtype)
     logp = torch.empty(m, dtype=acc, device=h.device)
+    lower = rec is not None and rec.lower is not None
     with torch.no_grad():
         buf = _tile_buffer(h, weight, chunk_size) if buf is None else buf
         for s in range(0, m, chunk_size):
             e = min(s + chunk_size, m)
             z = _chunk_logits(h[s:e], weight, buf)
-            logp[s:e], _, _ = _chunk_forward_(z, t[s:e, None], rec, s, e, keep=False)
+            logp[s:e], _, sumexp = _chunk_forward_(z, t[s:e, None], rec, s, e, keep=lower)
+            if lower:  # z <- exp(z - max)
+                rec.lower[s:e] = _lower_mass(z, t[s:e, None], sumexp).to(rec.lower.dtype)
             del z
     return logp
 

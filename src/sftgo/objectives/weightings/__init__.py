@@ -7,6 +7,7 @@ from .dft import DFTWeighting, dft_weights
 from .eaft import EAFTWeighting, eaft_weights
 from .infosft import InfoSFTWeighting, infosft_weights
 from .none import NoWeighting
+from .prift import PriFTMassWeighting, PriFTProbWeighting, prift_mass_weights, prift_prob_weights
 
 TOKEN_WEIGHTS = {
     "none": NoWeighting,
@@ -14,7 +15,9 @@ TOKEN_WEIGHTS = {
     "infosft": InfoSFTWeighting,
     "eaft": EAFTWeighting,
     "chord": CHORDWeighting,
+    "prift_prob": PriFTProbWeighting,
+    "prift_mass": PriFTMassWeighting,
 }
 
 __all__ = ["TOKEN_WEIGHTS", "DFTWeighting", "EAFTWeighting", "InfoSFTWeighting", "NoWeighting", "dft_weights",
-           "eaft_weights", "infosft_weights"]
+           "eaft_weights", "infosft_weights", "prift_mass_weights", "prift_prob_weights"]

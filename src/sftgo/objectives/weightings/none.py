@@ -10,14 +10,18 @@ class NoWeighting:
 
     A token weighting (``--token_weight``): a declaration (``Settings``, a torch-free dataclass of the settings it
     reads) and the functions the head computes ``t_n`` with, inside its chunk loop, from the token's own detached log p
-    (``of_logp``) or its logits row (``of_row``)."""
+    (``of_logp``) or its logits row (``of_row``); or, for a static weighting, the per-token ``columns`` computed once
+    before training that :meth:`token` reads ``t_n`` from."""
 
     Settings = None  # a dataclass of sftgo.objectives.declare.setting fields (None: no settings)
-    settings: tuple[str, ...] = ()  # config fields that change the weighting (run names, report labels): Settings'
+    shared: tuple[str, ...] = ()  # the shared settings it reads (sftgo.objectives.common.SharedSettings)
+    settings: tuple[str, ...] = ()  # config fields that change the weighting (run names, report labels): ``shared``
+    # and its Settings' fields
+    columns: tuple[str, ...] = ()  # per-token columns a static t_n is read from (sftgo.pipeline.REFERENCE_COLUMNS)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        cls.settings = names(cls.Settings)
+        cls.settings = (*cls.shared, *names(cls.Settings))
 
     def __init__(self, args):
         self.args = args
@@ -25,3 +29,8 @@ class NoWeighting:
     def fns(self) -> dict:
         """``of_logp`` / ``of_row`` for :class:`sftgo.token_head.TokenCoef` (none: ``t = 1``)."""
         return {}
+
+    def token(self, tokens):
+        """A static weighting's ``t_n`` ``[N]`` of a micro-batch's tokens (a :class:`sftgo.tokens.TokenBatch`), from
+        its ``columns`` (read only when ``columns`` is not empty)."""
+        raise NotImplementedError
