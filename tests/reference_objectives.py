@@ -47,8 +47,11 @@ def quantile_ids(values: list[float], G: int) -> list[int]:
 
 
 def groups_of(toks: list[Tok], values: list[float], *, eta: float, num_groups: int, batch_scope: bool,
-              quantiles: bool) -> list[int]:
-    """Group id per token: 1 = important (top (100 - eta)% per example, or over the step), or quantile ids."""
+              quantiles: bool, threshold: float | None = None) -> list[int]:
+    """Group id per token: 1 = important (top (100 - eta)% per example, or over the step, or at or above the dataset's
+    ``threshold`` when given), or quantile ids."""
+    if threshold is not None:
+        return [1 if v >= threshold else 0 for v in values]
     segs: dict = {}
     for i, t in enumerate(toks):
         segs.setdefault(0 if batch_scope else t.example, []).append(i)
@@ -139,15 +142,19 @@ def step_loss(objective: str, toks: list[Tok], a, *, lam: float, state: dict) ->
         return (sum(t.weight * target_sft_token(t, gamma, a.target_residual, a.target_topk) for t in toks)
                 / sum(t.weight for t in toks)), state
 
-    dynamic = objective == "rho1" or a.scorer == "reference"
+    threshold = a.group_threshold if a.group_scope == "dataset" else None  # a fixed cut of a static score
+    dynamic = (objective == "rho1" and threshold is None) or a.scorer == "reference"
     values = [t.ref_logp - t.logp.item() if dynamic else t.importance for t in toks]
     if objective == "rho1":
+        if threshold is not None:  # every token at or above the threshold, however few
+            keep = {i for i, v in enumerate(values) if v >= threshold}
+            return (sum(ce[i] for i in keep) / len(keep) if keep else 0.0 * sum(ce)), state
         keep = top_k(values, max(k_half_up(K, a.percentile), 1))  # the whole step, at least one token
         return sum(ce[i] for i in keep) / len(keep), state
     G = a.num_groups
     quantiles = objective == "sft-go-dro" or G > 2
     ids = groups_of(toks, values, eta=a.percentile, num_groups=G, batch_scope=a.group_scope == "batch",
-                    quantiles=quantiles)
+                    quantiles=quantiles, threshold=threshold)
     members = [[i for i in range(K) if ids[i] == g] for g in range(G)]
     group_mean = [sum(ce[i] for i in m) / len(m) if m else None for m in members]
     means_now = [None if m is None else m.item() for m in group_mean]
@@ -197,16 +204,18 @@ def formula_step_loss(aggregator: str, toks: list[Tok], a, *, lam: float, state:
     mean_term = sum(b * c for b, c in zip(wt, ce)) / W
     if aggregator == "sft":
         return mean_term, state
-    dynamic = aggregator == "rho1" or a.scorer == "reference"
+    threshold = a.group_threshold if a.group_scope == "dataset" else None
+    dynamic = (aggregator == "rho1" and threshold is None) or a.scorer == "reference"
     values = [t.ref_logp - t.logp.item() if dynamic else t.importance for t in toks]
     if aggregator == "rho1":
-        keep = top_k(values, max(k_half_up(len(toks), a.percentile), 1))
+        keep = ({i for i, v in enumerate(values) if v >= threshold} if threshold is not None
+                else top_k(values, max(k_half_up(len(toks), a.percentile), 1)))
         ids = [1 if i in keep else 0 for i in range(len(toks))]
         G, lam = 2, 1.0
     else:
         G = a.num_groups
         ids = groups_of(toks, values, eta=a.percentile, num_groups=G, batch_scope=a.group_scope == "batch",
-                        quantiles=aggregator == "sft-go-dro" or G > 2)
+                        quantiles=aggregator == "sft-go-dro" or G > 2, threshold=threshold)
     S = [sum(wt[i] * ce[i] for i in range(len(toks)) if ids[i] == g) for g in range(G)]
     C = [sum(toks[i].weight for i in range(len(toks)) if ids[i] == g) for g in range(G)]
     means = [float(S[g].detach()) / C[g] if C[g] > 0 else None for g in range(G)]

@@ -242,7 +242,8 @@ def load_yaml(path: str | Path) -> dict:
 # other TrainingArguments options only with --help_all.
 HELP_GROUPS = {
     "objective and its settings": (),  # every other ObjectiveArgs field, in declaration order (below)
-    "importance scorer and grouping": ("scorer", "percentile", "keep_ratio", "group_scope", "group_stats",
+    "importance scorer and grouping": ("scorer", "percentile", "keep_ratio", "group_scope", "group_threshold",
+                                       "group_stats",
                                        *SCORER_SETTINGS, "score_cache_dir"),
     "reference model": ("ref_model_name_or_path",),
     "data": ("dataset", "dataset_split", "eval_dataset", "eval_split", "max_examples", "max_length", "channel_field",
@@ -394,6 +395,10 @@ LEG_ONLY = {"resume_from_checkpoint", "allow_config_change"}
 # goes, how often it logs / evaluates / saves and what it keeps, trackers, the step budget, data loader workers, caches,
 # gradient checkpointing). Everything else (objective and its settings, model, data, seed, batch geometry, max_length,
 # packing, optimizer, precision, ...) is refused unless --allow_config_change true.
+# Settings `sftgo train` derives before training and records in config.yaml (the --group_scope dataset threshold): a
+# resume keeps the run's value, also when a YAML file that leaves it unset gives the config.
+RECORDED = {"group_threshold"}
+
 RESUME_SAFE = {
     "output_dir", "logging_strategy", "logging_steps", "logging_first_step", "logging_nan_inf_filter", "log_level",
     "log_level_replica", "log_on_each_node", "disable_tqdm", "report_to", "run_name", "project", "trackio_space_id",
@@ -439,8 +444,9 @@ class ResumedRun:
     def defaults(self, yaml_values: dict) -> dict:
         """The defaults the flags override. Without a YAML file: the run's settings, but not the leg-only ones nor
         ``stop_after_steps`` (an earlier leg's stop is not the next one's: give it again to stop again). With one:
-        the file's (already set). Either way ``output_dir`` is the folder of the checkpoint given, unless set."""
-        base = {} if yaml_values else {k: v for k, v in self.saved.items() if k not in LEG_ONLY | {"stop_after_steps"}}
+        the file's (already set), and the run's :data:`RECORDED` settings the file leaves unset. Either way ``output_dir`` is the folder of the checkpoint given, unless set."""
+        base = ({k: self.saved[k] for k in RECORDED if k in self.saved and k not in yaml_values} if yaml_values
+                else {k: v for k, v in self.saved.items() if k not in LEG_ONLY | {"stop_after_steps"}})
         if self.output_dir is not None:
             base["output_dir"] = self.output_dir
         return base

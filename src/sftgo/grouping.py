@@ -16,6 +16,11 @@ One implementation, :func:`percentile_groups_flat`, on flat token columns with a
 (SFT-GO's per-sequence split) or one id for every token (``--group_scope batch``, Rho-1's top-k over the step).
 Training, held-out evaluation and ``sftgo score`` all call it (:func:`percentile_groups` only reshapes lists of
 arrays into flat columns and back).
+
+``--group_scope dataset`` (Token Cleaning's global selection) ranks every supervised token of the training set at once:
+:func:`dataset_threshold` gives the score of the ``k``-th highest token (same k and NaN rule, ``n`` = all tokens), fixed
+once before training, and :func:`threshold_groups` marks the tokens at or above it (ties at the threshold all count as
+important, so whatever the batching, a token's group depends on its score alone).
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["num_important", "percentile_groups", "percentile_groups_flat", "quantile_groups_flat"]
+__all__ = ["dataset_threshold", "num_important", "percentile_groups", "percentile_groups_flat", "quantile_groups_flat",
+           "threshold_groups"]
 
 
 def _check_percentile(percentile: float) -> float:
@@ -107,3 +113,25 @@ def percentile_groups(scores: Sequence[np.ndarray], percentile: float) -> list[n
     out = percentile_groups_flat(flat, seg, percentile).numpy()
     ends = np.cumsum(lengths)
     return [out[e - n:e] for n, e in zip(lengths, ends)]
+
+
+def dataset_threshold(scores: Sequence[np.ndarray], percentile: float) -> tuple[float, int, int]:
+    """One threshold over every token of a dataset: ``(t, kept, n)`` with ``n`` the number of scores, ``k =``
+    :func:`num_important` ``(n, percentile)`` and ``t`` the ``k``-th highest score (float64 of the float32 score, exact;
+    NaN ranks lowest); ``kept`` = the tokens with score ``>= t`` (``k``, or more where scores tie at ``t``). ``k = 0``:
+    ``t = inf``, nothing kept. Depends on the scores only, not on their order or batching."""
+    _check_percentile(percentile)
+    flat = np.concatenate([np.asarray(s).reshape(-1) for s in scores]) if len(scores) else np.zeros(0)
+    flat = flat.astype(np.float64)
+    n = int(flat.size)
+    k = int(num_important(n, percentile))
+    if k == 0:
+        return float("inf"), 0, n
+    key = np.where(np.isnan(flat), -np.inf, flat)
+    t = float(-np.partition(-key, k - 1)[k - 1])  # the k-th highest
+    return t, int(np.count_nonzero(flat >= t)), n
+
+
+def threshold_groups(scores, threshold: float):
+    """bool ``[N]``: the scores at or above ``threshold`` (NaN never)."""
+    return scores >= threshold

@@ -116,7 +116,8 @@ def check_train_sources(cfg) -> None:
     from .objectives import objective_class
     from .scorers import scorer_spec
 
-    uses_reference = needs_reference(cfg) or objective_class(cfg.objective).needs_ref_model(cfg)
+    uses_reference = (needs_reference(cfg) or objective_class(cfg.objective).needs_ref_model(cfg)
+                      or bool(cfg.scorer and scorer_spec(cfg.scorer).reference_gap))
     check_sources(model=cfg.model_name_or_path,
                   datasets=(("--dataset", cfg.dataset), ("--eval_dataset", cfg.eval_dataset)),
                   reference=reference_path(cfg) if uses_reference else None,
@@ -256,16 +257,62 @@ def compute_reference(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer,
     return out if columns else out["ref_logp"]
 
 
+def compute_influence(cfg: SFTGoConfig, data: TokenizedData, tokenizer) -> list[np.ndarray]:
+    """``--scorer influence`` (Token Cleaning): ``log p_ref - log p_initial`` of every supervised token, from two
+    cached log-prob passes (the reference, and the model being trained as its files hold it: before training)."""
+    from .scorers.reference import influence
+
+    kw = dict(dtype=cfg.model_dtype, cache_dir=cfg.score_cache_dir, batch_size=cfg.per_device_train_batch_size,
+              device=cfg.device, progress=not cfg.disable_tqdm)
+    ref, _ = cached_token_logp(reference_path(cfg), data, tokenizer, **kw)
+    initial, _ = cached_token_logp(cfg.model_name_or_path, data, tokenizer, **kw)
+    return [np.asarray(v, dtype=np.float32) for v in influence(ref, initial)]
+
+
 def add_token_columns(cfg: SFTGoConfig, data: TokenizedData, model, tokenizer) -> None:
     """The static per-token columns the run needs: scorer importance, reference log-probs (and the lower mass where
     the token weighting reads it; all cached)."""
-    from .scorers import scorer_needs_reference
+    from .scorers import scorer_needs_reference, scorer_reference_gap
 
-    if cfg.scorer and not scorer_needs_reference(cfg.scorer):
+    if cfg.scorer and scorer_reference_gap(cfg.scorer):
+        data.columns["importance"] = compute_influence(cfg, data, tokenizer)
+    elif cfg.scorer and not scorer_needs_reference(cfg.scorer):
         data.columns["importance"] = compute_importance(cfg, data, tokenizer)
     columns = reference_columns(cfg)
     if columns:
         data.columns.update(compute_reference(cfg, data, model, tokenizer, columns))
+
+
+def uses_dataset_threshold(cfg) -> bool:
+    """Whether the run's objective cuts its groups at one threshold over the training set (``--group_scope dataset``)."""
+    from .objectives import settings_of
+
+    return cfg.group_scope == "dataset" and "group_scope" in (settings_of(cfg.objective, cfg) or ())
+
+
+def set_dataset_threshold(cfg: SFTGoConfig, data: TokenizedData) -> dict | None:
+    """``--group_scope dataset``: fix ``cfg.group_threshold`` once before training, from every supervised token's
+    importance in the training set (:func:`sftgo.grouping.dataset_threshold`; computed by process 0 and shared, so every
+    process holds the same float). A threshold already set (given, or recorded in a resumed run's config.yaml) is kept.
+    Logs and returns ``{"threshold", "source", "kept", "tokens", "frac_kept"}``; None for other scopes."""
+    from .distributed import on_main
+    from .grouping import dataset_threshold
+
+    if not uses_dataset_threshold(cfg):
+        return None
+    scores = data.columns["importance"]
+    if cfg.group_threshold is None:
+        t, kept, n = on_main(lambda: dataset_threshold(scores, cfg.percentile))
+        cfg.group_threshold, source = t, f"the top {100 - cfg.percentile:g}% of the training set's tokens"
+    else:
+        flat = np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in scores]) if scores else np.zeros(0)
+        source = "recorded in the run's config.yaml" if getattr(cfg, "run_config", None) else "given"
+        n, kept = int(flat.size), int(np.count_nonzero(flat >= float(cfg.group_threshold)))
+    info = {"threshold": float(cfg.group_threshold), "source": source, "kept": kept, "tokens": n,
+            "frac_kept": kept / n if n else 0.0}
+    logger.info("group_scope dataset: threshold %r (%s): %d of %d supervised tokens (%.4f) at or above it, fixed for "
+                "the whole run", info["threshold"], source, kept, n, info["frac_kept"])
+    return info
 
 
 def make_collator(cfg: SFTGoConfig, tokenizer, model) -> Collator:
@@ -341,6 +388,7 @@ def _run_training(cfg: SFTGoConfig, started: list) -> dict:
     model = load_model(cfg.model_name_or_path, dtype=cfg.model_dtype, device="cpu" if cfg.use_cpu else None,
                        attn_implementation=cfg.attn_implementation, load_in_4bit=cfg.load_in_4bit)
     add_token_columns(cfg, data, model, tokenizer)
+    threshold = set_dataset_threshold(cfg, data)  # before any batch is cut (eval data gets the same threshold)
     eval_data = None
     if cfg.eval_dataset:
         # Held-out data gets the same token columns (scorer importance, reference log-probs) as the training data,
@@ -439,6 +487,7 @@ def _run_training(cfg: SFTGoConfig, started: list) -> dict:
                if ckpt else {}),
             # True when --stop_after_steps ended the run before its budget (a resume continues it).
             "stopped_early": bool(trainer.state.max_steps and trainer.state.global_step < trainer.state.max_steps),
+            **({"group_threshold": threshold} if threshold is not None else {}),
         }
         atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2))  # a sweep reads it to decide "done"
         if records:

@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", default=None, help="JSON/JSONL file or Hub dataset id (default: the built-in dataset).")
     p.add_argument("--model_name_or_path", default=None, help="Model whose tokenizer defines the tokens (default: SmolLM2-135M-Instruct).")
-    names = [n + (" (Rho-1 excess loss; needs --ref_model_name_or_path)" if s.needs_reference else "")
-             for n, s in SCORERS.items()]
+    names = [n + (" (Rho-1 excess loss; needs --ref_model_name_or_path)" if s.needs_reference
+                  else " (Token Cleaning's influence, the same values here; needs --ref_model_name_or_path)"
+                  if s.reference_gap else "") for n, s in SCORERS.items()]
     p.add_argument("--scorer", default="tfidf,frequency,random",
                    help=f"Comma-separated scorers: {', '.join(names)}, or my_module:my_function.")
     p.add_argument("--percentile", type=float, default=90.0, help="eta: the top (100 - eta)%% of each sequence is important (default 90).")
@@ -80,7 +81,7 @@ def score_dataset(data, tokenizer, scorer_names: list[str], args) -> tuple[dict,
     scores, info = {}, {}
     for name in scorer_names:
         spec = scorer_spec(name)
-        if spec.needs_reference:
+        if spec.uses_reference_model:  # influence = the excess loss before training, what is shown here
             t0 = time.perf_counter()
             scores[name], state = excess_loss_scores(data, tokenizer, args)
             info[name] = {"cache": state, "seconds": round(time.perf_counter() - t0, 4)}
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(set(names)) != len(names):
             raise ValueError(f"--scorer lists a scorer twice: {args.scorer!r}")
         specs = [scorer_spec(n, load=True) for n in names]  # fail on a typo before loading anything
-        with_reference = [s.name for s in specs if s.needs_reference]
+        with_reference = [s.name for s in specs if s.uses_reference_model]
         if with_reference and not args.ref_model_name_or_path:
             from .config import missing_reference  # (imports transformers' TrainingArguments: only here)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from sftgo.cli import main
 
@@ -58,6 +59,10 @@ OBJECTIVES = {
     # PriFT's static t_n (the reference columns, computed once, sharded over the 2 processes) inside a grouping, on
     # weighted data: t_n in the groups' sums, the data weights alone in their counts
     "sft-go-prift": ["--objective", "sft-go", "--lam", "0.9", "--token_weight", "prift_mass", "--dataset", "{weighted}"],
+    # --group_scope dataset: one threshold over the training set (Token Cleaning's influence score), whatever the split
+    "sft-go-dataset": ["--objective", "sft-go", "--group_scope", "dataset", "--scorer", "influence", "--percentile", "70",
+                       "--lam", "0.9"],
+    "rho1-dataset": ["--objective", "rho1", "--group_scope", "dataset", "--scorer", "influence", "--percentile", "40"],
 }
 KEYS = ("loss", "loss_ce", "loss_important", "loss_unimportant", "tokens", "dro_q0", "frac_kept", "entropy",
         "token_accuracy", "entropy_important", "token_accuracy_unimportant", "mean_weight")
@@ -153,6 +158,9 @@ def test_same_step_however_split(setup, ddp_runs, tiny_model_dir, name):
             assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4), (k, a["step"])
         for p, w in ref_w.items():
             assert torch.allclose(weights[k][p], w, atol=1e-5, rtol=0), (k, p, (weights[k][p] - w).abs().max())
+    thresholds = {k: yaml.safe_load((o / "config.yaml").read_text()).get("group_threshold") for k, o in outs.items()}
+    assert len(set(thresholds.values())) == 1, thresholds  # --group_scope dataset: the same on every process and split
+    assert (thresholds["micro4"] is not None) == name.endswith("-dataset")
     moved = max((ref_w[p] - w0).abs().max().item() for p, w0 in _weights_initial(tiny_model_dir).items())
     assert moved > 1e-4  # training did change the weights (so equal weights mean something)
 

@@ -70,6 +70,25 @@ def moved(weights, tok):
 # ----------------------------------------------------------------------------------------------- against TRL itself
 
 
+def test_token_cleaning_threshold_is_cut_from_the_train_dataset(tmp_path, chat_tokenizer, data):
+    """rho1 --group_scope dataset --scorer influence in TRL: the threshold is set once when the trainer is built, the
+    k-th highest influence over every supervised token of the prepared train_dataset (its importance column)."""
+    import numpy as np
+
+    ref = tmp_path / "ref"
+    build_tiny_model(len(chat_tokenizer), seed=1).save_pretrained(ref)
+    chat_tokenizer.save_pretrained(ref)
+    trainer, steps, _ = train(SFTGoSFTTrainer, SFTGoSFTConfig, chat_tokenizer, data, tmp_path / "tc", objective="rho1",
+                              group_scope="dataset", scorer="influence", percentile=40.0, ref_model_name_or_path=str(ref),
+                              score_cache_dir=str(tmp_path / "cache"))
+    ds = trainer.train_dataset
+    scores = np.concatenate([np.asarray(imp)[np.flatnonzero(np.asarray(lab) != -100)]
+                             for imp, lab in zip(ds["importance"], ds["labels"])]).astype(np.float64)
+    k = int(np.floor(0.6 * scores.size + 0.5))
+    assert trainer.args.group_threshold == np.sort(scores)[::-1][k - 1]
+    assert steps and all(math.isfinite(r["loss"]) and 0.0 <= r["frac_kept"] <= 1.0 for r in steps)
+
+
 @pytest.mark.parametrize("objective,loss_type,fmt,packing,lora", [
     ("sft", "nll", "conversational", False, False),
     ("dft", "dft", "text", True, False),  # packed: bfd, so TRL's padding-free batches

@@ -32,3 +32,15 @@ def test_a_bug_inside_training_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(sftgo.pipeline, "run_training", broken)
     with pytest.raises(ValueError, match="internal bug"):
         main(["train", "--max_steps", "1", "--report_to", "none"])
+
+
+@pytest.mark.parametrize("flags", [
+    ["--objective", "rho1", "--scorer", "reference"],  # Rho-1's own score: the current excess loss
+    ["--objective", "sft-go", "--scorer", "reference"],
+])
+def test_dataset_scope_with_a_dynamic_score_is_refused_saying_why(capsys, flags):
+    """--group_scope dataset fixes a threshold before training: the excess loss, which moves every step, is refused."""
+    assert main(["train", *flags, "--group_scope", "dataset", "--ref_model_name_or_path", "some/ref"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "group_scope: dataset fixes one threshold before training" in err[0]
+    assert "changes every step" in err[0] and "--scorer influence" in err[0] and "Traceback" not in err[0]

@@ -130,3 +130,42 @@ def test_quantile_groups_match_reference():
             pos = [i for i in range(n) if segments[i] == seg]
             for r, i in enumerate(sorted(pos, key=lambda i: (scores[i], i))):
                 assert out[i] == r * G // len(pos)
+
+
+# ----------------------------------------------------------------------------------------- --group_scope dataset
+@pytest.mark.parametrize("eta", [0.0, 40.0, 62.5, 90.0, 99.9, 100.0])
+def test_dataset_threshold_is_the_global_percentile_of_distinct_scores(eta):
+    """Distinct float32 scores over sequences of different lengths: the threshold is the k-th highest score of the
+    whole set (numpy, k = round half up of (100 - eta) n / 100), exactly k tokens are at or above it, and it does not
+    depend on how the scores are split into sequences or ordered."""
+    from sftgo.grouping import dataset_threshold, threshold_groups
+
+    rng = np.random.default_rng(5)
+    seqs = [rng.normal(size=int(n)).astype(np.float32) for n in rng.integers(1, 30, size=17)]
+    flat = np.concatenate(seqs).astype(np.float64)
+    assert len(np.unique(flat)) == flat.size
+    k = expected_k(flat.size, eta)
+    t, kept, n = dataset_threshold(seqs, eta)
+    assert (n, kept) == (flat.size, k)
+    assert t == (np.sort(flat)[::-1][k - 1] if k else math.inf)
+    assert int(threshold_groups(torch.from_numpy(np.concatenate(seqs)), t).sum()) == k  # float32 column vs t: exact
+    shuffled = rng.permutation(flat)
+    assert dataset_threshold([shuffled[:7], shuffled[7:]], eta) == (t, kept, n)
+
+
+def test_dataset_threshold_ties_nan_and_per_sequence_split_differ():
+    """Ties at the threshold are all kept; NaN is never kept; and the dataset split is not the per-sequence one when
+    one sequence scores higher throughout (it takes every important token), which is where the two must differ."""
+    from sftgo.grouping import dataset_threshold, threshold_groups
+
+    t, kept, n = dataset_threshold([np.array([3.0, 2.0, 2.0, 2.0]), np.array([1.0, np.nan])], 50.0)
+    assert (t, kept, n) == (2.0, 4, 6)  # k = 3: the 3rd highest is 2.0; its tie at position 3 counts too
+    assert threshold_groups(torch.tensor([np.nan, 2.0, 1.9]), t).tolist() == [False, True, False]
+    high, low = np.array([5.0, 6.0, 7.0, 8.0]), np.array([1.0, 2.0, 3.0, 4.0])
+    t, kept, _ = dataset_threshold([high, low], 50.0)
+    dataset = [threshold_groups(torch.from_numpy(s), t).numpy() for s in (high, low)]
+    per_sequence = percentile_groups([high, low], 50.0)
+    assert [d.tolist() for d in dataset] == [[True] * 4, [False] * 4]
+    assert [p.tolist() for p in per_sequence] == [[False, False, True, True]] * 2
+    with pytest.raises(ValueError, match="percentile"):
+        dataset_threshold([high], 101.0)

@@ -122,6 +122,9 @@ CASES = [
     ("sft-go-dro", {"num_groups": 2, "dro_eta": 1.0, "group_stats": "lagged"}),
     ("rho1", {"percentile": 60.0}),
     ("rho1", {"percentile": 99.0}),  # k rounds to 0 on this small step: at least one token is kept
+    # --group_scope dataset: a fixed threshold on the static importance (0..3 with ties: every token at 2 counts)
+    ("sft-go", {"group_scope": "dataset", "group_threshold": 2.0}),
+    ("rho1", {"group_scope": "dataset", "group_threshold": 2.0}),  # Token Cleaning's selection
 ]
 
 
@@ -278,6 +281,8 @@ COMBOS = [  # (aggregator, settings, micro-batches)
     ("sft-go", {"token_weight": "prift_mass", "prift_threshold": 0.8, "num_groups": 3}, 1),
     ("rho1", {"token_weight": "prift_prob", "percentile": 60.0}, 2),
     ("sft-go-dro", {"token_weight": "prift_mass", "num_groups": 3, "dro_eta": 0.5}, 1),
+    ("sft-go", {"token_weight": "eaft", "group_scope": "dataset", "group_threshold": 2.0}, 2),
+    ("rho1", {"token_weight": "dft", "group_scope": "dataset", "group_threshold": 2.0}, 1),
 ]
 # every token weighting composes with sft-go over a step of two micro-batches (a new weighting is checked here too)
 COMBOS += [c for c in (("sft-go", {"token_weight": w}, 2) for w in TOKEN_WEIGHTS if w != "none") if c not in COMBOS]
@@ -374,6 +379,8 @@ WEIGHTED = [  # (aggregator, settings, micro-batches)
     ("sft", {"token_weight": "prift_mass"}, 2),
     ("sft-go", {"token_weight": "prift_prob"}, 1),  # a static t_n is no data weight: C_g stays the sum of w_n
     ("sft-go-dro", {"num_groups": 3, "dro_eta": 0.5}, 2),
+    ("sft-go", {"group_scope": "dataset", "group_threshold": 1.0}, 2),
+    ("rho1", {"group_scope": "dataset", "group_threshold": 2.0}, 1),
     ("target-sft", {"target_residual": "topk", "target_gamma": "0.6", "target_topk": 3}, 2),  # rows weighted in the head
     ("asft", {"asft_alpha": 0.3}, 2),  # rows weighted in the head, beside a reference model
 ]

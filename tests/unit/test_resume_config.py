@@ -154,3 +154,19 @@ def test_interrupted_prints_one_line_and_returns_130(monkeypatch, capsys):
         assert interrupted(["--output_dir", "runs/x"], 48) == 130 and capsys.readouterr().err == ""
     finally:
         signal.signal(signal.SIGINT, handler)
+
+
+def test_the_recorded_dataset_threshold_is_kept_by_a_resume(run, tmp_path):
+    """--group_scope dataset: `sftgo train` records the threshold it fixed in config.yaml; a resume takes it, with flags
+    alone or with the YAML file the run started from (which leaves it unset), and a different one is refused."""
+    first = tmp_path / "first.yaml"
+    first.write_text(yaml.safe_dump({**{k: v for k, v in _saved(run).items() if k != "group_threshold"},
+                                     "group_scope": "dataset"}))
+    (run / "config.yaml").write_text(yaml.safe_dump({**_saved(run), "group_scope": "dataset",
+                                                     "group_threshold": 0.1234567}))
+    for argv in (["--output_dir", str(run)], [str(first)]):
+        cfg = parse_config([*argv, "--resume_from_checkpoint", "last"])
+        assert (cfg.group_scope, cfg.group_threshold) == ("dataset", 0.1234567), argv
+        assert cfg.run_config["group_threshold"] == 0.1234567
+    with pytest.raises(ConfigError, match="group_threshold: 0.1234567 -> 0.5"):
+        parse_config([str(first), "--resume_from_checkpoint", "last", "--group_threshold", "0.5"])

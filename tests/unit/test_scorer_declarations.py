@@ -102,7 +102,7 @@ def test_declared_scorer_settings_are_config_fields_and_flags_and_feed_the_key(n
         assert spec.cache_settings({s.name: other}, _Tok()) != key, f"{name}: setting {s.name} does not feed the key"
     for s in (*spec.settings, *spec.run_settings):
         assert flags[s.name].default == s.default and flags[s.name].type is s.type, f"sftgo score {s.flag}"
-    if spec.needs_reference:
+    if spec.uses_reference_model:  # reference, influence: computed by sftgo from reference log-probs
         assert spec.score is None and not spec.reads_text
         with pytest.raises(ScorerError, match="--ref_model_name_or_path"):
             spec([[1, 2]])
@@ -157,7 +157,7 @@ def test_a_module_function_scorer_is_declared_on_the_fly(tmp_path, monkeypatch):
     assert (spec.score, spec.reads_text, spec.cached, spec.needs_reference) == (None, True, False, False)
     assert resolve_scorer("decl_mod:length")([[1, 2]]) == [[2.0, 2.0]]
     assert [scorer_needs_reference(n) for n in ("decl_mod:length", "", None, "reference")] == [False, False, False, True]
-    with pytest.raises(ScorerError, match=r"unknown scorer 'tf-idf'; valid names: frequency, llmlingua2, random, "
+    with pytest.raises(ScorerError, match=r"unknown scorer 'tf-idf'; valid names: frequency, influence, llmlingua2, random, "
                                           r"reference, tfidf, or 'my_module:my_function'"):
         scorer_spec("tf-idf")
     with pytest.raises(ScorerError, match="cannot import"):

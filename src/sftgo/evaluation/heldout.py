@@ -23,7 +23,8 @@ import time
 
 # The run's settings that shape held-out losses (everything else in a run's config is about the optimizer or I/O).
 LOSS_SETTINGS = ("objective", "max_length", "packing", "padding_free", "token_head", "head_chunk_size", "seed",
-                 "score_cache_dir", "model_dtype", "attn_implementation", "channel_field", "max_channels")
+                 "score_cache_dir", "model_dtype", "attn_implementation", "channel_field", "max_channels",
+                 "group_threshold")
 
 
 def heldout_config(run_config: dict, **overrides):
@@ -31,11 +32,12 @@ def heldout_config(run_config: dict, **overrides):
     ``overrides`` (``scorer``, ``percentile``, ``max_length``, ``per_device_eval_batch_size``, ...; None = keep)."""
     from ..config import SFTGoConfig
     from ..objectives import METHOD_SETTINGS
-    from ..scorers import scorer_needs_reference
+    from ..scorers import scorer_needs_reference, scorer_reference_gap
 
     keep = {k: v for k, v in run_config.items() if k in set(METHOD_SETTINGS) | set(LOSS_SETTINGS) and v is not None}
     keep.update({k: v for k, v in overrides.items() if v is not None})
-    if scorer_needs_reference(keep.get("scorer")) and not keep.get("ref_model_name_or_path"):
+    if ((scorer_needs_reference(keep.get("scorer")) or scorer_reference_gap(keep.get("scorer")))
+            and not keep.get("ref_model_name_or_path")):
         from ..config import ConfigError
 
         raise ConfigError(f"held-out group losses with --scorer {keep['scorer']} need the run's ref_model_name_or_path")

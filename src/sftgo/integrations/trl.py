@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -154,6 +155,13 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
                            "float tensors aligned with labels (TRL's collator does, through TokenColumnCollator)",
                            ", ".join(self._columns))
         self.train_dataset = self._add_token_columns(self.train_dataset, "train")
+        from ..pipeline import set_dataset_threshold, uses_dataset_threshold
+
+        if uses_dataset_threshold(self.args) and self.args.group_threshold is None:
+            if getattr(self, "_train_importance", None) is None:
+                raise ConfigError("group_threshold: group_scope dataset needs the train_dataset's importance scores; "
+                                  "drop its 'importance' column (sftgo computes it) or pass group_threshold")
+            set_dataset_threshold(self.args, SimpleNamespace(columns={"importance": self._train_importance}))
         if isinstance(self.eval_dataset, dict):
             self.eval_dataset = {k: self._add_token_columns(v, k) for k, v in self.eval_dataset.items()}
         else:
@@ -241,6 +249,8 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
         # once per job themselves (process 0 computes and broadcasts; the reference pass is sharded), through
         # collectives that a process waiting at main_process_first's barrier would never join.
         values = self._token_values(data, todo, tok)
+        if name == "train" and "importance" in values:
+            self._train_importance = values["importance"]  # --group_scope dataset's threshold is cut from these
         k = 0
         full = {c: [] for c in todo}
         for ids, parts in zip(dataset["input_ids"], rows):
@@ -262,8 +272,17 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
         functions and caches, keyed by the token ids, so `sftgo train` and this trainer share cache entries)."""
         from .. import pipeline as P
 
+        from ..scorers import scorer_reference_gap
+
         out = {}
-        if "importance" in todo:
+        if "importance" in todo and scorer_reference_gap(self.args.scorer):  # influence: reference minus initial model
+            from ..scorers.reference import influence
+
+            ref, _ = P.cached_token_logp(P.reference_path(self.args), data, tokenizer,
+                                         cache_dir=self.args.score_cache_dir,
+                                         batch_size=self.args.per_device_train_batch_size)
+            out["importance"] = [np.asarray(v, dtype=np.float32) for v in influence(ref, self._initial_logp(data, tokenizer))]
+        elif "importance" in todo:
             out["importance"] = P.compute_importance(self.args, data, tokenizer)
         ref = tuple(c for c in P.REFERENCE_COLUMNS if c in todo)
         if ref:
@@ -286,6 +305,16 @@ class SFTGoSFTTrainer(SFTGoTrainer, SFTTrainer):
                                            pad_token_id=tokenizer.pad_token_id, lower_mass=lower)
                 out.update(zip(("ref_logp", "ref_lower_mass"), got) if lower else [("ref_logp", got)])
         return out
+
+    def _initial_logp(self, data, tokenizer):
+        """log p of every supervised token under the model before training (not cached: an in-memory model)."""
+        from ..scorers.reference import reference_token_logp
+
+        if self.state.global_step > 0:
+            raise ConfigError(f"scorer {self.args.scorer}: it needs the model before training; pass this dataset as "
+                              "eval_dataset when building the trainer")
+        return reference_token_logp(self.model, data.input_ids, data.labels,
+                                    batch_size=self.args.per_device_train_batch_size, pad_token_id=tokenizer.pad_token_id)
 
     def _load_reference_model(self):
         """Target-SFT's reference model: ``ref_model_name_or_path``, else a frozen copy of the initial model."""

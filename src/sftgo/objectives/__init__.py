@@ -134,11 +134,22 @@ def settings_of(name, config=None) -> set[str] | None:
     if obj is None:
         return None
     read = set(obj.settings)
+    read |= set(obj.extra_settings(config if not isinstance(config, dict) else _Mapping(config)))
     if obj.token_weight is None and not obj.chunk_loss:
         read.add("token_weight")
         tw = config.get("token_weight") if isinstance(config, dict) else getattr(config, "token_weight", None)
         read |= set(getattr(TOKEN_WEIGHTS.get(str(tw)), "settings", ()))
     return read
+
+
+class _Mapping:
+    """A run's config mapping read as attributes (what :meth:`Objective.extra_settings` reads)."""
+
+    def __init__(self, values: dict):
+        self._values = values
+
+    def __getattr__(self, name):
+        return self._values.get(name)
 
 
 def objective_class(name: str) -> type[Objective]:

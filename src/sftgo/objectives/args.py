@@ -41,7 +41,7 @@ class _Checks:
             self.percentile = eta
         if self.objective not in objectives:
             bad("objective", f"{self.objective!r} is not one of {', '.join(objectives)}")
-        from ..scorers import ScorerError, scorer_needs_reference, scorer_spec
+        from ..scorers import ScorerError, scorer_needs_reference, scorer_reference_gap, scorer_spec
 
         if self.scorer:
             try:
@@ -49,7 +49,7 @@ class _Checks:
             except ScorerError as e:
                 bad("scorer", str(e))
         obj = objectives[self.objective]
-        by_scorer = scorer_needs_reference(self.scorer)
+        by_scorer = scorer_needs_reference(self.scorer) or scorer_reference_gap(self.scorer)
         if (obj.needs_ref_logp(self) or by_scorer) and not self.ref_model_name_or_path:
             if not by_scorer and "ref_logp" not in obj.columns(self):  # the token weighting reads it (PriFT)
                 bad("ref_model_name_or_path", f"token_weight={self.token_weight} weighs tokens by a frozen reference "
@@ -57,6 +57,10 @@ class _Checks:
                                               "before training, as the PriFT authors do) or another model's path")
             bad("ref_model_name_or_path", missing_reference(f"scorer={self.scorer}" if by_scorer
                                                             else f"objective={self.objective}"))
+        if scorer_reference_gap(self.scorer) and self.ref_model_name_or_path == "initial":
+            bad("ref_model_name_or_path", f"scorer={self.scorer} scores the reference's log p minus the initial "
+                                          "model's: with the initial model as the reference every score is 0; give a "
+                                          "model trained on in-domain data (Token Cleaning's warm-up model)")
         for name, s in self._settings.items():
             error = s.error(getattr(self, name))
             if error is not None:

@@ -119,6 +119,12 @@ class Objective:
         return (*own, *(c for c in getattr(weighting, "columns", ()) if c not in own))
 
     @classmethod
+    def extra_settings(cls, config) -> tuple[str, ...]:
+        """Settings it reads beyond ``settings`` under ``config`` (a mapping or config object): rho1 reads the scope
+        and the scorer at ``--group_scope dataset``."""
+        return ()
+
+    @classmethod
     def needs_ref_logp(cls, args) -> bool:
         """Whether reference log-probs (the ``ref_logp`` column, computed once before training) are needed."""
         return "ref_logp" in cls.token_columns(args)

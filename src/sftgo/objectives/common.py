@@ -9,7 +9,7 @@ from ..scorers import SCORER_SETTINGS
 from .declare import Setting, one_of, optional, setting, unit_interval
 
 TOKEN_HEADS = ("auto", "fused", "chunked", "naive")
-GROUP_SCOPES = ("sequence", "batch")
+GROUP_SCOPES = ("sequence", "batch", "dataset")
 GROUP_STATS = ("exact", "lagged", "micro")
 
 
@@ -19,6 +19,11 @@ def _keep_ratio(v):
 
 def _percentile(v):
     return None if 0.0 <= v <= 100.0 else f"{v} must be in [0, 100] (90 marks the top 10% important)"
+
+
+def _threshold(v):
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+    return None if ok else f"{v!r} must be a number (a score)"
 
 
 @dataclass
@@ -37,13 +42,22 @@ class SharedSettings:
                               check=lambda v: None if v >= 2 else f"{v} must be at least 2")
     scorer: str = setting(
         "tfidf", help="Importance function g: tfidf, frequency, random, llmlingua2, reference (Rho-1 excess loss), "
-                      "or module:function for your own.")
+                      "influence (Token Cleaning: the reference's log p minus the initial model's, fixed before "
+                      "training), or module:function for your own.")
     percentile: float = setting(
         90.0, help="eta: tokens above this percentile are important (90 = top 10 percent), per sequence for the "
                    "static scorers, over the optimizer step's tokens by excess loss for rho1 (which trains on them).",
         check=_percentile, short="eta")
-    group_scope: str = setting("sequence", help="Rank scores per sequence or across the whole batch (as Rho-1 does).",
-                               check=one_of(GROUP_SCOPES))
+    group_scope: str = setting(
+        "sequence", help="Rank scores per sequence, across the whole batch (as Rho-1 does), or across the whole "
+                         "training set (dataset: one threshold fixed before training, as Token Cleaning does; static "
+                         "scorers only; sft-go with 2 groups and rho1, which then keeps the tokens above it).",
+        check=one_of(GROUP_SCOPES))
+    group_threshold: float | None = setting(
+        None, added=True,
+        help="--group_scope dataset: tokens scoring at or above it are important. Leave unset: sftgo train sets it "
+             "once before training to the lowest score of the top (100 - eta) percent of the training set's tokens "
+             "and records it in config.yaml (a resume keeps it).", check=optional(_threshold))
     group_stats: str = setting(
         "exact", help="Group statistics of sft-go / sft-go-dro / rho1 / --group_scope batch: exact (over the whole "
                       "optimizer step, all micro-batches and processes; one extra no-grad forward per step when the "

@@ -58,6 +58,35 @@ class Grouped(Objective):
     def batch_scope(self) -> bool:
         return self.args.group_scope == "batch"
 
+    @staticmethod
+    def dataset_scope(args) -> bool:
+        """``--group_scope dataset``: one threshold over the training set, fixed before training (static scores)."""
+        return getattr(args, "group_scope", None) == "dataset"
+
+    @classmethod
+    def check_dataset_scope(cls, args, dynamic: bool) -> None:
+        """Refuse ``--group_scope dataset`` where a fixed threshold cannot cut the groups (ValueError naming the fix)."""
+        if not cls.dataset_scope(args):
+            if getattr(args, "group_threshold", None) is not None:
+                raise ValueError("group_threshold: it is the --group_scope dataset threshold; set group_scope dataset "
+                                 "or leave group_threshold unset")
+            return
+        if dynamic:
+            raise ValueError(f"group_scope: dataset fixes one threshold before training, but scorer={args.scorer} "
+                             "ranks tokens by the current excess loss, which changes every step; use a static score "
+                             "(--scorer influence: Token Cleaning's reference-minus-initial-model log p, or tfidf, ...) "
+                             "or --group_scope batch")
+        if not args.scorer:
+            raise ValueError("group_scope: dataset ranks the importance of a --scorer; set one (e.g. --scorer influence)")
+
+    def dataset_threshold(self) -> float:
+        t = getattr(self.args, "group_threshold", None)
+        if t is None:
+            raise ValueError("group_threshold: --group_scope dataset needs the training set's threshold; `sftgo train` "
+                             "sets it before training (sftgo.grouping.dataset_threshold over the importance column); "
+                             "with SFTGoTrainer pass group_threshold")
+        return float(t)
+
     def lam(self, lam: float) -> float:
         return lam
 
@@ -74,8 +103,10 @@ class Grouped(Objective):
         return torch.zeros_like(tokens.example) if self.batch_scope() else tokens.example
 
     def group_ids(self, values: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
-        from ..grouping import percentile_groups_flat
+        from ..grouping import percentile_groups_flat, threshold_groups
 
+        if self.dataset_scope(self.args):
+            return threshold_groups(values, self.dataset_threshold()).long()
         return percentile_groups_flat(values, segments, self.args.percentile).long()  # 1 = important
 
     def group_weights(self, means: torch.Tensor | None, counts: torch.Tensor, state: dict) -> torch.Tensor:

@@ -11,7 +11,11 @@ class Rho1(Grouped):
     """Rho-1 (selective language modeling): mean CE over the top ``(100 - eta)%`` of the step's tokens by excess loss
     (current CE minus the reference's), i.e. SFT-GO with ``lam = 1``, excess-loss groups over the whole step, and the
     kept group's weight fixed to 1: the loss is the kept tokens' sum divided by their exact count. At least one token
-    is kept."""
+    is kept.
+
+    ``--group_scope dataset``: the kept tokens are those whose static ``--scorer`` importance is at or above the
+    training set's threshold (fixed before training); with ``--scorer influence`` this is Token Cleaning's fixed-model
+    cleaning (arXiv 2502.01968). A step may then keep no token (its loss is 0)."""
 
     shared = ("percentile", "keep_ratio", "group_stats", "ref_model_name_or_path")
     uses_lam = False
@@ -20,15 +24,26 @@ class Rho1(Grouped):
 
     @classmethod
     def columns(cls, args):
-        return ("ref_logp",)
+        return ("importance",) if cls.dataset_scope(args) else ("ref_logp",)
+
+    @classmethod
+    def extra_settings(cls, config):
+        from ..scorers import SCORER_SETTINGS
+
+        # over the step unless --group_scope dataset (then also the scorer it ranks by): sequence / batch are ignored
+        return ("group_scope", "scorer", *SCORER_SETTINGS) if cls.dataset_scope(config) else ()
 
     @classmethod
     def check_args(cls, args):
-        if args.group_stats == "lagged":
+        if cls.dataset_scope(args):  # Token Cleaning: keep the tokens above a threshold fixed before training
+            from ..scorers import scorer_needs_reference
+
+            cls.check_dataset_scope(args, scorer_needs_reference(args.scorer))
+        elif args.group_stats == "lagged":
             raise ValueError("group_stats: rho1 selects tokens by the current excess loss; use exact or micro, not lagged")
 
     def batch_scope(self):
-        return True
+        return not self.dataset_scope(self.args)  # the step's tokens, unless a dataset threshold cuts them
 
     def lam(self, lam):
         return 1.0
@@ -37,6 +52,9 @@ class Rho1(Grouped):
         import torch
 
         from ..grouping import percentile_groups_flat
+
+        if self.dataset_scope(self.args):  # the tokens above the dataset's threshold, however few a step holds
+            return super().group_ids(values, segments)
 
         keep = percentile_groups_flat(values, segments, self.args.percentile)
         if values.numel() and not bool(keep.any()):  # tiny steps: keep the top token rather than nothing

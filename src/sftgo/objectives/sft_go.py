@@ -10,7 +10,8 @@ class SFTGo(Grouped):
     """SFT-GO (Eq. 3-4): ``(1 - lam) * CE + lam * max over groups of the group's mean CE``.
 
     Two groups (the paper): the top ``(100 - eta)%`` of each example by importance (or of the step, ``--group_scope
-    batch``) vs the rest. ``--num_groups G > 2``: importance quantiles. ``--scorer reference``: groups by the current
+    batch``; of the training set by a threshold fixed before training, ``--group_scope dataset``) vs the rest.
+    ``--num_groups G > 2``: importance quantiles. ``--scorer reference``: groups by the current
     excess loss (Rho-1's grouping).
     """
 
@@ -34,6 +35,16 @@ class SFTGo(Grouped):
                              "(groups from the current loss) use exact or micro")
         if not args.scorer:
             raise ValueError("scorer: sft-go needs a grouping function; set --scorer (e.g. tfidf)")
+        cls.check_dataset_scope(args, scorer_needs_reference(args.scorer))
+        if cls.dataset_scope(args) and not cls.percentile_split(args):
+            raise ValueError(f"group_scope: dataset cuts one threshold (2 groups); objective {args.objective} with "
+                             f"num_groups {args.num_groups} cuts score quantiles per sequence or batch: use "
+                             "--group_scope sequence|batch, or sft-go with --num_groups 2")
+
+    @classmethod
+    def percentile_split(cls, args) -> bool:
+        """Whether its groups are the eta split (important vs the rest), which ``--group_scope dataset`` can cut."""
+        return int(args.num_groups) == 2
 
     def group_ids(self, values, segments):
         if self.num_groups == 2:

@@ -33,6 +33,10 @@ class SFTGoDRO(SFTGo):
     needs_means = False
     eta_ablation = False
 
+    @classmethod
+    def percentile_split(cls, args):
+        return False  # quantile groups, whatever num_groups
+
     def group_ids(self, values, segments):
         from ..grouping import quantile_groups_flat
 

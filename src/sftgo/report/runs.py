@@ -14,7 +14,7 @@ from ..rundir import (CHECKPOINT_PREFIX, CONFIG, EVAL_DIR, FINAL, GENERATIONS_DI
 # Settings that do not define a method: runs that differ only in these are seeds of one configuration.
 NON_METHOD_KEYS = {"seed", "data_seed", "output_dir", "run_name", "logging_dir", "resume_from_checkpoint",
                    "stop_after_steps", "save_steps", "save_total_limit", "logging_steps", "report_to",
-                   "score_cache_dir", "dataloader_num_workers", "overwrite_output_dir"}
+                   "score_cache_dir", "dataloader_num_workers", "overwrite_output_dir", "group_threshold"}
 
 # Method settings, and which objective reads each one (a label shows a setting only where the objective uses it):
 # the objectives' own declarations (sftgo.objectives; importing it imports neither torch nor transformers).

@@ -2,7 +2,8 @@
 
 SFT-GO (arXiv 2506.15021) groups tokens by importance from three kinds of signal:
 statistics (``tfidf``, ``frequency``), semantics (``llmlingua2``) and loss (Rho-1 excess loss,
-:mod:`sftgo.scorers.reference`). ``random`` is the control.
+:mod:`sftgo.scorers.reference`). ``random`` is the control. ``influence`` (Token Cleaning, arXiv 2502.01968) is the
+reference's log p minus the initial model's, fixed before training.
 
 Scorer signature (also the one for your own scorer)::
 
@@ -37,7 +38,7 @@ import importlib
 from collections.abc import Callable
 
 from sftgo.scorers.llmlingua2 import LLMLINGUA2, align_word_probs_to_tokens, llmlingua2
-from sftgo.scorers.reference import REFERENCE, excess_loss, reference_token_logp
+from sftgo.scorers.reference import INFLUENCE, REFERENCE, excess_loss, influence, reference_token_logp
 from sftgo.scorers.spec import Scorer, ScorerError, ScorerSetting
 from sftgo.scorers.statistical import FREQUENCY, RANDOM, TFIDF, frequency, random, tfidf
 
@@ -57,6 +58,8 @@ __all__ = [
     "align_word_probs_to_tokens",
     "reference_token_logp",
     "excess_loss",
+    "influence",
+    "scorer_reference_gap",
 ]
 
 SCORERS: dict[str, Scorer] = {
@@ -65,6 +68,7 @@ SCORERS: dict[str, Scorer] = {
     "random": RANDOM,
     "llmlingua2": LLMLINGUA2,
     "reference": REFERENCE,
+    "influence": INFLUENCE,
 }
 
 # The config fields the scorers declare themselves (``ObjectiveArgs`` / ``sftgo train`` flags; ``seed`` is
@@ -95,6 +99,12 @@ def scorer_needs_reference(name: str | None) -> bool:
     """Whether scorer ``name`` is the excess loss under a reference model (its grouping is the ``ref_logp`` column, not
     ``importance``); False for no scorer (``None`` / ``""``)."""
     return bool(name) and scorer_spec(name).needs_reference
+
+
+def scorer_reference_gap(name: str | None) -> bool:
+    """Whether scorer ``name`` is computed by sftgo from the reference's and the initial model's log-probs
+    (``influence``: a static ``importance`` column); False for no scorer."""
+    return bool(name) and scorer_spec(name).reference_gap
 
 
 def _import_function(name: str, module_name: str, fn_name: str) -> Callable:

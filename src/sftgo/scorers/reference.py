@@ -19,7 +19,7 @@ import numpy as np
 from sftgo.data import IGNORE_INDEX
 from sftgo.scorers.spec import Scorer
 
-__all__ = ["reference_token_logp", "excess_loss", "REFERENCE"]
+__all__ = ["reference_token_logp", "excess_loss", "influence", "REFERENCE", "INFLUENCE"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +180,22 @@ def excess_loss(current_logp, ref_logp):
     return (-current_logp) - (-ref_logp)
 
 
+def influence(ref_logp, initial_logp):
+    """Token Cleaning's influence score (Pang et al. 2025, arXiv 2502.01968): ``L_initial - L_ref = ref_logp -
+    initial_logp``, the loss the model being trained has before training minus the reference's (their
+    ``losses_pre - losses_cur``). Static: both terms come from models that do not change during training. Elementwise
+    on arrays / tensors, or lists of them (one per example); higher = kept first."""
+    return excess_loss(initial_logp, ref_logp)
+
+
 REFERENCE = Scorer(
     "reference", needs_reference=True,
     error="scorer 'reference' needs a reference model: pass --ref_model_name_or_path to `sftgo train` or `sftgo score` "
           "(in Python: sftgo.pipeline.cached_token_logp, or sftgo.scorers.reference.reference_token_logp)",
+)
+
+INFLUENCE = Scorer(
+    "influence", reference_gap=True,
+    error="scorer 'influence' needs the model being trained and a reference model: pass --ref_model_name_or_path to "
+          "`sftgo train` (in Python: sftgo.scorers.reference.influence of two sftgo.pipeline.cached_token_logp passes)",
 )

@@ -59,7 +59,9 @@ class Scorer:
     ``run_settings``: passed to ``score`` but without effect on its output (a batch size): not in the key; only
     ``sftgo score`` has flags for them. ``reads_text``: needs the decoded text and character offsets (else only token
     ids). ``needs_reference``: its importance is the excess loss under ``--ref_model_name_or_path``, computed by
-    sftgo from reference log-probs (the ``ref_logp`` column), not by ``score``. ``downloads(settings)``: the Hub
+    sftgo from reference log-probs (the ``ref_logp`` column), not by ``score``. ``reference_gap``: its importance is
+    static, ``log p_ref - log p_initial`` per token (the reference's log-probs minus those of the model being trained,
+    before training; Token Cleaning's influence), computed by sftgo once before training (the ``importance`` column). ``downloads(settings)``: the Hub
     models it would load, as ``(flag, name, what)``. ``cached``: False for a ``module:function`` scorer (its code may
     change between runs)."""
 
@@ -68,11 +70,17 @@ class Scorer:
     settings: tuple[ScorerSetting, ...] = ()
     reads_text: bool = False
     needs_reference: bool = False
+    reference_gap: bool = False
     key: Callable[[dict, Any], dict] = _values_as_given
     run_settings: tuple[ScorerSetting, ...] = ()
     downloads: Callable[[dict], list] | None = None
     cached: bool = True
     error: str | None = None  # why ``score`` cannot be called (the reference scorer: it needs a reference model)
+
+    @property
+    def uses_reference_model(self) -> bool:
+        """Computed by sftgo from a reference model's log-probs (``needs_reference`` or ``reference_gap``)."""
+        return self.needs_reference or self.reference_gap
 
     def __call__(self, token_ids, **kwargs):
         """The scores (``SCORERS[name](token_ids, texts=..., offsets=...)``, as when SCORERS held the functions)."""
