@@ -7,6 +7,7 @@ from .dft import DFTWeighting, dft_weights
 from .eaft import EAFTWeighting, eaft_weights
 from .infosft import InfoSFTWeighting, infosft_weights
 from .none import NoWeighting
+from .power import PowerWeighting
 
 TOKEN_WEIGHTS = {
     "none": NoWeighting,
@@ -14,6 +15,7 @@ TOKEN_WEIGHTS = {
     "infosft": InfoSFTWeighting,
     "eaft": EAFTWeighting,
     "chord": CHORDWeighting,
+    "power": PowerWeighting,
 }
 
 __all__ = ["TOKEN_WEIGHTS", "DFTWeighting", "EAFTWeighting", "InfoSFTWeighting", "NoWeighting", "dft_weights",

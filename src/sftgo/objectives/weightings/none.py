@@ -10,7 +10,9 @@ class NoWeighting:
 
     A token weighting (``--token_weight``): a declaration (``Settings``, a torch-free dataclass of the settings it
     reads) and the functions the head computes ``t_n`` with, inside its chunk loop, from the token's own detached log p
-    (``of_logp``) or its logits row (``of_row``)."""
+    (``of_logp``) or its logits row (``of_row``), and optionally the token's loss value ``value_of_logp(lp) -> f`` when
+    that is not ``t_n CE_n`` (the power family: the head's loss value, the run's logged loss and the group statistics
+    use ``f``, the gradient stays ``t_n`` times CE's)."""
 
     Settings = None  # a dataclass of sftgo.objectives.declare.setting fields (None: no settings)
     settings: tuple[str, ...] = ()  # config fields that change the weighting (run names, report labels): Settings'
