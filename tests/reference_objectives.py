@@ -86,6 +86,18 @@ def eaft_weight(logits: list[float], k: int, alpha: float, normalize: bool) -> f
     return max(H, 0.0) ** alpha
 
 
+def in_power_window(p: float, a) -> float:
+    """1 inside --power_window (top: p >= q, bottom: p <= q; Beyond Log Likelihood's OnlyTop* / OnlyBottom*), else 0."""
+    return {"none": 1.0, "top": float(p >= a.power_q), "bottom": float(p <= a.power_q)}[a.power_window]
+
+
+def power_loss(t: Tok, a) -> torch.Tensor:
+    """The power family's token loss (Beyond Log Likelihood, arXiv 2510.00526), differentiable:
+    (1 - p^alpha) / alpha (alpha = 0: -log p) inside the window, 0 outside."""
+    f = -t.logp if a.power_alpha == 0 else (1 - torch.exp(a.power_alpha * t.logp)) / a.power_alpha
+    return f * in_power_window(math.exp(t.logp.item()), a)
+
+
 def target_sft_token(t: Tok, gamma, residual: str, topk: int) -> torch.Tensor:
     logq = torch.log_softmax(t.logits.double(), dim=-1)
     probs = logq.exp().tolist()
@@ -133,6 +145,8 @@ def step_loss(objective: str, toks: list[Tok], a, *, lam: float, state: dict) ->
     if objective == "eaft":
         return sum(eaft_weight(t.logits.tolist(), a.eaft_k, a.eaft_alpha, a.eaft_normalize) * c
                    for t, c in zip(toks, ce)) / K, state
+    if objective == "power":  # the paper's mean f(p) over the step's tokens (sftgo divides by all of them)
+        return sum(power_loss(t, a) for t in toks) / K, state
     if objective == "asft":  # with data weights: sum_n w_n loss_n / sum_n w_n
         return (sum(t.weight * asft_token(t, a.asft_alpha, a.asft_kl) for t in toks)
                 / sum(t.weight for t in toks)), state
@@ -185,23 +199,30 @@ def step_loss(objective: str, toks: list[Tok], a, *, lam: float, state: dict) ->
 def token_weight(t: Tok, a) -> float:
     """t_n of ``--token_weight`` (detached): none 1, dft p, infosft InfoSFT's weight, eaft the normalized top-k entropy,
     chord p (1 - p), prift_prob the reference's p, prift_mass 1 where the reference's p plus its lower mass reaches the
-    threshold (PriFT, arXiv 2606.09396)."""
+    threshold (PriFT, arXiv 2606.09396), power p^alpha in the window."""
     p = math.exp(t.logp.item())
     p_ref = math.exp(t.ref_logp)
     return {"none": lambda: 1.0, "dft": lambda: p, "infosft": lambda: infosft_weight(p, a.infosft_p),
             "eaft": lambda: eaft_weight(t.logits.tolist(), a.eaft_k, a.eaft_alpha, a.eaft_normalize),
             "chord": lambda: p * (1.0 - p), "prift_prob": lambda: p_ref,
-            "prift_mass": lambda: float(t.ref_lower_mass + p_ref >= a.prift_threshold)}[a.token_weight]()
+            "prift_mass": lambda: float(t.ref_lower_mass + p_ref >= a.prift_threshold),
+            "power": lambda: p ** a.power_alpha * in_power_window(p, a)}[a.token_weight]()
 
 
 def formula_step_loss(aggregator: str, toks: list[Tok], a, *, lam: float, state: dict) -> tuple[torch.Tensor, dict]:
     """The one formula of the README ('Token weights compose'), token by token and group by group, for one optimizer
     step: w_n data weight, t_n token weight, W = sum w, S_g = sum_{g} w t CE, C_g = sum_{g} w,
-    loss = (1 - lam) sum w t CE / W + lam sum_g a_g S_g / C_g; sft: lam = 0; rho1: a = [0, 1], lam = 1."""
+    loss = (1 - lam) sum w t CE / W + lam sum_g a_g S_g / C_g; sft: lam = 0; rho1: a = [0, 1], lam = 1.
+    The power family: a token's loss t CE is the paper's f(p) (same gradient, its own value), in the mean and in the
+    group sums S_g = sum_{g} w f(p), so sft-go's worst group is the one with the largest mean f(p)."""
     W = sum(t.weight for t in toks)
     wt = [t.weight * token_weight(t, a) for t in toks]
     ce = [-t.logp for t in toks]
-    mean_term = sum(b * c for b, c in zip(wt, ce)) / W
+    if getattr(a, "token_weight", "none") == "power":
+        terms = [t.weight * power_loss(t, a) for t in toks]
+    else:
+        terms = [b * c for b, c in zip(wt, ce)]
+    mean_term = sum(terms) / W
     if aggregator == "sft":
         return mean_term, state
     threshold = a.group_threshold if a.group_scope == "dataset" else None
@@ -216,7 +237,7 @@ def formula_step_loss(aggregator: str, toks: list[Tok], a, *, lam: float, state:
         G = a.num_groups
         ids = groups_of(toks, values, eta=a.percentile, num_groups=G, batch_scope=a.group_scope == "batch",
                         quantiles=aggregator == "sft-go-dro" or G > 2, threshold=threshold)
-    S = [sum(wt[i] * ce[i] for i in range(len(toks)) if ids[i] == g) for g in range(G)]
+    S = [sum(terms[i] for i in range(len(toks)) if ids[i] == g) for g in range(G)]
     C = [sum(toks[i].weight for i in range(len(toks)) if ids[i] == g) for g in range(G)]
     means = [float(S[g].detach()) / C[g] if C[g] > 0 else None for g in range(G)]
     active = [g for g in range(G) if C[g] > 0]

@@ -229,9 +229,14 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         G = obj.num_groups
         counts = torch.zeros(G, device=dev)
         sums = torch.zeros(G, device=dev) if need_sums else None
+        value = obj.weighting.fns().get("value_of_logp") if need_sums else None  # a token loss f_n (the power family)
         for i, g in enumerate(ids):
-            ce = (-lps[i] if need_sums else torch.zeros(g.shape[0])).to(dev).float()
-            s_i, c_i = O.group_stats(g, ce, G, bases[i] if need_sums else None, tokens[i].columns.get("loss_weight"))
+            w = tokens[i].columns.get("loss_weight")
+            if value is not None:  # S_g = sum w_n f_n
+                s_i, c_i = O.group_stats(g, value(lps[i]).to(dev).float(), G, w, w)
+            else:
+                ce = (-lps[i] if need_sums else torch.zeros(g.shape[0])).to(dev).float()
+                s_i, c_i = O.group_stats(g, ce, G, bases[i] if need_sums else None, w)
             counts += c_i
             if need_sums:
                 sums += s_i
@@ -370,9 +375,12 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
         if mode == "train":
             self._last_lam = lam
             if ids is not None and obj.step_stats:
-                tw = stats.get("token_weight")
-                sums, counts = O.group_stats(ids, -logp.float(), obj.num_groups,
-                                             *obj.stat_weights(tokens, None if tw is None else tw.float()))
+                tw, tv = stats.get("token_weight"), stats.get("token_value")
+                if tv is not None:  # the weighting's own token loss f_n (the power family): S_g = sum w_n f_n
+                    sums, counts = O.group_stats(ids, tv.float(), obj.num_groups, *obj.stat_weights(tokens, None))
+                else:
+                    sums, counts = O.group_stats(ids, -logp.float(), obj.num_groups,
+                                                 *obj.stat_weights(tokens, None if tw is None else tw.float()))
                 if self._step_groups is None:
                     self._step_groups = (sums, counts)
                 else:

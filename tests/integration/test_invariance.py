@@ -54,6 +54,8 @@ OBJECTIVES = {
     # dft / infosft / eaft are sft with a token weighting (one code path); the weighting inside a grouping, with the
     # exact pre-pass computing t_n for the step's group sums, is the case that can break across a split.
     "sft-go-infosft": ["--objective", "sft-go", "--lam", "0.9", "--token_weight", "infosft"],
+    # the power family: the loss value f(p) and the group sums of f(p) (the pre-pass computes them too)
+    "sft-go-power": ["--objective", "sft-go", "--lam", "0.9", "--token_weight", "power", "--power_alpha", "0.5"],
     "target-sft": ["--target_gamma", "0.8", "--target_residual", "topk", "--target_topk", "5"],
     "sft-go-weighted": ["--objective", "sft-go", "--lam", "0.9", "--dataset", "{weighted}"],
     # PriFT's static t_n (the reference columns, computed once, sharded over the 2 processes) inside a grouping, on

@@ -1,6 +1,7 @@
 """Packed and padding-free training runs equal the padded run on the same examples: same loss and gradient norm at
 every step and the same trained weights (fp32), for sft, sft-go (per-example groups), rho1 (reference columns) and
-sft-go on data with per-example weights (the loss_weight column travels with its tokens into the loss)."""
+sft-go on data with per-example weights (the loss_weight column travels with its tokens into the loss) and sft-go with
+the power token weighting (its loss value f(p) in the loss and the group sums)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def other_model_dir(tmp_path_factory, chat_tokenizer):
     return str(d)
 
 
-@pytest.mark.parametrize("objective", ["sft", "sft-go", "rho1", "sft-go-weighted", "sft-go-prift"])
+@pytest.mark.parametrize("objective", ["sft", "sft-go", "rho1", "sft-go-weighted", "sft-go-prift", "sft-go-power"])
 def test_packed_and_padding_free_runs_equal_the_padded_run(tmp_path, tiny_model_dir, other_model_dir, objective):
     data = tmp_path / "data.jsonl"
     rows = MORE
@@ -48,12 +49,15 @@ def test_packed_and_padding_free_runs_equal_the_padded_run(tmp_path, tiny_model_
     prift = objective == "sft-go-prift"  # PriFT's reference columns travel with their tokens too
     if prift:
         objective = "sft-go"
+    weighting = []
+    if objective == "sft-go-power":  # Beyond Log Likelihood's (1 - p^0.5) / 0.5 per token, inside sft-go's groups
+        objective, weighting = "sft-go", ["--token_weight", "power", "--power_alpha", "0.5"]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     # 8 examples of different lengths, batch 4, 2 steps; max_length 96 lets a packed row hold 2-3 examples.
     # Plain SGD: the weight change is lr x gradient, so equal weights mean equal gradients (Adam would divide tiny
     # gradients by their own magnitude and turn float noise in them into visible weight differences).
     args = ["--objective", objective, "--max_length", "96", "--optim", "sgd", "--learning_rate", "0.5",
-            "--percentile", "70"] + (["--ref_model_name_or_path", other_model_dir] if objective == "rho1" or prift else [])
+            "--percentile", "70", *weighting] + (["--ref_model_name_or_path", other_model_dir] if objective == "rho1" or prift else [])
     args += ["--token_weight", "prift_mass"] if prift else []
     runs = {name: _train(tmp_path, tiny_model_dir, str(data), *args, *extra, name=name)
             for name, extra in [("padded", []), ("packed", ["--packing", "true"]), ("free", ["--padding_free", "true"])]}

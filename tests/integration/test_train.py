@@ -145,6 +145,7 @@ def test_resume_appends_without_duplicates(tmp_path, tiny_model_dir, alpaca_file
     ("sft-go", ["--scorer", "frequency", "--group_scope", "batch"]),
     ("sft-go", ["--scorer", "random"]),
     ("sft-go", ["--token_weight", "eaft", "--group_stats", "exact", "--gradient_accumulation_steps", "2"]),
+    ("sft", ["--token_weight", "power", "--power_alpha", "2", "--power_window", "bottom", "--power_q", "0.9"]),
 ])
 def test_every_objective_and_scorer_trains(tmp_path, tiny_model_dir, alpaca_file, objective, extra):
     recs = _records(_train(tmp_path, tiny_model_dir, alpaca_file, "--objective", objective, *extra))

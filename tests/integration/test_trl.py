@@ -295,6 +295,23 @@ def test_compute_loss_func_infosft_equals_official_in_trl(tmp_path, chat_tokeniz
     assert moved(mine[2], chat_tokenizer) > 1e-4
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # TRL 1.16 deprecates compute_loss_func (removed in 2.0)
+def test_power_weighting_in_sftgo_trainer_equals_compute_loss_func_in_trl(tmp_path, chat_tokenizer, data):
+    """``--token_weight power`` (Beyond Log Likelihood, alpha 0.5) through SFTGoSFTTrainer (the fused head) and through
+    ``compute_loss_func("sft", token_weight="power", ...)`` in trl.SFTTrainer (the model's logits): the same run, logged
+    loss (the mean f(p) = (1 - p^0.5) / 0.5, below plain SFT's CE) and weights; the mean weight p^0.5 is logged."""
+    kw = dict(train_sampling_strategy="sequential", per_device_train_batch_size=2, gradient_accumulation_steps=2)
+    settings = dict(token_weight="power", power_alpha=0.5)
+    theirs = train(SFTTrainer, SFTConfig, chat_tokenizer, data, tmp_path / "trl",
+                   compute_loss_func=compute_loss_func("sft", **settings), **kw)
+    mine = train(SFTGoSFTTrainer, SFTGoSFTConfig, chat_tokenizer, data, tmp_path / "sftgo", objective="sft", scorer="",
+                 **settings, **kw)
+    assert_same_run(theirs, mine)
+    for r in mine[1]:  # f(p) = 2 (1 - sqrt(p)) < 2 while CE ~ log V; the logged weight is a mean sqrt(p) in (0, 1)
+        assert 0 < r["loss"] < 2 < r["loss_ce"] and 0 < r["mean_weight"] < 1, r
+    assert moved(mine[2], chat_tokenizer) > 1e-4
+
+
 # ----------------------------------------------------------------------------------------------- errors
 
 

@@ -70,6 +70,17 @@ def ref_eaft(logits, labels, num_items=None, k=20, alpha=1.0):
     return (-(w.detach() * lp).sum() / (num_items if num_items is not None else y.numel())).float()
 
 
+def ref_power(logits, labels, num_items=None, alpha=1.0, window=None, q=0.5):
+    """Beyond Log Likelihood (arXiv 2510.00526): f(p) = (1 - p^alpha) / alpha per token (-log p at alpha 0), 0 outside
+    the window (p >= q: top, p <= q: bottom), summed over the batch's tokens and divided by all of them."""
+    z, y = _shifted(logits, labels)
+    lp = torch.log_softmax(z.double(), -1).gather(-1, y[:, None]).squeeze(-1)
+    f = -lp if alpha == 0 else (1 - lp.exp() ** alpha) / alpha
+    p = lp.detach().exp()
+    inside = {None: torch.ones_like(p), "top": (p >= q).double(), "bottom": (p <= q).double()}[window]
+    return ((f * inside).sum() / (num_items if num_items is not None else y.numel())).float()
+
+
 CASES = [
     ("sft", {}, ref_sft),
     ("dft", {}, ref_dft),
@@ -78,6 +89,11 @@ CASES = [
     ("eaft", {"eaft_k": 4, "eaft_alpha": 1.5}, lambda l, y, n=None: ref_eaft(l, y, n, k=4, alpha=1.5)),
     ("target-sft", {"target_gamma": "0.7", "target_residual": "uniform"},
      lambda l, y, n=None: ref_target_uniform(l, y, 0.7, n)),
+    ("sft", {"token_weight": "power", "power_alpha": 1.0}, lambda l, y, n=None: ref_power(l, y, n)),
+    ("sft", {"token_weight": "power", "power_alpha": 0.3, "power_window": "top", "power_q": 0.1},
+     lambda l, y, n=None: ref_power(l, y, n, alpha=0.3, window="top", q=0.1)),
+    ("sft", {"token_weight": "power", "power_alpha": 0.0, "power_window": "bottom", "power_q": 0.1},
+     lambda l, y, n=None: ref_power(l, y, n, alpha=0.0, window="bottom", q=0.1)),
 ]
 
 

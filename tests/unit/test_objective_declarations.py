@@ -79,6 +79,8 @@ def test_token_weight_errors_name_the_field(tmp_path, kw, message):
     ("sft-go", "none", "infosft_p", 0.9, True),  # ... but not without the weighting
     ("rho1", "eaft", "eaft_k", 5, False),
     ("sft-go-dro", "eaft", "infosft_p", 0.9, True),
+    ("sft-go", "power", "power_window", "top", False),
+    ("sft", "dft", "power_alpha", 0.5, True),
 ])
 def test_token_weight_settings_are_read_only_with_their_weighting(tmp_path, caplog, objective, token_weight, setting,
                                                                   value, warned):

@@ -249,6 +249,7 @@ SPECIAL = [  # (aggregator, settings, the named objective it must equal)
     ("sft", {"token_weight": "infosft", "infosft_p": 0.9}, "infosft"),
     ("sft", {"token_weight": "eaft", "eaft_k": 5, "eaft_alpha": 1.7}, "eaft"),
     ("sft-go", {"token_weight": "infosft", "lam": 0.0}, "infosft"),
+    ("sft", {"token_weight": "power", "power_alpha": 0.0}, "sft"),  # alpha = 0: -log p, plain SFT's loss and gradient
 ]
 
 
@@ -283,6 +284,13 @@ COMBOS = [  # (aggregator, settings, micro-batches)
     ("sft-go-dro", {"token_weight": "prift_mass", "num_groups": 3, "dro_eta": 0.5}, 1),
     ("sft-go", {"token_weight": "eaft", "group_scope": "dataset", "group_threshold": 2.0}, 2),
     ("rho1", {"token_weight": "dft", "group_scope": "dataset", "group_threshold": 2.0}, 1),
+    # the power family: the loss value is sum f(p), the group sums are of f(p) (tests/reference_objectives.py)
+    ("sft-go", {"token_weight": "power", "power_alpha": 0.5, "power_window": "top", "power_q": 0.0025}, 1),
+    ("sft-go", {"token_weight": "power", "power_alpha": 0.25, "num_groups": 3}, 2),
+    ("sft-go", {"token_weight": "power", "power_alpha": 2.0, "group_stats": "lagged"}, 2),
+    ("rho1", {"token_weight": "power", "power_alpha": 0.5, "power_window": "bottom", "power_q": 0.0015,
+              "percentile": 60.0}, 2),
+    ("sft-go-dro", {"token_weight": "power", "power_alpha": 0.5, "num_groups": 3, "dro_eta": 0.5}, 2),
 ]
 # every token weighting composes with sft-go over a step of two micro-batches (a new weighting is checked here too)
 COMBOS += [c for c in (("sft-go", {"token_weight": w}, 2) for w in TOKEN_WEIGHTS if w != "none") if c not in COMBOS]
@@ -309,6 +317,8 @@ def test_token_weight_combination_is_the_formula(tmp_path, aggregator, over, mic
         logs = {"loss": loss}
         trainer.log(logs)
         assert logs["mean_weight"] == pytest.approx(sum(ref_t) / len(ref_t), rel=1e-5)  # the mean t_n
+        if over.get("power_window", "none") != "none":  # the window cuts: some tokens inside, some outside
+            assert 0 < sum(t == 0 for t in ref_t) < len(ref_t), ref_t
         if step == 0:  # differs from each of its parts: the aggregator alone, the weighting alone (as sft). Compared
             # on the gradient: on an untrained model every token's CE is about log V, so the losses can nearly agree
             # while the per-token coefficients (t_n, and the groups' W / C_g) differ a lot.
@@ -340,7 +350,8 @@ def test_formula_reference_without_token_weights_is_each_paper_formula():
 
 # on these rows the weighted and the unweighted group means pick different worst groups
 @pytest.mark.parametrize("aggregator,over", [("sft-go", {"token_weight": "eaft", "eaft_alpha": 3.0, "eaft_k": 4}),
-                                             ("rho1", {"token_weight": "infosft"})])
+                                             ("rho1", {"token_weight": "infosft"}),
+                                             ("sft-go", {"token_weight": "power", "power_alpha": 0.5})])
 def test_exact_statistics_with_token_weights_do_not_depend_on_the_split(tmp_path, aggregator, over):
     """--group_stats exact with a token weighting: one micro-batch of 4 rows and 4 micro-batches of 1 row are the same
     step (loss and every gradient): the pre-pass gives the step's S_g with the t_n factor."""
@@ -378,6 +389,8 @@ WEIGHTED = [  # (aggregator, settings, micro-batches)
     ("rho1", {"percentile": 60.0, "token_weight": "dft"}, 1),  # the kept set's weighted count, in the micro-batch path
     ("sft", {"token_weight": "prift_mass"}, 2),
     ("sft-go", {"token_weight": "prift_prob"}, 1),  # a static t_n is no data weight: C_g stays the sum of w_n
+    ("sft", {"token_weight": "power", "power_alpha": 0.5}, 2),
+    ("sft-go", {"token_weight": "power", "power_alpha": 2.0, "power_window": "top", "power_q": 0.0025}, 1),
     ("sft-go-dro", {"num_groups": 3, "dro_eta": 0.5}, 2),
     ("sft-go", {"group_scope": "dataset", "group_threshold": 1.0}, 2),
     ("rho1", {"group_scope": "dataset", "group_threshold": 2.0}, 1),
@@ -397,7 +410,9 @@ def test_data_weights_are_the_formula(tmp_path, aggregator, over, micro_batches)
 
 # One micro-batch: the worst group is decided inside the head, from the groups' sums and weighted counts C_g (not their
 # sizes). The cases above run the fused head; the chunked and naive heads resolve the same factors by autograd.
-WEIGHTED_GROUPED = [("sft-go", {}, 1), ("sft-go", {"token_weight": "eaft"}, 1), ("sft-go", {"token_weight": "prift_mass"}, 1)]
+WEIGHTED_GROUPED = [("sft-go", {}, 1), ("sft-go", {"token_weight": "eaft"}, 1), ("sft-go", {"token_weight": "prift_mass"}, 1),
+                    ("sft-go", {"token_weight": "power", "power_alpha": 0.5, "power_window": "bottom",
+                                "power_q": 0.0015}, 1)]
 
 
 @pytest.mark.parametrize("head", ["chunked", "naive"])
@@ -432,3 +447,34 @@ def _check_data_weights(tmp_path, aggregator, over, micro_batches, **head):
         if aggregator == "sft-go" and over == head:  # (1 - lam) mean + lam * worst of the two weighted group means
             worst = max(logs["loss_important"], logs["loss_unimportant"])
             assert (1 - cfg.lam) * logs["loss_ce"] + cfg.lam * worst == pytest.approx(ref_loss, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------- the power family
+# Beyond Log Likelihood (arXiv 2510.00526): the loss value is the paper's f(p), the gradient sg(p^alpha) times CE's.
+
+@pytest.mark.parametrize("head", ["fused", "chunked", "naive"])
+def test_power_alpha_one_is_dfts_gradient_and_logs_one_minus_p(tmp_path, head):
+    """``--token_weight power --power_alpha 1`` (their ``p``): every gradient is DFT's, the loss the step returns (the
+    run's logged ``loss``) is the mean ``1 - p`` over the step's tokens, not DFT's ``-p log p``; ``mean_weight`` the
+    mean ``p``. On each head."""
+    batches = [make_batch(7), make_batch(8)]
+    got = {}
+    for objective, over in (("dft", {}), ("sft", {"token_weight": "power", "power_alpha": 1.0})):
+        model = peaked_model()
+        trainer, _ = make_trainer(tmp_path, model, objective, token_head=head, **over)
+        got[objective] = train_path(trainer, model, batches)
+        logs = {"loss": got[objective][0]}
+        trainer.log(logs)
+        got[objective] += (logs["mean_weight"],)
+    for g, rg in zip(got["sft"][1], got["dft"][1]):
+        torch.testing.assert_close(g, rg, atol=1e-7, rtol=1e-5)
+    with torch.no_grad():
+        p = []
+        for b in batches:
+            logq = torch.log_softmax(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1], -1)
+            lab = b["labels"][:, 1:]
+            p.append(logq.gather(-1, lab.clamp(min=0)[..., None]).squeeze(-1)[lab != -100].exp())
+        p = torch.cat(p).double()
+    assert got["sft"][0] == pytest.approx(float((1 - p).mean()), rel=1e-6)
+    assert got["dft"][0] == pytest.approx(float((-p * p.log()).mean()), rel=1e-5)
+    assert got["sft"][2] == got["dft"][2] == pytest.approx(float(p.mean()), rel=1e-5)

@@ -499,3 +499,51 @@ def test_no_full_logits_tensor(run):
     assert biggest <= max(V * H, 8 * V) < N * V
     naive = largest_tensor_created(lambda: naive_token_logp(hidden, weight, targets).sum().backward())
     assert naive >= N * V  # the probe does see the naive path's full logits
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a coefficient with its own loss value (the power family): value sum scale_n f_n, gradient c_n's, on every head
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("window", ["none", "top", "bottom"])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_power_value_and_gradient_on_the_fused_chunked_and_naive_heads(window, grouped):
+    """``--token_weight power`` (alpha 0.5): the fused head (chunks 5 and 1024) and autograd through the chunked and
+    the naive log p return ``sum scale_n f(p_n)``, ``f = (1 - p^0.5) / 0.5`` inside the window, and its gradient; as a
+    GroupCoef's base, the group factors come from the groups' sums of ``scale_n f_n`` (held constant)."""
+    from sftgo.objectives import TOKEN_WEIGHTS, ObjectiveArgs
+    from sftgo.token_head import TokenCoef
+    from sftgo.token_head.heads import _weighted_from_logp
+
+    hidden, weight, targets = make(dtype=torch.float64, ignore_every=0)
+    with torch.no_grad():
+        ps = naive_token_logp(hidden, weight, targets).exp().sort().values
+    q = float(ps[N // 2] + ps[N // 2 + 1]) / 2  # between two tokens: the window holds about half of them
+    args = ObjectiveArgs(objective="sft", token_weight="power", power_alpha=0.5, power_window=window, power_q=q)
+    scale = 0.5 + torch.rand(N, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ids = imp_mask().long()
+    resolve = lambda s, c: torch.tensor([1.0, 3.0], dtype=s.dtype) * s / c  # noqa: E731 -- factors from the sums
+
+    def coef():
+        base = TokenCoef(scale, **TOKEN_WEIGHTS["power"](args).fns())
+        return GroupCoef(ids, 2, resolve, base=base) if grouped else base
+
+    lp = naive_token_logp(hidden, weight, targets)
+    p = lp.exp()
+    inside = {"none": torch.ones_like(p), "top": (p >= q).double(), "bottom": (p <= q).double()}[window]
+    assert window == "none" or 0 < int(inside.sum()) < N
+    f = (1 - p ** 0.5) / 0.5 * inside
+    if grouped:
+        S = torch.zeros(2, dtype=torch.float64).index_add(0, ids, (scale * f).detach())
+        C = torch.zeros(2, dtype=torch.float64).index_add(0, ids, scale)
+        ref = (resolve(S, C)[ids] * scale * f).sum()
+    else:
+        ref = (scale * f).sum()
+    want = grads(ref, hidden, weight)
+    got = {f"fused-{cs}": weighted_nll(hidden, weight, targets, coef(), chunk_size=cs)[0] for cs in (5, 1024)}
+    got["chunked"] = _weighted_from_logp(token_logp(hidden, weight, targets, chunk_size=5), coef())[0]
+    got["naive"] = _weighted_from_logp(naive_token_logp(hidden, weight, targets), coef())[0]
+    for name, loss in got.items():
+        assert_close(loss, ref.detach())
+        for a, b in zip(grads(loss, hidden, weight), want):
+            assert_close(a, b)

@@ -15,7 +15,8 @@ micro-batches, all processes):
 
     w_n   data weight (the batch's ``loss_weight`` column; 1 without data weights)
     t_n   token weighting (``--token_weight``, detached; :data:`TOKEN_WEIGHTS`): none 1 | dft p_n |
-          infosft sg(p) relu(1 - logit(p) / logit(P)) | eaft (H_k / log k) ** alpha
+          infosft sg(p) relu(1 - logit(p) / logit(P)) | eaft (H_k / log k) ** alpha | power p^alpha 1[window]
+          (power's token loss t_n CE_n below is the paper's f(p_n), same gradient: :mod:`.weightings.power`)
     CE_n  -log p_n
     W     = sum_n w_n        (the step's weight; K, the supervised-token count, without data weights)
     groups g (sft-go with 2 or k groups, sft-go-dro, rho1) are cut over the supervised tokens, and

@@ -30,12 +30,16 @@ class Coef:
     * :meth:`from_logp`: ``(c, t)`` of all rows from their log p (the non-fused heads, the no-grad pre-pass);
     * :meth:`rows`: the coefficient of the flattened positions ``idx`` of one given over all positions;
     * :meth:`check`: a ValueError naming the problem when it does not fit ``targets``;
-    * :meth:`is_unit`: whether it is the constant 1 (plain cross-entropy).
+    * :meth:`is_unit`: whether it is the constant 1 (plain cross-entropy);
+    * ``valued``: whether the loss's *value* is not ``sum c_n CE_n`` but ``sum scale_n f_n`` (a token weighting that
+      declares its token's loss value ``f``, the power family), the gradient staying ``sum c_n grad CE_n``; then
+      :meth:`value_from_logp` gives ``(c, t, scale_n f_n, f_n)`` of all rows.
     """
 
     of_row: Callable | None = None
     weighted = False
     grouped = False
+    valued = False
 
     def chunk(self, lp: torch.Tensor, s: int, e: int, row: torch.Tensor | None = None):
         """``(c [c], t [c] or None)`` of rows ``s:e``: ``lp`` their log p, ``row`` their ``of_row`` values (or None)."""
@@ -43,6 +47,9 @@ class Coef:
 
     def from_logp(self, lp: torch.Tensor, row: torch.Tensor | None = None):
         return self.chunk(lp, 0, lp.shape[0], row)
+
+    def value_from_logp(self, lp: torch.Tensor, row: torch.Tensor | None = None):
+        raise TypeError(f"{type(self).__name__} declares no loss value")
 
     def rows(self, idx: torch.Tensor) -> "Coef":
         return self
@@ -63,13 +70,22 @@ class TokenCoef(Coef):
     forward: PriFT's weights from a frozen reference) is a static ``t_n``, sliced like the scale (times the computed one
     when both are given). Unlike the scale, ``t`` is no part of what a group's count adds up. ``t`` depends on the row
     alone (no position), so the coefficient of any subset of rows is :meth:`restrict`'s. No ``[N, V]`` tensor is
-    kept."""
+    kept.
+
+    ``value_of_logp(lp [c]) -> f [c]`` (optional, with ``of_logp``): the token's loss value when it is not ``t_n CE_n``
+    (the power family's ``f(p)``, whose gradient is ``t_n`` times CE's); the head's loss value is then
+    ``sum scale_n f_n`` (:meth:`value`), its gradient unchanged."""
 
     _what = "TokenCoef scale must be a float or a tensor"  # the shape error's wording (see _PlainCoef)
 
     def __init__(self, scale=1.0, of_logp: Callable | None = None, of_row: Callable | None = None,
-                 token: torch.Tensor | None = None):
+                 token: torch.Tensor | None = None, value_of_logp: Callable | None = None):
         self.scale, self.of_logp, self.of_row, self.token = scale, of_logp, of_row, token
+        self.value_of_logp = value_of_logp
+
+    @property
+    def valued(self) -> bool:
+        return self.value_of_logp is not None
 
     @property
     def weighted(self) -> bool:
@@ -82,7 +98,7 @@ class TokenCoef(Coef):
         if factor is not None:
             sc = factor * sc if isinstance(sc, torch.Tensor) or sc != 1.0 else factor
         tok = self.token if self.token is None or idx is None else self.token.index_select(0, idx)
-        return TokenCoef(sc, self.of_logp, self.of_row, tok)
+        return TokenCoef(sc, self.of_logp, self.of_row, tok, self.value_of_logp)
 
     def scale_rows(self, m: int, device, dtype) -> torch.Tensor:
         """The scale as ``[m]`` (what a group's count adds up: data weights, 1 without)."""
@@ -102,11 +118,23 @@ class TokenCoef(Coef):
             return torch.full_like(lp, float(sc)), None
         return (t if float(sc) == 1.0 else float(sc) * t), t
 
+    def value(self, lp, s, e):
+        """``(scale_n f_n, f_n)`` of rows ``s:e`` from their detached log p (``valued`` coefficients only)."""
+        f = self.value_of_logp(lp).to(lp.dtype)
+        sc = self.scale
+        if isinstance(sc, torch.Tensor):
+            return sc[s:e].to(lp.dtype) * f, f
+        return (f if float(sc) == 1.0 else float(sc) * f), f
+
+    def value_from_logp(self, lp, row=None):
+        c, t = self.chunk(lp, 0, lp.shape[0], row)
+        return (c, t, *self.value(lp, 0, lp.shape[0]))
+
     def rows(self, idx):
         if isinstance(self.scale, torch.Tensor) or self.token is not None:
             sc = self.scale.reshape(-1).index_select(0, idx) if isinstance(self.scale, torch.Tensor) else self.scale
             tok = None if self.token is None else self.token.reshape(-1).index_select(0, idx)
-            return TokenCoef(sc, self.of_logp, self.of_row, tok)
+            return TokenCoef(sc, self.of_logp, self.of_row, tok, self.value_of_logp)
         return self
 
     def check(self, targets):
@@ -148,7 +176,8 @@ class GroupCoef(Coef):
 
     ids: ``[M]`` long group of each row (0..num_groups-1); ``base``: a :class:`TokenCoef` ``b_n = scale_n * t_n`` (None:
     1); ``resolve(sums [G], counts [G]) -> factor [G]`` where ``sums`` are the groups' sums of ``b_n * (-log p_n)`` and
-    ``counts`` the groups' sums of ``scale_n`` (their sizes without data weights; fp32, detached). The coefficient is
+    ``counts`` the groups' sums of ``scale_n`` (their sizes without data weights; fp32, detached); with a ``valued`` base
+    (the power family) ``sums`` are the groups' sums of its loss values ``scale_n f_n``. The coefficient is
     ``c_n = factor[g_n] * b_n``. This is how a worst-group objective (SFT-GO) runs fused on one micro-batch without a
     second ``[V, H]`` gradient buffer (see :func:`sftgo.token_head.kernels._grouped_forward`).
     """
@@ -166,6 +195,10 @@ class GroupCoef(Coef):
     @property
     def weighted(self) -> bool:
         return self.base is not None and self.base.weighted
+
+    @property
+    def valued(self) -> bool:
+        return self.base is not None and self.base.valued
 
     def token_part(self) -> TokenCoef:
         """The base ``b`` (1 when None)."""
@@ -185,6 +218,18 @@ class GroupCoef(Coef):
         counts = torch.zeros(G, dtype=lp.dtype, device=lp.device).index_add_(0, self.ids,
                                                                             base.scale_rows(m, lp.device, lp.dtype))
         return self.resolve(sums, counts).to(lp.dtype).index_select(0, self.ids) * b, tw
+
+    def value_from_logp(self, lp, row=None):
+        """``(c, t, factor[g_n] scale_n f_n, f_n)`` of a ``valued`` base: the group sums are of ``scale_n f_n``."""
+        m = lp.shape[0]
+        base = self.base
+        b, tw = base.chunk(lp, 0, m, row)
+        v, f = base.value(lp, 0, m)
+        sums = torch.zeros(self.num_groups, dtype=lp.dtype, device=lp.device).index_add_(0, self.ids, v)
+        counts = torch.zeros(self.num_groups, dtype=lp.dtype, device=lp.device).index_add_(
+            0, self.ids, base.scale_rows(m, lp.device, lp.dtype))
+        fr = self.resolve(sums, counts).to(lp.dtype).index_select(0, self.ids)
+        return fr * b, tw, fr * v, f
 
     def rows(self, idx):
         base = None if self.base is None else self.base.rows(idx)

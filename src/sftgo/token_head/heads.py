@@ -159,7 +159,8 @@ def weighted_nll_rows(h, weight, t, coef, chunk_size: int = 512, stats: dict | N
     stats: a dict to fill, from the chunk loop itself, with ``entropy`` ``[M]`` (full-vocabulary entropy of each row's
     next-token distribution), ``correct`` ``[M]`` bool (argmax == target), ``coef`` ``[M]`` (the coefficients
     applied) and, for a :class:`TokenCoef` with a token weighting (also as a GroupCoef's base), ``token_weight`` ``[M]``
-    (its ``t``); None (the default) records nothing and costs nothing."""
+    (its ``t``), and for a ``valued`` one ``token_value`` ``[M]`` (its per-token loss values ``f``); None (the default)
+    records nothing and costs nothing."""
     coef = as_coef(coef)
     rec = None if stats is None else _Rec(h.shape[0], h.device, True)
     if h.shape[0] == 0:
@@ -168,6 +169,8 @@ def weighted_nll_rows(h, weight, t, coef, chunk_size: int = 512, stats: dict | N
             stats["coef"] = torch.zeros(0, dtype=_acc(h.dtype), device=h.device)
             if coef.weighted:
                 stats["token_weight"] = torch.zeros(0, dtype=_acc(h.dtype), device=h.device)
+            if coef.valued:
+                stats["token_value"] = torch.zeros(0, dtype=_acc(h.dtype), device=h.device)
         # still connected to the inputs (zero gradients)
         return (h.sum() * 0.0 + weight.sum() * 0.0).to(_acc(h.dtype)), torch.zeros(0, dtype=_acc(h.dtype), device=h.device)
     out = _FusedNLL.apply(h, weight, t, coef, chunk_size, rec)
@@ -176,6 +179,8 @@ def weighted_nll_rows(h, weight, t, coef, chunk_size: int = 512, stats: dict | N
         stats["coef"] = rec.used
         if rec.token is not None:
             stats["token_weight"] = rec.token
+        if rec.value is not None:
+            stats["token_value"] = rec.value
     return out
 
 
@@ -433,14 +438,24 @@ class LogitsHead(LinearHead):
 def _weighted_from_logp(logp: torch.Tensor, coef: Coef, stats: dict | None = None,
                         row: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The weighted NLL by autograd through a differentiable ``logp`` (chunked / naive heads); ``row``: a row-based
-    token weighting's values. ``stats["coef"]`` gets the coefficients applied (and ``token_weight`` their ``t``)."""
+    token weighting's values. ``stats["coef"]`` gets the coefficients applied (and ``token_weight`` their ``t``). A
+    ``valued`` coefficient (the power family): the loss's value is ``sum scale_n f_n``, its gradient ``c_n``'s
+    (``token_value``: the ``f_n``)."""
     lp = logp.detach()
-    c, tw = coef.from_logp(lp, row)
+    if coef.valued:
+        c, tw, v, f = coef.value_from_logp(lp, row)
+        if stats is not None:
+            stats["token_value"] = f.detach()
+        loss = -(c * logp).sum()
+        loss = loss - loss.detach() + v.sum()  # the value sum scale_n f_n, the gradient sum c_n grad(-log p_n)
+    else:
+        c, tw = coef.from_logp(lp, row)
+        loss = -(c * logp).sum()
     if stats is not None:
         stats["coef"] = c.detach()
         if tw is not None:
             stats["token_weight"] = tw.detach()
-    return -(c * logp).sum(), lp
+    return loss, lp
 
 
 def make_head(kind: str, chunk_size: int = 512) -> LinearHead:

@@ -76,6 +76,7 @@ class _Rec:
         self.row = torch.empty(m, dtype=torch.float32, device=device) if row_fn is not None else None
         self.lower = torch.empty(m, dtype=torch.float32, device=device) if lower else None
         self.used = self.token = None  # set by the fused pass: the coefficients applied, the token weighting in them
+        self.value = None  # and a valued coefficient's per-token loss values f_n (the power family)
 
     def into(self, stats: dict | None) -> None:
         if stats is not None and self.entropy is not None:
@@ -249,7 +250,8 @@ def _fused_pass(h, t, weight, coef: Coef, grad_w, want_h, chunk_size, buf=None, 
     coef: a :class:`Coef`, not a grouped one (detached). For each chunk, ``d(-c_n logp_n)/dz_n = c_n (softmax(z_n) -
     onehot(y_n))`` is built in the logits tile itself, then ``grad_h[chunk] = G @ W`` and ``grad_w += G.T @ h[chunk]``
     (accumulated in place into ``grad_w``, fp32 or wider). Returns (logp [M] fp32, grad_h [M, H] or None, coef used [M], token
-    weighting ``t`` [M] or None). 3 GEMMs per chunk, one ``[c, V]`` tile alive.
+    weighting ``t`` [M] or None, and for a ``valued`` coefficient ``(scale_n f_n [M], f_n [M])``, else None). 3 GEMMs per
+    chunk, one ``[c, V]`` tile alive.
     """
     m = h.shape[0]
     acc = _acc(h.dtype)
@@ -257,6 +259,8 @@ def _fused_pass(h, t, weight, coef: Coef, grad_w, want_h, chunk_size, buf=None, 
     used = torch.empty(m, dtype=acc, device=h.device)
     of_row = coef.of_row
     tw = torch.empty(m, dtype=acc, device=h.device) if coef.weighted else None
+    vals = (torch.empty(m, dtype=acc, device=h.device), torch.empty(m, dtype=acc, device=h.device)) \
+        if coef.valued else None
     grad_h = torch.empty_like(h) if want_h else None
     buf = _tile_buffer(h, weight, chunk_size) if buf is None else buf
     # With a record and want_h, the entropy comes from the grad_h GEMM itself: G @ W = c (P @ W - W_y) with P the
@@ -275,6 +279,8 @@ def _fused_pass(h, t, weight, coef: Coef, grad_w, want_h, chunk_size, buf=None, 
         used[s:e] = c
         if tw is not None:
             tw[s:e] = t_c
+        if vals is not None:
+            vals[0][s:e], vals[1][s:e] = coef.value(lp, s, e)
         keep = None
         if gemm_entropy:
             keep = c.abs() >= _TINY_COEF
@@ -294,7 +300,7 @@ def _fused_pass(h, t, weight, coef: Coef, grad_w, want_h, chunk_size, buf=None, 
         if grad_w is not None:
             grad_w.addmm_(gz.T.to(acc), hw.to(acc))  # no-op casts for fp32
         del z, gz
-    return logp, grad_h, used, tw
+    return logp, grad_h, used, tw, vals
 
 
 def _logp_pass(h, t, weight, chunk_size, buf=None, rec=None):
@@ -327,7 +333,8 @@ def _grouped_forward(h, t, weight, gc: GroupCoef, grad_w, want_h, chunk_size, re
       C. fused pass over the other rows with coefficients ``f[g_n] b_n``, accumulating into the same grad_w.
     Cost: 3 GEMMs over M rows + 1 over the rows outside L (two groups at eta = 90: ~3% over 3 GEMMs).
     Passes A and C compute the same logits (so the same ``b``); C's logp is the one returned.
-    Returns (logp [M], grad_h, coef [M], token weighting [M] or None).
+    With a ``valued`` base (the power family) the group sums are of its loss values ``scale_n f_n``, not of
+    ``b_n CE_n``. Returns (logp [M], grad_h, coef [M], token weighting [M] or None, (values, f) [M] or None).
     """
     m = h.shape[0]
     acc = _acc(h.dtype)
@@ -347,15 +354,21 @@ def _grouped_forward(h, t, weight, gc: GroupCoef, grad_w, want_h, chunk_size, re
     b_o, _ = base_o.chunk(lp_o, 0, lp_o.shape[0], None if rec_a is None else rec_a.row.to(acc))
     rec_l, rec_o = (None, None) if rec is None else (_Rec(idx_l.numel(), h.device, rec.entropy is not None),
                                                      _Rec(idx_o.numel(), h.device, rec.entropy is not None))
-    lp_l, gh_l, used_l, tw_l = _fused_pass(h_l, t_l, weight, base_l, grad_w, want_h, chunk_size, buf, rec_l)  # pass B
-    sums = torch.zeros(gc.num_groups, dtype=acc, device=h.device).index_add_(0, ids_o, -lp_o * b_o)
-    sums[largest] = -(lp_l * used_l).sum()
+    lp_l, gh_l, used_l, tw_l, vals_l = _fused_pass(h_l, t_l, weight, base_l, grad_w, want_h, chunk_size, buf,
+                                                   rec_l)  # pass B
+    if vals_l is None:
+        sums = torch.zeros(gc.num_groups, dtype=acc, device=h.device).index_add_(0, ids_o, -lp_o * b_o)
+        sums[largest] = -(lp_l * used_l).sum()
+    else:  # the groups' sums of the loss values scale_n f_n
+        v_o, _ = base_o.value(lp_o, 0, lp_o.shape[0])
+        sums = torch.zeros(gc.num_groups, dtype=acc, device=h.device).index_add_(0, ids_o, v_o)
+        sums[largest] = vals_l[0].sum()
     f = gc.resolve(sums, counts).to(acc)  # [G]
     f_l = f[largest]
     if grad_w is not None:
         grad_w.mul_(f_l)
-    lp_o, gh_o, used_o, tw_o = _fused_pass(h_o, t_o, weight, base_o.restrict(factor=f.index_select(0, ids_o)),
-                                           grad_w, want_h, chunk_size, buf, rec_o)  # pass C
+    lp_o, gh_o, used_o, tw_o, vals_o = _fused_pass(h_o, t_o, weight, base_o.restrict(factor=f.index_select(0, ids_o)),
+                                                   grad_w, want_h, chunk_size, buf, rec_o)  # pass C
     logp = torch.empty(m, dtype=acc, device=h.device)
     logp[idx_l], logp[idx_o] = lp_l, lp_o
     used = torch.empty(m, dtype=acc, device=h.device)
@@ -364,6 +377,11 @@ def _grouped_forward(h, t, weight, gc: GroupCoef, grad_w, want_h, chunk_size, re
     if tw_l is not None:
         tw = torch.empty(m, dtype=acc, device=h.device)
         tw[idx_l], tw[idx_o] = tw_l, tw_o
+    vals = None
+    if vals_l is not None:
+        vals = (torch.empty(m, dtype=acc, device=h.device), torch.empty(m, dtype=acc, device=h.device))
+        vals[0][idx_l], vals[0][idx_o] = vals_l[0] * f_l, vals_o[0]
+        vals[1][idx_l], vals[1][idx_o] = vals_l[1], vals_o[1]
     if rec is not None:
         rec.take(rec_l, idx_l)
         rec.take(rec_o, idx_o)
@@ -372,7 +390,7 @@ def _grouped_forward(h, t, weight, gc: GroupCoef, grad_w, want_h, chunk_size, re
         grad_h = torch.empty_like(h)
         grad_h.index_copy_(0, idx_l, gh_l.mul_(f_l.to(h.dtype)))
         grad_h.index_copy_(0, idx_o, gh_o)
-    return logp, grad_h, used, tw
+    return logp, grad_h, used, tw, vals
 
 
 class _FusedNLL(torch.autograd.Function):
@@ -384,12 +402,14 @@ class _FusedNLL(torch.autograd.Function):
         # fp32 accumulator: the sum over N tokens of rank-1 updates loses bits in bf16
         grad_w = torch.zeros(weight.shape, dtype=_acc(weight.dtype), device=weight.device) if want_w else None
         if coef.grouped:
-            logp, grad_h, used, tw = _grouped_forward(h, t, weight, coef, grad_w, want_h, chunk_size, rec)
+            logp, grad_h, used, tw, vals = _grouped_forward(h, t, weight, coef, grad_w, want_h, chunk_size, rec)
         else:
-            logp, grad_h, used, tw = _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, rec=rec)
+            logp, grad_h, used, tw, vals = _fused_pass(h, t, weight, coef, grad_w, want_h, chunk_size, rec=rec)
         if rec is not None:
             rec.used, rec.token = used, tw  # the coefficients applied, the token weighting in them (logged)
-        loss = -(used * logp).sum()
+            rec.value = None if vals is None else vals[1]
+        # a valued coefficient's loss is its values sum_n scale_n f_n (the gradient above stays c_n's)
+        loss = -(used * logp).sum() if vals is None else vals[0].sum()
         # Kept as attributes (not save_for_backward) so backward can drop ctx's reference and hand the
         # tensors to autograd without a copy: AccumulateGrad clones a tensor someone else still holds,
         # which would double the [V, H] gradient at peak.

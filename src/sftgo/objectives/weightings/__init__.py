@@ -8,6 +8,7 @@ from .eaft import EAFTWeighting, eaft_weights
 from .infosft import InfoSFTWeighting, infosft_weights
 from .none import NoWeighting
 from .prift import PriFTMassWeighting, PriFTProbWeighting, prift_mass_weights, prift_prob_weights
+from .power import PowerWeighting
 
 TOKEN_WEIGHTS = {
     "none": NoWeighting,
@@ -17,7 +18,8 @@ TOKEN_WEIGHTS = {
     "chord": CHORDWeighting,
     "prift_prob": PriFTProbWeighting,
     "prift_mass": PriFTMassWeighting,
+    "power": PowerWeighting,
 }
 
 __all__ = ["TOKEN_WEIGHTS", "DFTWeighting", "EAFTWeighting", "InfoSFTWeighting", "NoWeighting", "dft_weights",
-           "eaft_weights", "infosft_weights", "prift_mass_weights", "prift_prob_weights"]
+           "eaft_weights", "infosft_weights", "prift_mass_weights", "prift_prob_weights", "PowerWeighting"]

@@ -11,7 +11,9 @@ class NoWeighting:
     A token weighting (``--token_weight``): a declaration (``Settings``, a torch-free dataclass of the settings it
     reads) and the functions the head computes ``t_n`` with, inside its chunk loop, from the token's own detached log p
     (``of_logp``) or its logits row (``of_row``); or, for a static weighting, the per-token ``columns`` computed once
-    before training that :meth:`token` reads ``t_n`` from."""
+    before training that :meth:`token` reads ``t_n`` from; and optionally the token's loss value
+    ``value_of_logp(lp) -> f`` when that is not ``t_n CE_n`` (the power family: the head's loss value, the run's logged
+    loss and the group statistics use ``f``, the gradient stays ``t_n`` times CE's)."""
 
     Settings = None  # a dataclass of sftgo.objectives.declare.setting fields (None: no settings)
     shared: tuple[str, ...] = ()  # the shared settings it reads (sftgo.objectives.common.SharedSettings)
