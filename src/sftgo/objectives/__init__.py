@@ -89,10 +89,11 @@ class Choices:
     objective: str = setting("sft-go", help=f"Training objective: one of {', '.join(OBJECTIVES)}.")
     token_weight: str = setting(
         "none", added=True,
-        help=f"Token weighting t_n ({', '.join(TOKEN_WEIGHTS)}) multiplying each token's loss inside sft, "
-             "sft-go (2 or k groups), sft-go-dro and rho1: dft sg(p), infosft InfoSFT's weight (--infosft_p), "
-             "eaft the normalized top-k entropy ** alpha (--eaft_*). --objective dft|infosft|eaft is sft "
-             "with that weighting. The formula: README, 'Token weights compose'.")
+        help=f"Token weighting t_n ({', '.join(TOKEN_WEIGHTS)}, or module:function for your own) multiplying each "
+             "token's loss inside sft, sft-go (2 or k groups), sft-go-dro and rho1: dft sg(p), infosft InfoSFT's "
+             "weight (--infosft_p), eaft the normalized top-k entropy ** alpha (--eaft_*). --objective "
+             "dft|infosft|eaft is sft with that weighting. The formula: README, 'Token weights compose'; your own "
+             "function: README, 'Your own token weighting'.")
 
 
 # The order config.yaml has always listed these settings in (a run's file stays the same); a setting declared later
@@ -176,8 +177,9 @@ def compute_loss_func(name: str, **settings):
     args = ObjectiveArgs(objective=name, **settings)
     args.check_objective()
     objective = OBJECTIVES[name](args)
-    if objective.columns(args) or objective.step_stats:
-        cols = ", ".join(objective.columns(args)) or "the optimizer step's group statistics"
+    columns = (*objective.columns(args), *objective.weighting.columns)  # a module:function weighting's ref_logp
+    if columns or objective.step_stats:
+        cols = ", ".join(columns) or "the optimizer step's group statistics"
         raise ConfigError(f"compute_loss_func: objective {name!r} needs {cols}, which a compute_loss_func does not "
                           "receive; use sftgo.integrations.trl.SFTGoSFTTrainer (TRL) or sftgo.trainer.SFTGoTrainer")
     if objective.needs_ref_model(args):

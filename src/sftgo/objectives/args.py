@@ -51,8 +51,9 @@ class _Checks:
         obj = objectives[self.objective]
         by_scorer = scorer_needs_reference(self.scorer)
         if (obj.needs_ref_logp(self) or by_scorer) and not self.ref_model_name_or_path:
-            bad("ref_model_name_or_path", missing_reference(f"scorer={self.scorer}" if by_scorer
-                                                            else f"objective={self.objective}"))
+            what = (f"scorer={self.scorer}" if by_scorer else f"objective={self.objective}"
+                    if "ref_logp" in obj.columns(self) else f"token_weight={self.token_weight}")
+            bad("ref_model_name_or_path", missing_reference(what))
         for name, s in self._settings.items():
             error = s.error(getattr(self, name))
             if error is not None:

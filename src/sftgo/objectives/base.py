@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .declare import names
-from .weightings import TOKEN_WEIGHTS
+from .weightings import weighting_class
 
 if TYPE_CHECKING:
     import torch
@@ -52,7 +52,7 @@ class Objective:
 
     def __init__(self, args):
         self.args = args  # the run's config; never modified
-        self.weighting = TOKEN_WEIGHTS[self.weighting_name(args)](args)
+        self.weighting = weighting_class(self.weighting_name(args))(args)
 
     @classmethod
     def weighting_name(cls, args) -> str:
@@ -63,8 +63,7 @@ class Objective:
     def check_token_weight(cls, args) -> None:
         """Raise ValueError for a ``--token_weight`` this objective cannot take."""
         tw = getattr(args, "token_weight", None) or "none"
-        if tw not in TOKEN_WEIGHTS:
-            raise ValueError(f"token_weight: {tw!r} is not one of {', '.join(TOKEN_WEIGHTS)}")
+        weighting_class(tw).check(args, tw)  # a ValueError naming the choices; a module:function that does not import
         if tw == "none":
             return
         if cls.chunk_loss:
@@ -93,6 +92,8 @@ class Objective:
             return scale
         from ..token_head import TokenCoef
 
+        if self.weighting.columns:  # the batch's columns it reads (a module:function weighting's ref_logp)
+            fns["columns"] = {c: tokens.columns[c] for c in self.weighting.columns if c in tokens.columns}
         return TokenCoef(scale, **fns)
 
     def stat_weights(self, tokens, t: torch.Tensor | None):
@@ -110,8 +111,15 @@ class Objective:
 
     @classmethod
     def needs_ref_logp(cls, args) -> bool:
-        """Whether reference log-probs (the ``ref_logp`` column, computed once before training) are needed."""
-        return "ref_logp" in cls.columns(args)
+        """Whether reference log-probs (the ``ref_logp`` column, computed once before training) are needed: the
+        objective reads them, or its token weighting does (a ``module:function`` that declares ``ref_logp``)."""
+        if "ref_logp" in cls.columns(args):
+            return True
+        tw = cls.weighting_name(args)
+        try:
+            return "ref_logp" in weighting_class(tw).columns_of(tw)
+        except ValueError:  # an unknown name: the check of token_weight says so
+            return False
 
     @classmethod
     def needs_ref_model(cls, args) -> bool:

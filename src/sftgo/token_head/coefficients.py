@@ -60,24 +60,37 @@ class TokenCoef(Coef):
     computed inside the chunk loop, from the token's own detached log p (``of_logp(lp [c]) -> [c]``: DFT, InfoSFT) or
     from its whole logits row (``of_row(z [c, V] fp32 logits of one chunk) -> [c]``: EAFT's top-k entropy, read before
     the tile is overwritten), or ``t_n = 1`` when neither is given. ``t`` depends on the row alone (no position), so the
-    coefficient of any subset of rows is :meth:`restrict`'s. No ``[N, V]`` tensor is kept."""
+    coefficient of any subset of rows is :meth:`restrict`'s. No ``[N, V]`` tensor is kept.
+
+    ``of_token(lp [c], row, columns) -> [c]`` (a ``module:function`` token weighting,
+    :mod:`sftgo.objectives.weightings.user`): ``t`` from the token's log p, its ``of_row`` values (``[c, F]``, or None
+    without ``of_row``) and its rows of ``columns`` (``{name: [M] tensor}`` aligned with the rows, e.g. ``ref_logp``)."""
 
     _what = "TokenCoef scale must be a float or a tensor"  # the shape error's wording (see _PlainCoef)
 
-    def __init__(self, scale=1.0, of_logp: Callable | None = None, of_row: Callable | None = None):
+    def __init__(self, scale=1.0, of_logp: Callable | None = None, of_row: Callable | None = None,
+                 of_token: Callable | None = None, columns: dict | None = None):
         self.scale, self.of_logp, self.of_row = scale, of_logp, of_row
+        self.of_token, self.columns = of_token, columns
 
     @property
     def weighted(self) -> bool:
         """Whether a token weighting ``t`` is part of it (recorded as ``stats["token_weight"]``)."""
-        return self.of_logp is not None or self.of_row is not None
+        return self.of_logp is not None or self.of_row is not None or self.of_token is not None
+
+    def _with(self, scale, idx: torch.Tensor | None) -> "TokenCoef":
+        """This coefficient with ``scale``, its ``columns`` (if any) restricted to rows ``idx`` (None: all)."""
+        cols = self.columns
+        if cols and idx is not None:
+            cols = {k: v.reshape(-1).index_select(0, idx) for k, v in cols.items()}
+        return TokenCoef(scale, self.of_logp, self.of_row, self.of_token, cols)
 
     def restrict(self, idx: torch.Tensor | None = None, factor=None) -> "TokenCoef":
         """The coefficient of rows ``idx`` (None: all), its scale multiplied by ``factor`` (their ``[M]``) when given."""
         sc = self.scale.index_select(0, idx) if isinstance(self.scale, torch.Tensor) and idx is not None else self.scale
         if factor is not None:
             sc = factor * sc if isinstance(sc, torch.Tensor) or sc != 1.0 else factor
-        return TokenCoef(sc, self.of_logp, self.of_row)
+        return self._with(sc, idx)
 
     def scale_rows(self, m: int, device, dtype) -> torch.Tensor:
         """The scale as ``[m]`` (what a group's count adds up: data weights, 1 without)."""
@@ -86,7 +99,10 @@ class TokenCoef(Coef):
         return torch.full((m,), float(self.scale), dtype=dtype, device=device)
 
     def chunk(self, lp, s, e, row=None):
-        t = row if row is not None else (self.of_logp(lp).to(lp.dtype) if self.of_logp is not None else None)
+        if self.of_token is not None:
+            t = self.of_token(lp, row, {k: v[s:e] for k, v in (self.columns or {}).items()}).to(lp.dtype)
+        else:
+            t = row if row is not None else (self.of_logp(lp).to(lp.dtype) if self.of_logp is not None else None)
         sc = self.scale
         if isinstance(sc, torch.Tensor):
             sc = sc[s:e].to(lp.dtype)
@@ -97,12 +113,15 @@ class TokenCoef(Coef):
 
     def rows(self, idx):
         if isinstance(self.scale, torch.Tensor):
-            return TokenCoef(self.scale.reshape(-1).index_select(0, idx), self.of_logp, self.of_row)
-        return self
+            return self._with(self.scale.reshape(-1).index_select(0, idx), idx)
+        return self._with(self.scale, idx) if self.columns else self
 
     def check(self, targets):
         if isinstance(self.scale, torch.Tensor) and tuple(self.scale.shape) != tuple(targets.shape):
             raise ValueError(f"{self._what} of targets' shape {tuple(targets.shape)}")
+        for k, v in (self.columns or {}).items():
+            if tuple(v.shape) != tuple(targets.shape):
+                raise ValueError(f"TokenCoef column {k!r} must have targets' shape {tuple(targets.shape)}")
 
     def is_unit(self) -> bool:
         return not self.weighted and not isinstance(self.scale, torch.Tensor) and float(self.scale) == 1.0

@@ -14,6 +14,7 @@ class NoWeighting:
 
     Settings = None  # a dataclass of sftgo.objectives.declare.setting fields (None: no settings)
     settings: tuple[str, ...] = ()  # config fields that change the weighting (run names, report labels): Settings'
+    columns: tuple[str, ...] = ()  # the batch's per-token columns it reads (``ref_logp``), passed to the head
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -22,6 +23,15 @@ class NoWeighting:
     def __init__(self, args):
         self.args = args
 
+    @classmethod
+    def check(cls, args, name: str) -> None:
+        """Raise ValueError (a ConfigError) when ``--token_weight name`` cannot run (a function that does not import)."""
+
+    @classmethod
+    def columns_of(cls, name: str) -> tuple[str, ...]:
+        """The per-token columns ``--token_weight name`` reads (``ref_logp``: the reference pass runs)."""
+        return cls.columns
+
     def fns(self) -> dict:
-        """``of_logp`` / ``of_row`` for :class:`sftgo.token_head.TokenCoef` (none: ``t = 1``)."""
+        """``of_logp`` / ``of_row`` (/ ``of_token``) for :class:`sftgo.token_head.TokenCoef` (none: ``t = 1``)."""
         return {}
