@@ -46,8 +46,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from asft_peer_check import (accumulation_line, grads_of, load_defs, make_batch, max_grad_diff, sftgo_step,  # noqa: E402
-                             tiny_llama)
+from asft_peer_check import (accumulation_line, grads_of, load_defs, make_batch, max_grad_diff,  # noqa: E402
+                             sftgo_step, tiny_llama)
 
 
 def trinity_namespace(root: Path) -> dict:
@@ -119,7 +119,8 @@ def peer_swift(ns, model, batch):
                                  chord_mu_valley=1.0, chord_enable_phi_function=True)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": batch["labels"]}
     trainer = types.SimpleNamespace(state=types.SimpleNamespace(global_step=0), args=args, model=model,
-                                    chord_sft_iterator=iter([inputs]), template=types.SimpleNamespace(data_collator=dict),
+                                    chord_sft_iterator=iter([inputs]),
+                                    template=types.SimpleNamespace(data_collator=dict),
                                     accelerator=types.SimpleNamespace(device=torch.device("cpu")))
     model.zero_grad()
     loss = ns["compute_chord_loss"](trainer, torch.tensor(0.0))
@@ -164,7 +165,8 @@ def main(argv=None) -> None:
         pr = lp[mask].exp()
         phi = tri["phi_function"](pr)
     print(f"CHORD peer check: tiny Llama (V={V}, H=64, 2 layers), fp32, one micro-batch of 3 rows x 24 tokens "
-          f"({n1} supervised, every other target the model's top token); p in [{pr.min():.3f}, {pr.max():.3f}], phi in [{phi.min():.4f}, {phi.max():.4f}], "
+          f"({n1} supervised, every other target the model's top token); p in [{pr.min():.3f}, {pr.max():.3f}], "
+          f"phi in [{phi.min():.4f}, {phi.max():.4f}], "
           f"mean phi {phi.mean():.4f}")
     print(f"{'comparison':<70} {'|dloss|':>9} {'max|dgrad|':>11} {'rel':>9} {'loss ours':>10} {'loss peer':>10}")
     peers = (("Trinity SFTPhiLossFn", peer_trinity_sft_phi, tri),

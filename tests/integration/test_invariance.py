@@ -11,6 +11,7 @@ the tests' single-process runs, which are in-process.
 sums and counts are as exact over accumulation and processes as the counts."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -53,10 +54,13 @@ OBJECTIVES = {
     # dft / infosft / eaft are sft with a token weighting (one code path); the weighting inside a grouping, with the
     # exact pre-pass computing t_n for the step's group sums, is the case that can break across a split.
     "sft-go-infosft": ["--objective", "sft-go", "--lam", "0.9", "--token_weight", "infosft"],
+    # your own token weighting (README, "Your own token weighting"), reading the reference's log p, the entropy and the
+    # top-k logits: imported by name in each process (the repository root is on the workers' PYTHONPATH)
+    "sft-go-user": ["--objective", "sft-go", "--lam", "0.9", "--token_weight", "tests.user_weights:mixed"],
     "target-sft": ["--target_gamma", "0.8", "--target_residual", "topk", "--target_topk", "5"],
     "sft-go-weighted": ["--objective", "sft-go", "--lam", "0.9", "--dataset", "{weighted}"],
 }
-KEYS = ("loss", "loss_ce", "loss_important", "loss_unimportant", "tokens", "dro_q0", "frac_kept", "entropy",
+KEYS = ("loss", "loss_ce", "loss_important", "loss_unimportant", "tokens", "dro_q0", "frac_kept", "mean_weight", "entropy",
         "token_accuracy", "entropy_important", "token_accuracy_unimportant")
 
 
@@ -104,9 +108,11 @@ def ddp_runs(setup, tiny_model_dir):
     log = d / "ddp_jobs.log"
     torchrun = Path(sys.executable).parent / "torchrun"
     with open(log, "w") as f:
+        root = str(Path(__file__).resolve().parents[2])  # tests.user_weights importable in every worker
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), root) if p)}
         proc = subprocess.Popen([str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()),
                                  str(Path(__file__).with_name("train_worker.py")), str(d / "ddp_jobs.json")],
-                                stdout=f, stderr=subprocess.STDOUT)
+                                stdout=f, stderr=subprocess.STDOUT, env=env)
 
     def wait(out: Path, timeout=600):
         t_end = time.time() + timeout

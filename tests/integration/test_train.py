@@ -170,9 +170,9 @@ def test_user_scorer_module_function(tmp_path, tiny_model_dir, alpaca_file, monk
 
 
 def test_user_token_weight_module_function(tmp_path, tiny_model_dir, alpaca_file, monkeypatch, capsys):
-    """``--token_weight my_weight:dft`` (DFT written by the user) trains the same run as ``--token_weight dft``: the same
-    logged losses, gradient norms and mean weights, the same final weights; config.yaml records the name. A function
-    returning negative weights stops the run with one line naming it (exit 2)."""
+    """``--token_weight my_weight:dft`` (DFT written by the user) trains the same run as ``--token_weight dft``: the
+    same logged losses, gradient norms and mean weights, the same final weights; config.yaml records the name. A
+    function returning negative weights stops the run with one line naming it (exit 2)."""
     (tmp_path / "my_weight.py").write_text("def dft(logp):\n    return logp.exp()\n\n"
                                            "def negative(logp):\n    return logp\n")
     monkeypatch.syspath_prepend(str(tmp_path))
