@@ -91,11 +91,17 @@ def peer_authors(ns, model, ref, batch, alpha):
 
 
 def ours(model, ref, batches, alpha, kl, out_dir):
+    return sftgo_step(model, batches, out_dir, ref, objective="asft", asft_alpha=alpha, asft_kl=kl,
+                      ref_model_name_or_path="initial")
+
+
+def sftgo_step(model, batches, out_dir, ref=None, **settings):
+    """One optimizer step of sftgo's training path (``SFTGoTrainer.compute_loss`` + backward per micro-batch, the step's
+    token count as ``num_items_in_batch``) -> (loss, every parameter's gradient, the logged metrics)."""
     from sftgo.config import SFTGoConfig
     from sftgo.trainer import SFTGoTrainer
 
-    cfg = SFTGoConfig(output_dir=out_dir, use_cpu=True, report_to="none", objective="asft", asft_alpha=alpha,
-                      asft_kl=kl, ref_model_name_or_path="initial", head_chunk_size=16)
+    cfg = SFTGoConfig(output_dir=out_dir, use_cpu=True, report_to="none", **{"head_chunk_size": 16, **settings})
     trainer = SFTGoTrainer(model=model, args=cfg, ref_model=ref)
     model.train()
     model.zero_grad()
@@ -176,11 +182,17 @@ def main(argv=None) -> None:
         l1, g1 = peer_llamafactory(lf, model, ref, one, alpha)
         l2, g2 = peer_llamafactory(lf, model, ref, two, alpha)
         n1, n2 = (int((b["labels"][:, 1:] != -100).sum()) for b in (one, two))
-        mean_of_means = (l1 + l2) / 2
-        token_mean = (n1 * l1 + n2 * l2) / (n1 + n2)
-        print(f"accumulation, 2 micro-batches ({n1} and {n2} tokens), alpha=0.1: sftgo {mine:.5f} = the step's token mean "
-              f"{token_mean:.5f} (|d| {abs(mine - token_mean):.1e}); LLaMA-Factory's per-micro-batch means average "
-              f"to {mean_of_means:.5f} (|d| {abs(mine - mean_of_means):.1e})")
+        print(accumulation_line("alpha=0.1", mine, "LLaMA-Factory", (n1, l1), (n2, l2)))
+
+
+def accumulation_line(what, mine, peer, *parts) -> str:
+    """sftgo's loss of a step of micro-batches against their token mean and the mean of the peer's per-micro-batch
+    means; parts: (tokens, the peer's loss) of each micro-batch."""
+    mean_of_means = sum(l for _, l in parts) / len(parts)
+    token_mean = sum(n * l for n, l in parts) / sum(n for n, _ in parts)
+    return (f"accumulation, {len(parts)} micro-batches ({' and '.join(str(n) for n, _ in parts)} tokens), {what}: "
+            f"sftgo {mine:.5f} = the step's token mean {token_mean:.5f} (|d| {abs(mine - token_mean):.1e}); "
+            f"{peer}'s per-micro-batch means average to {mean_of_means:.5f} (|d| {abs(mine - mean_of_means):.1e})")
 
 
 if __name__ == "__main__":

@@ -196,10 +196,28 @@ def step_loss(objective: str, toks: list[Tok], a, *, lam: float, state: dict) ->
     return loss, {**state, "dro_q": [v / s for v in new_q]}
 
 
+def user_weight(t: Tok, name: str) -> float:
+    """``--token_weight module:function``: the function called on this one token, its inputs written out from the
+    token's full logits row (entropy of the softmax, the k largest logits) and its reference log p."""
+    import importlib
+
+    module, _, fn_name = name.partition(":")
+    fn = getattr(importlib.import_module(module), fn_name)
+    row = t.logits.detach().double()
+    logq = torch.log_softmax(row, dim=-1)
+    given = {"ref_logp": torch.tensor([t.ref_logp], dtype=torch.float64),
+             "entropy": -(logq.exp() * logq).sum()[None],
+             "topk_logits": torch.sort(row, descending=True).values[: getattr(fn, "top_k", 1)][None]}
+    return float(fn(t.logp.detach().double()[None], **{n: given[n] for n in getattr(fn, "needs", ())})[0])
+
+
 def token_weight(t: Tok, a) -> float:
     """t_n of ``--token_weight`` (detached): none 1, dft p, infosft InfoSFT's weight, eaft the normalized top-k entropy,
     chord p (1 - p), prift_prob the reference's p, prift_mass 1 where the reference's p plus its lower mass reaches the
-    threshold (PriFT, arXiv 2606.09396), power p^alpha in the window."""
+    threshold (PriFT, arXiv 2606.09396), power p^alpha in the window, module:function the user's function
+    (:func:`user_weight`)."""
+    if ":" in a.token_weight:
+        return user_weight(t, a.token_weight)
     p = math.exp(t.logp.item())
     p_ref = math.exp(t.ref_logp)
     return {"none": lambda: 1.0, "dft": lambda: p, "infosft": lambda: infosft_weight(p, a.infosft_p),

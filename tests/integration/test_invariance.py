@@ -11,6 +11,7 @@ the tests' single-process runs, which are in-process.
 sums and counts are as exact over accumulation and processes as the counts."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -56,6 +57,9 @@ OBJECTIVES = {
     "sft-go-infosft": ["--objective", "sft-go", "--lam", "0.9", "--token_weight", "infosft"],
     # the power family: the loss value f(p) and the group sums of f(p) (the pre-pass computes them too)
     "sft-go-power": ["--objective", "sft-go", "--lam", "0.9", "--token_weight", "power", "--power_alpha", "0.5"],
+    # your own token weighting (README, "Your own token weighting"), reading the reference's log p, the entropy and the
+    # top-k logits: imported by name in each process (the repository root is on the workers' PYTHONPATH)
+    "sft-go-user": ["--objective", "sft-go", "--lam", "0.9", "--token_weight", "tests.user_weights:mixed"],
     "target-sft": ["--target_gamma", "0.8", "--target_residual", "topk", "--target_topk", "5"],
     "sft-go-weighted": ["--objective", "sft-go", "--lam", "0.9", "--dataset", "{weighted}"],
     # PriFT's static t_n (the reference columns, computed once, sharded over the 2 processes) inside a grouping, on
@@ -114,9 +118,11 @@ def ddp_runs(setup, tiny_model_dir):
     log = d / "ddp_jobs.log"
     torchrun = Path(sys.executable).parent / "torchrun"
     with open(log, "w") as f:
+        root = str(Path(__file__).resolve().parents[2])  # tests.user_weights importable in every worker
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), root) if p)}
         proc = subprocess.Popen([str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()),
                                  str(Path(__file__).with_name("train_worker.py")), str(d / "ddp_jobs.json")],
-                                stdout=f, stderr=subprocess.STDOUT)
+                                stdout=f, stderr=subprocess.STDOUT, env=env)
 
     def wait(out: Path, timeout=600):
         t_end = time.time() + timeout

@@ -170,8 +170,35 @@ def test_user_scorer_module_function(tmp_path, tiny_model_dir, alpaca_file, monk
     assert recs[0]["frac_important"] > 0
 
 
+def test_user_token_weight_module_function(tmp_path, tiny_model_dir, alpaca_file, monkeypatch, capsys):
+    """``--token_weight my_weight:dft`` (DFT written by the user) trains the same run as ``--token_weight dft``: the
+    same logged losses, gradient norms and mean weights, the same final weights; config.yaml records the name. A
+    function returning negative weights stops the run with one line naming it (exit 2)."""
+    (tmp_path / "my_weight.py").write_text("def dft(logp):\n    return logp.exp()\n\n"
+                                           "def negative(logp):\n    return logp\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from safetensors.torch import load_file
+
+    runs = [_train(tmp_path, tiny_model_dir, alpaca_file, "--objective", "sft", "--token_weight", tw, name=name)
+            for tw, name in (("dft", "builtin"), ("my_weight:dft", "user"))]
+    a, b = (_records(out) for out in runs)
+    assert [(r["loss"], r["grad_norm"], r["mean_weight"]) for r in a] == \
+        [(r["loss"], r["grad_norm"], r["mean_weight"]) for r in b]
+    wa, wb = (load_file(str(out / "final" / "model.safetensors")) for out in runs)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert "token_weight: my_weight:dft" in (runs[1] / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["train", "--model_name_or_path", tiny_model_dir, "--dataset", alpaca_file, "--objective", "sft",
+                 "--token_weight", "my_weight:negative", "--output_dir", str(tmp_path / "neg"), "--max_steps", "1",
+                 "--disable_tqdm", "true"]) == 2
+    err = capsys.readouterr().err
+    assert "token_weight 'my_weight:negative' returned -" in err and "finite and >= 0" in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("args,message", [
     (["--objective", "nope"], "sft, sft-go, rho1"),
+    (["--token_weight", "no_such_module:f"], "token_weight 'no_such_module:f': cannot import module 'no_such_module'"),
     (["--scorer", "nope"], "tfidf"),
     (["--model_name_or_path", "/does/not/exist"], "does not exist"),
     (["--dataset", "/does/not/exist.jsonl"], "does not exist"),

@@ -315,6 +315,22 @@ def test_power_weighting_in_sftgo_trainer_equals_compute_loss_func_in_trl(tmp_pa
 # ----------------------------------------------------------------------------------------------- errors
 
 
+def test_user_token_weight(tmp_path, chat_tokenizer, data):
+    """``token_weight="module:function"`` in SFTGoSFTTrainer: a user DFT is the built-in ``dft`` run (losses, gradient
+    norms, mean weights, final weights); a function reading the reference's log p, the entropy and the top-k logits
+    trains ``sft-go`` (the trainer computes the ref_logp column it declares)."""
+    kw = dict(objective="sft", scorer="")
+    builtin = train(SFTGoSFTTrainer, SFTGoSFTConfig, chat_tokenizer, data, tmp_path / "a", token_weight="dft", **kw)
+    user = train(SFTGoSFTTrainer, SFTGoSFTConfig, chat_tokenizer, data, tmp_path / "b",
+                 token_weight="tests.user_weights:dft", **kw)
+    assert_same_run(builtin, user, keys=("loss", "grad_norm", "mean_weight"))
+    _, steps, weights = train(SFTGoSFTTrainer, SFTGoSFTConfig, chat_tokenizer, data, tmp_path / "c", objective="sft-go",
+                              lam=0.9, score_cache_dir=str(tmp_path / "cache"), token_weight="tests.user_weights:mixed",
+                              ref_model_name_or_path="initial")
+    assert len(steps) == 3 and all(math.isfinite(r["loss"]) and r["mean_weight"] > 0 for r in steps)
+    assert moved(weights, chat_tokenizer) > 1e-4
+
+
 def test_clear_errors(tmp_path, chat_tokenizer, data):
     with pytest.raises(ConfigError, match="loss_type"):
         SFTGoSFTConfig(**common_args(tmp_path, loss_type="dft"))

@@ -296,9 +296,9 @@ COMBOS = [  # (aggregator, settings, micro-batches)
 COMBOS += [c for c in (("sft-go", {"token_weight": w}, 2) for w in TOKEN_WEIGHTS if w != "none") if c not in COMBOS]
 
 
-@pytest.mark.parametrize("aggregator,over,micro_batches", COMBOS,
-                         ids=[f"{a}+{'-'.join(f'{k}={v}' for k, v in o.items())}-mb{m}" for a, o, m in COMBOS])
-def test_token_weight_combination_is_the_formula(tmp_path, aggregator, over, micro_batches):
+def formula_steps(tmp_path, aggregator, over, micro_batches):
+    """Two training steps of ``aggregator`` with ``over`` against the one formula (loss, every gradient, the carried
+    state, the logged mean t_n); yields ``(step, model, batches, grads, cfg, the reference's t_n)`` after each."""
     model = peaked_model()
     trainer, cfg = make_trainer(tmp_path, model, aggregator, **over)
     ref_state: dict = {}
@@ -319,6 +319,13 @@ def test_token_weight_combination_is_the_formula(tmp_path, aggregator, over, mic
         assert logs["mean_weight"] == pytest.approx(sum(ref_t) / len(ref_t), rel=1e-5)  # the mean t_n
         if over.get("power_window", "none") != "none":  # the window cuts: some tokens inside, some outside
             assert 0 < sum(t == 0 for t in ref_t) < len(ref_t), ref_t
+        yield step, model, batches, grads, cfg, ref_t
+
+
+@pytest.mark.parametrize("aggregator,over,micro_batches", COMBOS,
+                         ids=[f"{a}+{'-'.join(f'{k}={v}' for k, v in o.items())}-mb{m}" for a, o, m in COMBOS])
+def test_token_weight_combination_is_the_formula(tmp_path, aggregator, over, micro_batches):
+    for step, model, batches, grads, cfg, _ in formula_steps(tmp_path, aggregator, over, micro_batches):
         if step == 0:  # differs from each of its parts: the aggregator alone, the weighting alone (as sft). Compared
             # on the gradient: on an untrained model every token's CE is about log V, so the losses can nearly agree
             # while the per-token coefficients (t_n, and the groups' W / C_g) differ a lot.

@@ -90,10 +90,11 @@ class Choices:
     objective: str = setting("sft-go", help=f"Training objective: one of {', '.join(OBJECTIVES)}.")
     token_weight: str = setting(
         "none", added=True,
-        help=f"Token weighting t_n ({', '.join(TOKEN_WEIGHTS)}) multiplying each token's loss inside sft, "
-             "sft-go (2 or k groups), sft-go-dro and rho1: dft sg(p), infosft InfoSFT's weight (--infosft_p), "
-             "eaft the normalized top-k entropy ** alpha (--eaft_*). --objective dft|infosft|eaft is sft "
-             "with that weighting. The formula: README, 'Token weights compose'.")
+        help=f"Token weighting t_n ({', '.join(TOKEN_WEIGHTS)}, or module:function for your own) multiplying each "
+             "token's loss inside sft, sft-go (2 or k groups), sft-go-dro and rho1: dft sg(p), infosft InfoSFT's "
+             "weight (--infosft_p), eaft the normalized top-k entropy ** alpha (--eaft_*). --objective "
+             "dft|infosft|eaft is sft with that weighting. The formula: README, 'Token weights compose'; your own "
+             "function: README, 'Your own token weighting'.")
 
 
 # The order config.yaml has always listed these settings in (a run's file stays the same); a setting declared later

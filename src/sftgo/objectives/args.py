@@ -51,10 +51,13 @@ class _Checks:
         obj = objectives[self.objective]
         by_scorer = scorer_needs_reference(self.scorer) or scorer_reference_gap(self.scorer)
         if (obj.needs_ref_logp(self) or by_scorer) and not self.ref_model_name_or_path:
-            if not by_scorer and "ref_logp" not in obj.columns(self):  # the token weighting reads it (PriFT)
-                bad("ref_model_name_or_path", f"token_weight={self.token_weight} weighs tokens by a frozen reference "
-                                              "model's probabilities; pass --ref_model_name_or_path initial (the model "
-                                              "before training, as the PriFT authors do) or another model's path")
+            if not by_scorer and "ref_logp" not in obj.columns(self):  # the token weighting reads it
+                if ":" not in str(self.token_weight):  # a built-in weighting: PriFT
+                    bad("ref_model_name_or_path", f"token_weight={self.token_weight} weighs tokens by a frozen "
+                                                  "reference model's probabilities; pass --ref_model_name_or_path "
+                                                  "initial (the model before training, as the PriFT authors do) or "
+                                                  "another model's path")
+                bad("ref_model_name_or_path", missing_reference(f"token_weight={self.token_weight}"))
             bad("ref_model_name_or_path", missing_reference(f"scorer={self.scorer}" if by_scorer
                                                             else f"objective={self.objective}"))
         if scorer_reference_gap(self.scorer) and self.ref_model_name_or_path == "initial":

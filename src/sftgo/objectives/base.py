@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .declare import names
-from .weightings import TOKEN_WEIGHTS
+from .weightings import weighting_class
 
 if TYPE_CHECKING:
     import torch
@@ -52,7 +52,7 @@ class Objective:
 
     def __init__(self, args):
         self.args = args  # the run's config; never modified
-        self.weighting = TOKEN_WEIGHTS[self.weighting_name(args)](args)
+        self.weighting = weighting_class(self.weighting_name(args))(args)
 
     @classmethod
     def weighting_name(cls, args) -> str:
@@ -63,8 +63,7 @@ class Objective:
     def check_token_weight(cls, args) -> None:
         """Raise ValueError for a ``--token_weight`` this objective cannot take."""
         tw = getattr(args, "token_weight", None) or "none"
-        if tw not in TOKEN_WEIGHTS:
-            raise ValueError(f"token_weight: {tw!r} is not one of {', '.join(TOKEN_WEIGHTS)}")
+        weighting_class(tw).check(args, tw)  # a ValueError naming the choices; a module:function that does not import
         if tw == "none":
             return
         if cls.chunk_loss:
@@ -89,8 +88,8 @@ class Objective:
         if w is not None:
             scale = w if not isinstance(scale, torch.Tensor) and float(scale) == 1.0 else scale * w
         fns = self.weighting.fns()
-        if self.weighting.columns:  # a static t_n, from per-token columns computed before training (PriFT)
-            fns = {**fns, "token": self.weighting.token(tokens)}
+        if self.weighting.columns:  # per-token columns computed before training: PriFT's static t_n, the ref_logp a
+            fns = {**fns, **self.weighting.column_fns(tokens)}  # module:function weighting reads
         if not fns and w is None:
             return scale
         from ..token_head import TokenCoef
@@ -112,11 +111,15 @@ class Objective:
 
     @classmethod
     def token_columns(cls, args) -> tuple[str, ...]:
-        """Every per-token column the loss reads: its own (:meth:`columns`) and its token weighting's (a static
-        ``t_n`` read from columns computed before training: PriFT's reference quantities)."""
+        """Every per-token column the loss reads: its own (:meth:`columns`) and its token weighting's (computed before
+        training: PriFT's reference quantities, a ``module:function`` weighting's ``ref_logp``)."""
         own = cls.columns(args)
-        weighting = TOKEN_WEIGHTS.get(cls.weighting_name(args))
-        return (*own, *(c for c in getattr(weighting, "columns", ()) if c not in own))
+        tw = cls.weighting_name(args)
+        try:
+            theirs = weighting_class(tw).columns_of(tw)
+        except ValueError:  # an unknown name: the check of token_weight says so
+            theirs = ()
+        return (*own, *(c for c in theirs if c not in own))
 
     @classmethod
     def extra_settings(cls, config) -> tuple[str, ...]:

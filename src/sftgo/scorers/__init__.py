@@ -34,13 +34,13 @@ of sftgo asks :func:`scorer_spec` instead of comparing names. To add a scorer: a
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 from sftgo.scorers.llmlingua2 import LLMLINGUA2, align_word_probs_to_tokens, llmlingua2
 from sftgo.scorers.reference import INFLUENCE, REFERENCE, excess_loss, influence, reference_token_logp
 from sftgo.scorers.spec import Scorer, ScorerError, ScorerSetting
 from sftgo.scorers.statistical import FREQUENCY, RANDOM, TFIDF, frequency, random, tfidf
+from sftgo.user_functions import import_function, split_name
 
 __all__ = [
     "SCORERS",
@@ -89,10 +89,8 @@ def scorer_spec(name: str, *, load: bool = False) -> Scorer:
         return spec
     if ":" not in name:
         raise ScorerError(f"unknown scorer {name!r}; valid names: {', '.join(sorted(SCORERS))}, or 'my_module:my_function'")
-    module_name, _, fn_name = name.partition(":")
-    if not module_name or not fn_name:
-        raise ScorerError(f"scorer {name!r}: use the form 'my_module:my_function'")
-    return Scorer(name, _import_function(name, module_name, fn_name) if load else None, reads_text=True, cached=False)
+    split_name(name, "scorer", ScorerError)
+    return Scorer(name, import_function(name, "scorer", ScorerError) if load else None, reads_text=True, cached=False)
 
 
 def scorer_needs_reference(name: str | None) -> bool:
@@ -105,17 +103,6 @@ def scorer_reference_gap(name: str | None) -> bool:
     """Whether scorer ``name`` is computed by sftgo from the reference's and the initial model's log-probs
     (``influence``: a static ``importance`` column); False for no scorer."""
     return bool(name) and scorer_spec(name).reference_gap
-
-
-def _import_function(name: str, module_name: str, fn_name: str) -> Callable:
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ScorerError(f"scorer {name!r}: cannot import module {module_name!r} ({e}); is it on PYTHONPATH?") from e
-    fn = getattr(module, fn_name, None)
-    if fn is None or not callable(fn):
-        raise ScorerError(f"scorer {name!r}: module {module_name!r} has no function {fn_name!r}")
-    return fn
 
 
 def resolve_scorer(name: str | Callable) -> Callable:

@@ -72,6 +72,10 @@ class TokenCoef(Coef):
     alone (no position), so the coefficient of any subset of rows is :meth:`restrict`'s. No ``[N, V]`` tensor is
     kept.
 
+    ``of_token(lp [c], row, columns) -> [c]`` (a ``module:function`` token weighting,
+    :mod:`sftgo.objectives.weightings.user`): ``t`` from the token's log p, its ``of_row`` values (``[c, F]``, or None
+    without ``of_row``) and its rows of ``columns`` (``{name: [M] tensor}`` aligned with the rows, e.g. ``ref_logp``).
+
     ``value_of_logp(lp [c]) -> f [c]`` (optional, with ``of_logp``): the token's loss value when it is not ``t_n CE_n``
     (the power family's ``f(p)``, whose gradient is ``t_n`` times CE's); the head's loss value is then
     ``sum scale_n f_n`` (:meth:`value`), its gradient unchanged."""
@@ -79,9 +83,11 @@ class TokenCoef(Coef):
     _what = "TokenCoef scale must be a float or a tensor"  # the shape error's wording (see _PlainCoef)
 
     def __init__(self, scale=1.0, of_logp: Callable | None = None, of_row: Callable | None = None,
-                 token: torch.Tensor | None = None, value_of_logp: Callable | None = None):
+                 token: torch.Tensor | None = None, value_of_logp: Callable | None = None,
+                 of_token: Callable | None = None, columns: dict | None = None):
         self.scale, self.of_logp, self.of_row, self.token = scale, of_logp, of_row, token
         self.value_of_logp = value_of_logp
+        self.of_token, self.columns = of_token, columns
 
     @property
     def valued(self) -> bool:
@@ -90,15 +96,24 @@ class TokenCoef(Coef):
     @property
     def weighted(self) -> bool:
         """Whether a token weighting ``t`` is part of it (recorded as ``stats["token_weight"]``)."""
-        return self.of_logp is not None or self.of_row is not None or self.token is not None
+        return (self.of_logp is not None or self.of_row is not None or self.token is not None
+                or self.of_token is not None)
+
+    def _with(self, scale, idx: torch.Tensor | None) -> "TokenCoef":
+        """This coefficient with ``scale``, its static ``token`` and ``columns`` (if any) restricted to rows ``idx``
+        (None: all)."""
+        tok, cols = self.token, self.columns
+        if idx is not None:
+            tok = None if tok is None else tok.reshape(-1).index_select(0, idx)
+            cols = cols and {k: v.reshape(-1).index_select(0, idx) for k, v in cols.items()}
+        return TokenCoef(scale, self.of_logp, self.of_row, tok, self.value_of_logp, self.of_token, cols)
 
     def restrict(self, idx: torch.Tensor | None = None, factor=None) -> "TokenCoef":
         """The coefficient of rows ``idx`` (None: all), its scale multiplied by ``factor`` (their ``[M]``) when given."""
         sc = self.scale.index_select(0, idx) if isinstance(self.scale, torch.Tensor) and idx is not None else self.scale
         if factor is not None:
             sc = factor * sc if isinstance(sc, torch.Tensor) or sc != 1.0 else factor
-        tok = self.token if self.token is None or idx is None else self.token.index_select(0, idx)
-        return TokenCoef(sc, self.of_logp, self.of_row, tok, self.value_of_logp)
+        return self._with(sc, idx)
 
     def scale_rows(self, m: int, device, dtype) -> torch.Tensor:
         """The scale as ``[m]`` (what a group's count adds up: data weights, 1 without)."""
@@ -107,7 +122,10 @@ class TokenCoef(Coef):
         return torch.full((m,), float(self.scale), dtype=dtype, device=device)
 
     def chunk(self, lp, s, e, row=None):
-        t = row if row is not None else (self.of_logp(lp).to(lp.dtype) if self.of_logp is not None else None)
+        if self.of_token is not None:
+            t = self.of_token(lp, row, {k: v[s:e] for k, v in (self.columns or {}).items()}).to(lp.dtype)
+        else:
+            t = row if row is not None else (self.of_logp(lp).to(lp.dtype) if self.of_logp is not None else None)
         if self.token is not None:
             t = self.token[s:e].to(lp.dtype) if t is None else self.token[s:e].to(lp.dtype) * t
         sc = self.scale
@@ -131,17 +149,18 @@ class TokenCoef(Coef):
         return (c, t, *self.value(lp, 0, lp.shape[0]))
 
     def rows(self, idx):
-        if isinstance(self.scale, torch.Tensor) or self.token is not None:
-            sc = self.scale.reshape(-1).index_select(0, idx) if isinstance(self.scale, torch.Tensor) else self.scale
-            tok = None if self.token is None else self.token.reshape(-1).index_select(0, idx)
-            return TokenCoef(sc, self.of_logp, self.of_row, tok, self.value_of_logp)
-        return self
+        if isinstance(self.scale, torch.Tensor):
+            return self._with(self.scale.reshape(-1).index_select(0, idx), idx)
+        return self._with(self.scale, idx) if self.columns or self.token is not None else self
 
     def check(self, targets):
         if isinstance(self.scale, torch.Tensor) and tuple(self.scale.shape) != tuple(targets.shape):
             raise ValueError(f"{self._what} of targets' shape {tuple(targets.shape)}")
         if self.token is not None and tuple(self.token.shape) != tuple(targets.shape):
             raise ValueError(f"TokenCoef token (static token weights) must have targets' shape {tuple(targets.shape)}")
+        for k, v in (self.columns or {}).items():
+            if tuple(v.shape) != tuple(targets.shape):
+                raise ValueError(f"TokenCoef column {k!r} must have targets' shape {tuple(targets.shape)}")
 
     def is_unit(self) -> bool:
         return not self.weighted and not isinstance(self.scale, torch.Tensor) and float(self.scale) == 1.0

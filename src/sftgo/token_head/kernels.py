@@ -66,14 +66,18 @@ _TINY_COEF = 1e-30
 
 class _Rec:
     """What a chunk loop records on its way, per row: the full-vocabulary entropy of the next-token distribution and
-    whether its argmax is the target (``metrics``), a :class:`RowCoef`'s values (``row_fn``) and, in the forward-only
-    pass (:func:`_logp_pass`), the probability mass below the target (``lower``, :func:`_lower_mass`). ``[M]`` tensors."""
+    whether its argmax is the target (``metrics``), a :class:`RowCoef`'s values (``row_fn``; ``[M, row_fn.width]`` for
+    a row function with a ``width``) and, in the forward-only pass (:func:`_logp_pass`), the probability mass below the
+    target (``lower``, :func:`_lower_mass`). ``[M]`` tensors."""
 
     def __init__(self, m: int, device, metrics: bool, row_fn=None, lower: bool = False):
         self.entropy = torch.empty(m, dtype=torch.float32, device=device) if metrics else None
         self.correct = torch.empty(m, dtype=torch.bool, device=device) if metrics else None
         self.row_fn = row_fn
-        self.row = torch.empty(m, dtype=torch.float32, device=device) if row_fn is not None else None
+        # a row function's values: one per row, or ``row_fn.width`` per row (a module:function token weighting's inputs)
+        width = getattr(row_fn, "width", None)
+        self.row = None if row_fn is None else torch.empty((m,) if width is None else (m, width), dtype=torch.float32,
+                                                           device=device)
         self.lower = torch.empty(m, dtype=torch.float32, device=device) if lower else None
         self.used = self.token = None  # set by the fused pass: the coefficients applied, the token weighting in them
         self.value = None  # and a valued coefficient's per-token loss values f_n (the power family)

@@ -7,8 +7,9 @@ from .dft import DFTWeighting, dft_weights
 from .eaft import EAFTWeighting, eaft_weights
 from .infosft import InfoSFTWeighting, infosft_weights
 from .none import NoWeighting
-from .prift import PriFTMassWeighting, PriFTProbWeighting, prift_mass_weights, prift_prob_weights
 from .power import PowerWeighting
+from .prift import PriFTMassWeighting, PriFTProbWeighting, prift_mass_weights, prift_prob_weights
+from .user import UserWeighting
 
 TOKEN_WEIGHTS = {
     "none": NoWeighting,
@@ -21,5 +22,20 @@ TOKEN_WEIGHTS = {
     "power": PowerWeighting,
 }
 
-__all__ = ["TOKEN_WEIGHTS", "DFTWeighting", "EAFTWeighting", "InfoSFTWeighting", "NoWeighting", "dft_weights",
-           "eaft_weights", "infosft_weights", "prift_mass_weights", "prift_prob_weights", "PowerWeighting"]
+
+
+def weighting_class(name: str):
+    """The class of ``--token_weight name``: a row of :data:`TOKEN_WEIGHTS`, or :class:`UserWeighting` for
+    ``module:function`` (your own function: :mod:`.user`); ValueError naming the choices otherwise."""
+    cls = TOKEN_WEIGHTS.get(name)
+    if cls is not None:
+        return cls
+    if isinstance(name, str) and ":" in name:
+        return UserWeighting
+    raise ValueError(f"token_weight: {name!r} is not one of {', '.join(TOKEN_WEIGHTS)}, or module:function for your "
+                     "own (README, 'Your own token weighting')")
+
+
+__all__ = ["TOKEN_WEIGHTS", "DFTWeighting", "EAFTWeighting", "InfoSFTWeighting", "NoWeighting", "PowerWeighting",
+           "UserWeighting", "dft_weights", "eaft_weights", "infosft_weights", "prift_mass_weights",
+           "prift_prob_weights", "weighting_class"]

@@ -19,7 +19,8 @@ class NoWeighting:
     shared: tuple[str, ...] = ()  # the shared settings it reads (sftgo.objectives.common.SharedSettings)
     settings: tuple[str, ...] = ()  # config fields that change the weighting (run names, report labels): ``shared``
     # and its Settings' fields
-    columns: tuple[str, ...] = ()  # per-token columns a static t_n is read from (sftgo.pipeline.REFERENCE_COLUMNS)
+    columns: tuple[str, ...] = ()  # the batch's per-token columns it reads (computed once before training: PriFT's
+    # static t_n from sftgo.pipeline.REFERENCE_COLUMNS, a module:function weighting's ref_logp)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -28,11 +29,25 @@ class NoWeighting:
     def __init__(self, args):
         self.args = args
 
+    @classmethod
+    def check(cls, args, name: str) -> None:
+        """Raise ValueError (a ConfigError) when ``--token_weight name`` cannot run (a function that does not import)."""
+
+    @classmethod
+    def columns_of(cls, name: str) -> tuple[str, ...]:
+        """The per-token columns ``--token_weight name`` reads (``ref_logp``: the reference pass runs)."""
+        return cls.columns
+
     def fns(self) -> dict:
-        """``of_logp`` / ``of_row`` for :class:`sftgo.token_head.TokenCoef` (none: ``t = 1``)."""
+        """``of_logp`` / ``of_row`` (/ ``of_token``) for :class:`sftgo.token_head.TokenCoef` (none: ``t = 1``)."""
         return {}
 
     def token(self, tokens):
         """A static weighting's ``t_n`` ``[N]`` of a micro-batch's tokens (a :class:`sftgo.tokens.TokenBatch`), from
         its ``columns`` (read only when ``columns`` is not empty)."""
         raise NotImplementedError
+
+    def column_fns(self, tokens) -> dict:
+        """What the head gets from the micro-batch's ``columns`` (asked only when ``columns`` is not empty): a static
+        weighting's ``t_n`` (``token``, :meth:`token`)."""
+        return {"token": self.token(tokens)}
