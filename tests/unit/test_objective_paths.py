@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sftgo.objectives import OBJECTIVES, SETTINGS, TOKEN_WEIGHTS
+from sftgo.objectives.weightings import NoWeighting
 from tests.conftest import build_tiny_model
 from tests.reference_objectives import Tok, formula_step_loss, step_loss, token_weight
 
@@ -48,7 +49,7 @@ def make_trainer(tmp_path, model, objective: str, ref_model=None, **over):
     kw = dict(output_dir=str(tmp_path), use_cpu=True, report_to="none", objective=objective, lam=0.7, max_steps=10,
               percentile=75.0, head_chunk_size=7)
     if objective in ("rho1", "asft") or over.get("scorer") == "reference" \
-            or TOKEN_WEIGHTS[over.get("token_weight", "none")].columns:  # a static weighting from the reference
+            or TOKEN_WEIGHTS.get(over.get("token_weight", "none"), NoWeighting).columns:  # PriFT's static weighting
         kw["ref_model_name_or_path"] = "initial"
     kw.update(over)
     cfg = SFTGoConfig(**kw)
