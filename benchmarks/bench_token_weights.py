@@ -66,7 +66,7 @@ def _coef(name: str, targets, g):
     args = _args(name)
     obj = OBJECTIVES["sft"](args)
     cols = {}
-    for c in obj.columns(args):
+    for c in obj.token_columns(args):
         u = torch.rand(n, generator=g).clamp_(min=1e-6)
         cols[c] = u.log() if c == "ref_logp" else u
     tokens = TokenBatch(targets, torch.zeros(n, dtype=torch.long), torch.arange(n), cols)
