@@ -6,10 +6,12 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ def fake_scores(objective: str, seed: int, percentile: float) -> dict:
 
 FAKE_EVAL = '''
 import json, sys
+from datetime import datetime
 from pathlib import Path
 import yaml
 
@@ -70,6 +73,15 @@ def run_here(capfd, cmd, env=None):
         rc = main(cmd[3:])
     out, err = capfd.readouterr()
     return subprocess.CompletedProcess(cmd, rc, out, err)
+
+
+def intervals(log: Path) -> list[tuple[datetime, datetime]]:
+    """(start, end) of each child a sweep's train log (logs/NAME.train.log) records."""
+    text = log.read_text()
+    starts = [datetime.fromisoformat(t) for t in re.findall(r"^# start (\S+)$", text, re.M)]
+    ends = [datetime.fromisoformat(t) for t in re.findall(r"^# end (\S+) exit", text, re.M)]
+    assert len(starts) == len(ends) >= 1, text[-2000:]
+    return list(zip(starts, ends))
 
 
 def alive(pid: int) -> bool:
@@ -216,6 +228,9 @@ def test_select_heldout_worst_continues_only_the_best(tmp_path, tiny_model_dir, 
     assert "stop_after_steps: 3" in (sweep_dir / "configs" / "select" / "sft-go_tfidf_p50_s1.yaml").read_text()
     assert "stop_after_steps" not in (sweep_dir / "configs" / "sft-go_tfidf_p50_s1.yaml").read_text()
     assert (sweep_dir / "logs" / "select" / "sft-go_tfidf_p50_s1.train.log").exists()
+    # One slot (the default): the training processes ran one after the other, none overlapping another.
+    spans = sorted(span for log in (sweep_dir / "logs").rglob("*.train.log") for span in intervals(log))
+    assert len(spans) == 4 and all(a[1] < b[0] for a, b in zip(spans, spans[1:])), spans
     assert {p["name"]: round(p["loss_worst"], 4) for p in sel["points"]} == {
         "sft-go_tfidf_p90": round(2.05 - 0.1 + 0.09, 4), "sft-go_tfidf_p50": round(2.05 - 0.1 + 0.05, 4)}
     names = sorted(p.name for p in sweep_dir.iterdir() if (p / "config.yaml").exists())

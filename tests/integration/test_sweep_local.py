@@ -1,22 +1,21 @@
 """The local executor: `--slots 2` trains two runs at once (their training processes overlap in time, by the start /
-end stamps the sweep writes around each child in logs/NAME.train.log) with the results of `--slots 1`; a killed
+end stamps the sweep writes around each child in logs/NAME.train.log) with the results of each run trained alone
+(`--slots 1` runs one after the other: tests/integration/test_sweep.py's selection sweep checks that); a killed
 sweep (SIGKILL) leaves no child process; a run trained again after it was evaluated is evaluated again."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_sweep import alive, run_here, write_fake_eval
+from tests.integration.test_sweep import alive, intervals, run_here, write_fake_eval
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and PR_SET_PDEATHSIG")
 
@@ -32,37 +31,43 @@ def _cmd(out, tiny_model_dir, alpaca_file, cache, fake_eval, *extra):
             "--per_device_train_batch_size", "2", "--max_length", "64", "--score_cache_dir", str(cache), *extra]
 
 
-def _intervals(log: Path) -> list[tuple[datetime, datetime]]:
-    """(start, end) of each child a train log records."""
-    text = log.read_text()
-    starts = [datetime.fromisoformat(t) for t in re.findall(r"^# start (\S+)$", text, re.M)]
-    ends = [datetime.fromisoformat(t) for t in re.findall(r"^# end (\S+) exit", text, re.M)]
-    assert len(starts) == len(ends) >= 1, text[-2000:]
-    return list(zip(starts, ends))
-
-
 @pytest.mark.serial
 def test_two_slots_overlap_and_equal_one_slot(tmp_path, tiny_model_dir, alpaca_file, capfd):
+    """The two runs of a --slots 2 sweep train at the same time and end with the weights of each run trained alone:
+    `sftgo train CONFIG FLAGS` (the run's config the sweep wrote, the sweep's own training flags), which is what a
+    --slots 1 sweep runs one after the other; here in this process, with one thread as the sweep's children have
+    (_env), into a folder of its own. (Before: a second sweep with --slots 1, two more training processes.)"""
+    import torch
     from safetensors.torch import load_file
 
     fake_eval = write_fake_eval(tmp_path)
     names = ["sft_s1", "sft-go_tfidf_s1"]
-    results = {}
-    for slots in (2, 1):
-        d = tmp_path / f"slots{slots}"
-        out = run_here(capfd, _cmd(d, tiny_model_dir, alpaca_file, tmp_path / "cache", fake_eval, "--slots", str(slots),
-                                   "--max_steps", "6", "--save_steps", "3"), _env())
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        (a0, a1), = _intervals(d / "logs" / f"{names[0]}.train.log")
-        (b0, b1), = _intervals(d / "logs" / f"{names[1]}.train.log")
-        overlap = min(a1, b1) - max(a0, b0)
-        if slots == 2:
-            assert overlap.total_seconds() > 0, (a0, a1, b0, b1)
-        else:
-            assert overlap.total_seconds() < 0, (a0, a1, b0, b1)  # one after the other
-        results[slots] = {n: load_file(d / n / "final" / "model.safetensors") for n in names}
-        assert sorted((d / "eval_calls.txt").read_text().split()) == sorted(names)
-        assert {r["state"] for r in json.loads((d / "sweep.json").read_text())["runs"]} == {"complete"}
+    d = tmp_path / "slots2"
+    cmd = _cmd(d, tiny_model_dir, alpaca_file, tmp_path / "cache", fake_eval, "--slots", "2", "--max_steps", "6",
+               "--save_steps", "3")
+    out = run_here(capfd, cmd, _env())
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (a0, a1), = intervals(d / "logs" / f"{names[0]}.train.log")
+    (b0, b1), = intervals(d / "logs" / f"{names[1]}.train.log")
+    overlap = min(a1, b1) - max(a0, b0)
+    assert overlap.total_seconds() > 0, (a0, a1, b0, b1)
+    assert sorted((d / "eval_calls.txt").read_text().split()) == sorted(names)
+    runs = json.loads((d / "sweep.json").read_text())["runs"]
+    assert {r["state"] for r in runs} == {"complete"}
+    results = {2: {n: load_file(d / n / "final" / "model.safetensors") for n in names}, 1: {}}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        flags = cmd[cmd.index("--output_dir") + 2:]
+        del flags[flags.index("--slots"):flags.index("--slots") + 2]  # the sweep's own flag; the rest go to training
+        for n in names:
+            alone = tmp_path / "alone" / n
+            train = run_here(capfd, [sys.executable, "-m", "sftgo.cli", "train", str(d / "configs" / f"{n}.yaml"),
+                                     *flags, "--output_dir", str(alone)], _env())
+            assert train.returncode == 0, train.stderr[-3000:]
+            results[1][n] = load_file(alone / "final" / "model.safetensors")
+    finally:
+        torch.set_num_threads(threads)
     for n in names:
         worst = max(float((results[2][n][k] - results[1][n][k]).abs().max()) for k in results[1][n])
         assert worst <= 1e-6, (n, worst)
