@@ -107,8 +107,13 @@ def main() -> int:
     label_dir = str(work / "label") + "/"
 
     # --- theirs: per-token losses of both models, then the global top-k labels
+    data_type = Path(train_file).name.split(".json")[0]
     for m in (a.model, a.ref):
-        their_losses(repo, m, train_file, loss_dir, a.batch_size)
+        done = Path(f"{loss_dir}token_losses_{data_type}_{Path(m).name}.pt")
+        if done.exists():  # their script's output from an earlier run of this check on the same file and model
+            print(f"reusing {done}")
+        else:
+            their_losses(repo, m, train_file, loss_dir, a.batch_size)
     from datasets import load_dataset
     from transformers import AutoTokenizer
 
@@ -120,7 +125,6 @@ def main() -> int:
     ns["main"](tokenizer_name_or_path=a.model, base_model_name_or_path=a.model, ref_model_name_or_path=a.ref,
                train_data=train_file, data_prop=a.data_prop, select_token_level="global", label_path=label_dir,
                loss_path=loss_dir)
-    data_type = Path(train_file).name.split(".json")[0]
     pre = torch.load(f"{loss_dir}token_losses_{data_type}_{Path(a.model).name}.pt")
     cur = torch.load(f"{loss_dir}token_losses_{data_type}_{Path(a.ref).name}.pt")
     selected = torch.load(f"{label_dir}token_labels_{data_type}.pt")
