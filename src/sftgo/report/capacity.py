@@ -136,7 +136,8 @@ def capacity_loss_table(view: CapacityView) -> Table | None:
                     vals = [_result(r, stem).get(key) for r in runs]
                     cells.append(_ms(vals))
                     data.setdefault(view.labels[s], {}).setdefault(str(cap), {})[f"{stem}:{key}"] = mean_std(vals)[:2]
-            rows.append([view.labels[s], fmt_value(cap), *cells])
+            if any(c != "–" for c in cells):  # runs still training have no results yet
+                rows.append([view.labels[s], fmt_value(cap), *cells])
     notes = [f"Cross-entropy (nats/token) per token group on each evaluated set (eval/heldout-<set>.json), by "
              f"{view.key}; mean ± std over seeds (n)."]
     return Table(f"Group losses by {view.key}", header, rows, notes=notes, data=data)
@@ -185,11 +186,11 @@ def _epoch_means(records: list[dict], key="loss_ce") -> list[tuple[int, float]]:
 def convergence_table(view: CapacityView) -> Table | None:
     """Did each run flatten? Training CE over its last three epochs and its last learning rate."""
     header = ["Method", view.key, "train CE, 3rd-last epoch", "2nd-last epoch", "last epoch",
-              "last / 3rd-last", "last learning rate"]
+              "last / 3rd-last", "last logged learning rate"]
     rows = []
     for s in view.order:
         for cap in view.capacities():
-            runs = [r for r in view.cell(s, cap) if r.metrics]
+            runs = [r for r in view.cell(s, cap) if r.metrics and r.summary is not None]  # finished runs only
             if not runs:
                 continue
             tails = [_epoch_means(r.metrics)[-3:] for r in runs]
@@ -203,7 +204,7 @@ def convergence_table(view: CapacityView) -> Table | None:
         return None
     return Table(f"Training loss at the end of each run, by {view.key}", header, rows,
                  notes=["Mean per-step training CE (loss_ce in metrics.jsonl) over each of the last three epochs, "
-                        "mean ± std over seeds; a ratio near 1 is a flat training loss."])
+                        "mean ± std over seeds; a ratio near 1 is a flat training loss. Finished runs only (a summary.json)."])
 
 
 def plot_paired_differences(view: CapacityView) -> bytes | None:
