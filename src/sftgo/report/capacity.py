@@ -237,6 +237,8 @@ def plot_paired_differences(view: CapacityView) -> bytes | None:
                 ax.scatter([x] * len(ys), ys, color=cmap(j % 10), s=9, alpha=0.45, zorder=3)
         ax.axhline(0.0, color="black", linestyle="--", linewidth=0.8)
         ax.set_xscale("log", base=2)
+        caps = [float(c) for c in view.capacities()]
+        ax.set_xlim(min(caps) / 1.4, max(caps) * 1.4)  # the outer capacities' dots and bars inside the frame
         ax.set_xticks([float(c) for c in view.capacities()], [fmt_value(c) for c in view.capacities()])
         ax.set_xlabel(view.key)
         ax.set_ylabel(f"Δ {name} CE vs SFT")
