@@ -1,6 +1,6 @@
 """CPU study 4 (issue 29): the data, tokenizers and from-scratch tiny Llamas the study's sweeps train.
 
-    python scripts/study4/prep.py OUT [--alpaca ../shared/data/alpaca_5000.json]
+    python scripts/study4/prep.py OUT [--widths 16,32,64,128]
 
 Writes (nothing is downloaded; the same files every time):
 - OUT/synth/{train,heldout}.jsonl: the known-important-tokens set. 64 made-up people, each with a 4-digit code;
@@ -8,13 +8,11 @@ Writes (nothing is downloaded; the same files every time):
   under the study's word-level tokenizer). Training rows: every person with templates 0-2; held-out rows: every
   person with templates 3-5 (the same facts, filler never seen with that person). The important tokens by
   construction are the name and the code: the tokenizer gives them the ids >= KNOWN_FIRST_ID (known_tokens.py).
-- OUT/alpaca/{train,heldout}.json: Alpaca rows with short answers (at most 40 words): 128 training rows from
-  rows 0-2399 and 128 held-out rows from rows 4800-4999 and on.
-- OUT/<set>/tokenizer: a word-level tokenizer over that set's words (both splits; ids < 16 special), with a chat
-  template, so a tiny model pays for hundreds or a few thousand vocabulary rows, not SmolLM2's 49,152.
-- OUT/models/<set>_h<width>: a Llama with 2 layers, hidden size <width>, MLP 4 x width, head size 16 (heads =
+- OUT/synth/tokenizer: a word-level tokenizer over the set's words (both splits), with a chat template, so a tiny
+  model pays for 1,128 vocabulary rows, not SmolLM2's 49,152.
+- OUT/models/synth_h<width>: a Llama with 2 layers, hidden size <width>, MLP 4 x width, head size 16 (heads =
   width / 16, at least 1), tied embeddings, initialized once with torch seed 0 (the training seed then sets the
-  data order only), saved with that set's tokenizer: what `--model_name_or_path` takes.
+  data order only), saved with the tokenizer: what `--model_name_or_path` takes.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ import random
 import re
 from pathlib import Path
 
-WIDTHS = (16, 32, 64, 128, 256)
+WIDTHS = (16, 32, 64, 128)
 KNOWN_FIRST_ID = 1000  # synthetic set: every name and code token has an id >= this; no other token does
 SPECIALS = ["<|pad|>", "<|im_start|>", "<|im_end|>", "<unk>"]
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -65,14 +63,6 @@ def synth_rows():
     for t in TEMPLATES:
         assert len(words(t.format(name="X", code=1234))) == 20, t
     return train, held, people, [str(c) for c in codes]
-
-
-def alpaca_rows(path: Path):
-    data = json.loads(path.read_text())
-    short = lambda r: 3 <= len(words(r["output"])) <= 40 and len(words(r["instruction"] + " " + r["input"])) <= 40
-    train = [r for r in data[:2400] if short(r)][:128]
-    held = [r for r in data[4800:] if short(r)][:128]
-    return train, held
 
 
 def build_tokenizer(vocab_words: list[str], known: list[str] = ()):
@@ -119,15 +109,12 @@ def write_rows(path: Path, rows):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out")
-    p.add_argument("--alpaca", default="../shared/data/alpaca_5000.json")
     p.add_argument("--widths", default=",".join(map(str, WIDTHS)))
     a = p.parse_args(argv)
     out = Path(a.out)
     sets = {}
     train, held, people, codes = synth_rows()
     sets["synth"] = (train, held, ".jsonl", people + codes)
-    train, held = alpaca_rows(Path(a.alpaca))
-    sets["alpaca"] = (train, held, ".json", [])
     for name, (train, held, ext, known) in sets.items():
         d = out / name
         d.mkdir(parents=True, exist_ok=True)
