@@ -6,7 +6,9 @@ Writes (nothing is downloaded; the same files every time):
 - OUT/synth/{train,heldout}.jsonl: the known-important-tokens set. 64 made-up people, each with a 4-digit code;
   an answer is 18 filler words from one of 6 templates plus the person's name and code (each one word = one token
   under the study's word-level tokenizer). Training rows: every person with templates 0-2; held-out rows: every
-  person with templates 3-5 (the same facts, filler never seen with that person). The important tokens by
+  person with templates 3-5 (the same facts, filler words never in a training answer). OUT/synth/swapped.jsonl:
+  every person with templates 0-2 asked by another of the training questions (seen words, unseen pairing). The
+  important tokens by
   construction are the name and the code: the tokenizer gives them the ids >= KNOWN_FIRST_ID (known_tokens.py).
 - OUT/synth/tokenizer: a word-level tokenizer over the set's words (both splits), with a chat template, so a tiny
   model pays for 1,128 vocabulary rows, not SmolLM2's 49,152.
@@ -54,15 +56,18 @@ def synth_rows():
     rng = random.Random(29)
     people = [f"{f}{l}" for f in FIRST for l in LAST]  # 64 one-word names
     codes = rng.sample(range(1000, 10000), len(people))
-    train, held = [], []
+    train, held, swapped = [], [], []
     for name, code in zip(people, codes):
         for t in range(6):
             row = {"instruction": QUESTIONS[t].format(name=name), "input": "",
                    "output": TEMPLATES[t].format(name=name, code=code)}
             (train if t < 3 else held).append(row)
+        for t in range(3):  # seen filler, seen questions, a pairing never trained on
+            swapped.append({"instruction": QUESTIONS[(t + 1) % 3].format(name=name), "input": "",
+                            "output": TEMPLATES[t].format(name=name, code=code)})
     for t in TEMPLATES:
         assert len(words(t.format(name="X", code=1234))) == 20, t
-    return train, held, people, [str(c) for c in codes]
+    return train, held, swapped, people, [str(c) for c in codes]
 
 
 def build_tokenizer(vocab_words: list[str], known: list[str] = ()):
@@ -113,8 +118,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     out = Path(a.out)
     sets = {}
-    train, held, people, codes = synth_rows()
+    train, held, swapped, people, codes = synth_rows()
     sets["synth"] = (train, held, ".jsonl", people + codes)
+    out.joinpath("synth").mkdir(parents=True, exist_ok=True)
+    write_rows(out / "synth" / "swapped.jsonl", swapped)
     for name, (train, held, ext, known) in sets.items():
         d = out / name
         d.mkdir(parents=True, exist_ok=True)
