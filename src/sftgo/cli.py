@@ -179,6 +179,9 @@ def report_main(argv: list[str]) -> int:
     p.add_argument("--output_dir", help="where report.md / report.html go (default for one sweep directory: SWEEP/report)")
     p.add_argument("--domain_suite", help="eval suite that measures the training domain for learn-vs-forget "
                    "(default: math when present); the other suites count as general")
+    p.add_argument("--capacity", metavar="KEY", help="results by model capacity: KEY of each run's config.yaml "
+                   "(lora_r) or of its model's config.json (hidden_size); adds group losses, the paired difference "
+                   "from plain SFT per seed (table and figure, KEY on the x axis) and the end-of-run training loss")
     a = p.parse_args(argv)
     from pathlib import Path
 
@@ -193,7 +196,7 @@ def report_main(argv: list[str]) -> int:
         if len(a.paths) != 1:
             raise ValueError("several directories given: pass --output_dir OUT for the combined report")
         a.output_dir = str(Path(a.paths[0]) / "report")
-    paths = build_report(a.paths, a.output_dir, domain_suite=a.domain_suite)
+    paths = build_report(a.paths, a.output_dir, domain_suite=a.domain_suite, capacity=a.capacity)
     if single_run and (Path(a.paths[0]) / METRICS).exists():
         report_run(a.paths[0])
     print(f"wrote {paths['md']} and {paths['html']}")

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--output_dir runs/ref`), or 'initial' (the model itself: every excess loss is zero).")
     p.add_argument("--model_dtype", default="auto", help="dtype of the models the reference scorer runs (auto: fp32 on CPU).")
     p.add_argument("--ref_batch_size", type=int, default=8, help="Sequences per forward pass of the reference scorer.")
+    p.add_argument("--truth", default=None, metavar="SCORER",
+                   help="A scorer (my_module:my_function) whose positive scores mark the tokens known to be important "
+                        "(a synthetic set): stats.json then gives each scorer's precision and recall against them.")
     p.add_argument("--top_tokens", type=int, default=25, help="Most-often-important tokens listed per scorer in stats.json.")
     p.add_argument("--cache_dir", default=None, help="Score cache (default $SFTGO_CACHE/scores or ~/.cache/sftgo/scores); tokenized data goes to DIR/tokenized.")
     return p
@@ -120,8 +123,19 @@ def _decode(tokenizer, tid: int) -> str:
         return f"<id {int(tid)}>"
 
 
-def importance_stats(scores: dict, groups: dict, token_ids: list[list[int]], tokenizer, top: int = 25) -> dict:
-    """stats.json content. scores/groups: {name: N arrays [n_i]}; token_ids: N supervised id lists."""
+def recovery(important: np.ndarray, truth: np.ndarray) -> dict:
+    """Precision (the share of the important group that is truly important) and recall (the share of the truly
+    important tokens in the important group) of one grouping, over flat bool arrays of the same tokens."""
+    hits = int((important & truth).sum())
+    n_imp, n_true = int(important.sum()), int(truth.sum())
+    return {"precision": round(hits / n_imp, 4) if n_imp else None, "recall": round(hits / n_true, 4) if n_true else None,
+            "true_positives": hits}
+
+
+def importance_stats(scores: dict, groups: dict, token_ids: list[list[int]], tokenizer, top: int = 25,
+                     truth: list[np.ndarray] | None = None) -> dict:
+    """stats.json content. scores/groups: {name: N arrays [n_i]}; token_ids: N supervised id lists; truth: N bool
+    arrays marking the tokens known to be important (adds each scorer's precision and recall)."""
     flat_ids = np.concatenate([np.asarray(t, dtype=np.int64) for t in token_ids]) if token_ids else np.zeros(0, np.int64)
     occurrences = Counter(flat_ids.tolist())
     per = {}
@@ -142,6 +156,8 @@ def importance_stats(scores: dict, groups: dict, token_ids: list[list[int]], tok
                 for tid, c in imp.most_common(top)
             ],
         }
+        if truth is not None:
+            per[name].update(recovery(g, np.concatenate(truth) if truth else np.zeros(0, bool)))
     names = list(scores)
     jac = {}
     for i, a in enumerate(names):
@@ -149,7 +165,10 @@ def importance_stats(scores: dict, groups: dict, token_ids: list[list[int]], tok
             union = int((flat_groups[a] | flat_groups[b]).sum())
             inter = int((flat_groups[a] & flat_groups[b]).sum())
             jac[f"{a}|{b}"] = round(inter / union, 4) if union else 1.0
-    return {"num_examples": len(token_ids), "num_tokens": int(flat_ids.size), "scorers": per, "jaccard": jac}
+    out = {"num_examples": len(token_ids), "num_tokens": int(flat_ids.size), "scorers": per, "jaccard": jac}
+    if truth is not None:
+        out["truth_fraction"] = float(np.concatenate(truth).mean()) if truth and flat_ids.size else 0.0
+    return out
 
 
 def _normalizer(sc: list[np.ndarray]):
@@ -264,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         if len(set(names)) != len(names):
             raise ValueError(f"--scorer lists a scorer twice: {args.scorer!r}")
         specs = [scorer_spec(n, load=True) for n in names]  # fail on a typo before loading anything
+        if args.truth:
+            scorer_spec(args.truth, load=True)
         with_reference = [s.name for s in specs if s.uses_reference_model]
         if with_reference and not args.ref_model_name_or_path:
             from .config import missing_reference  # (imports transformers' TrainingArguments: only here)
@@ -297,7 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     from .grouping import percentile_groups
 
     groups = {n: percentile_groups(scores[n], args.percentile) for n in names}
-    stats = importance_stats(scores, groups, data.supervised_ids(), tokenizer, args.top_tokens)
+    truth = None
+    if args.truth:
+        known = scores[args.truth] if args.truth in scores else score_dataset(data, tokenizer, [args.truth], args)[0][args.truth]
+        truth = [np.asarray(k) > 0 for k in known]
+    stats = importance_stats(scores, groups, data.supervised_ids(), tokenizer, args.top_tokens, truth=truth)
+    if truth is not None:
+        stats["truth"] = args.truth
     stats.update({
         "dataset": str(args.dataset or "builtin:default"), "tokenizer": getattr(tokenizer, "name_or_path", ""), "percentile": args.percentile,
         "max_length": args.max_length, "num_dropped": int(data.num_dropped), "data_seconds": round(t_data, 3),
@@ -311,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "importance.html").write_text(
         render_html(data, scores, groups, stats, args.num_examples, args.percentile, title), encoding="utf-8"
     )
+    if truth is not None:
+        for n in names:
+            st = stats["scorers"][n]
+            print(f"{n}: precision {st['precision']}, recall {st['recall']} against {args.truth} "
+                  f"(eta {args.percentile:g}; {stats['truth_fraction']:.4f} of the tokens known important)")
     caches = ", ".join(f"{n}: {info[n]['cache']}" for n in names)
     print(f"wrote {out / 'importance.html'} and {out / 'stats.json'} ({caches})")
     return 0

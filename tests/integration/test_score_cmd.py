@@ -118,17 +118,20 @@ def test_score_cmd_end_to_end_and_cache(workspace, capsys):
     assert stats2["jaccard"] == stats["jaccard"]
 
 
+def user_scorer_argv(ws, tmp_path, monkeypatch, module: str, source: str, scorers: str, *extra) -> list[str]:
+    """`sftgo score` arguments with scorers from a module the test writes (on sys.path), at eta 50."""
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return ["--dataset", str(ws / "data.json"), "--model_name_or_path", str(ws / "llm"), "--scorer", scorers,
+            "--percentile", "50", "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache"), *extra]
+
+
 def test_score_cmd_user_scorer_and_errors(workspace, tmp_path, monkeypatch, capsys):
-    (tmp_path / "my_len_scorer.py").write_text(
+    out = tmp_path / "out"
+    argv = user_scorer_argv(workspace, tmp_path, monkeypatch, "my_len_scorer", (
         "import numpy as np\n"
         "def position(token_ids, *, texts, offsets, **_):\n"
-        "    return [np.arange(len(t), dtype=float) for t in token_ids]\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    out = tmp_path / "out"
-    argv = ["--dataset", str(workspace / "data.json"), "--model_name_or_path", str(workspace / "llm"),
-            "--scorer", "my_len_scorer:position,random", "--percentile", "50", "--output_dir", str(out),
-            "--cache_dir", str(tmp_path / "cache")]
+        "    return [np.arange(len(t), dtype=float) for t in token_ids]\n"), "my_len_scorer:position,random")
     assert main(argv) == 0
     stats = json.loads((out / "stats.json").read_text())
     assert stats["scorers"]["my_len_scorer:position"]["cache"] == "off"
@@ -191,3 +194,28 @@ def test_score_cmd_reference_scorer_is_rho1_excess_loss(workspace, tmp_path, cap
     # both forwards come from the cache the second time
     assert main(argv + ["--ref_model_name_or_path", str(dirs["ref"]), "--output_dir", str(tmp_path / "o2")]) == 0
     assert json.loads((tmp_path / "o2" / "stats.json").read_text())["scorers"]["reference"]["cache"] == "hit"
+
+
+def test_score_cmd_truth_gives_precision_and_recall(workspace, tmp_path, monkeypatch, capsys):
+    """--truth: each scorer's important group against the tokens a truth scorer marks (here: each example's last
+    token). Position-ranked groups hold every last token (recall 1); reversed, none of them (recall 0)."""
+    out = tmp_path / "out"
+    argv = user_scorer_argv(workspace, tmp_path, monkeypatch, "study_truth", (
+        "import numpy as np\n"
+        "def last(token_ids, **_):\n"
+        "    return [(np.arange(len(t)) == len(t) - 1).astype(float) for t in token_ids]\n"
+        "def position(token_ids, **_):\n"
+        "    return [np.arange(len(t), dtype=float) for t in token_ids]\n"
+        "def first(token_ids, **_):\n"
+        "    return [-np.arange(len(t), dtype=float) for t in token_ids]\n"),
+        "study_truth:position,study_truth:first", "--truth", "study_truth:last")
+    assert main(argv) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    n, pos, first = stats["num_examples"], stats["scorers"]["study_truth:position"], stats["scorers"]["study_truth:first"]
+    assert stats["truth"] == "study_truth:last" and stats["truth_fraction"] == pytest.approx(n / stats["num_tokens"])
+    assert (pos["recall"], pos["true_positives"]) == (1.0, n)
+    assert pos["precision"] == pytest.approx(round(n / pos["num_important"], 4))
+    assert (first["recall"], first["precision"], first["true_positives"]) == (0.0, 0.0, 0)
+    assert "study_truth:position: precision" in capsys.readouterr().out
+    assert main(argv[:-1] + ["nope:missing"]) == 2  # an unknown truth scorer: one line, before any work
+    assert "nope" in capsys.readouterr().err

@@ -36,8 +36,10 @@ def report_run(run_dir: str | Path) -> Path:
     return plot_loss_groups(records, run_dir / LOSS_GROUPS_PNG, title)
 
 
-def build_report(paths, output_dir: str | Path, domain_suite: str | None = None) -> dict:
-    """Write the multi-run report; returns ``{"md": path, "html": path, "json": path, "figures": [...]}``."""
+def build_report(paths, output_dir: str | Path, domain_suite: str | None = None, capacity: str | None = None) -> dict:
+    """Write the multi-run report; returns ``{"md": path, "html": path, "json": path, "figures": [...]}``.
+    ``capacity``: a config (or model config.json) key such as ``hidden_size`` or ``lora_r``: adds the results by
+    capacity (:mod:`sftgo.report.capacity`)."""
     from . import figures as F
     from . import tables as T
     from .generations import generation_tables
@@ -100,6 +102,23 @@ def build_report(paths, output_dir: str | Path, domain_suite: str | None = None)
                 figure=Figure("fig3_eta.png", png, f"{primary}: Avg per eta (its Avg column, or the mean of its "
                               "columns where it has none), grouped by grouping function (error bars: std over seeds); "
                               "dashed line: the plain-SFT baseline."))
+
+    if capacity:
+        from . import capacity as C
+
+        view = C.CapacityView(groups, capacity)
+        if not view.capacities():
+            add(f"Results by {capacity}", text=[f"No run has {capacity!r} in its config.yaml or its model's "
+                                                "config.json: no results by capacity."])
+        add(f"Group losses by {capacity}", C.capacity_loss_table(view))
+        add(f"Paired difference from SFT by {capacity}", C.paired_difference_table(view))
+        png = C.plot_paired_differences(view)
+        if png:
+            add(f"Paired difference from SFT against {capacity}",
+                figure=Figure("fig_capacity_paired.png", png, f"Each method minus plain SFT (same seed, same "
+                              f"{capacity}) on each evaluated set, worst group and average CE: mean over seeds with "
+                              "±1 std bars, each seed a dot; below the dashed line = lower loss than SFT."))
+        add(f"Training loss at the end of each run, by {capacity}", C.convergence_table(view))
 
     for table in generation_tables(groups):
         add(f"{table.title} (Appendix I style)", table)

@@ -1,0 +1,143 @@
+"""CPU study 4 (issue 29): the data, tokenizers and from-scratch tiny Llamas the study's sweeps train.
+
+    python scripts/study4/prep.py OUT [--widths 16,32,64,128]
+
+Writes (nothing is downloaded; the same files every time):
+- OUT/synth/{train,heldout}.jsonl: the known-important-tokens set. 64 made-up people, each with a 4-digit code;
+  an answer is 18 filler words from one of 6 templates plus the person's name and code (each one word = one token
+  under the study's word-level tokenizer). Training rows: every person with templates 0-2; held-out rows: every
+  person with templates 3-5 (the same facts, filler words never in a training answer). OUT/synth/swapped.jsonl:
+  every person with templates 0-2 asked by another of the training questions (seen words, unseen pairing). The
+  important tokens by
+  construction are the name and the code: the tokenizer gives them the ids >= KNOWN_FIRST_ID (known_tokens.py).
+- OUT/synth/tokenizer: a word-level tokenizer over the set's words (both splits), with a chat template, so a tiny
+  model pays for 1,128 vocabulary rows, not SmolLM2's 49,152.
+- OUT/models/synth_h<width>: a Llama with 2 layers, hidden size <width>, MLP 4 x width, head size 16 (heads =
+  width / 16, at least 1), tied embeddings, initialized once with torch seed 0 (the training seed then sets the
+  data order only), saved with the tokenizer: what `--model_name_or_path` takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+from pathlib import Path
+
+WIDTHS = (16, 32, 64, 128)
+KNOWN_FIRST_ID = 1000  # synthetic set: every name and code token has an id >= this; no other token does
+SPECIALS = ["<|pad|>", "<|im_start|>", "<|im_end|>", "<unk>"]
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+WORD = re.compile(r"\w+|[^\w\s]+")  # what pre_tokenizers.Whitespace splits on
+
+FIRST = ["Ada", "Bram", "Cleo", "Dax", "Edda", "Finn", "Gala", "Hugo", "Ines", "Jora", "Kai", "Lupe", "Milo", "Nell",
+         "Otto", "Pia"]
+LAST = ["Varn", "Quill", "Sorel", "Tamsin"]
+# 6 answer templates, each exactly 18 filler tokens (words and punctuation) plus {name} and {code}.
+TEMPLATES = [
+    "Thank you for the question . The code of {name} is {code} , as written in our records today .",
+    "Sure , here it is : the code that belongs to {name} is {code} . I hope this helps .",
+    "Good question ! According to the list that we keep , {name} has the code {code} and nothing else .",
+    "Of course . Please note that the code for {name} is {code} , and please keep it very safe .",
+    "Here is what I found : {name} uses the code {code} . Let me know if more is needed .",
+    "Happy to help ! In our files the code of {name} reads {code} , checked by me just now .",
+]
+QUESTIONS = ["What is the code of {name} ?", "Tell me the code of {name} .", "Which code does {name} have ?",
+             "I need the code of {name} .", "Do you know the code of {name} ?", "Give me {name} ' s code ."]
+
+
+def words(text: str) -> list[str]:
+    return WORD.findall(text)
+
+
+def synth_rows():
+    rng = random.Random(29)
+    people = [f"{f}{l}" for f in FIRST for l in LAST]  # 64 one-word names
+    codes = rng.sample(range(1000, 10000), len(people))
+    train, held, swapped = [], [], []
+    for name, code in zip(people, codes):
+        for t in range(6):
+            row = {"instruction": QUESTIONS[t].format(name=name), "input": "",
+                   "output": TEMPLATES[t].format(name=name, code=code)}
+            (train if t < 3 else held).append(row)
+        for t in range(3):  # seen filler, seen questions, a pairing never trained on
+            swapped.append({"instruction": QUESTIONS[(t + 1) % 3].format(name=name), "input": "",
+                            "output": TEMPLATES[t].format(name=name, code=code)})
+    for t in TEMPLATES:
+        assert len(words(t.format(name="X", code=1234))) == 20, t
+    return train, held, swapped, people, [str(c) for c in codes]
+
+
+def build_tokenizer(vocab_words: list[str], known: list[str] = ()):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(SPECIALS)}
+    for w in ["user", "assistant", "system", *vocab_words]:
+        vocab.setdefault(w, len(vocab))
+    if known:
+        assert len(vocab) <= KNOWN_FIRST_ID, len(vocab)
+        for i in range(len(vocab), KNOWN_FIRST_ID):  # unused ids up to the known block
+            vocab[f"<|unused{i}|>"] = i
+        for w in known:
+            vocab[w] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|im_end|>",
+                                   unk_token="<unk>", additional_special_tokens=["<|im_start|>"],
+                                   chat_template=CHAT_TEMPLATE)
+
+
+def build_model(vocab_size: int, width: int):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    heads = max(1, width // 16)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=width, intermediate_size=4 * width, num_hidden_layers=2,
+                      num_attention_heads=heads, num_key_value_heads=heads, head_dim=width // heads,
+                      max_position_embeddings=256, tie_word_embeddings=True, pad_token_id=0, bos_token_id=None,
+                      eos_token_id=2)
+    return LlamaForCausalLM(cfg)
+
+
+def write_rows(path: Path, rows):
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        path.write_text(json.dumps(rows, indent=1))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out")
+    p.add_argument("--widths", default=",".join(map(str, WIDTHS)))
+    a = p.parse_args(argv)
+    out = Path(a.out)
+    sets = {}
+    train, held, swapped, people, codes = synth_rows()
+    sets["synth"] = (train, held, ".jsonl", people + codes)
+    out.joinpath("synth").mkdir(parents=True, exist_ok=True)
+    write_rows(out / "synth" / "swapped.jsonl", swapped)
+    for name, (train, held, ext, known) in sets.items():
+        d = out / name
+        d.mkdir(parents=True, exist_ok=True)
+        write_rows(d / f"train{ext}", train)
+        write_rows(d / f"heldout{ext}", held)
+        seen = sorted({w for r in train + held for k in ("instruction", "input", "output") for w in words(r[k])}
+                      - set(known))
+        tok = build_tokenizer(seen, known)
+        tok.save_pretrained(d / "tokenizer")
+        for w in map(int, a.widths.split(",")):
+            m = out / "models" / f"{name}_h{w}"
+            if not (m / "model.safetensors").exists():
+                build_model(len(tok), w).save_pretrained(m)
+                tok.save_pretrained(m)
+        print(f"{name}: {len(train)} train / {len(held)} held-out rows, vocabulary {len(tok)}")
+
+
+if __name__ == "__main__":
+    main()

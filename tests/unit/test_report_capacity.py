@@ -1,0 +1,150 @@
+"""sftgo report --capacity: results against model capacity (sftgo.report.capacity), on run directories written by
+the test with numbers it chooses."""
+
+import json
+
+import pytest
+import yaml
+
+
+def sft_worst(cap, seed, stem):
+    return 2.0 + 16 / cap + seed / 10 + (0.5 if stem == "heldout" else 0.0)
+
+
+def go_delta(cap, seed, lam, stem):
+    """The chosen SFT-GO minus SFT worst-group difference: differs by seed, capacity, lam and set."""
+    return (-0.01 if lam == 0.9 else 0.02) * seed * (cap / 16) + (0.001 if stem == "heldout" else 0.0)
+
+
+def model_dir(root, width):
+    d = root / "models" / f"h{width}"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": width}))
+    return d
+
+
+def make_run(root, name, seed, model, worst, ce=1.0, epochs=None, final_width=None, **settings):
+    """A run directory as `sftgo sweep` + `sftgo eval --heldout` (two sets) leave it."""
+    d = root / name
+    (d / "eval").mkdir(parents=True)
+    cfg = {"model_name_or_path": str(model), "dataset": "d.jsonl", "objective": "sft-go", "scorer": "tfidf",
+           "percentile": 90.0, "lam": 0.9, "lam_min": None, "max_steps": 12, "seed": seed, "output_dir": str(d),
+           **settings}
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    recs = [{"step": s, "loss_ce": v, "epoch": s / 4, "learning_rate": 1e-3 * (12 - s) / 12}
+            for s, v in enumerate(epochs or [3.0] * 12, start=1)]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (d / "summary.json").write_text(json.dumps({"steps": 12, "supervised_tokens": 100, "wall_time_s": 5.0}))
+    for stem, w in worst.items():
+        (d / "eval" / f"heldout-{stem}.json").write_text(json.dumps(
+            {"format": 1, "suite": "heldout", "dataset": f"{stem}.jsonl", "loss_ce": ce + w / 10,
+             "loss_important": w, "loss_unimportant": w - 1, "loss_worst": w}))
+    if final_width is not None:  # the trained model's own config.json (what --capacity reads first)
+        (d / "final").mkdir()
+        (d / "final" / "config.json").write_text(json.dumps({"hidden_size": final_width}))
+    return d
+
+
+def build_sweep(root, caps=(16, 32), seeds=(1, 2, 3)):
+    for cap in caps:
+        m = model_dir(root, cap)
+        for seed in seeds:
+            base = {stem: sft_worst(cap, seed, stem) for stem in ("train", "heldout")}
+            make_run(root, f"sft_h{cap}_s{seed}", seed, m, base, objective="sft")
+            for lam in (0.9, 0.5):
+                make_run(root, f"go_h{cap}_lam{lam}_s{seed}", seed, m,
+                         {stem: base[stem] + go_delta(cap, seed, lam, stem) for stem in base}, lam=lam)
+
+
+def view_of(root, key="hidden_size"):
+    from sftgo.report.capacity import CapacityView
+    from sftgo.report.runs import find_runs, group_runs
+
+    runs, _ = find_runs([root])
+    return CapacityView(group_runs(runs), key)
+
+
+def test_paired_differences_pair_each_run_with_sft_of_its_seed_and_capacity(tmp_path):
+    from sftgo.report.capacity import paired_difference_table
+
+    root = tmp_path / "sweep"
+    build_sweep(root)
+    # Seeds listed out of order on disk must still pair by seed.
+    view = view_of(root)
+    assert view.capacities() == [16, 32]
+    table = paired_difference_table(view)
+    labels = {json.dumps(k): v for k, v in view.labels.items()}
+    assert sorted(set(labels.values())) == ["sft", "sft-go tfidf lam=0.5", "sft-go tfidf lam=0.9"]
+    for lam in (0.9, 0.5):
+        for stem in ("train", "heldout"):
+            for cap in (16, 32):
+                got = table.data[f"sft-go tfidf lam={lam:g}"][stem][str(cap)]["loss_worst"]
+                assert got == pytest.approx([go_delta(cap, s, lam, stem) for s in (1, 2, 3)], abs=1e-12)
+    row = next(r for r in table.rows if r[:3] == ["sft-go tfidf lam=0.9", "train", "32"])
+    assert row[5] == "3/3" and "s2: -0.0400" in row[4]  # every seed below SFT; the per-seed values listed
+    row = next(r for r in table.rows if r[:3] == ["sft-go tfidf lam=0.5", "heldout", "16"])
+    assert row[5] == "0/3"
+    assert not any(r[0] == "sft" for r in table.rows)  # SFT is the reference, not a row
+
+
+def test_a_run_without_its_sft_partner_is_left_out(tmp_path):
+    from sftgo.report.capacity import paired_difference_table
+
+    root = tmp_path / "sweep"
+    build_sweep(root, caps=(16,), seeds=(1, 2))
+    import shutil
+
+    shutil.rmtree(root / "sft_h16_s2")  # seed 2's SFT run is missing: seed 2 has no pair
+    table = paired_difference_table(view_of(root))
+    got = table.data["sft-go tfidf lam=0.9"]["train"]["16"]["loss_worst"]
+    assert got == pytest.approx([go_delta(16, 1, 0.9, "train")])
+
+
+def test_capacity_from_config_key_trained_model_or_model_folder(tmp_path):
+    from sftgo.report.capacity import capacity_of
+    from sftgo.report.runs import load_run
+
+    m = model_dir(tmp_path, 64)
+    a = load_run(make_run(tmp_path, "a", 1, m, {}))
+    assert capacity_of(a, "hidden_size") == 64  # the folder model_name_or_path names
+    b = load_run(make_run(tmp_path, "b", 1, m, {}, final_width=8))
+    assert capacity_of(b, "hidden_size") == 8  # the trained model's config.json first
+    c = load_run(make_run(tmp_path, "c", 1, m, {}, lora_r=4))
+    assert capacity_of(c, "lora_r") == 4 and capacity_of(c, "num_layers") is None
+
+
+def test_convergence_table_reads_the_last_three_epochs(tmp_path):
+    from sftgo.report.capacity import convergence_table
+
+    m = model_dir(tmp_path / "sweep", 16)
+    # 12 steps, 4 per epoch: epoch means 3.0, 2.0, 1.0 (steps at epoch 0.25 ... 3.0).
+    losses = [3.5, 2.5, 3.5, 2.5, 2.0, 2.0, 2.0, 2.0, 1.2, 0.8, 1.2, 0.8]
+    make_run(tmp_path / "sweep", "sft_s1", 1, m, {"train": 1.0}, epochs=losses, objective="sft")
+    # Seed 2 is still training (no summary.json yet): left out, though its loss so far would move the means.
+    (make_run(tmp_path / "sweep", "sft_s2", 2, m, {}, epochs=[9.0] * 12, objective="sft") / "summary.json").unlink()
+    table = convergence_table(view_of(tmp_path / "sweep"))
+    assert table.rows == [["sft", "16", "3.0000 (1)", "2.0000 (1)", "1.0000 (1)", "0.333 (1)", "0.000000 (1)"]]
+
+
+def test_report_capacity_section_and_figure_through_the_cli(tmp_path):
+    from sftgo.cli import main
+
+    root = tmp_path / "sweep"
+    build_sweep(root)
+    out = tmp_path / "report"
+    assert main(["report", str(root), "--output_dir", str(out), "--capacity", "hidden_size"]) == 0
+    md = (out / "report.md").read_text()
+    for title in ("Group losses by hidden_size", "Paired difference from SFT by hidden_size",
+                  "Paired difference from SFT against hidden_size", "Training loss at the end of each run"):
+        assert f"## {title}" in md
+    png = out / "fig_capacity_paired.png"
+    assert png.exists() and png.stat().st_size > 5000
+    data = json.loads((out / "report.json").read_text())
+    losses = data["tables"]["Group losses by hidden_size"]["data"]
+    m, s = losses["sft"]["32"]["heldout:loss_worst"]
+    assert m == pytest.approx(sum(sft_worst(32, x, "heldout") for x in (1, 2, 3)) / 3) and s == pytest.approx(0.1)
+    # Without --capacity the report has none of it; with a key no run has, one line says so.
+    assert main(["report", str(root), "--output_dir", str(tmp_path / "plain")]) == 0
+    assert "by hidden_size" not in (tmp_path / "plain" / "report.md").read_text()
+    assert main(["report", str(root), "--output_dir", str(tmp_path / "none"), "--capacity", "lora_r"]) == 0
+    assert "No run has 'lora_r'" in (tmp_path / "none" / "report.md").read_text()
