@@ -151,3 +151,17 @@ def test_sweep_run_names_and_report_labels():
     assert [p["name"] for p in points] == ["sft_dft", "sft_tests.user-weights-dft"]
     assert method_label({"objective": "sft", "token_weight": "tests.user_weights:dft"}, ["token_weight"]) == \
         "sft token_weight=tests.user_weights:dft"
+
+
+def test_row_inputs_of_a_chunk_longer_than_the_entropy_block_are_each_rows_own():
+    """The entropy is computed a few rows at a time (no [chunk, V] softmax): every row of a chunk of 100 (more than
+    one block) gets its own full-vocabulary entropy, and its own top-k logits, largest first."""
+    from sftgo.objectives.weightings.user import _row_inputs
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(100, 50, generator=g) * torch.linspace(0.1, 5.0, 100)[:, None]  # a spread of entropies
+    got = _row_inputs(("entropy", "topk_logits"), 4)(z)
+    logq = torch.log_softmax(z.double(), dim=-1)
+    H = -(logq.exp() * logq).sum(-1)
+    torch.testing.assert_close(got[:, 0].double(), H, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[:, 1:], z.topk(4, dim=-1).values)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 INPUTS = ("ref_logp", "entropy", "topk_logits")  # what a function may declare in ``needs`` (keywords it gets)
 _ROW_INPUTS = ("entropy", "topk_logits")  # read off each chunk's logits (the head's of_row)
+_ENTROPY_ROWS = 32  # rows per softmax when a function reads the entropy (a [32, V] buffer, not [chunk, V])
 
 
 def declared_inputs(name: str, fn) -> tuple[tuple[str, ...], int | None]:
@@ -83,9 +84,12 @@ def _row_inputs(needs: tuple[str, ...], top_k: int | None):
 
         z = z.detach()
         parts = []
-        if want_h:
-            lse = torch.logsumexp(z, dim=-1)
-            parts.append((lse - (torch.softmax(z, dim=-1) * z).sum(dim=-1))[:, None])  # H = lse - E_p[z]
+        if want_h:  # H = lse - E_p[z], a few rows at a time: no [chunk, V] softmax beside the head's own tile
+            h = torch.empty(z.shape[0], dtype=z.dtype, device=z.device)
+            for i in range(0, z.shape[0], _ENTROPY_ROWS):
+                zz = z[i:i + _ENTROPY_ROWS]
+                h[i:i + _ENTROPY_ROWS] = torch.logsumexp(zz, dim=-1) - torch.softmax(zz, dim=-1).mul_(zz).sum(dim=-1)
+            parts.append(h[:, None])
         if k:
             if k > z.shape[-1]:
                 raise ConfigError(f"token_weight: top_k = {k} is more than the vocabulary's {z.shape[-1]} logits; "
