@@ -218,3 +218,20 @@ def test_heldout_with_a_reference_scorer_needs_the_runs_reference():
         heldout_config({"objective": "sft-go"}, scorer="reference")
     assert heldout_config({"objective": "sft-go", "ref_model_name_or_path": "initial"}, scorer="reference").scorer \
         == "reference"
+
+
+def test_heldout_of_a_dataset_scope_run_refuses_another_scorer_or_eta():
+    """--group_scope dataset: the run's recorded threshold is a cut of its own scorer's scores at its own eta, so a
+    held-out evaluation with another --scorer or --percentile is refused, not silently cut at the old threshold."""
+    from sftgo.config import ConfigError
+    from sftgo.evaluation.heldout import heldout_config
+
+    run = {"objective": "sft-go", "group_scope": "dataset", "scorer": "tfidf", "percentile": 70.0,
+           "group_threshold": 1.25}
+    for over in ({"scorer": "frequency"}, {"percentile": 50.0}):
+        with pytest.raises(ConfigError, match="group_threshold 1.25"):
+            heldout_config(run, **over)
+    cfg = heldout_config(run, scorer="tfidf", percentile=70.0)  # the run's own: kept, with its threshold
+    assert (cfg.group_scope, cfg.group_threshold, cfg.scorer) == ("dataset", 1.25, "tfidf")
+    assert heldout_config({**run, "group_scope": "sequence", "group_threshold": None}, scorer="frequency").scorer \
+        == "frequency"

@@ -34,6 +34,17 @@ def heldout_config(run_config: dict, **overrides):
     from ..objectives import METHOD_SETTINGS
     from ..scorers import scorer_needs_reference, scorer_reference_gap
 
+    if run_config.get("group_scope") == "dataset" and run_config.get("group_threshold") is not None:
+        changed = [k for k in ("scorer", "percentile")
+                   if overrides.get(k) is not None and overrides[k] != run_config.get(k)]
+        if changed:  # the recorded threshold is a cut of the run's own scores: it means nothing for other ones
+            from ..config import ConfigError
+
+            k = changed[0]
+            raise ConfigError(f"held-out group losses with --{k} {overrides[k]}: the run cut its groups at one "
+                              f"threshold over its training set (group_scope dataset, group_threshold "
+                              f"{run_config['group_threshold']!r} of {k} {run_config.get(k)!r}), which does not apply to "
+                              f"another {k}; evaluate without --{k} (the run's own split)")
     keep = {k: v for k, v in run_config.items() if k in set(METHOD_SETTINGS) | set(LOSS_SETTINGS) and v is not None}
     keep.update({k: v for k, v in overrides.items() if v is not None})
     if ((scorer_needs_reference(keep.get("scorer")) or scorer_reference_gap(keep.get("scorer")))
