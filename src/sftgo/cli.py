@@ -28,14 +28,40 @@ commands:
 TRAIN_HELP_FLAGS = ("-h", "--help", "--help_all")  # sftgo train prints its help and exits (sftgo.config)
 
 
-def help_without_peft() -> None:
-    """``sftgo train --help`` only prints: nothing in it needs peft, which transformers imports with TrainingArguments
-    whenever peft is installed (3-4 s of the help's 7 s of CPU). Mark peft absent for this process only (``None`` in
-    ``sys.modules`` is Python's "cannot be imported"; transformers then sees it as not installed). The help text is
-    the same either way (tests/unit/test_startup_imports.py). Only in the ``sftgo`` process itself (``main()`` without
-    argv) before transformers is loaded: that process prints the help, or one error line, and exits."""
-    if "peft" not in sys.modules and "transformers" not in sys.modules:
-        sys.modules["peft"] = None
+# transformers imports `datasets` (with pandas and pyarrow) in its Trainer module and scipy in its object-detection
+# losses (loaded with its model code) whenever they are installed: about 1 s of the ~5.5 s of CPU that every `sftgo
+# train` process spends starting. sftgo's commands use neither through transformers: sftgo reads data itself and gives
+# the Trainer its own torch datasets (a Hub or save_to_disk dataset imports `datasets` when sftgo reads it, which still
+# works), and no language model loss needs scipy.
+NOT_FOR_TRANSFORMERS = ("datasets", "scipy")
+# A process that never loads a model (`sftgo train --help`, the `sftgo sweep` process that plans, launches and waits)
+# also has transformers skip peft, which it imports with TrainingArguments whenever it is installed (3-4 s of the
+# help's 7 s of CPU; LoRA runs import it themselves). The help text is the same either way.
+NOT_FOR_TRANSFORMERS_NO_MODEL = (*NOT_FOR_TRANSFORMERS, "peft")
+
+
+def transformers_without(packages=NOT_FOR_TRANSFORMERS) -> None:
+    """Make transformers treat ``packages`` as not installed, for this process only, without hiding them from anyone
+    else: transformers asks once per process whether a package is installed (``is_<name>_available``, cached; some
+    of them already while ``import transformers`` runs) and imports it only then. Import transformers while they are
+    marked absent (``None`` in ``sys.modules``: ``find_spec`` answers None) and have it ask, then unmark them, so that a
+    later ``import datasets`` (sftgo's own Hub reader, lm-evaluation-harness) loads them as usual. Only in the
+    ``sftgo`` process itself (``main()`` without argv) and before transformers is loaded: a user's script that passes a
+    ``datasets.Dataset`` to a Trainer needs transformers to know datasets."""
+    if "transformers" in sys.modules:
+        return  # it may have asked (and imported them) already: a different answer now would disagree
+    marked = [p for p in packages if p not in sys.modules]
+    for p in marked:
+        sys.modules[p] = None
+    try:
+        from transformers.utils import import_utils
+
+        for p in packages:
+            getattr(import_utils, f"is_{p}_available")()
+    finally:
+        for p in marked:
+            if sys.modules.get(p, 0) is None:
+                del sys.modules[p]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         if cmd == "train":
-            if entry_point and any(a in TRAIN_HELP_FLAGS for a in rest):
-                help_without_peft()
+            if entry_point:
+                transformers_without(NOT_FOR_TRANSFORMERS_NO_MODEL if set(TRAIN_HELP_FLAGS) & set(rest) else
+                                     NOT_FOR_TRANSFORMERS)
             from .config import parse_config
             from .launch import lone_process_warning
             from .pipeline import run_training
@@ -69,18 +96,26 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"done: {summary['steps']} steps, train {summary['train_time_s']} s, run directory {cfg.output_dir}")
             return 0
         if cmd == "score":
+            if entry_point and not {"-h", "--help"} & set(rest):
+                transformers_without()
             from .score_cmd import main as score_main
 
             return score_main(rest)
         if cmd == "eval":
+            if entry_point and not {"-h", "--help"} & set(rest):
+                transformers_without()
             from .evaluation.run import main as eval_main
 
             return eval_main(rest)
         if cmd == "generate":
+            if entry_point and not {"-h", "--help"} & set(rest):
+                transformers_without()
             from .generate import main as generate_main
 
             return generate_main(rest)
         if cmd == "sweep":
+            if entry_point and not {"-h", "--help", "--status"} & set(rest):  # those two read no train settings
+                transformers_without(NOT_FOR_TRANSFORMERS_NO_MODEL)
             from .sweep import main as sweep_main
 
             return sweep_main(rest)

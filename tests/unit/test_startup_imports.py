@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from sftgo.cli import main
+from sftgo.cli import NOT_FOR_TRANSFORMERS, main
 
 # sftgo's light commands (the command table, report, sweep planning, recipes) load none of these at import
 HEAVY = ("torch", "transformers", "numpy", "peft", "matplotlib", "pandas", "scipy", "datasets", "sklearn", "lm_eval",
@@ -55,12 +55,82 @@ def test_train_help_skips_peft_and_prints_the_same_help(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     code = ("import sys\nfrom sftgo.cli import main\nsys.argv = ['sftgo', 'train', '--help']\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
-            "print('PEFT', repr(sys.modules.get('peft', 'never imported')))")
+            "from transformers.utils import import_utils as iu\n"
+            "print('PEFT', repr(sys.modules.get('peft', 'never imported')), iu.is_peft_available())")
     r = _run(code)
     assert r.returncode == 0, r.stderr[-2000:]
     text, _, peft = r.stdout.rpartition("PEFT ")
-    assert peft.strip() == "None", peft  # transformers saw no peft: 3-4 s of CPU less
+    assert peft.strip() == "'never imported' False", peft  # transformers saw no peft: 3-4 s of CPU less
     with pytest.raises(SystemExit):  # in-process, with an argv: peft left alone (this process may train later)
         main(["train", "--help"])
     assert capsys.readouterr().out == text
     assert sys.modules.get("peft", "never imported") is not None
+
+
+# `sftgo train` as the sftgo process runs it (main() without argv), stopped by a missing model folder right after
+# sftgo.config has loaded transformers' TrainingArguments, model code and Trainer (what every run imports)
+LEAN = """
+import json, sys
+from sftgo.cli import main
+sys.argv = ["sftgo", "train", "--model_name_or_path", "/nonexistent/model", "--output_dir", {out!r}]
+rc = main()
+import sftgo.pipeline, sftgo.trainer, transformers.trainer, transformers.modeling_utils
+from transformers.utils import import_utils as iu
+loaded = sorted(m for m in ("datasets", "scipy", "pandas", "pyarrow") if m in sys.modules)
+import datasets  # still there for whoever asks for it: sftgo's Hub / save_to_disk reader, lm-evaluation-harness
+print(json.dumps({{"rc": rc, "loaded": loaded, "transformers_sees": [iu.is_datasets_available(), iu.is_scipy_available()],
+                  "rows": datasets.Dataset.from_dict({{"a": [1, 2]}}).num_rows}}))
+"""
+
+
+def test_sftgo_commands_start_without_datasets_and_scipy(tmp_path):
+    """transformers imports datasets (+ pandas, pyarrow) with its Trainer and scipy with its model code whenever they
+    are installed, ~1 s of each training process's start-up; the sftgo process has transformers see neither, and
+    leaves both importable."""
+    r = _run(LEAN.format(out=str(tmp_path / "run")))
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.splitlines()[-1])
+    assert got["rc"] == 2 and "/nonexistent/model" in r.stderr  # the one-line error, after transformers was loaded
+    assert got["loaded"] == [], got["loaded"]
+    assert got["transformers_sees"] == [False, False]
+    assert got["rows"] == 2
+
+
+def test_transformers_without_leaves_a_loaded_transformers_alone(monkeypatch):
+    """In a process where transformers is loaded (a user's script, the test runner), it answers as before, even for a
+    package it has not asked about yet and that is not imported."""
+    from transformers.utils import import_utils as iu
+
+    from sftgo.cli import transformers_without
+
+    checks = [iu.is_datasets_available, iu.is_scipy_available]
+    for name in NOT_FOR_TRANSFORMERS:
+        monkeypatch.delitem(sys.modules, name, raising=False)  # restored after the test
+    try:
+        for c in checks:
+            c.cache_clear()
+        transformers_without()
+        assert [c() for c in checks] == [True, True]
+        assert not {"datasets", "scipy"} & {k for k, v in sys.modules.items() if v is None}
+    finally:
+        for c in checks:
+            c.cache_clear()
+
+
+SWEEP = """
+import json, sys
+from sftgo.cli import main
+sys.argv = ["sftgo", "sweep", "--grid", "percentile=70,90", "--dry_run", "--output_dir", {out!r}, "--max_steps", "2"]
+rc = main()
+print(json.dumps({{"rc": rc, "loaded": sorted(m for m in ("transformers", "peft", "datasets", "scipy") if m in sys.modules)}}))
+"""
+
+
+def test_sweep_process_checks_train_flags_without_peft_datasets_scipy(tmp_path):
+    """The `sftgo sweep` process reads every run's train settings (transformers' TrainingArguments) but never loads a
+    model: transformers loads none of the three there."""
+    r = _run(SWEEP.format(out=str(tmp_path / "sw")))
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.splitlines()[-1])
+    assert got == {"rc": 0, "loaded": ["transformers"]}, got
+    assert "sft-go_tfidf_p70_s1" in r.stdout
