@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 if __name__ == "__main__":
-    import torch.distributed as dist
+    from sftgo.cli import main, transformers_without
 
-    from sftgo.cli import main
+    transformers_without()  # as the sftgo process itself starts: transformers without datasets and scipy
+    import torch.distributed as dist
 
     for out, argv in json.loads(Path(sys.argv[1]).read_text()):
         rc = main(argv)
