@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -34,10 +35,10 @@ TRAIN_HELP_FLAGS = ("-h", "--help", "--help_all")  # sftgo train prints its help
 # the Trainer its own torch datasets (a Hub or save_to_disk dataset imports `datasets` when sftgo reads it, which still
 # works), and no language model loss needs scipy.
 NOT_FOR_TRANSFORMERS = ("datasets", "scipy")
-# A process that never loads a model (`sftgo train --help`, the `sftgo sweep` process that plans, launches and waits)
-# also has transformers skip peft, which it imports with TrainingArguments whenever it is installed (3-4 s of the
-# help's 7 s of CPU; LoRA runs import it themselves). The help text is the same either way.
-NOT_FOR_TRANSFORMERS_NO_MODEL = (*NOT_FOR_TRANSFORMERS, "peft")
+# A process without LoRA (`sftgo train --help`, the `sftgo sweep` process that plans, launches and waits, a training run
+# without LoRA: train_may_need_peft) also has transformers skip peft, which it imports with TrainingArguments whenever
+# it is installed (0.4 s of a run's start-up; 3-4 s of the help's 7 s of CPU). The help text is the same either way.
+NOT_FOR_TRANSFORMERS_NO_PEFT = (*NOT_FOR_TRANSFORMERS, "peft")
 
 
 def transformers_without(packages=NOT_FOR_TRANSFORMERS) -> None:
@@ -64,6 +65,55 @@ def transformers_without(packages=NOT_FOR_TRANSFORMERS) -> None:
                 del sys.modules[p]
 
 
+# Words of a `sftgo train` command or config that may bring LoRA into the run (--lora_r, --merge_lora, --load_in_4bit;
+# a resume takes the run's own config.yaml); the run then needs transformers to know peft.
+PEFT_WORDS = ("lora", "4bit", "resume")
+
+
+def train_may_need_peft(argv: list[str]) -> bool:
+    """Whether a ``sftgo train ARGV`` run may need transformers to know peft, decided from its words before
+    transformers is loaded (it imports peft with TrainingArguments when installed: ~0.4 s of CPU): a LoRA run's model
+    is a PeftModel, and transformers loads a model folder's adapter itself when the folder also has a config.json.
+    Conservative: yes for any word (or any word of the config file / bundled recipe) naming LoRA, 4-bit or a resume, a
+    config file that is not a plain readable file (a pipe is read once, by the run), and any folder named that holds
+    an adapter_config.json. A run that turns out to need peft without it stops (:func:`check_peft_for`)."""
+    from pathlib import Path
+
+    words = list(argv)
+    if argv and not argv[0].startswith("-"):
+        from .recipes import resolve_recipe
+
+        try:
+            path = resolve_recipe(argv[0])
+            if not path.is_file():
+                return True
+            text = path.read_text()
+        except (OSError, ValueError, UnicodeDecodeError):
+            return True  # the run itself reports it
+        words += text.split()
+    for w in words:
+        low = w.lower()
+        if any(k in low for k in PEFT_WORDS):
+            return True
+        for cand in (w, w.strip("'\",")):
+            try:
+                if cand and (Path(cand) / "adapter_config.json").is_file():
+                    return True
+            except (OSError, ValueError):
+                continue
+    return False
+
+
+def check_peft_for(cfg) -> None:
+    """The guard of :func:`train_may_need_peft`: a run with LoRA whose transformers was told there is no peft."""
+    from transformers.utils import import_utils
+
+    if cfg.lora_r and not import_utils.is_peft_available():
+        if importlib.util.find_spec("peft") is not None:
+            raise RuntimeError("internal: this LoRA run started without peft known to transformers "
+                               "(sftgo.cli.train_may_need_peft missed it); please report it with the command")
+
+
 def main(argv: list[str] | None = None) -> int:
     entry_point = argv is None  # the sftgo process itself (console script, python -m sftgo.cli)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -75,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if cmd == "train":
             if entry_point:
-                transformers_without(NOT_FOR_TRANSFORMERS_NO_MODEL if set(TRAIN_HELP_FLAGS) & set(rest) else
-                                     NOT_FOR_TRANSFORMERS)
+                no_peft = set(TRAIN_HELP_FLAGS) & set(rest) or not train_may_need_peft(rest)
+                transformers_without(NOT_FOR_TRANSFORMERS_NO_PEFT if no_peft else NOT_FOR_TRANSFORMERS)
             from .config import parse_config
             from .launch import lone_process_warning
             from .pipeline import run_training
@@ -86,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
             try:
                 cfg = parse_config(rest)
+                check_peft_for(cfg)
                 from .pipeline import check_train_sources
 
                 check_train_sources(cfg)  # offline: a Hub id fails now, in one line
@@ -115,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             return generate_main(rest)
         if cmd == "sweep":
             if entry_point and not {"-h", "--help", "--status"} & set(rest):  # those two read no train settings
-                transformers_without(NOT_FOR_TRANSFORMERS_NO_MODEL)
+                transformers_without(NOT_FOR_TRANSFORMERS_NO_PEFT)
             from .sweep import main as sweep_main
 
             return sweep_main(rest)

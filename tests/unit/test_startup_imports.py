@@ -76,23 +76,24 @@ sys.argv = ["sftgo", "train", "--model_name_or_path", "/nonexistent/model", "--o
 rc = main()
 import sftgo.pipeline, sftgo.trainer, transformers.trainer, transformers.modeling_utils
 from transformers.utils import import_utils as iu
-loaded = sorted(m for m in ("datasets", "scipy", "pandas", "pyarrow") if m in sys.modules)
+loaded = sorted(m for m in ("datasets", "scipy", "pandas", "pyarrow", "peft") if m in sys.modules)
 import datasets  # still there for whoever asks for it: sftgo's Hub / save_to_disk reader, lm-evaluation-harness
-print(json.dumps({{"rc": rc, "loaded": loaded, "transformers_sees": [iu.is_datasets_available(), iu.is_scipy_available()],
+print(json.dumps({{"rc": rc, "loaded": loaded,
+                  "transformers_sees": [iu.is_datasets_available(), iu.is_scipy_available(), iu.is_peft_available()],
                   "rows": datasets.Dataset.from_dict({{"a": [1, 2]}}).num_rows}}))
 """
 
 
 def test_sftgo_commands_start_without_datasets_and_scipy(tmp_path):
-    """transformers imports datasets (+ pandas, pyarrow) with its Trainer and scipy with its model code whenever they
-    are installed, ~1 s of each training process's start-up; the sftgo process has transformers see neither, and
-    leaves both importable."""
+    """transformers imports datasets (+ pandas, pyarrow) with its Trainer, scipy with its model code and peft with
+    TrainingArguments whenever they are installed, ~1.4 s of each training process's start-up; the sftgo process of a
+    run without LoRA has transformers see none of them, and leaves them importable."""
     r = _run(LEAN.format(out=str(tmp_path / "run")))
     assert r.returncode == 0, r.stderr[-2000:]
     got = json.loads(r.stdout.splitlines()[-1])
     assert got["rc"] == 2 and "/nonexistent/model" in r.stderr  # the one-line error, after transformers was loaded
     assert got["loaded"] == [], got["loaded"]
-    assert got["transformers_sees"] == [False, False]
+    assert got["transformers_sees"] == [False, False, False]
     assert got["rows"] == 2
 
 
@@ -134,3 +135,60 @@ def test_sweep_process_checks_train_flags_without_peft_datasets_scipy(tmp_path):
     got = json.loads(r.stdout.splitlines()[-1])
     assert got == {"rc": 0, "loaded": ["transformers"]}, got
     assert "sft-go_tfidf_p70_s1" in r.stdout
+
+
+@pytest.mark.parametrize("argv, yaml_text, want", [
+    (["--lr_scheduler_type", "linear", "--output_dir", "runs/x"], None, False),
+    (["--lora_r", "8"], None, True),
+    (["--merge_lora=true"], None, True),
+    (["--load_in_4bit", "true"], None, True),
+    (["--output_dir", "runs/x", "--resume_from_checkpoint", "last"], None, True),
+    (["CONFIG"], "objective: sft-go\nlearning_rate: 1.0e-4\n", False),
+    (["CONFIG", "--max_steps", "3"], "objective: sft\nlora_r: 16\n", True),
+    (["CONFIG"], "model_name_or_path: 'ADAPTER'\n", True),
+    (["--model_name_or_path", "ADAPTER"], None, True),
+    (["no/such/config.yaml"], None, True),
+    (["demo"], None, False),  # a bundled recipe by name: read like a file
+])
+def test_train_may_need_peft(tmp_path, argv, yaml_text, want):
+    """A run may skip peft only when nothing in its words or its config file can bring LoRA, a resume (its own
+    config.yaml decides) or a folder with an adapter that transformers would load itself."""
+    from sftgo.cli import train_may_need_peft
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "config.json").write_text("{}")
+    (adapter / "adapter_config.json").write_text("{}")
+    cfg = tmp_path / "c.yaml"
+    if yaml_text is not None:
+        cfg.write_text(yaml_text.replace("ADAPTER", str(adapter)))
+    argv = [str(cfg) if a == "CONFIG" else str(adapter) if a == "ADAPTER" else a for a in argv]
+    assert train_may_need_peft(argv) is want
+
+
+def test_a_lora_run_without_peft_known_stops(monkeypatch):
+    """The guard behind train_may_need_peft: a LoRA run whose transformers was told there is no peft stops at once
+    (it would train a PeftModel that transformers' Trainer does not recognise)."""
+    from types import SimpleNamespace
+
+    from transformers.utils import import_utils
+
+    from sftgo.cli import check_peft_for
+
+    monkeypatch.setattr(import_utils, "is_peft_available", lambda: False)
+    with pytest.raises(RuntimeError, match="train_may_need_peft missed it"):
+        check_peft_for(SimpleNamespace(lora_r=4))
+    check_peft_for(SimpleNamespace(lora_r=0))
+
+
+def test_lora_run_from_a_config_file_through_the_sftgo_process(tmp_path, tiny_model_dir, alpaca_file):
+    """End to end, as the sftgo process runs it: a config file that asks for LoRA keeps peft known to transformers,
+    and the run writes its adapter."""
+    pytest.importorskip("peft")
+    cfg = tmp_path / "lora.yaml"
+    cfg.write_text(f"model_name_or_path: {tiny_model_dir}\ndataset: {alpaca_file}\nlora_r: 2\nmax_steps: 1\n"
+                   f"per_device_train_batch_size: 2\nmax_length: 64\nreport_to: none\n")
+    r = subprocess.run([sys.executable, "-m", "sftgo.cli", "train", str(cfg), "--output_dir", str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "run" / "final" / "adapter_config.json").is_file()
