@@ -157,10 +157,6 @@ class UserWeighting(NoWeighting):
             return ()
         return ("ref_logp",) if "ref_logp" in needs else ()
 
-    def column_fns(self, tokens) -> dict:
-        """The batch's columns the function reads (``ref_logp``), handed to it chunk by chunk."""
-        return {"columns": {c: tokens.columns[c] for c in self.columns if c in tokens.columns}}
-
     def fns(self):
         out = {"of_token": _checked(self.name, self.fn, self.needs, self.top_k)}
         if any(n in _ROW_INPUTS for n in self.needs):
