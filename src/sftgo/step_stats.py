@@ -5,7 +5,9 @@
 micro-batch's, :meth:`~StepStats.add` adds them (``+`` over micro-batches), :meth:`~StepStats.all_reduce` sums them over
 processes in one packed all-reduce and :meth:`~StepStats.train_logs` / :meth:`~StepStats.eval_logs` turn the result
 into the logged means. Every logged mean is a ratio of two sums, so it is exact over the optimizer step (or the whole
-evaluation) whatever the split into micro-batches and processes.
+evaluation) whatever the split into micro-batches and processes. The token weighting's extremes (``min_weight``,
+``max_weight``) are no sums: ``add`` keeps the min / max over micro-batches and ``all_reduce`` takes them over processes
+in one MAX all-reduce of ``[max, -min]``, so they are exact the same way.
 
 A field is None where the run does not log it (no ``loss_weight`` column: ``w_n``; no important split: the
 ``*imp*`` sums; ...). The fields are named by the keys the objectives read (``sums["imp_n"]``, ``"imp_n" in sums``
@@ -52,6 +54,9 @@ class StepStats(Mapping):
     ch_imp_ce: Sum | None = None
     ch_unimp_w: Sum | None = None
     ch_unimp_ce: Sum | None = None
+    # the smallest / largest t_n of the window (with w_sum; +inf / -inf over no token): kept apart from the sums
+    w_min: Sum | None = None
+    w_max: Sum | None = None
     rows: dict[str, Sum] = field(default_factory=dict)  # name -> sum of a chunk loss's per-token value (row_metrics)
     # (entropy [N], important [N] or None) per micro-batch, summed by settle() once the backward has filled them
     pending: list = field(default_factory=list, repr=False)
@@ -86,7 +91,9 @@ class StepStats(Mapping):
             if w is not None:
                 s.imp_w, s.unimp_w = w[imp].sum(), w[~imp].sum()
         if weight is not None:
-            s.w_sum = weight.float().sum()
+            weight = weight.float()
+            s.w_sum = weight.sum()
+            s.w_min, s.w_max = _extremes(weight)
         s.rows = {name: stats[name].float().sum() for name in row_metrics if name in stats}
         ch = tokens.columns.get("channel")
         if num_channels and ch is not None:
@@ -118,6 +125,9 @@ class StepStats(Mapping):
                 setattr(self, k, v if mine is None else mine + v)
         for k, v in other.rows.items():
             self.rows[k] = v if k not in self.rows else self.rows[k] + v
+        if other.w_min is not None:
+            self.w_min = other.w_min if self.w_min is None else torch.minimum(self.w_min, other.w_min)
+            self.w_max = other.w_max if self.w_max is None else torch.maximum(self.w_max, other.w_max)
         self.pending.extend(other.pending)
 
     @torch.no_grad()
@@ -143,9 +153,10 @@ class StepStats(Mapping):
         return torch.cat([torch.as_tensor(d[k], device=device).float().reshape(-1) for k in sorted(d)])
 
     def all_reduce(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                   device=None) -> StepStats | None:
+                   device=None, reduce_max: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepStats | None:
         """The sums summed over processes by ``reduce`` (a SUM all-reduce of one vector; None: one process), as Python
-        floats (lists for the per-channel vectors); None when nothing was added."""
+        floats (lists for the per-channel vectors), and the token weighting's min / max taken over processes by
+        ``reduce_max`` (a MAX all-reduce; None: one process); None when nothing was added."""
         vec = self.packed(device)
         if vec.numel() == 0:
             return None
@@ -158,13 +169,27 @@ class StepStats(Mapping):
             size = v.numel()
             out._set(k, vals[at] if v.dim() == 0 else vals[at:at + size])
             at += size
+        ext = self.extremes(device)
+        if ext is not None:  # every process logs a token weighting, or none does
+            if reduce_max is not None:
+                ext = reduce_max(ext)
+            out.w_max, out.w_min = ext.tolist()
+            out.w_min = -out.w_min
         return out
+
+    def extremes(self, device=None) -> torch.Tensor | None:
+        """``[max t_n, -min t_n]`` as one float32 vector (a MAX all-reduce of it gives both over processes); None
+        without a token weighting."""
+        if self.w_min is None:
+            return None
+        return torch.stack([torch.as_tensor(self.w_max), -torch.as_tensor(self.w_min)]).to(device).float()
 
     # ------------------------------------------------------------------------------------------- logged metrics
 
     def train_logs(self, channel_names=(), row_metrics=(), extra: Mapping | None = None) -> dict:
-        """The training metrics of the reduced sums: ``loss_ce``, ``mean_p``, the important split, ``mean_weight``, the
-        row means, entropy and accuracy, ``loss/<channel>``, ``extra`` (the objective's), ``tokens``."""
+        """The training metrics of the reduced sums: ``loss_ce``, ``mean_p``, the important split, ``mean_weight`` with
+        ``min_weight`` / ``max_weight``, the row means, entropy and accuracy, ``loss/<channel>``, ``extra`` (the
+        objective's), ``tokens``."""
         n = max(self.n, 1.0)
         logs = {"loss_ce": self._ce_mean(self.ce_sum, self.w_n, 0.0), "mean_p": self.p_sum / n}
         if self.imp_n is not None:
@@ -173,6 +198,9 @@ class StepStats(Mapping):
             logs["frac_important"] = self.imp_n / n
         if self.w_sum is not None:
             logs["mean_weight"] = self.w_sum / n
+            if self.w_min is not None:  # over no token: +inf / -inf, logged as NaN like an empty mean
+                logs["min_weight"] = self.w_min if math.isfinite(self.w_min) else float("nan")
+                logs["max_weight"] = self.w_max if math.isfinite(self.w_max) else float("nan")
         logs.update(self._means("", channel_names, row_metrics))
         logs.update(extra or {})
         logs["tokens"] = int(self.n)
@@ -242,7 +270,14 @@ class StepStats(Mapping):
             self.rows[key[4:-4]] = value
 
 
-_SUMS = tuple(f for f in StepStats.__dataclass_fields__ if f not in ("rows", "pending"))
+_SUMS = tuple(f for f in StepStats.__dataclass_fields__ if f not in ("rows", "pending", "w_min", "w_max"))
+
+
+def _extremes(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(min, max)`` of a micro-batch's ``[N]`` weights, as 0-dim tensors (no sync); +inf / -inf for N = 0."""
+    if weight.numel() == 0:
+        return weight.new_tensor(math.inf), weight.new_tensor(-math.inf)
+    return torch.aminmax(weight)
 
 
 def _plus(a, b):

@@ -262,6 +262,15 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
             x = self.accelerator.reduce(x.contiguous(), reduction="sum")
         return x
 
+    def _max(self, x: torch.Tensor) -> torch.Tensor:
+        """The elementwise max of ``x`` over processes."""
+        if self.args.world_size > 1:
+            import torch.distributed as dist
+
+            x = x.contiguous()
+            dist.all_reduce(x, op=dist.ReduceOp.MAX)
+        return x
+
     def _gather(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Concatenation of every process's ``x`` (rank order) and where this process's part starts."""
         if self.args.world_size <= 1:
@@ -389,7 +398,7 @@ class SFTGoTrainer(RotateAfterCompletion, Trainer):
     def _reduced(self, mode) -> StepStats | None:
         """The mode's sums, summed over processes (every rank calls log()); the next window starts empty."""
         window, self._stats[mode] = self._stats[mode], StepStats()
-        return window.all_reduce(self._sum, self.args.device)
+        return window.all_reduce(self._sum, self.args.device, self._max)
 
     @property
     def tokens_seen(self) -> int:

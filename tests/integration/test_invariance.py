@@ -71,7 +71,7 @@ OBJECTIVES = {
     "rho1-dataset": ["--objective", "rho1", "--group_scope", "dataset", "--scorer", "influence", "--percentile", "40"],
 }
 KEYS = ("loss", "loss_ce", "loss_important", "loss_unimportant", "tokens", "dro_q0", "frac_kept", "entropy",
-        "token_accuracy", "entropy_important", "token_accuracy_unimportant", "mean_weight")
+        "token_accuracy", "entropy_important", "token_accuracy_unimportant", "mean_weight", "min_weight", "max_weight")
 
 
 @pytest.fixture(scope="module")

@@ -191,6 +191,8 @@ def test_asft_alpha_zero_is_dft_and_the_reference_gets_no_gradient(tmp_path):
             w.append(logq.gather(-1, b["labels"][:, 1:].clamp(min=0)[..., None]).squeeze(-1)[sup].exp())
     assert logs["kl"] == pytest.approx(torch.cat(kl).mean().item(), rel=1e-5) and logs["kl"] > 0.01
     assert logs["mean_weight"] == pytest.approx(torch.cat(w).mean().item(), rel=1e-5)
+    assert (logs["min_weight"], logs["max_weight"]) == pytest.approx((torch.cat(w).min().item(),
+                                                                      torch.cat(w).max().item()), rel=1e-5)
 
 
 def test_group_state_follows_the_statistics_device(tmp_path):
@@ -318,6 +320,8 @@ def formula_steps(tmp_path, aggregator, over, micro_batches):
         logs = {"loss": loss}
         trainer.log(logs)
         assert logs["mean_weight"] == pytest.approx(sum(ref_t) / len(ref_t), rel=1e-5)  # the mean t_n
+        # and its range over the step's supervised tokens (both micro-batches, no prompt or padding position)
+        assert (logs["min_weight"], logs["max_weight"]) == pytest.approx((min(ref_t), max(ref_t)), rel=1e-5, abs=1e-7)
         if over.get("power_window", "none") != "none":  # the window cuts: some tokens inside, some outside
             assert 0 < sum(t == 0 for t in ref_t) < len(ref_t), ref_t
         yield step, model, batches, grads, cfg, ref_t

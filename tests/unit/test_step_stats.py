@@ -3,6 +3,8 @@ step, under the names the trainer logs."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -71,11 +73,11 @@ def test_empty_window_logs_nothing():
 
 def test_fake_two_process_all_reduce_equals_one_process():
     """Process 0 holds the first micro-batch, process 1 the second; the all-reduce is the sum of their packed vectors
-    (as accelerate's SUM reduce), and gives the sums of one process that saw both."""
+    (as accelerate's SUM reduce; the weights' extremes: the max of theirs), and gives the sums of one process that saw both."""
     step = _step(seed=1)
     rank0, rank1 = _halves(step)
-    other = rank1.packed()
-    got = rank0.all_reduce(lambda v: v + other)
+    other, other_ext = rank1.packed(), rank1.extremes()
+    got = rank0.all_reduce(lambda v: v + other, reduce_max=lambda v: torch.maximum(v, other_ext))
     want = _of(*step).all_reduce()
     _approx({k: got[k] for k in sorted(want)}, {k: want[k] for k in sorted(want)})
     _approx(got.train_logs(CHANNELS, ("kl",), {"lam": 0.5}), want.train_logs(CHANNELS, ("kl",), {"lam": 0.5}))
@@ -104,7 +106,8 @@ def test_logged_means_equal_a_direct_computation():
     every = torch.ones(N, dtype=torch.bool)
     want = {"loss_ce": wmean(every), "mean_p": mean(logp.exp(), every), "loss_important": wmean(imp),
             "loss_unimportant": wmean(~imp), "frac_important": float(imp.double().mean()),
-            "mean_weight": mean(weight, every), "kl": mean(stats["kl"], every),
+            "mean_weight": mean(weight, every), "min_weight": min(weight.tolist()),
+            "max_weight": max(weight.tolist()), "kl": mean(stats["kl"], every),
             "entropy": mean(stats["entropy"], every), "token_accuracy": mean(stats["correct"], every),
             "entropy_important": mean(stats["entropy"], imp), "entropy_unimportant": mean(stats["entropy"], ~imp),
             "token_accuracy_important": mean(stats["correct"], imp),
@@ -165,3 +168,29 @@ def test_objectives_read_the_sums_as_a_mapping():
     assert rho1.extra_metrics(s, {}) == {"frac_kept": pytest.approx(float(step[3].double().mean()), rel=1e-6)}
     plain = StepStats.of(*_part(_step(seed=5, important=False), slice(0, N))[:3]).all_reduce()
     assert "imp_n" not in plain and rho1.extra_metrics(plain, {}) == {}
+
+
+def test_weight_extremes_over_micro_batches_and_processes():
+    """``min_weight`` / ``max_weight`` are the smallest and largest t_n of the whole step, token by token, whatever the
+    split: over micro-batches (an empty one included) and over processes (a MAX all-reduce of ``[max, -min]``)."""
+    tokens, logp, stats, imp, _ = _step(seed=6)
+    weight = (torch.randperm(N, generator=torch.Generator().manual_seed(6)).float() + 1) / (N + 1)  # distinct
+    weight[3], weight[30] = 0.001, 0.999  # the min in the first micro-batch, the max in the second
+    step = (tokens, logp, stats, imp, weight)
+    want_min, want_max = min(weight.tolist()), max(weight.tolist())
+    parts = [_of(*_part(step, sl)) for sl in (slice(0, 15), slice(15, 15), slice(15, N))]
+    acc = StepStats()
+    for part in parts:
+        acc.add(part)
+    one = acc.all_reduce().train_logs(CHANNELS, ("kl",))
+    assert (one["min_weight"], one["max_weight"]) == (want_min, want_max)
+    assert one["mean_weight"] == pytest.approx(float(weight.double().mean()), rel=1e-6)
+    rank0, rank1 = StepStats(), StepStats()  # process 0: the first micro-batch and the empty one; process 1: the second
+    rank0.add(parts[0]), rank0.add(parts[1]), rank1.add(parts[2])
+    other, other_ext = rank1.packed(), rank1.extremes()
+    two = rank0.all_reduce(lambda v: v + other, reduce_max=lambda v: torch.maximum(v, other_ext))
+    assert two.train_logs(CHANNELS, ("kl",)) == one
+    empty = StepStats.of(*_part(step, slice(0, 0))).all_reduce().train_logs()
+    assert empty["mean_weight"] == 0.0 and math.isnan(empty["min_weight"]) and math.isnan(empty["max_weight"])
+    plain = StepStats.of(*_part(step, slice(0, N))[:4], None).all_reduce()  # no token weighting: nothing logged
+    assert plain.extremes() is None and "min_weight" not in plain.train_logs()

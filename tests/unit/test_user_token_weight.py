@@ -153,15 +153,58 @@ def test_sweep_run_names_and_report_labels():
         "sft token_weight=tests.user_weights:dft"
 
 
-def test_row_inputs_of_a_chunk_longer_than_the_entropy_block_are_each_rows_own():
-    """The entropy is computed a few rows at a time (no [chunk, V] softmax): every row of a chunk of 100 (more than
-    one block) gets its own full-vocabulary entropy, and its own top-k logits, largest first."""
-    from sftgo.objectives.weightings.user import _row_inputs
+def test_row_inputs_of_a_chunk_longer_than_the_entropy_block_are_each_rows_own(monkeypatch):
+    """The entropy a function reads is the head's own of each row (the pass its metrics make, a block of rows at a time:
+    no [chunk, V] softmax beside the tile, no second pass): every row of a chunk of 100 (more than one block) gets its
+    own full-vocabulary entropy, and its own top-k logits, largest first (130 rows: a second chunk of 30); on the fused
+    head with and without the logged metrics (then the logged entropy is the one the function read), in the grouped
+    forward's three passes, and on the chunked and naive heads (differentiable log p)."""
+    from sftgo.objectives.weightings.user import _checked, _row_inputs
+    from sftgo.token_head import GroupCoef, TokenCoef, kernels, make_head, weighted_nll_rows
 
+    monkeypatch.setattr(kernels, "_SCRATCH_ELEMS", 32 * 50)  # blocks of 32 rows at V = 50
     g = torch.Generator().manual_seed(3)
-    z = torch.randn(100, 50, generator=g) * torch.linspace(0.1, 5.0, 100)[:, None]  # a spread of entropies
-    got = _row_inputs(("entropy", "topk_logits"), 4)(z)
-    logq = torch.log_softmax(z.double(), dim=-1)
+    h = torch.randn(130, 16, generator=g) * torch.linspace(0.1, 5.0, 130)[:, None]  # a spread of entropies
+    W = torch.randn(50, 16, generator=g)
+    t = torch.randint(0, 50, (130,), generator=g)
+    z = h.double() @ W.double().T
+    logq = torch.log_softmax(z, dim=-1)
     H = -(logq.exp() * logq).sum(-1)
-    torch.testing.assert_close(got[:, 0].double(), H, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got[:, 1:], z.topk(4, dim=-1).values)
+    seen = []
+
+    def spy(logp, *, entropy, topk_logits):
+        seen.append((entropy.clone(), topk_logits.clone()))
+        return logp.exp()
+
+    needs = ("entropy", "topk_logits")
+    coef = TokenCoef(1.0, of_row=_row_inputs(needs, 4), of_token=_checked("spy", spy, needs, 4))
+
+    def check(stats=None, rows=slice(None)):
+        ent, top = (torch.cat(x) for x in zip(*seen))
+        seen.clear()
+        torch.testing.assert_close(ent.double(), H[rows], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(top.double(), z.topk(4, dim=-1).values[rows], atol=1e-5, rtol=1e-5)
+        if stats is not None:
+            assert torch.equal(stats["entropy"], ent)
+
+    weighted_nll_rows(h.clone().requires_grad_(), W.clone().requires_grad_(), t, coef, 100)
+    check()  # no metrics recorded: the head computes the entropy for the function alone
+    weighted_nll_rows(h, W.clone().requires_grad_(), t, coef, 100)
+    check()  # no gradient for h (no grad_h GEMM to read it from): the chunk forward computes it
+    stats = {}
+    weighted_nll_rows(h.clone().requires_grad_(), W.clone().requires_grad_(), t, coef, 100, stats=stats)
+    check(stats)
+    model = SimpleNamespace(get_output_embeddings=lambda: torch.nn.Linear(16, 50, bias=False))
+    lin = model.get_output_embeddings()
+    with torch.no_grad():
+        lin.weight.copy_(W)
+    model.get_output_embeddings = lambda: lin
+    for kind, x in (("chunked", h), ("naive", z.float())):
+        head = make_head(kind, 100)
+        head.weighted_nll(model, x.clone().requires_grad_(), t, coef, {})
+        check()
+    ids = (torch.arange(130) % 3 == 0).long()  # the grouped forward: pass A over group 1, B over group 0, C over 1
+    gc = GroupCoef(ids, 2, lambda sums, counts: torch.ones_like(sums), coef)
+    weighted_nll_rows(h.clone().requires_grad_(), W.clone().requires_grad_(), t, gc, 100)
+    one, zero = (ids == 1).nonzero().squeeze(1), (ids == 0).nonzero().squeeze(1)
+    check(rows=torch.cat([one, zero, one]))

@@ -66,15 +66,14 @@ class TokenCoef(Coef):
     known before the forward: data weights, the group factors of the optimizer step) times a token weighting ``t_n``
     computed inside the chunk loop, from the token's own detached log p (``of_logp(lp [c]) -> [c]``: DFT, InfoSFT) or
     from its whole logits row (``of_row(z [c, V] fp32 logits of one chunk) -> [c]``: EAFT's top-k entropy, read before
-    the tile is overwritten), or ``t_n = 1`` when neither is given; ``token`` (an ``[M]`` tensor known before the
-    forward: PriFT's weights from a frozen reference) is a static ``t_n``, sliced like the scale (times the computed one
-    when both are given). Unlike the scale, ``t`` is no part of what a group's count adds up. ``t`` depends on the row
-    alone (no position), so the coefficient of any subset of rows is :meth:`restrict`'s. No ``[N, V]`` tensor is
-    kept.
+    the tile is overwritten), or ``t_n = 1`` when neither is given. Unlike the scale, ``t`` is no part of what a group's
+    count adds up. ``t`` depends on the row alone (no position), so the coefficient of any subset of rows is
+    :meth:`restrict`'s. No ``[N, V]`` tensor is kept.
 
-    ``of_token(lp [c], row, columns) -> [c]`` (a ``module:function`` token weighting,
-    :mod:`sftgo.objectives.weightings.user`): ``t`` from the token's log p, its ``of_row`` values (``[c, F]``, or None
-    without ``of_row``) and its rows of ``columns`` (``{name: [M] tensor}`` aligned with the rows, e.g. ``ref_logp``).
+    ``of_token(lp [c], row, columns) -> [c]``: ``t`` from the token's log p, its ``of_row`` values (``[c, F]``, or None
+    without ``of_row``) and its rows of ``columns`` (``{name: [M] tensor}`` known before the forward, aligned with the
+    rows and sliced like the scale): PriFT's static weights from the frozen reference's ``ref_logp`` /
+    ``ref_lower_mass``, a ``module:function`` token weighting (:mod:`sftgo.objectives.weightings.user`).
 
     ``value_of_logp(lp [c]) -> f [c]`` (optional, with ``of_logp``): the token's loss value when it is not ``t_n CE_n``
     (the power family's ``f(p)``, whose gradient is ``t_n`` times CE's); the head's loss value is then
@@ -83,9 +82,8 @@ class TokenCoef(Coef):
     _what = "TokenCoef scale must be a float or a tensor"  # the shape error's wording (see _PlainCoef)
 
     def __init__(self, scale=1.0, of_logp: Callable | None = None, of_row: Callable | None = None,
-                 token: torch.Tensor | None = None, value_of_logp: Callable | None = None,
-                 of_token: Callable | None = None, columns: dict | None = None):
-        self.scale, self.of_logp, self.of_row, self.token = scale, of_logp, of_row, token
+                 value_of_logp: Callable | None = None, of_token: Callable | None = None, columns: dict | None = None):
+        self.scale, self.of_logp, self.of_row = scale, of_logp, of_row
         self.value_of_logp = value_of_logp
         self.of_token, self.columns = of_token, columns
 
@@ -96,17 +94,14 @@ class TokenCoef(Coef):
     @property
     def weighted(self) -> bool:
         """Whether a token weighting ``t`` is part of it (recorded as ``stats["token_weight"]``)."""
-        return (self.of_logp is not None or self.of_row is not None or self.token is not None
-                or self.of_token is not None)
+        return self.of_logp is not None or self.of_row is not None or self.of_token is not None
 
     def _with(self, scale, idx: torch.Tensor | None) -> "TokenCoef":
-        """This coefficient with ``scale``, its static ``token`` and ``columns`` (if any) restricted to rows ``idx``
-        (None: all)."""
-        tok, cols = self.token, self.columns
+        """This coefficient with ``scale``, its ``columns`` (if any) restricted to rows ``idx`` (None: all)."""
+        cols = self.columns
         if idx is not None:
-            tok = None if tok is None else tok.reshape(-1).index_select(0, idx)
             cols = cols and {k: v.reshape(-1).index_select(0, idx) for k, v in cols.items()}
-        return TokenCoef(scale, self.of_logp, self.of_row, tok, self.value_of_logp, self.of_token, cols)
+        return TokenCoef(scale, self.of_logp, self.of_row, self.value_of_logp, self.of_token, cols)
 
     def restrict(self, idx: torch.Tensor | None = None, factor=None) -> "TokenCoef":
         """The coefficient of rows ``idx`` (None: all), its scale multiplied by ``factor`` (their ``[M]``) when given."""
@@ -126,8 +121,6 @@ class TokenCoef(Coef):
             t = self.of_token(lp, row, {k: v[s:e] for k, v in (self.columns or {}).items()}).to(lp.dtype)
         else:
             t = row if row is not None else (self.of_logp(lp).to(lp.dtype) if self.of_logp is not None else None)
-        if self.token is not None:
-            t = self.token[s:e].to(lp.dtype) if t is None else self.token[s:e].to(lp.dtype) * t
         sc = self.scale
         if isinstance(sc, torch.Tensor):
             sc = sc[s:e].to(lp.dtype)
@@ -151,13 +144,11 @@ class TokenCoef(Coef):
     def rows(self, idx):
         if isinstance(self.scale, torch.Tensor):
             return self._with(self.scale.reshape(-1).index_select(0, idx), idx)
-        return self._with(self.scale, idx) if self.columns or self.token is not None else self
+        return self._with(self.scale, idx) if self.columns else self
 
     def check(self, targets):
         if isinstance(self.scale, torch.Tensor) and tuple(self.scale.shape) != tuple(targets.shape):
             raise ValueError(f"{self._what} of targets' shape {tuple(targets.shape)}")
-        if self.token is not None and tuple(self.token.shape) != tuple(targets.shape):
-            raise ValueError(f"TokenCoef token (static token weights) must have targets' shape {tuple(targets.shape)}")
         for k, v in (self.columns or {}).items():
             if tuple(v.shape) != tuple(targets.shape):
                 raise ValueError(f"TokenCoef column {k!r} must have targets' shape {tuple(targets.shape)}")

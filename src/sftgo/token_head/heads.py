@@ -13,7 +13,8 @@ import torch
 
 from ..data import IGNORE_INDEX, model_inputs  # the one definition of the label-ignore value; the forward's kwargs
 from .coefficients import Coef, TokenCoef, as_coef
-from .kernels import _acc, _ChunkedLogp, _FusedNLL, _flat, _logp_pass, _lower_mass, _Rec, _rows_into, chunked_loss_rows
+from .kernels import (_acc, _ChunkedLogp, _entropy_col, _FusedNLL, _flat, _logp_pass, _lower_mass, _Rec, _rows_into,
+                      chunked_loss_rows)
 
 # ----------------------------------------------------------------------------------------------------------
 # input checks (bad input -> ValueError naming the argument, not a shape error deep inside a GEMM)
@@ -421,6 +422,9 @@ class LogitsHead(LinearHead):
                     q = logq.detach()
                     rec.entropy = -(q.exp() * q).sum(dim=-1)
                     rec.correct = z.argmax(dim=-1) == t
+                    col = _entropy_col(rec.row_fn)
+                    if col is not None:
+                        rec.row[:, col] = rec.entropy
                 if rec.lower is not None:
                     e = (z - z.amax(dim=-1, keepdim=True)).exp_()
                     rec.lower = _lower_mass(e, t[:, None], e.sum(dim=-1)).float()

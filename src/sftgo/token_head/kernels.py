@@ -64,13 +64,24 @@ _SCRATCH_ELEMS = 1 << 23
 _TINY_COEF = 1e-30
 
 
+def _entropy_col(row_fn) -> int | None:
+    """The column of a row function's ``[c, width]`` values that the head fills with each row's full-vocabulary entropy,
+    computed as for its ``entropy`` metric (``row_fn.entropy_col``; a module:function token weighting reading the
+    entropy), so that the row function need not recompute it; None: it reads none. The head computes it before the
+    coefficient: the fused pass off its grad_h GEMM (:func:`_fused_pass`, "late" c), the log p passes in their chunk
+    forward (:func:`_chunk_forward_`), the naive head from its full logits."""
+    return getattr(row_fn, "entropy_col", None)
+
+
 class _Rec:
     """What a chunk loop records on its way, per row: the full-vocabulary entropy of the next-token distribution and
-    whether its argmax is the target (``metrics``), a :class:`RowCoef`'s values (``row_fn``; ``[M, row_fn.width]`` for
-    a row function with a ``width``) and, in the forward-only pass (:func:`_logp_pass`), the probability mass below the
-    target (``lower``, :func:`_lower_mass`). ``[M]`` tensors."""
+    whether its argmax is the target (``metrics``; also when the row function reads the entropy, see
+    :func:`_entropy_col`), a :class:`RowCoef`'s values (``row_fn``; ``[M, row_fn.width]`` for a row function with a
+    ``width``) and, in the forward-only pass (:func:`_logp_pass`), the probability mass below the target (``lower``,
+    :func:`_lower_mass`). ``[M]`` tensors."""
 
     def __init__(self, m: int, device, metrics: bool, row_fn=None, lower: bool = False):
+        metrics = metrics or _entropy_col(row_fn) is not None
         self.entropy = torch.empty(m, dtype=torch.float32, device=device) if metrics else None
         self.correct = torch.empty(m, dtype=torch.bool, device=device) if metrics else None
         self.row_fn = row_fn
@@ -124,7 +135,8 @@ def _chunk_forward_(z: torch.Tensor, tc: torch.Tensor, rec: _Rec | None, s: int,
     """One chunk: ``z [c, V]`` logits (accumulation dtype) and targets ``tc [c, 1]`` -> ``(logp [c], lse [c], sumexp [c])``,
     with ``z`` overwritten by ``exp(z - max)`` (see :func:`_chunk_logsumexp_`). With a record, rows ``s:e`` also get:
 
-    * the RowCoef's values, from the logits before they are overwritten;
+    * the RowCoef's values, from the logits before they are overwritten (and their entropy column, if any, from the
+      entropy below: ``entropy`` must then be True);
     * ``correct``: the target's logit is the largest (``argmax == target``; a tie for the largest counts as correct),
       read off the max the logsumexp needs anyway;
     * unless ``entropy=False`` (the fused pass and the chunked backward get it from their gradient GEMMs), the entropy
@@ -160,6 +172,9 @@ def _chunk_forward_(z: torch.Tensor, tc: torch.Tensor, rec: _Rec | None, s: int,
             if keep:
                 d.copy_(ex)
         rec.entropy[s:e] = (sumexp.log() - dot / sumexp).to(rec.entropy.dtype)
+        col = _entropy_col(rec.row_fn)
+        if col is not None:
+            rec.row[s:e, col] = rec.entropy[s:e]
     lse = m.squeeze(-1) + sumexp.log()
     return tgt - lse, lse, sumexp
 
@@ -189,8 +204,10 @@ class _ChunkedLogp(torch.autograd.Function):
         lse = torch.empty(m, dtype=acc, device=h.device)
         logp = torch.empty(m, dtype=acc, device=h.device)
         buf = _tile_buffer(h, weight, chunk_size)
-        # the entropy from the backward's grad_h GEMM (only computed when h gets a gradient)
-        later = rec is not None and rec.entropy is not None and ctx.needs_input_grad[0]
+        # the entropy from the backward's grad_h GEMM (only computed when h gets a gradient), unless the row function
+        # reads it now
+        later = rec is not None and rec.entropy is not None and ctx.needs_input_grad[0] \
+            and _entropy_col(rec.row_fn) is None
         for s in range(0, m, chunk_size):
             e = min(s + chunk_size, m)
             z = _chunk_logits(h[s:e], weight, buf)  # [c, V]
@@ -270,21 +287,45 @@ def _fused_pass(h, t, weight, coef: Coef, grad_w, want_h, chunk_size, buf=None, 
     # With a record and want_h, the entropy comes from the grad_h GEMM itself: G @ W = c (P @ W - W_y) with P the
     # softmax rows, so h . (G @ W) / c = sum_v p_v (z_v - z_y) and H = -log p_y - sum_v p_v (z_v - z_y). No pass over
     # the tile beyond today's; rows whose c is (numerically) zero are scaled by 1 in the tile and masked out of both
-    # gradients afterwards, so the division is always by a usable number.
-    gemm_entropy = rec is not None and rec.entropy is not None and want_h
+    # gradients afterwards, so the division is always by a usable number. A coefficient whose row function reads the
+    # entropy (_entropy_col) needs it before c ("late" c): the tile is built with c = 1, G' = P - onehot, and its
+    # grad_h GEMM gives the entropy the same way (H = -log p_y - h . (G' @ W)); then G = c G', so c scales the [c, H]
+    # sides of the two GEMMs instead of the tile (no pass over the tile beyond plain SFT's). Without want_h (no grad_h
+    # GEMM) the chunk forward computes the entropy (a private record without one).
+    ent_col = _entropy_col(of_row)
+    late = ent_col is not None and want_h
+    if ent_col is not None and not late and (rec is None or rec.entropy is None):
+        rec = _Rec(m, h.device, True)
+    gemm_entropy = rec is not None and rec.entropy is not None and want_h and ent_col is None
     for s in range(0, m, chunk_size):
         e = min(s + chunk_size, m)
         hc, tc = h[s:e], t[s:e, None]
         z = _chunk_logits(hc, weight, buf)  # [c, V]
         row = of_row(z).to(acc) if of_row is not None else None  # from the logits, before they are overwritten
-        lp, _, sumexp = _chunk_forward_(z, tc, rec, s, e, entropy=not gemm_entropy)  # z <- exp(z - max)
+        lp, _, sumexp = _chunk_forward_(z, tc, rec, s, e, entropy=not (gemm_entropy or late))  # z <- exp(z - max)
         logp[s:e] = lp
+        if late:  # G' = P - onehot in the tile, its grad_h GEMM, the entropy from it
+            z.div_(sumexp[:, None])
+            z.scatter_add_(1, tc, z.new_full(tc.shape, -1.0))
+            gz = z.to(h.dtype)
+            gu = gz @ weight
+            row[:, ent_col] = -lp - (hc.to(acc) * gu.to(acc)).sum(dim=-1)
+            if rec is not None and rec.entropy is not None:
+                rec.entropy[s:e] = row[:, ent_col].to(rec.entropy.dtype)
+        elif ent_col is not None:
+            row[:, ent_col] = rec.entropy[s:e]
         c, t_c = coef.chunk(lp, s, e, row)
         used[s:e] = c
         if tw is not None:
             tw[s:e] = t_c
         if vals is not None:
             vals[0][s:e], vals[1][s:e] = coef.value(lp, s, e)
+        if late:  # G = c G': grad_h = c (G' @ W), grad_w += G'.T @ (c h)
+            grad_h[s:e] = gu.mul_(c[:, None].to(gu.dtype))
+            if grad_w is not None:
+                grad_w.addmm_(gz.T.to(acc), hc.to(acc) * c[:, None])
+            del z, gz
+            continue
         keep = None
         if gemm_entropy:
             keep = c.abs() >= _TINY_COEF

@@ -10,8 +10,8 @@ class NoWeighting:
 
     A token weighting (``--token_weight``): a declaration (``Settings``, a torch-free dataclass of the settings it
     reads) and the functions the head computes ``t_n`` with, inside its chunk loop, from the token's own detached log p
-    (``of_logp``) or its logits row (``of_row``); or, for a static weighting, the per-token ``columns`` computed once
-    before training that :meth:`token` reads ``t_n`` from; and optionally the token's loss value
+    (``of_logp``) or its logits row (``of_row``); or (``of_token``) from the per-token ``columns`` computed once before
+    training (a static weighting's, PriFT's) and the token's log p and row; and optionally the token's loss value
     ``value_of_logp(lp) -> f`` when that is not ``t_n CE_n`` (the power family: the head's loss value, the run's logged
     loss and the group statistics use ``f``, the gradient stays ``t_n`` times CE's)."""
 
@@ -42,12 +42,7 @@ class NoWeighting:
         """``of_logp`` / ``of_row`` (/ ``of_token``) for :class:`sftgo.token_head.TokenCoef` (none: ``t = 1``)."""
         return {}
 
-    def token(self, tokens):
-        """A static weighting's ``t_n`` ``[N]`` of a micro-batch's tokens (a :class:`sftgo.tokens.TokenBatch`), from
-        its ``columns`` (read only when ``columns`` is not empty)."""
-        raise NotImplementedError
-
     def column_fns(self, tokens) -> dict:
-        """What the head gets from the micro-batch's ``columns`` (asked only when ``columns`` is not empty): a static
-        weighting's ``t_n`` (``token``, :meth:`token`)."""
-        return {"token": self.token(tokens)}
+        """What the head gets from the micro-batch's ``columns`` (asked only when ``columns`` is not empty): those of
+        its tokens (a :class:`sftgo.tokens.TokenBatch`), handed to ``of_token`` chunk by chunk."""
+        return {"columns": {c: tokens.columns[c] for c in self.columns if c in tokens.columns}}

@@ -55,8 +55,8 @@ class PriFTProbWeighting(NoWeighting):
     shared = ("ref_model_name_or_path",)
     columns = ("ref_logp",)
 
-    def token(self, tokens):
-        return prift_prob_weights(tokens.columns["ref_logp"])
+    def fns(self):
+        return {"of_token": lambda lp, row, columns: prift_prob_weights(columns["ref_logp"])}
 
 
 class PriFTMassWeighting(NoWeighting):
@@ -67,6 +67,7 @@ class PriFTMassWeighting(NoWeighting):
     shared = ("ref_model_name_or_path",)
     columns = ("ref_logp", "ref_lower_mass")
 
-    def token(self, tokens):
-        return prift_mass_weights(tokens.columns["ref_logp"], tokens.columns["ref_lower_mass"],
-                                  self.args.prift_threshold)
+    def fns(self):
+        tau = self.args.prift_threshold
+        return {"of_token": lambda lp, row, columns: prift_mass_weights(columns["ref_logp"], columns["ref_lower_mass"],
+                                                                        tau)}

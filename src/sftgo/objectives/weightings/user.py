@@ -16,8 +16,10 @@ model (``--ref_model_name_or_path``; computed once before training and cached, a
 full-vocabulary entropy of the token's next-token distribution, ``topk_logits`` ``[c, k]`` the ``k`` largest logits of
 its row, largest first. It returns the token weights ``t_n`` ``[c]``, each finite and ``>= 0`` (checked every call: a
 wrong shape, a NaN / inf or a negative weight stops the run with one line naming the function). No gradient flows
-through ``t_n`` (``c_n = w_n t_n f_g`` as for every weighting: README, "Token weights compose"). ``entropy`` and
-``topk_logits`` cost one pass over each chunk's logits tile; without ``needs`` the function costs what DFT costs.
+through ``t_n`` (``c_n = w_n t_n f_g`` as for every weighting: README, "Token weights compose"). ``entropy`` is the
+head's own, the one its ``entropy`` metric logs (on the fused head read off its gradient GEMM, so no pass over the
+logits tile beyond plain SFT's); ``topk_logits`` costs one top-k over each chunk's tile; without ``needs`` the function
+costs what DFT costs.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ if TYPE_CHECKING:
 
 INPUTS = ("ref_logp", "entropy", "topk_logits")  # what a function may declare in ``needs`` (keywords it gets)
 _ROW_INPUTS = ("entropy", "topk_logits")  # read off each chunk's logits (the head's of_row)
-_ENTROPY_ROWS = 32  # rows per softmax when a function reads the entropy (a [32, V] buffer, not [chunk, V])
 
 
 def declared_inputs(name: str, fn) -> tuple[tuple[str, ...], int | None]:
@@ -76,28 +77,26 @@ def load(name: str):
 
 
 def _row_inputs(needs: tuple[str, ...], top_k: int | None):
-    """The head's ``of_row``: ``z [c, V]`` (one chunk's logits) -> ``[c, F]`` (the entropy, then the top-k logits)."""
+    """The head's ``of_row``: ``z [c, V]`` (one chunk's logits) -> ``[c, F]`` (the entropy, then the top-k logits). The
+    entropy column is the head's own entropy of each row (``entropy_col``: the head fills it as it computes its
+    ``entropy`` metric; NaN here until it does), not a second pass over the tile."""
     want_h, k = "entropy" in needs, top_k if "topk_logits" in needs else 0
 
     def of_row(z):
         import torch
 
         z = z.detach()
-        parts = []
-        if want_h:  # H = lse - E_p[z], a few rows at a time: no [chunk, V] softmax beside the head's own tile
-            h = torch.empty(z.shape[0], dtype=z.dtype, device=z.device)
-            for i in range(0, z.shape[0], _ENTROPY_ROWS):
-                zz = z[i:i + _ENTROPY_ROWS]
-                h[i:i + _ENTROPY_ROWS] = torch.logsumexp(zz, dim=-1) - torch.softmax(zz, dim=-1).mul_(zz).sum(dim=-1)
-            parts.append(h[:, None])
+        parts = [z.new_full((z.shape[0], 1), float("nan"))] if want_h else []
         if k:
             if k > z.shape[-1]:
                 raise ConfigError(f"token_weight: top_k = {k} is more than the vocabulary's {z.shape[-1]} logits; "
                                   "set the function's top_k lower")
             parts.append(z.topk(k, dim=-1).values)
-        return torch.cat(parts, dim=-1)
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
     of_row.width = int(want_h) + k
+    if want_h:
+        of_row.entropy_col = 0
     return of_row
 
 
@@ -156,10 +155,6 @@ class UserWeighting(NoWeighting):
         except ConfigError:  # reported by the config's check of token_weight
             return ()
         return ("ref_logp",) if "ref_logp" in needs else ()
-
-    def column_fns(self, tokens) -> dict:
-        """The batch's columns the function reads (``ref_logp``), handed to it chunk by chunk."""
-        return {"columns": {c: tokens.columns[c] for c in self.columns if c in tokens.columns}}
 
     def fns(self):
         out = {"of_token": _checked(self.name, self.fn, self.needs, self.top_k)}
