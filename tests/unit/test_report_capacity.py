@@ -174,6 +174,25 @@ def test_weight_table_reads_the_first_step_and_the_first_and_last_epoch(tmp_path
     assert table.rows[0][4].startswith("0.0750 ± 0.0354 (2)")
 
 
+def test_figure_legend_names_every_series_also_one_missing_from_the_first_panel(tmp_path, monkeypatch):
+    """A method evaluated on the training rows only (no heldout set) still gets its legend entry: the legend is of
+    every panel's series, not of the first panel's."""
+    from sftgo.report import figures
+    from sftgo.report.capacity import plot_paired_differences
+
+    root = tmp_path / "sweep"
+    build_sweep(root, caps=(16, 32), seeds=(1,))
+    for cap in (16, 32):
+        make_run(root, f"dft_h{cap}_s1", 1, model_dir(root, cap), {"train": 1.0}, objective="dft")  # train set only
+    figs = []
+    monkeypatch.setattr(figures, "_png", lambda fig: figs.append(fig) or b"png")
+    assert plot_paired_differences(view_of(root)) == b"png"
+    first = figs[0].axes[0]
+    assert first.get_title() == "heldout: worst group"
+    assert sorted(t.get_text() for t in first.get_legend().get_texts()) == ["dft", "sft-go tfidf lam=0.5",
+                                                                           "sft-go tfidf lam=0.9"]
+
+
 def test_report_capacity_section_and_figure_through_the_cli(tmp_path):
     from sftgo.cli import main
 

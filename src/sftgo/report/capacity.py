@@ -272,7 +272,11 @@ def plot_paired_differences(view: CapacityView) -> bytes | None:
         ax.set_ylabel(f"Δ {name} CE vs SFT")
         ax.set_title(f"{stem}: {name}", fontsize=10)
         ax.grid(alpha=0.3)
-        if i == 0:
-            ax.legend(fontsize=8)
+    # One legend of every series, on the first panel (a series evaluated on some sets only is missing from others).
+    handles = {}
+    for ax in fig.axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    axes[0][0].legend(handles.values(), handles.keys(), fontsize=8)
     fig.tight_layout()
     return _png(fig)
