@@ -1,6 +1,6 @@
 """CPU study 4 (issue 29): the data, tokenizers and from-scratch tiny Llamas the study's sweeps train.
 
-    python scripts/study4/prep.py OUT [--widths 16,32,64,128]
+    python scripts/study4/prep.py OUT [--widths 16,32,64,128] [--alpaca ../shared/data/alpaca_5000.json]
 
 Writes (nothing is downloaded; the same files every time):
 - OUT/synth/{train,heldout}.jsonl: the known-important-tokens set. 64 made-up people, each with a 4-digit code;
@@ -15,6 +15,9 @@ Writes (nothing is downloaded; the same files every time):
 - OUT/models/synth_h<width>: a Llama with 2 layers, hidden size <width>, MLP 4 x width, head size 16 (heads =
   width / 16, at least 1), tied embeddings, initialized once with torch seed 0 (the training seed then sets the
   data order only), saved with the tokenizer: what `--model_name_or_path` takes.
+- With --alpaca: OUT/alpaca/{train,heldout}.json, Alpaca rows with short answers (3-40 words, prompt at most 40):
+  128 training rows from rows 0-2399, held-out rows from rows 4800 on (at most 128); OUT/alpaca/tokenizer, a
+  word-level tokenizer over both splits' words; OUT/models/alpaca_h<width>, the same Llamas over that vocabulary.
 """
 
 from __future__ import annotations
@@ -70,6 +73,14 @@ def synth_rows():
     return train, held, swapped, people, [str(c) for c in codes]
 
 
+def alpaca_rows(path: Path):
+    data = json.loads(path.read_text())
+    short = lambda r: 3 <= len(words(r["output"])) <= 40 and len(words(r["instruction"] + " " + r["input"])) <= 40
+    train = [r for r in data[:2400] if short(r)][:128]
+    held = [r for r in data[4800:] if short(r)][:128]
+    return train, held
+
+
 def build_tokenizer(vocab_words: list[str], known: list[str] = ()):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -115,6 +126,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out")
     p.add_argument("--widths", default=",".join(map(str, WIDTHS)))
+    p.add_argument("--alpaca", default=None, help="an Alpaca JSON file: also write the Alpaca slice (item 1 on text)")
     a = p.parse_args(argv)
     out = Path(a.out)
     sets = {}
@@ -122,6 +134,9 @@ def main(argv=None):
     sets["synth"] = (train, held, ".jsonl", people + codes)
     out.joinpath("synth").mkdir(parents=True, exist_ok=True)
     write_rows(out / "synth" / "swapped.jsonl", swapped)
+    if a.alpaca:
+        train, held = alpaca_rows(Path(a.alpaca))
+        sets["alpaca"] = (train, held, ".json", [])
     for name, (train, held, ext, known) in sets.items():
         d = out / name
         d.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,9 @@ def model_dir(root, width):
     return d
 
 
-def make_run(root, name, seed, model, worst, ce=1.0, epochs=None, final_width=None, **settings):
-    """A run directory as `sftgo sweep` + `sftgo eval --heldout` (two sets) leave it."""
+def make_run(root, name, seed, model, worst, ce=1.0, epochs=None, final_width=None, weights=None, **settings):
+    """A run directory as `sftgo sweep` + `sftgo eval --heldout` (two sets) leave it; ``weights``: the mean_weight
+    logged at each of the 12 steps (a run with a token weighting)."""
     d = root / name
     (d / "eval").mkdir(parents=True)
     cfg = {"model_name_or_path": str(model), "dataset": "d.jsonl", "objective": "sft-go", "scorer": "tfidf",
@@ -33,6 +34,8 @@ def make_run(root, name, seed, model, worst, ce=1.0, epochs=None, final_width=No
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
     recs = [{"step": s, "loss_ce": v, "epoch": s / 4, "learning_rate": 1e-3 * (12 - s) / 12}
             for s, v in enumerate(epochs or [3.0] * 12, start=1)]
+    for r, w in zip(recs, weights or []):
+        r["mean_weight"] = w
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     (d / "summary.json").write_text(json.dumps({"steps": 12, "supervised_tokens": 100, "wall_time_s": 5.0}))
     for stem, w in worst.items():
@@ -124,6 +127,70 @@ def test_convergence_table_reads_the_last_three_epochs(tmp_path):
     (make_run(tmp_path / "sweep", "sft_s2", 2, m, {}, epochs=[9.0] * 12, objective="sft") / "summary.json").unlink()
     table = convergence_table(view_of(tmp_path / "sweep"))
     assert table.rows == [["sft", "16", "3.0000 (1)", "2.0000 (1)", "1.0000 (1)", "0.333 (1)", "0.000000 (1)"]]
+
+
+def test_sft_with_a_token_weighting_is_a_method_paired_with_plain_sft(tmp_path):
+    """`--objective sft --token_weight chord` (or power) is a method compared with SFT, not a second SFT baseline:
+    it gets its own paired differences, and plain SFT stays every run's one partner."""
+    from sftgo.report.capacity import paired_difference_table
+    from sftgo.report.runs import baseline_group, find_runs, group_runs
+
+    root = tmp_path / "sweep"
+    build_sweep(root, caps=(16,), seeds=(1, 2))
+    m = model_dir(root, 16)
+    for seed in (1, 2):
+        base = {stem: sft_worst(16, seed, stem) for stem in ("train", "heldout")}
+        make_run(root, f"chord_h16_s{seed}", seed, m, {stem: base[stem] - 0.25 * seed for stem in base},
+                 objective="sft", token_weight="chord")
+    table = paired_difference_table(view_of(root))
+    chord = [k for k in table.data if "chord" in k]
+    assert len(chord) == 1 and chord[0].startswith("sft")
+    assert table.data[chord[0]]["train"]["16"]["loss_worst"] == pytest.approx([-0.25, -0.5])
+    # SFT-GO still pairs with plain SFT (the chord runs are no second partner).
+    go = next(k for k in table.data if k.startswith("sft-go tfidf lam=0.9"))
+    assert table.data[go]["train"]["16"]["loss_worst"] == pytest.approx(
+        [go_delta(16, s, 0.9, "train") for s in (1, 2)])
+    runs, _ = find_runs([root])
+    assert baseline_group(group_runs(runs)).config.get("token_weight", "none") == "none"
+
+
+def test_weight_table_reads_the_first_step_and_the_first_and_last_epoch(tmp_path):
+    from sftgo.report.capacity import weight_table
+
+    root = tmp_path / "sweep"
+    m = model_dir(root, 16)
+    make_run(root, "sft_s1", 1, m, {"train": 1.0}, objective="sft")  # no token weighting: no row
+    # 12 steps, 4 per epoch: the first step 0.4, the first epoch's mean 0.25, the last epoch's 0.05 (seed 1) and
+    # 0.1 (seed 2).
+    make_run(root, "infosft_s1", 1, m, {"train": 1.0}, objective="infosft",
+             weights=[0.4, 0.2, 0.2, 0.2] + [0.1] * 4 + [0.05] * 4)
+    make_run(root, "infosft_s2", 2, m, {"train": 1.0}, objective="infosft",
+             weights=[0.4, 0.2, 0.2, 0.2] + [0.1] * 4 + [0.1] * 4)
+    table = weight_table(view_of(root))
+    assert [r[:2] for r in table.rows] == [["infosft", "16"]]
+    got = table.data["infosft"]["16"]
+    assert got["first_step"] == pytest.approx((0.4, 0.0)) and got["first_epoch"] == pytest.approx((0.25, 0.0))
+    assert got["last_epoch"][0] == pytest.approx(0.075) and got["ratio"][0] == pytest.approx(0.3)
+    assert table.rows[0][4].startswith("0.0750 ± 0.0354 (2)")
+
+
+def test_figure_legend_names_every_series_also_one_missing_from_the_first_panel(tmp_path, monkeypatch):
+    """A method evaluated on the training rows only (no heldout set) still gets its legend entry: the legend is of
+    every panel's series, not of the first panel's."""
+    from sftgo.report import figures
+    from sftgo.report.capacity import plot_paired_differences
+
+    root = tmp_path / "sweep"
+    build_sweep(root, caps=(16, 32), seeds=(1,))
+    for cap in (16, 32):
+        make_run(root, f"dft_h{cap}_s1", 1, model_dir(root, cap), {"train": 1.0}, objective="dft")  # train set only
+    figs = []
+    monkeypatch.setattr(figures, "_png", lambda fig: figs.append(fig) or b"png")
+    assert plot_paired_differences(view_of(root)) == b"png"
+    first = figs[0].axes[0]
+    assert first.get_title() == "heldout: worst group"
+    assert sorted(t.get_text() for t in first.get_legend().get_texts()) == ["dft", "sft-go tfidf lam=0.5",
+                                                                           "sft-go tfidf lam=0.9"]
 
 
 def test_report_capacity_section_and_figure_through_the_cli(tmp_path):

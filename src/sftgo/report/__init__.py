@@ -119,6 +119,7 @@ def build_report(paths, output_dir: str | Path, domain_suite: str | None = None,
                               f"{capacity}) on each evaluated set, worst group and average CE: mean over seeds with "
                               "±1 std bars, each seed a dot; below the dashed line = lower loss than SFT."))
         add(f"Training loss at the end of each run, by {capacity}", C.convergence_table(view))
+        add(f"Token weight at the start and the end of each run, by {capacity}", C.weight_table(view))
 
     for table in generation_tables(groups):
         add(f"{table.title} (Appendix I style)", table)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ..rundir import FINAL
-from .runs import METHOD_KEYS, Group, Run, declared, fmt_value, mean_std, method_label, varying_keys
+from .runs import METHOD_KEYS, Group, Run, fmt_value, mean_std, method_label, plain_sft, varying_keys
 from .tables import Table
 
 MODEL_KEYS = {"model_name_or_path"}
@@ -74,7 +74,7 @@ class CapacityView:
         configs = list(series.values())
         varying = varying_keys(configs)
         self.labels = {k: method_label(c, varying) for k, c in series.items()}
-        self.order = sorted(series, key=lambda k: (not declared(series[k].get("objective"), "baseline"),
+        self.order = sorted(series, key=lambda k: (not plain_sft(series[k]),
                                                    self.labels[k]))
 
     def series_of(self, r: Run) -> str:
@@ -89,7 +89,7 @@ class CapacityView:
     def partner(self, r: Run) -> Run | None:
         """The plain-SFT run of the same seed, capacity and context (None if absent or ambiguous)."""
         ctx = _context(r.method_config, self.key)
-        found = [b for b in self.runs if b is not r and declared(b.config.get("objective"), "baseline")
+        found = [b for b in self.runs if b is not r and plain_sft(b.config)
                  and self.cap[id(b)] == self.cap[id(r)] and b.seed == r.seed
                  and _context(b.method_config, self.key) == ctx]
         return found[0] if len(found) == 1 else None
@@ -98,7 +98,7 @@ class CapacityView:
         """{(series, capacity): [(seed, method - SFT), ...]} for every non-baseline run with a partner."""
         out: dict = {}
         for r in self.runs:
-            if self.cap[id(r)] is None or declared(r.config.get("objective"), "baseline"):
+            if self.cap[id(r)] is None or plain_sft(r.config):
                 continue
             b = self.partner(r)
             if b is None:
@@ -207,6 +207,34 @@ def convergence_table(view: CapacityView) -> Table | None:
                         "mean ± std over seeds; a ratio near 1 is a flat training loss. Finished runs only (a summary.json)."])
 
 
+def weight_table(view: CapacityView) -> Table | None:
+    """How each token weighting's mean weight moved: ``mean_weight`` at the first logged step, over the first epoch
+    and over the last (does the weighting keep its steps, or shrink them as the model grows sure of its tokens?)."""
+    header = ["Method", view.key, "mean weight, first step", "first epoch", "last epoch", "last / first epoch"]
+    rows, data = [], {}
+    for s in view.order:
+        for cap in view.capacities():
+            runs = [r for r in view.cell(s, cap) if r.summary is not None]  # finished runs only
+            weights = [[m["mean_weight"] for m in r.metrics if isinstance(m.get("mean_weight"), (int, float))]
+                       for r in runs]
+            epochs = [_epoch_means(r.metrics, "mean_weight") for r, w in zip(runs, weights) if w]
+            if not epochs:
+                continue  # no token weighting logged (plain SFT, SFT-GO without --token_weight)
+            cols = {"first_step": [w[0] for w in weights if w], "first_epoch": [e[0][1] for e in epochs],
+                    "last_epoch": [e[-1][1] for e in epochs],
+                    "ratio": [e[-1][1] / e[0][1] for e in epochs if e[0][1]]}
+            rows.append([view.labels[s], fmt_value(cap), _ms(cols["first_step"]), _ms(cols["first_epoch"]),
+                         _ms(cols["last_epoch"]), _ms(cols["ratio"], digits=3)])
+            data.setdefault(view.labels[s], {})[str(cap)] = {k: mean_std(v)[:2] for k, v in cols.items()}
+    if not rows:
+        return None
+    return Table(f"Token weight at the start and the end of each run, by {view.key}", header, rows, data=data,
+                 notes=["mean_weight in metrics.jsonl (the mean token weighting t_n over the step's supervised "
+                        "tokens): at the first logged step and averaged over the first and the last epoch, mean ± "
+                        "std over seeds (n); a ratio below 1: the weighting shrinks the steps as training goes on. "
+                        "Finished runs only."])
+
+
 def plot_paired_differences(view: CapacityView) -> bytes | None:
     """One panel per (evaluated set, worst group / average): each method's paired difference from SFT against
     capacity (log-2 x axis): mean over seeds with ±1 std bars, each seed a dot, the zero line dashed."""
@@ -244,7 +272,11 @@ def plot_paired_differences(view: CapacityView) -> bytes | None:
         ax.set_ylabel(f"Δ {name} CE vs SFT")
         ax.set_title(f"{stem}: {name}", fontsize=10)
         ax.grid(alpha=0.3)
-        if i == 0:
-            ax.legend(fontsize=8)
+    # One legend of every series, on the first panel (a series evaluated on some sets only is missing from others).
+    handles = {}
+    for ax in fig.axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    axes[0][0].legend(handles.values(), handles.keys(), fontsize=8)
     fig.tight_layout()
     return _png(fig)

@@ -33,6 +33,14 @@ def declared(objective, flag: str) -> bool:
     """A declaration flag of the objective a run used (False for a name this version does not know)."""
     obj = OBJECTIVES.get(str(objective))
     return bool(getattr(obj, flag, False)) if obj is not None else False
+
+
+def plain_sft(config: dict) -> bool:
+    """Whether a run's (method) config is the plain-SFT baseline: a baseline objective without a token weighting
+    (``--objective sft --token_weight chord`` is a method compared with SFT, not SFT)."""
+    return declared(config.get("objective"), "baseline") and str(config.get("token_weight") or "none") == "none"
+
+
 SHORT = {**OBJECTIVE_SHORT, "learning_rate": "lr", "model_name_or_path": "model", "num_train_epochs": "epochs",
          "per_device_train_batch_size": "batch"}  # a setting's label in tables (the objective settings' declared)
 
@@ -191,7 +199,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
 def _group_order(g: "Group"):
     c = g.config
     obj = str(c.get("objective", ""))
-    return (not declared(obj, "baseline"), obj, str(c.get("scorer", "")), str(c.get("lam_min", "")),
+    return (not plain_sft(c), obj, str(c.get("scorer", "")), str(c.get("lam_min", "")),
             float(c.get("percentile") or 0), json.dumps(c, sort_keys=True, default=str))
 
 
@@ -251,7 +259,7 @@ def label_groups(groups: list[Group]) -> None:
 
 def baseline_group(groups: list[Group]) -> Group | None:
     """The plain-SFT configuration (the paper's baseline row), if exactly one kind of it is present."""
-    sft = [g for g in groups if declared(g.objective, "baseline")]
+    sft = [g for g in groups if plain_sft(g.config)]
     return sft[0] if len(sft) >= 1 else None
 
 
