@@ -95,7 +95,7 @@ def train_may_need_peft(argv: list[str]) -> bool:
         low = w.lower()
         if any(k in low for k in PEFT_WORDS):
             return True
-        for cand in (w, w.strip("'\",")):
+        for cand in (w, w.strip("'\","), w.partition("=")[2]):  # --model_name_or_path=DIR too
             try:
                 if cand and (Path(cand) / "adapter_config.json").is_file():
                     return True

@@ -147,6 +147,7 @@ def test_sweep_process_checks_train_flags_without_peft_datasets_scipy(tmp_path):
     (["CONFIG", "--max_steps", "3"], "objective: sft\nlora_r: 16\n", True),
     (["CONFIG"], "model_name_or_path: 'ADAPTER'\n", True),
     (["--model_name_or_path", "ADAPTER"], None, True),
+    (["--ref_model_name_or_path=ADAPTER"], None, True),
     (["no/such/config.yaml"], None, True),
     (["demo"], None, False),  # a bundled recipe by name: read like a file
 ])
@@ -162,7 +163,7 @@ def test_train_may_need_peft(tmp_path, argv, yaml_text, want):
     cfg = tmp_path / "c.yaml"
     if yaml_text is not None:
         cfg.write_text(yaml_text.replace("ADAPTER", str(adapter)))
-    argv = [str(cfg) if a == "CONFIG" else str(adapter) if a == "ADAPTER" else a for a in argv]
+    argv = [str(cfg) if a == "CONFIG" else a.replace("ADAPTER", str(adapter)) for a in argv]
     assert train_may_need_peft(argv) is want
 
 
