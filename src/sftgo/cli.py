@@ -114,6 +114,20 @@ def check_peft_for(cfg) -> None:
                                "(sftgo.cli.train_may_need_peft missed it); please report it with the command")
 
 
+def lean_start(cmd: str, rest: list[str]) -> None:
+    """What the ``sftgo`` process of ``cmd`` has transformers skip (:func:`transformers_without`), before anything loads
+    it: a run without LoRA and ``train --help`` all three, ``score`` / ``eval`` / ``generate`` datasets and scipy (they
+    may load a LoRA folder), the ``sweep`` process all three; nothing for a help or ``sweep --status`` that never
+    loads transformers, nor for the commands that never do (report, recipes)."""
+    if cmd == "train":
+        no_peft = set(TRAIN_HELP_FLAGS) & set(rest) or not train_may_need_peft(rest)
+        transformers_without(NOT_FOR_TRANSFORMERS_NO_PEFT if no_peft else NOT_FOR_TRANSFORMERS)
+    elif cmd in ("score", "eval", "generate") and not {"-h", "--help"} & set(rest):
+        transformers_without()
+    elif cmd == "sweep" and not {"-h", "--help", "--status"} & set(rest):  # those read no train settings
+        transformers_without(NOT_FOR_TRANSFORMERS_NO_PEFT)
+
+
 def main(argv: list[str] | None = None) -> int:
     entry_point = argv is None  # the sftgo process itself (console script, python -m sftgo.cli)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -123,10 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     cmd, rest = argv[0], argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
+        if entry_point:
+            lean_start(cmd, rest)
         if cmd == "train":
-            if entry_point:
-                no_peft = set(TRAIN_HELP_FLAGS) & set(rest) or not train_may_need_peft(rest)
-                transformers_without(NOT_FOR_TRANSFORMERS_NO_PEFT if no_peft else NOT_FOR_TRANSFORMERS)
             from .config import parse_config
             from .launch import lone_process_warning
             from .pipeline import run_training
@@ -147,26 +160,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"done: {summary['steps']} steps, train {summary['train_time_s']} s, run directory {cfg.output_dir}")
             return 0
         if cmd == "score":
-            if entry_point and not {"-h", "--help"} & set(rest):
-                transformers_without()
             from .score_cmd import main as score_main
 
             return score_main(rest)
         if cmd == "eval":
-            if entry_point and not {"-h", "--help"} & set(rest):
-                transformers_without()
             from .evaluation.run import main as eval_main
 
             return eval_main(rest)
         if cmd == "generate":
-            if entry_point and not {"-h", "--help"} & set(rest):
-                transformers_without()
             from .generate import main as generate_main
 
             return generate_main(rest)
         if cmd == "sweep":
-            if entry_point and not {"-h", "--help", "--status"} & set(rest):  # those two read no train settings
-                transformers_without(NOT_FOR_TRANSFORMERS_NO_PEFT)
             from .sweep import main as sweep_main
 
             return sweep_main(rest)
