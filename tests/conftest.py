@@ -30,6 +30,9 @@ if os.environ.get("PYTEST_XDIST_WORKER") and int(os.environ.get("PYTEST_XDIST_WO
         os.environ.setdefault(_var, "1")
 
 
+FIRST = ("test_pip_install",)  # modules run before all others (see pytest_collection_modifyitems)
+
+
 def xdist_group_of(item) -> str | None:
     """The xdist group a test runs in: "serial", its module's name (a module-scoped fixture), or None (any worker)."""
     import inspect
@@ -51,6 +54,9 @@ def xdist_group_of(item) -> str | None:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
+    # The longest single test (a fresh venv from the built wheel, ~3 min, CI only) is handed out first: started late it
+    # would run alone at the end while the other worker waits.
+    items.sort(key=lambda item: item.module.__name__.rpartition(".")[2] not in FIRST)
     for item in items:
         group = xdist_group_of(item)
         if group:

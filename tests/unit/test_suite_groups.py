@@ -89,3 +89,18 @@ def test_groups_hold_under_xdist(tmp_path):
         if m:
             workers.setdefault(m.group(2), set()).add(m.group(1))
     assert len(workers["test_module"]) == 1 and len(workers["test_serial"]) == 1, workers
+
+
+def test_the_pip_install_test_is_handed_out_first():
+    """The ~3-minute pip-install test (CI) comes first in the run order, the others keep theirs."""
+    from tests.conftest import pytest_collection_modifyitems
+
+    def item(module, name):
+        return SimpleNamespace(module=SimpleNamespace(__name__=module), function=_plain, name=name,
+                               get_closest_marker=lambda m: None, _fixtureinfo=None,
+                               add_marker=lambda m: None)
+
+    items = [item("tests.integration.test_a", "a1"), item("tests.integration.test_pip_install", "pip"),
+             item("tests.unit.test_b", "b1"), item("tests.integration.test_a", "a2")]
+    pytest_collection_modifyitems(None, items)
+    assert [i.name for i in items] == ["pip", "a1", "b1", "a2"]
