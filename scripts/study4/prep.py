@@ -1,15 +1,17 @@
 """CPU study 4 (issue 29): the data, tokenizers and from-scratch tiny Llamas the study's sweeps train.
 
     python scripts/study4/prep.py OUT [--widths 16,32,64,128] [--alpaca ../shared/data/alpaca_5000.json]
+                                      [--gsm8k ../shared/data]
 
 Writes (nothing is downloaded; the same files every time):
 - OUT/synth/{train,heldout}.jsonl: the known-important-tokens set. 64 made-up people, each with a 4-digit code;
   an answer is 18 filler words from one of 6 templates plus the person's name and code (each one word = one token
   under the study's word-level tokenizer). Training rows: every person with templates 0-2; held-out rows: every
   person with templates 3-5 (the same facts, filler words never in a training answer). OUT/synth/swapped.jsonl:
-  every person with templates 0-2 asked by another of the training questions (seen words, unseen pairing). The
-  important tokens by
-  construction are the name and the code: the tokenizer gives them the ids >= KNOWN_FIRST_ID (known_tokens.py).
+  every person with templates 0-2 asked by another of the training questions (seen words, unseen pairing).
+  OUT/synth/{train,swapped}16.jsonl: the same rows of the first 16 people only (48 rows each; the LoRA runs). The
+  important tokens by construction are the name and the code: the tokenizer gives them the ids >= KNOWN_FIRST_ID
+  (known_tokens.py).
 - OUT/synth/tokenizer: a word-level tokenizer over the set's words (both splits), with a chat template, so a tiny
   model pays for 1,128 vocabulary rows, not SmolLM2's 49,152.
 - OUT/models/synth_h<width>: a Llama with 2 layers, hidden size <width>, MLP 4 x width, head size 16 (heads =
@@ -18,6 +20,11 @@ Writes (nothing is downloaded; the same files every time):
 - With --alpaca: OUT/alpaca/{train,heldout}.json, Alpaca rows with short answers (3-40 words, prompt at most 40):
   128 training rows from rows 0-2399, held-out rows from rows 4800 on (at most 128); OUT/alpaca/tokenizer, a
   word-level tokenizer over both splits' words; OUT/models/alpaca_h<width>, the same Llamas over that vocabulary.
+- With --gsm8k DIR (the folder of gsm8k_train.jsonl and gsm8k_test.jsonl): OUT/gsm8k/{train,heldout}.json, GSM8K
+  rows with short solutions (at most 48 words once the calculator annotations <<...>> are removed, question at most
+  40 words), as Alpaca-style rows (instruction = question, output = solution with its final "#### answer" line):
+  the first 128 such rows of the training file, and the first 128 of the test file as held-out rows;
+  OUT/gsm8k/tokenizer and OUT/models/gsm8k_h<width> as for Alpaca.
 """
 
 from __future__ import annotations
@@ -81,6 +88,21 @@ def alpaca_rows(path: Path):
     return train, held
 
 
+CALC = re.compile(r"<<[^>]*>>")  # GSM8K's calculator annotations, e.g. <<48/2=24>>
+
+
+def gsm8k_rows(folder: Path):
+    def rows(f):
+        out = []
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            ans = CALC.sub("", r["answer"])
+            if len(words(ans)) <= 48 and len(words(r["question"])) <= 40:
+                out.append({"instruction": r["question"], "input": "", "output": ans})
+        return out[:128]
+    return rows(folder / "gsm8k_train.jsonl"), rows(folder / "gsm8k_test.jsonl")
+
+
 def build_tokenizer(vocab_words: list[str], known: list[str] = ()):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -127,6 +149,8 @@ def main(argv=None):
     p.add_argument("out")
     p.add_argument("--widths", default=",".join(map(str, WIDTHS)))
     p.add_argument("--alpaca", default=None, help="an Alpaca JSON file: also write the Alpaca slice (item 1 on text)")
+    p.add_argument("--gsm8k", default=None, help="the folder of gsm8k_train.jsonl / gsm8k_test.jsonl: also write the "
+                   "GSM8K slice (item 1 on text)")
     a = p.parse_args(argv)
     out = Path(a.out)
     sets = {}
@@ -134,9 +158,14 @@ def main(argv=None):
     sets["synth"] = (train, held, ".jsonl", people + codes)
     out.joinpath("synth").mkdir(parents=True, exist_ok=True)
     write_rows(out / "synth" / "swapped.jsonl", swapped)
+    write_rows(out / "synth" / "train16.jsonl", train[:48])  # rows are person-major, 3 per person
+    write_rows(out / "synth" / "swapped16.jsonl", swapped[:48])
     if a.alpaca:
         train, held = alpaca_rows(Path(a.alpaca))
         sets["alpaca"] = (train, held, ".json", [])
+    if a.gsm8k:
+        train, held = gsm8k_rows(Path(a.gsm8k))
+        sets["gsm8k"] = (train, held, ".json", [])
     for name, (train, held, ext, known) in sets.items():
         d = out / name
         d.mkdir(parents=True, exist_ok=True)

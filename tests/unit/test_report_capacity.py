@@ -193,6 +193,24 @@ def test_figure_legend_names_every_series_also_one_missing_from_the_first_panel(
                                                                            "sft-go tfidf lam=0.9"]
 
 
+def test_figure_leaves_out_a_set_with_no_pair(tmp_path, monkeypatch):
+    """A set only the SFT runs were evaluated on (an older sweep's extra set) has no paired difference: no empty row
+    of panels for it; the sets with pairs keep theirs."""
+    from sftgo.report import figures
+    from sftgo.report.capacity import plot_paired_differences
+
+    root = tmp_path / "sweep"
+    build_sweep(root, caps=(16, 32), seeds=(1,))
+    for cap in (16, 32):
+        make_run(root, f"sft_h{cap}_s2", 2, model_dir(root, cap), {"train": 4.0, "unseen": 9.0}, objective="sft")
+        make_run(root, f"go_h{cap}_lam0.9_s2", 2, model_dir(root, cap), {"train": 3.0}, lam=0.9)
+    figs = []
+    monkeypatch.setattr(figures, "_png", lambda fig: figs.append(fig) or b"png")
+    assert plot_paired_differences(view_of(root)) == b"png"
+    assert [ax.get_title() for ax in figs[0].axes] == ["heldout: worst group", "heldout: average",
+                                                       "train: worst group", "train: average"]
+
+
 def test_report_capacity_section_and_figure_through_the_cli(tmp_path):
     from sftgo.cli import main
 

@@ -240,9 +240,11 @@ def plot_paired_differences(view: CapacityView) -> bytes | None:
     capacity (log-2 x axis): mean over seeds with ±1 std bars, each seed a dot, the zero line dashed."""
     from .figures import _png, _pyplot
 
-    sets = _sets(view.runs)
-    panels = [(stem, metric, name, view.differences(stem, metric)) for stem in sets for metric, name in DIFF_KEYS]
-    if not any(d for *_, d in panels):
+    panels = [(stem, metric, name, view.differences(stem, metric)) for stem in _sets(view.runs)
+              for metric, name in DIFF_KEYS]
+    sets = [stem for stem in _sets(view.runs) if any(d for s, *_, d in panels if s == stem)]  # no empty rows
+    panels = [p for p in panels if p[0] in sets]
+    if not panels:
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(len(sets), len(DIFF_KEYS), figsize=(5.2 * len(DIFF_KEYS), 3.4 * len(sets)), dpi=110,
