@@ -112,8 +112,8 @@ def fetch_smollm2_gguf(dest: Path) -> Path:
 def gguf_read_once():
     """Within the block, each GGUF file is parsed once and llama.cpp's tensor-name table built once per architecture
     and depth. One conversion through transformers (tokenizer, config, weights) otherwise parses the whole file three
-    times (its 49k-token vocabulary is read value by value) and builds the table once per module (~400 times): 36 ->
-    21 s of CPU for the default model, the same files bit for bit (benchmarks/bench_default_model.py). The readers
+    times (its 49k-token vocabulary is read value by value) and builds the table once per module (~400 times): 29.7 ->
+    17.0 s of CPU for the default model, the same files bit for bit (benchmarks/bench_default_model.py). The readers
     are memory maps read only; both are restored on exit."""
     import functools
 
