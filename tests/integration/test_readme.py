@@ -62,6 +62,8 @@ SUBSTITUTIONS = [
     ("../shared/data", "shared_data", "the repository's sibling data folder -> small files of the same layout"),
     ("--seeds 1,2,3", "--seeds 1", "one seed per grid point"),
     ("--limit 100", "--limit 2", "two rows of the multiple-choice file"),
+    ("--max_new_tokens 256", "--max_new_tokens 8", "short answers from the tiny model, as sftgo generate's ADDED_FLAGS "
+     "(256 greedy tokens for each prompt and run: about 3 s of CPU)"),
     ("--grid percentile=55,70,90", "--grid percentile=70,90", "the first sweep's grid: its runs are complete and "
      "skipped, the sweep's continue path (a third grid point would train again)"),
     ("sftgo sweep --status runs/paper/table1_lima_llama32_3b", "sftgo sweep --status runs/sw",

@@ -23,6 +23,27 @@ def test_report_redraws_png_from_metrics(tmp_path):
     assert plot_loss_groups(recs[:1], tmp_path / "one.png").exists()
 
 
+def test_a_figure_is_drawn_once_per_save_and_unchanged(tmp_path, monkeypatch):
+    """Every training run draws loss_groups.png: laid out once (figures.tight), it is rendered once, not laid out
+    again by savefig (an extra draw of the whole figure), and the file is the same bytes as with the extra draw."""
+    from matplotlib.figure import Figure
+
+    from sftgo.report import figures
+
+    recs = [{"step": i, "loss": 2.0 - i / 50, "loss_ce": 2.0 - i / 40, "loss_important": 3.0 - i / 30,
+             "loss_unimportant": 1.5} for i in range(1, 31)]
+    draws = []
+    real_draw = Figure.draw
+    monkeypatch.setattr(Figure, "draw", lambda self, renderer: draws.append(1) or real_draw(self, renderer))
+    plot_loss_groups(recs, tmp_path / "once.png")
+    assert len(draws) == 1
+    draws.clear()
+    monkeypatch.setattr(figures, "tight", lambda fig: fig.tight_layout())  # the layout engine left on the figure
+    plot_loss_groups(recs, tmp_path / "twice.png")
+    assert len(draws) == 2
+    assert (tmp_path / "once.png").read_bytes() == (tmp_path / "twice.png").read_bytes()
+
+
 # ------------------------------------------------------------------------------------------ multi-run report
 
 PAPER = ["MMLU-0", "MMLU-5", "MathQA", "ARC-C", "OpenBookQA", "HellaSwag", "TruthfulQA", "IFEval"]

@@ -238,7 +238,7 @@ def weight_table(view: CapacityView) -> Table | None:
 def plot_paired_differences(view: CapacityView) -> bytes | None:
     """One panel per (evaluated set, worst group / average): each method's paired difference from SFT against
     capacity (log-2 x axis): mean over seeds with ±1 std bars, each seed a dot, the zero line dashed."""
-    from .figures import _png, _pyplot
+    from .figures import _png, _pyplot, tight
 
     panels = [(stem, metric, name, view.differences(stem, metric)) for stem in _sets(view.runs)
               for metric, name in DIFF_KEYS]
@@ -280,5 +280,5 @@ def plot_paired_differences(view: CapacityView) -> bytes | None:
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)
     axes[0][0].legend(handles.values(), handles.keys(), fontsize=8)
-    fig.tight_layout()
+    tight(fig)
     return _png(fig)

@@ -6,6 +6,15 @@ import json
 from pathlib import Path
 
 
+def tight(fig) -> None:
+    """``fig.tight_layout()`` once, and no layout engine left on the figure: with one left (tight_layout leaves a
+    placeholder), every ``savefig`` first draws the whole figure once more without rendering, to lay it out again.
+    The PNG is byte-identical; each figure costs 15-20% less CPU (benchmarks/bench_figures.py), paid by every
+    training run (loss_groups.png) and every report."""
+    fig.tight_layout()
+    fig.set_layout_engine(None)  # None (rc figure.autolayout / constrained_layout.use off): no engine; "none" keeps one
+
+
 def plot_loss_groups(records: list[dict], path: str | Path, title: str = "") -> Path:
     """Overall / important / unimportant loss over optimizer steps (the SFT-GO paper's Figure 2)."""
     import matplotlib
@@ -33,7 +42,7 @@ def plot_loss_groups(records: list[dict], path: str | Path, title: str = "") -> 
     ax.set_title(title or "loss by token group")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
+    tight(fig)
     path = Path(path)
     fig.savefig(path)
     plt.close(fig)
@@ -85,7 +94,7 @@ def plot_channel_losses(records: list[dict], path: str | Path, title: str = "") 
     ax.set_title(title or "loss per channel")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7 if len(colors) > 8 else 9)
-    fig.tight_layout()
+    tight(fig)
     path = Path(path)
     fig.savefig(path)
     plt.close(fig)
@@ -180,7 +189,7 @@ def plot_group_losses(groups, series=GROUP_SERIES, title="Training loss by token
     for ax in axes[:, 0]:
         ax.set_ylabel("cross-entropy (nats/token)")
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    tight(fig)
     return _png(fig)
 
 
@@ -251,5 +260,5 @@ def plot_eta_bars(groups, suite, baseline=None) -> bytes | None:
     ax.set_title("Average score per eta, by grouping function", fontsize=11)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(uniq.values(), uniq.keys(), fontsize=8, loc="lower right")
-    fig.tight_layout()
+    tight(fig)
     return _png(fig)
