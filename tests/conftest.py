@@ -78,6 +78,22 @@ def pytest_collection_finish(session):
             item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """After each test (its fixtures' teardown included): collect the garbage it left, then freeze what is still alive
+    (imported modules, caches, longer-lived fixtures) out of the collector's way, as `sftgo train` does for its own
+    start-up (sftgo.startup_gc). A test process holds ~500,000 such objects once torch, transformers and sftgo are
+    imported, and every full collection passed over all of them again: CPython's own as the heap grows, and
+    accelerate's ``gc.collect()`` at the end of every in-process training run (63 passes, 13.9 of test_train.py's
+    34 s of CPU; with this, 1.1 of 23 s). Objects frozen are still freed when nothing refers to them; a frozen
+    reference cycle that becomes garbage later stays until the process ends (fixtures hold paths and tiny models)."""
+    yield
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

@@ -138,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         if entry_point:
+            if cmd == "train":
+                from . import startup_gc
+
+                startup_gc.pause()  # resumed (start-up frozen) right before the first step: no full pass over imports
             lean_start(cmd, rest)
         if cmd == "train":
             from .config import parse_config

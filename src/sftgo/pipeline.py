@@ -442,6 +442,9 @@ def _run_training(cfg: SFTGoConfig, started: list) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if cfg.process_index == 0:
         write_run_config(cfg, out / CONFIG)
+    from . import startup_gc
+
+    startup_gc.resume()  # the sftgo process's start-up is over: frozen, collected no more (no-op in-process)
     t1 = time.time()
     started.append(trainer)
     result = trainer.train(resume_from_checkpoint=ckpt)

@@ -182,14 +182,33 @@ def test_a_lora_run_without_peft_known_stops(monkeypatch):
     check_peft_for(SimpleNamespace(lora_r=0))
 
 
+# `sftgo train ARGS` exactly as the console script runs it (main() without argv), with each full garbage collection
+# recorded: how many objects were frozen (gc.get_freeze_count) when it ran.
+TRAIN_PROCESS = """
+import gc, json, sys
+full = []
+gc.callbacks.append(lambda phase, info: phase == "stop" and info["generation"] == 2 and full.append(gc.get_freeze_count()))
+from sftgo.cli import main
+sys.argv = ["sftgo", "train", *sys.argv[1:]]
+rc = main()
+print(json.dumps({"rc": rc, "full": full, "frozen": gc.get_freeze_count()}))
+"""
+
+
 def test_lora_run_from_a_config_file_through_the_sftgo_process(tmp_path, tiny_model_dir, alpaca_file):
     """End to end, as the sftgo process runs it: a config file that asks for LoRA keeps peft known to transformers,
-    and the run writes its adapter."""
+    and the run writes its adapter. The process collects no garbage while it starts (sftgo.startup_gc: importing
+    torch and transformers cost six full passes over the growing heap) and freezes its start-up before the first step
+    (a full collection afterwards passes over what training made, not over every module and the model)."""
     pytest.importorskip("peft")
     cfg = tmp_path / "lora.yaml"
     cfg.write_text(f"model_name_or_path: {tiny_model_dir}\ndataset: {alpaca_file}\nlora_r: 2\nmax_steps: 1\n"
                    f"per_device_train_batch_size: 2\nmax_length: 64\nreport_to: none\n")
-    r = subprocess.run([sys.executable, "-m", "sftgo.cli", "train", str(cfg), "--output_dir", str(tmp_path / "run")],
+    r = subprocess.run([sys.executable, "-c", TRAIN_PROCESS, str(cfg), "--output_dir", str(tmp_path / "run")],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["rc"] == 0
     assert (tmp_path / "run" / "final" / "adapter_config.json").is_file()
+    assert got["frozen"] > 100_000, got  # torch, transformers, peft, the model: frozen before training
+    assert got["full"] and min(got["full"]) > 100_000, got  # every full pass came after the freeze
