@@ -26,6 +26,8 @@ from sftgo.trainer import COUNTERS_FILE, STATE_FILE
 
 LAUNCHER = textwrap.dedent('''
     import os, signal, sys
+    from sftgo import startup_gc
+    startup_gc.pause()  # as the sftgo process starts a run: no garbage collection until its first step
     where, _, at = os.environ.get("KILL_AT", "never:0").partition(":")
     at = int(at)
 

@@ -123,6 +123,8 @@ def test_a_start_that_fails_leaves_the_run_directory_as_it_was(tmp_path, tiny_mo
 
 LAUNCHER = textwrap.dedent('''
     import os, sys, time
+    from sftgo import startup_gc
+    startup_gc.pause()  # as the sftgo process starts a run: no garbage collection until its first step
     import sftgo.trainer as tr
 
     orig = tr._StepEnd.on_step_end

@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 
 if __name__ == "__main__":
+    from sftgo import startup_gc
     from sftgo.cli import main, transformers_without
 
-    transformers_without()  # as the sftgo process itself starts: transformers without datasets and scipy
+    startup_gc.pause()  # as the sftgo process itself starts: no garbage collection until the first run's first step
+    transformers_without()  # and transformers without datasets and scipy
     import torch.distributed as dist
 
     for out, argv in json.loads(Path(sys.argv[1]).read_text()):
