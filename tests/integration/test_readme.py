@@ -342,7 +342,7 @@ def test_not_run_entries_are_used():
 # ------------------------------------------------------------------------------------------------- running them
 
 RUNNER = r"""
-import json, os, runpy, sys, traceback
+import gc, json, os, runpy, sys, traceback
 from sftgo.cli import main
 def run(req):
     if "python" in req:  # a README Python block, as a script of its own (fresh globals, __name__ == "__main__")
@@ -363,6 +363,7 @@ for line in sys.stdin:
         traceback.print_exc(); rc = 1
     sys.stdout.flush(); sys.stderr.flush()
     os.dup2(saved[0], 1); os.dup2(saved[1], 2); os.close(fd); os.close(saved[0]); os.close(saved[1])
+    gc.collect(); gc.freeze()  # as tests/conftest.py after each test: later full collections skip what is left
     print(json.dumps({"rc": rc or 0}), flush=True)
 """
 

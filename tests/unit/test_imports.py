@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("base: errors, names, run directories, caches", {"sftgo", "sftgo.errors", "sftgo.naming", "sftgo.rundir",
                                                       "sftgo.launch", "sftgo.distributed", "sftgo.cliargs",
                                                       "sftgo.recipes", "sftgo.cache", "sftgo.grouping",
-                                                      "sftgo.user_functions"}),
+                                                      "sftgo.user_functions", "sftgo.startup_gc"}),
     ("hub, models and data loading", {"sftgo.hub", "sftgo.models", "sftgo.data"}),
     ("per-token compute", {"sftgo.tokens", "sftgo.token_head", "sftgo.scorers"}),
     ("objectives", {"sftgo.objectives", "sftgo.loss_func"}),
