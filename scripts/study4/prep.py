@@ -9,7 +9,8 @@ Writes (nothing is downloaded; the same files every time):
   under the study's word-level tokenizer). Training rows: every person with templates 0-2; held-out rows: every
   person with templates 3-5 (the same facts, filler words never in a training answer). OUT/synth/swapped.jsonl:
   every person with templates 0-2 asked by another of the training questions (seen words, unseen pairing).
-  OUT/synth/{train,swapped}16.jsonl: the same rows of the first 16 people only (48 rows each; the LoRA runs). The
+  OUT/synth/{train,swapped}16.jsonl: the same rows of the first 16 people only (48 rows each; the LoRA runs), and
+  OUT/synth/{train,swapped}8.jsonl of the first 8 (24 rows each; the second LoRA sweep). The
   important tokens by construction are the name and the code: the tokenizer gives them the ids >= KNOWN_FIRST_ID
   (known_tokens.py).
 - OUT/synth/tokenizer: a word-level tokenizer over the set's words (both splits), with a chat template, so a tiny
@@ -160,6 +161,8 @@ def main(argv=None):
     write_rows(out / "synth" / "swapped.jsonl", swapped)
     write_rows(out / "synth" / "train16.jsonl", train[:48])  # rows are person-major, 3 per person
     write_rows(out / "synth" / "swapped16.jsonl", swapped[:48])
+    write_rows(out / "synth" / "train8.jsonl", train[:24])  # the first 8 people (the second LoRA sweep)
+    write_rows(out / "synth" / "swapped8.jsonl", swapped[:24])
     if a.alpaca:
         train, held = alpaca_rows(Path(a.alpaca))
         sets["alpaca"] = (train, held, ".json", [])
