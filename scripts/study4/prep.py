@@ -1,6 +1,6 @@
 """CPU study 4 (issue 29): the data, tokenizers and from-scratch tiny Llamas the study's sweeps train.
 
-    python scripts/study4/prep.py OUT [--widths 16,32,64,128] [--alpaca ../shared/data/alpaca_5000.json]
+    python scripts/study4/prep.py OUT [--widths 16,32,64,128,256] [--alpaca ../shared/data/alpaca_5000.json]
                                       [--gsm8k ../shared/data]
 
 Writes (nothing is downloaded; the same files every time):
@@ -36,7 +36,7 @@ import random
 import re
 from pathlib import Path
 
-WIDTHS = (16, 32, 64, 128)
+WIDTHS = (16, 32, 64, 128, 256)
 KNOWN_FIRST_ID = 1000  # synthetic set: every name and code token has an id >= this; no other token does
 SPECIALS = ["<|pad|>", "<|im_start|>", "<|im_end|>", "<unk>"]
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
