@@ -144,7 +144,7 @@ def test_ctrl_c_prints_the_command_that_resumes(tmp_path, tiny_model_dir, alpaca
                  "--logging_steps", "1", "--objective", "sft-go-dro", "--dro_eta", "0.5")
     launcher = tmp_path / "launch.py"
     launcher.write_text(LAUNCHER)
-    env = {**os.environ, "STEP_SLEEP": "0.3", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "STEP_SLEEP": "1.0", "CUDA_VISIBLE_DEVICES": ""}
     p = subprocess.Popen([sys.executable, str(launcher), *args], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
