@@ -138,3 +138,62 @@ def test_a_bundled_sweep_reads_its_relative_paths_from_its_own_folder(elsewhere,
     monkeypatch.setattr(sftgo.recipes, "RECIPE_DIR", book)
     runs, points = _plan("mine/sweeps/s", tmp_path)
     assert [p["config"]["max_steps"] for p in points] == [7, 7]
+
+
+def test_a_sweep_file_extends_another(elsewhere, tmp_path, capsys):
+    """`extends:` starts from another sweep file: `set`, `grid`, `slurm` merge key by key (this file's values win),
+    other keys are replaced whole, and each file's relative paths are read from its own folder."""
+    a, b = elsewhere / "a", elsewhere / "b"
+    a.mkdir(), b.mkdir()
+    (a / "train.yaml").write_text("objective: sft-go\nscorer: tfidf\nmax_steps: 7\nlearning_rate: 0.001\n")
+    (a / "base.yaml").write_text("config: train.yaml\nset: {max_steps: 5, save_steps: 5}\n"
+                                 "grid: {lam: [0.1, 0.2], percentile: [70, 90]}\nvariants: [{scorer: frequency}, {lam_min: 0.0}]\n"
+                                 "seeds: [1, 2]\neval_cmd: 'ev {run_dir}'\n")
+    (b / "long.yaml").write_text("extends: ../a/base.yaml\nset: {max_steps: 9}\ngrid: {lam: [0.5]}\nseeds: [3]\n")
+    runs, points = _plan(b / "long.yaml", tmp_path)
+    assert {r.seed for r in runs} == {3}  # replaced
+    cfgs = [r.config() for r in runs]
+    assert {(c["max_steps"], c["save_steps"], c["learning_rate"]) for c in cfgs} == {(9, 5, 0.001)}  # set merged
+    assert sorted((c["scorer"], c.get("lam_min"), c["lam"], c["percentile"]) for c in cfgs) == sorted(
+        v + (0.5, p) for v in (("frequency", None), ("tfidf", 0.0)) for p in (70, 90))  # grid merged, variants kept
+    from sftgo.sweep import build_parser, load_spec
+
+    args = build_parser().parse_args([str(b / "long.yaml"), "--output_dir", str(tmp_path / "s")])
+    args.train_args = []
+    assert load_spec(str(b / "long.yaml"), args).eval_cmd == "ev {run_dir}"  # kept
+    # a chain, and a file extending a bundled sweep by name
+    (b / "longer.yaml").write_text("extends: long.yaml\nset: {save_steps: 3}\n")
+    assert {(r.config()["max_steps"], r.config()["save_steps"]) for r in _plan(b / "longer.yaml", tmp_path)[0]} == {(9, 3)}
+    (b / "paper.yaml").write_text("extends: paper/sweeps/table2_alpaca_llama32_3b\nseeds: [7]\n")
+    base_runs, _ = _plan("paper/sweeps/table2_alpaca_llama32_3b", tmp_path)
+    runs, _ = _plan(b / "paper.yaml", tmp_path)
+    assert [r.name.replace("_s7", "") for r in runs] == [r.name.replace("_s1", "") for r in base_runs if r.seed == 1]
+    # mistakes are one line naming the file and the fix
+    from sftgo.sweep import SweepError
+
+    (b / "loop1.yaml").write_text("extends: loop2.yaml\ngrid: {lam: [0.5]}\n")
+    (b / "loop2.yaml").write_text("extends: loop1.yaml\n")
+    with pytest.raises(SweepError, match=r"loop1.yaml: extends loop2.yaml: extends loop1.yaml, which leads back to "
+                                         r"itself \(loop1.yaml -> loop2.yaml -> loop1.yaml\)"):
+        _plan(b / "loop1.yaml", tmp_path)
+    (b / "train_cfg.yaml").write_text("extends: ../a/train.yaml\n")
+    with pytest.raises(SweepError, match=r"extends ../a/train.yaml, which is not a sweep file \(a train YAML goes "
+                                         r"under `config:`\)"):
+        _plan(b / "train_cfg.yaml", tmp_path)
+    (b / "typo.yaml").write_text("extends: ../a/bsae.yaml\n")
+    with pytest.raises(SweepError, match=r"typo.yaml: extends: sweep file ../a/bsae.yaml does not exist"):
+        _plan(b / "typo.yaml", tmp_path)
+
+
+def test_the_study_sweeps_on_a_longer_schedule_extend_their_40_epoch_files(tmp_path):
+    """configs/cpu/sweeps/study4_*_long.yaml: the same runs as the file they extend, with max_steps 3x and nothing
+    else changed but save_steps (and, on the synthetic set, one more evaluation)."""
+    for name, steps in (("alpaca", 960), ("gsm8k", 960), ("synth", 1440)):
+        base, _ = _plan(f"cpu/sweeps/study4_{name}", tmp_path)
+        long, _ = _plan(f"cpu/sweeps/study4_{name}_long", tmp_path)
+        assert [r.name for r in long] == [r.name for r in base]
+        for r, s in zip(long, base):
+            c, d = r.config(), s.config()
+            assert c.pop("max_steps") == steps == 3 * d.pop("max_steps") and c.pop("save_steps") == 240
+            d.pop("save_steps", None)
+            assert c == d, r.name

@@ -17,8 +17,9 @@ recipe by name: ``paper/llama32_3b_alpaca_sft``), ``set`` (settings for every ru
 ``variants`` (a list, each a mapping of settings or a train YAML, crossed with the grid), ``baseline`` (mapping or
 train YAML), ``seeds``, ``eval``, ``heldout``, ``eval_args``, ``launcher``,
 ``select``, ``select_steps``, ``output_dir``, ``executor``, ``slots``, ``gpus_per_run``, ``slurm`` (a mapping:
-partition, time_min, gpus_per_node, cpus_per_task, mem_gb, account, qos, array_parallelism, setup). Command-line
-options override it.
+partition, time_min, gpus_per_node, cpus_per_task, mem_gb, account, qos, array_parallelism, setup). ``extends``
+(another sweep file, relative to this one, or a bundled sweep by name) starts from that file: ``set``, ``grid`` and
+``slurm`` merge key by key, other keys replace its own. Command-line options override it.
 
 ``--select heldout_worst --select_steps K`` first trains every grid point (first seed) for K steps under the full
 budget's schedule, evaluates held-out group losses, and continues only the point with the lowest held-out worst-group

@@ -13,7 +13,8 @@ from .executors import EXECUTORS
 
 SWEEP_KEYS = {"config", "set", "grid", "variants", "baseline", "seeds", "eval", "heldout", "eval_args", "eval_cmd",
               "launcher", "select", "select_steps", "output_dir", "prune_checkpoints", "executor", "slots",
-              "gpus_per_run", "slurm"}
+              "gpus_per_run", "slurm", "extends"}
+MERGED_KEYS = ("set", "grid", "slurm")  # mappings that `extends:` merges key by key; other keys are replaced whole
 SELECTORS = ("heldout_worst",)
 # The sweep file's `slurm:` mapping and the --slurm_<key> options (what each becomes: sftgo.sweep.executors.slurm).
 SLURM_KEYS = {"partition": str, "time_min": int, "gpus_per_node": int, "cpus_per_task": int, "mem_gb": float,
@@ -122,6 +123,36 @@ def _resolve(ref: str, base_dir: Path) -> Path:
     return base_dir / p
 
 
+def _read_sweep_file(p: Path, shown: str, chain: tuple = ()) -> tuple[dict, dict]:
+    """A sweep file's mapping with its ``extends:`` chain applied, and for each key the folder that key's relative
+    paths are read from (the file it came from). The extended file's keys are the start; this file's replace them,
+    except ``set``, ``grid`` and ``slurm``, which are merged key by key (this file's values win)."""
+    from ..config import read_yaml_mapping
+    from ..recipes import resolve_recipe
+
+    data = read_yaml_mapping(p, SweepError)
+    here = p.parent
+    if "extends" not in data:
+        return data, dict.fromkeys(data, here)
+    ref = data.pop("extends")
+    if not isinstance(ref, str) or not ref.strip():
+        raise SweepError(f"{shown}: extends must name one sweep file (a path relative to this file, or a bundled "
+                         f"sweep by name), got {ref!r}")
+    parent = resolve_recipe(_resolve(ref, here), SweepError, f"{shown}: extends: sweep file")
+    chain = (*chain, p.resolve())
+    if parent.resolve() in chain:
+        loop = " -> ".join([*(c.name for c in chain), parent.name])
+        raise SweepError(f"{shown}: extends {ref}, which leads back to itself ({loop}): remove one `extends:`")
+    if not is_sweep_file(read_yaml_mapping(parent, SweepError)):
+        raise SweepError(f"{shown}: extends {ref}, which is not a sweep file (a train YAML goes under `config:`)")
+    merged, dirs = _read_sweep_file(parent, f"{shown}: extends {ref}", chain)
+    for k, v in data.items():
+        if k in MERGED_KEYS and isinstance(v, dict) and isinstance(merged.get(k), dict):
+            v = {**merged[k], **v}
+        merged[k], dirs[k] = v, here
+    return merged, dirs
+
+
 def load_spec(path: str | None, args) -> Spec:
     """Sweep file or train YAML (or nothing) + command-line options -> Spec."""
     from ..config import check_keys, read_yaml_mapping
@@ -133,10 +164,10 @@ def load_spec(path: str | None, args) -> Spec:
         p = resolve_recipe(path, SweepError)  # a bundled sweep by name: its own references are relative to it
         data = read_yaml_mapping(p, SweepError)
         if is_sweep_file(data):
+            data, dirs = _read_sweep_file(p, str(path))
             file_data = data
-            here = p.parent
             if data.get("config"):
-                spec.config = _load_train_yaml(_resolve(data["config"], here), f"{path}: config")
+                spec.config = _load_train_yaml(_resolve(data["config"], dirs["config"]), f"{path}: config")
             check_keys(data.get("set") or {}, f"{path}: set")
             spec.set = dict(data.get("set") or {})
             grid = data.get("grid") or {}
@@ -145,7 +176,7 @@ def load_spec(path: str | None, args) -> Spec:
             spec.grid = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items()}
             for i, v in enumerate(data.get("variants") or []):
                 if isinstance(v, str):
-                    spec.variants.append({"__config__": str(_resolve(v, here))})
+                    spec.variants.append({"__config__": str(_resolve(v, dirs["variants"]))})
                 elif isinstance(v, dict):
                     check_keys(v, f"{path}: variants[{i}]")
                     spec.variants.append(dict(v))
@@ -153,7 +184,7 @@ def load_spec(path: str | None, args) -> Spec:
                     raise SweepError(f"{path}: variants[{i}] must be a mapping of settings or a train YAML path")
             b = data.get("baseline")
             if isinstance(b, str):
-                spec.baseline = {"__config__": str(_resolve(b, here))}
+                spec.baseline = {"__config__": str(_resolve(b, dirs["baseline"]))}
             elif isinstance(b, dict):
                 check_keys(b, f"{path}: baseline")
                 spec.baseline = dict(b)
