@@ -1,7 +1,7 @@
 """CPU study 4 (issue 29): the data, tokenizers and from-scratch tiny Llamas the study's sweeps train.
 
     python scripts/study4/prep.py OUT [--widths 16,32,64,128,256] [--alpaca ../shared/data/alpaca_5000.json]
-                                      [--gsm8k ../shared/data]
+                                      [--gsm8k ../shared/data [--gsm8k_rows 128]]
 
 Writes (nothing is downloaded; the same files every time):
 - OUT/synth/{train,heldout}.jsonl: the known-important-tokens set. 64 made-up people, each with a 4-digit code;
@@ -25,7 +25,9 @@ Writes (nothing is downloaded; the same files every time):
   rows with short solutions (at most 48 words once the calculator annotations <<...>> are removed, question at most
   40 words), as Alpaca-style rows (instruction = question, output = solution with its final "#### answer" line):
   the first 128 such rows of the training file, and the first 128 of the test file as held-out rows;
-  OUT/gsm8k/tokenizer and OUT/models/gsm8k_h<width> as for Alpaca.
+  OUT/gsm8k/tokenizer and OUT/models/gsm8k_h<width> as for Alpaca. With --gsm8k_rows N (not 128): the first N such
+  training rows instead, as the set gsm8k<N> (OUT/gsm8k<N>/..., OUT/models/gsm8k<N>_h<width>; the same 128 held-out
+  rows): more rows than a narrow model can fit.
 """
 
 from __future__ import annotations
@@ -92,16 +94,18 @@ def alpaca_rows(path: Path):
 CALC = re.compile(r"<<[^>]*>>")  # GSM8K's calculator annotations, e.g. <<48/2=24>>
 
 
-def gsm8k_rows(folder: Path):
-    def rows(f):
+def gsm8k_rows(folder: Path, n_train: int = 128):
+    def rows(f, n):
         out = []
         for line in f.read_text().splitlines():
             r = json.loads(line)
             ans = CALC.sub("", r["answer"])
             if len(words(ans)) <= 48 and len(words(r["question"])) <= 40:
                 out.append({"instruction": r["question"], "input": "", "output": ans})
-        return out[:128]
-    return rows(folder / "gsm8k_train.jsonl"), rows(folder / "gsm8k_test.jsonl")
+        if len(out) < n:
+            raise SystemExit(f"{f}: only {len(out)} rows with a short question and solution, {n} asked for")
+        return out[:n]
+    return rows(folder / "gsm8k_train.jsonl", n_train), rows(folder / "gsm8k_test.jsonl", 128)
 
 
 def build_tokenizer(vocab_words: list[str], known: list[str] = ()):
@@ -152,6 +156,8 @@ def main(argv=None):
     p.add_argument("--alpaca", default=None, help="an Alpaca JSON file: also write the Alpaca slice (item 1 on text)")
     p.add_argument("--gsm8k", default=None, help="the folder of gsm8k_train.jsonl / gsm8k_test.jsonl: also write the "
                    "GSM8K slice (item 1 on text)")
+    p.add_argument("--gsm8k_rows", type=int, default=128, help="training rows of the GSM8K slice (not 128: the set "
+                   "gsm8k<N>)")
     a = p.parse_args(argv)
     out = Path(a.out)
     sets = {}
@@ -167,8 +173,8 @@ def main(argv=None):
         train, held = alpaca_rows(Path(a.alpaca))
         sets["alpaca"] = (train, held, ".json", [])
     if a.gsm8k:
-        train, held = gsm8k_rows(Path(a.gsm8k))
-        sets["gsm8k"] = (train, held, ".json", [])
+        train, held = gsm8k_rows(Path(a.gsm8k), a.gsm8k_rows)
+        sets["gsm8k" if a.gsm8k_rows == 128 else f"gsm8k{a.gsm8k_rows}"] = (train, held, ".json", [])
     for name, (train, held, ext, known) in sets.items():
         d = out / name
         d.mkdir(parents=True, exist_ok=True)
