@@ -193,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"sftgo {cmd}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C before a command handles it itself (the imports of its first seconds, parsing): one line, not the
+        # import machinery's traceback. `train` says how to start the run again, as it does once training began.
+        if cmd == "train":
+            return interrupted(rest, None)
+        print(f"sftgo {cmd}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader went away (`sftgo recipes | head`): stop quietly, as `ls | head` does. stdout points at
         # /dev/null so that the interpreter's own flush at exit does not raise again.
