@@ -140,14 +140,15 @@ def test_a_bundled_sweep_reads_its_relative_paths_from_its_own_folder(elsewhere,
     assert [p["config"]["max_steps"] for p in points] == [7, 7]
 
 
-def test_a_sweep_file_extends_another(elsewhere, tmp_path, capsys):
+def test_a_sweep_file_extends_another(elsewhere, tmp_path):
     """`extends:` starts from another sweep file: `set`, `grid`, `slurm` merge key by key (this file's values win),
     other keys are replaced whole, and each file's relative paths are read from its own folder."""
     a, b = elsewhere / "a", elsewhere / "b"
     a.mkdir(), b.mkdir()
     (a / "train.yaml").write_text("objective: sft-go\nscorer: tfidf\nmax_steps: 7\nlearning_rate: 0.001\n")
     (a / "base.yaml").write_text("config: train.yaml\nset: {max_steps: 5, save_steps: 5}\n"
-                                 "grid: {lam: [0.1, 0.2], percentile: [70, 90]}\nvariants: [{scorer: frequency}, {lam_min: 0.0}]\n"
+                                 "grid: {lam: [0.1, 0.2], percentile: [70, 90]}\n"
+                                 "variants: [{scorer: frequency}, {lam_min: 0.0}]\n"
                                  "seeds: [1, 2]\neval_cmd: 'ev {run_dir}'\n")
     (b / "long.yaml").write_text("extends: ../a/base.yaml\nset: {max_steps: 9}\ngrid: {lam: [0.5]}\nseeds: [3]\n")
     runs, points = _plan(b / "long.yaml", tmp_path)
@@ -163,7 +164,8 @@ def test_a_sweep_file_extends_another(elsewhere, tmp_path, capsys):
     assert load_spec(str(b / "long.yaml"), args).eval_cmd == "ev {run_dir}"  # kept
     # a chain, and a file extending a bundled sweep by name
     (b / "longer.yaml").write_text("extends: long.yaml\nset: {save_steps: 3}\n")
-    assert {(r.config()["max_steps"], r.config()["save_steps"]) for r in _plan(b / "longer.yaml", tmp_path)[0]} == {(9, 3)}
+    longer = {(r.config()["max_steps"], r.config()["save_steps"]) for r in _plan(b / "longer.yaml", tmp_path)[0]}
+    assert longer == {(9, 3)}
     (b / "paper.yaml").write_text("extends: paper/sweeps/table2_alpaca_llama32_3b\nseeds: [7]\n")
     base_runs, _ = _plan("paper/sweeps/table2_alpaca_llama32_3b", tmp_path)
     runs, _ = _plan(b / "paper.yaml", tmp_path)
