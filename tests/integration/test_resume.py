@@ -18,8 +18,8 @@ import time
 import pytest
 import yaml
 
-from sftgo.checkpoints import COMPLETE_MARKER
 from sftgo.cli import main
+from sftgo.rundir import checkpoint_folders, is_complete
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +155,7 @@ def test_ctrl_c_prints_the_command_that_resumes(tmp_path, tiny_model_dir, alpaca
     try:
         deadline = time.time() + 240
         # any complete checkpoint: checkpoint-2 alone is deleted at step 6 (save_total_limit 2)
-        while not (any((c / COMPLETE_MARKER).exists() for c in run.glob("checkpoint-*"))
-                   and len(_losses_or_none(run)) >= 3):
+        while not (any(is_complete(c) for _, c in checkpoint_folders(run)) and len(_losses_or_none(run)) >= 3):
             assert p.poll() is None, p.communicate()[1][-3000:]
             assert time.time() < deadline, "training did not get to step 3"
             time.sleep(0.05)
@@ -175,7 +174,7 @@ def test_ctrl_c_prints_the_command_that_resumes(tmp_path, tiny_model_dir, alpaca
     logged = max(_losses_or_none(run))
     assert 3 <= logged <= step <= logged + 1 < 12
     assert command == shlex.join([sys.executable, "-m", "sftgo.cli", *args, "--resume_from_checkpoint", "last"])
-    done = sorted(int(c.name.split("-")[1]) for c in run.glob("checkpoint-*") if (c / COMPLETE_MARKER).exists())
+    done = [s for s, c in checkpoint_folders(run) if is_complete(c)]
     assert done and done[-1] >= 2
     for s in done:  # every checkpoint marked complete holds what a resume reads
         names = {f.name for f in (run / f"checkpoint-{s}").iterdir()}

@@ -123,17 +123,17 @@ def _resolve(ref: str, base_dir: Path) -> Path:
     return base_dir / p
 
 
-def _read_sweep_file(p: Path, shown: str, chain: tuple = ()) -> tuple[dict, dict]:
-    """A sweep file's mapping with its ``extends:`` chain applied, and for each key the folder that key's relative
-    paths are read from (the file it came from). The extended file's keys are the start; this file's replace them,
-    except ``set``, ``grid`` and ``slurm``, which are merged key by key (this file's values win)."""
+def _apply_extends(data: dict, p: Path, shown: str, chain: tuple = ()) -> tuple[dict, dict]:
+    """Sweep file ``p``'s mapping ``data`` with its ``extends:`` chain applied, and for each key the folder that key's
+    relative paths are read from (the file it came from). The extended file's keys are the start; this file's replace
+    them, except ``set``, ``grid`` and ``slurm``, which are merged key by key (this file's values win)."""
     from ..config import read_yaml_mapping
     from ..recipes import resolve_recipe
 
-    data = read_yaml_mapping(p, SweepError)
     here = p.parent
     if "extends" not in data:
         return data, dict.fromkeys(data, here)
+    data = dict(data)
     ref = data.pop("extends")
     if not isinstance(ref, str) or not ref.strip():
         raise SweepError(f"{shown}: extends must name one sweep file (a path relative to this file, or a bundled "
@@ -143,9 +143,10 @@ def _read_sweep_file(p: Path, shown: str, chain: tuple = ()) -> tuple[dict, dict
     if parent.resolve() in chain:
         loop = " -> ".join([*(c.name for c in chain), parent.name])
         raise SweepError(f"{shown}: extends {ref}, which leads back to itself ({loop}): remove one `extends:`")
-    if not is_sweep_file(read_yaml_mapping(parent, SweepError)):
+    parent_data = read_yaml_mapping(parent, SweepError)
+    if not is_sweep_file(parent_data):
         raise SweepError(f"{shown}: extends {ref}, which is not a sweep file (a train YAML goes under `config:`)")
-    merged, dirs = _read_sweep_file(parent, f"{shown}: extends {ref}", chain)
+    merged, dirs = _apply_extends(parent_data, parent, f"{shown}: extends {ref}", chain)
     for k, v in data.items():
         if k in MERGED_KEYS and isinstance(v, dict) and isinstance(merged.get(k), dict):
             v = {**merged[k], **v}
@@ -164,7 +165,7 @@ def load_spec(path: str | None, args) -> Spec:
         p = resolve_recipe(path, SweepError)  # a bundled sweep by name: its own references are relative to it
         data = read_yaml_mapping(p, SweepError)
         if is_sweep_file(data):
-            data, dirs = _read_sweep_file(p, str(path))
+            data, dirs = _apply_extends(data, p, str(path))
             file_data = data
             if data.get("config"):
                 spec.config = _load_train_yaml(_resolve(data["config"], dirs["config"]), f"{path}: config")
